@@ -1,0 +1,211 @@
+//! The validated, runtime form of the configuration. Everything here has
+//! been checked: addresses parse, certificates load, every route names a
+//! cluster that exists. The rest of torii only ever sees these types.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+
+/// ALPN a TLS listener advertises unless told otherwise. Both, because
+/// C-core clients (Python, C++, Ruby grpcio) refuse a TLS connection that
+/// negotiates no ALPN, and HTTP/1.1 clients (curl, probes) need http/1.1.
+pub const DEFAULT_ALPN: [&str; 2] = ["h2", "http/1.1"];
+/// How long to wait for a TCP (and TLS) connection to an upstream. Short,
+/// because a refused or silent endpoint should fail over quickly.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Streams per upstream HTTP/2 connection before torii opens another one to
+/// the same endpoint: h2 serialises a connection behind one lock, so spreading
+/// busy endpoints over a few connections scales better.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 100;
+/// Upper bound of HTTP/2 connections per endpoint.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: usize = 8;
+/// Health path answered on every listener unless configured otherwise.
+pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
+/// Time a client has to send its HTTP/1.1 request headers (slowloris guard).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time in-flight requests get to finish after SIGTERM.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Smallest and largest time a resolved DNS answer is kept, whatever its TTL.
+pub const DNS_MIN_TTL: Duration = Duration::from_secs(1);
+pub const DNS_MAX_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (for messages and reloads).
+    pub source: Option<PathBuf>,
+    pub admin: Option<Admin>,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Arc<Cluster>>,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// Look at the first bytes (TLS, HTTP/2 preface, HTTP/1.x).
+    Auto,
+    /// HTTP only: HTTP/1.1 and h2c on the same port.
+    Http,
+    /// Opaque TCP.
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub protocol: ListenerProtocol,
+    pub tls: Option<ServerTls>,
+    pub health_path: String,
+    /// Accept `%2F` / `%5C` in paths (decoded before routing). Off by default:
+    /// an encoded slash lets a client reach a path the routes did not mean.
+    pub allow_encoded_slashes: bool,
+    pub header_read_timeout: Duration,
+    pub routes: Vec<Route>,
+}
+
+/// Certificates, keys and client-auth settings, already read and parsed.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub certificates: Vec<CertifiedKeySource>,
+    pub alpn: Vec<Vec<u8>>,
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// One certificate chain with its key, as PEM read from disk.
+#[derive(Debug, Clone)]
+pub struct CertifiedKeySource {
+    pub cert_path: PathBuf,
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub key: Arc<rustls_pki_types::PrivateKeyDer<'static>>,
+    /// Lower-cased names, exact (`api.example.com`) or wildcard (`*.example.com`).
+    /// Empty: the default certificate.
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub ca_path: PathBuf,
+    pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub required: bool,
+    /// DNS names and URIs (e.g. SPIFFE IDs). Empty: any certificate the CA signed.
+    pub allowed_sans: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    pub prefix_rewrite: Option<String>,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+    /// Total time for a non-streaming (non-gRPC) request. None: no limit.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    pub host: Option<HostMatch>,
+    pub path: Option<PathMatch>,
+    pub grpc_service: Option<String>,
+    pub grpc_method: Option<String>,
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-cased, without port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    /// Lower-cased.
+    pub name: String,
+    pub value: HeaderValueMatch,
+    /// Match when the header does NOT satisfy `value`.
+    pub invert: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderValueMatch {
+    Present,
+    Exact(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    Cluster(Arc<Cluster>),
+    Weighted(Vec<(Arc<Cluster>, u32)>),
+    Direct { status: u16, body: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    /// Lower-cased names; values set (replacing any existing value).
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub remove: Vec<http::HeaderName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/2 for gRPC (h2c, or ALPN h2 over TLS); otherwise what the client spoke.
+    Auto,
+    Http1,
+    H2c,
+    H2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointAddr {
+    /// As written: an IP literal or a DNS name.
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub endpoints: Vec<EndpointAddr>,
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<UpstreamTls>,
+    pub lb: LbPolicy,
+    pub connect_timeout: Duration,
+    pub max_streams_per_connection: usize,
+    pub max_connections_per_endpoint: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// None: the platform's web PKI roots are not bundled; a CA is required.
+    pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub server_name: Option<String>,
+    pub client_cert: Option<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        Arc<rustls_pki_types::PrivateKeyDer<'static>>,
+    )>,
+}

@@ -1,0 +1,1 @@
+//! The built-in echo service and `torii demo`.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("torii {}", env!("CARGO_PKG_VERSION"));
+}
