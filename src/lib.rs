@@ -1,9 +1,30 @@
 //! torii: a gRPC-native edge and sidecar proxy.
 
+pub mod admin;
+pub mod app;
 pub mod config;
 pub mod demo;
+pub mod drain;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod listener;
+pub mod respond;
+pub mod route;
+pub mod telemetry;
+pub mod upstream;
+
+use std::sync::{Arc, OnceLock};
 
 /// Generated code for the built-in echo service (demo, tests, benchmarks).
 pub mod echo_pb {
     tonic::include_proto!("torii.echo.v1");
+}
+
+/// The TLS crypto provider torii uses everywhere (ring).
+pub fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }

@@ -1,0 +1,100 @@
+//! The one error type for failures torii itself produces while handling a
+//! request. It carries a stable reason code (the `x-torii-error` header, the
+//! access log and the metrics all use the same code) and a sentence for the
+//! human reading a `grpc-message` or a log line.
+
+use std::fmt;
+
+use crate::grpc::status::Code;
+
+/// Stable, machine-readable reasons. Renaming one breaks users' alerts: don't.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    NoRoute,
+    InvalidPath,
+    BadRequest,
+    UpstreamConnectRefused,
+    UpstreamConnectTimeout,
+    UpstreamConnectFailed,
+    UpstreamDnsFailed,
+    UpstreamProtocolMismatch,
+    UpstreamTlsFailed,
+    UpstreamReset,
+    UpstreamTimeout,
+    NoHealthyUpstream,
+    DeadlineExceeded,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NoRoute => "no_route",
+            ErrorCode::InvalidPath => "invalid_path",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UpstreamConnectRefused => "upstream_connect_refused",
+            ErrorCode::UpstreamConnectTimeout => "upstream_connect_timeout",
+            ErrorCode::UpstreamConnectFailed => "upstream_connect_failed",
+            ErrorCode::UpstreamDnsFailed => "upstream_dns_failed",
+            ErrorCode::UpstreamProtocolMismatch => "upstream_protocol_mismatch",
+            ErrorCode::UpstreamTlsFailed => "upstream_tls_failed",
+            ErrorCode::UpstreamReset => "upstream_reset",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::NoHealthyUpstream => "no_healthy_upstream",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+
+    /// The gRPC status a gRPC client gets for this failure.
+    pub fn grpc_code(self) -> Code {
+        match self {
+            ErrorCode::NoRoute => Code::Unimplemented,
+            ErrorCode::InvalidPath | ErrorCode::BadRequest => Code::InvalidArgument,
+            ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => Code::DeadlineExceeded,
+            ErrorCode::Internal => Code::Internal,
+            // Everything upstream-side is retryable from the client's view.
+            _ => Code::Unavailable,
+        }
+    }
+
+    /// The HTTP status a plain HTTP client gets for this failure.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::NoRoute => 404,
+            ErrorCode::InvalidPath | ErrorCode::BadRequest => 400,
+            ErrorCode::UpstreamProtocolMismatch
+            | ErrorCode::UpstreamReset
+            | ErrorCode::UpstreamTlsFailed => 502,
+            ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::Internal => 500,
+            _ => 503,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure torii answers for: the code plus a plain-words explanation of
+/// what was seen and what to change.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProxyError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProxyError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProxyError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,176 @@
+//! The response body torii streams back to the client. It forwards the
+//! upstream's frames as they come and turns what can go wrong after the
+//! response headers into something the client understands: for gRPC an
+//! upstream reset or an expired `grpc-timeout` becomes trailers with a
+//! non-OK `grpc-status` (never a stream that ends OK).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use super::outcome::Outcome;
+use crate::error::{BoxError, ErrorCode, ProxyError};
+use crate::grpc::status::{encode_message, Code};
+use crate::respond::X_TORII_ERROR;
+use crate::upstream::ExchangeGuard;
+
+pub struct ResponseBody {
+    inner: Option<Incoming>,
+    grpc: bool,
+    deadline: Option<(Pin<Box<Sleep>>, ProxyError)>,
+    guard: Option<ExchangeGuard>,
+    outcome: Outcome,
+    cluster: String,
+}
+
+impl ResponseBody {
+    pub fn new(
+        inner: Incoming,
+        grpc: bool,
+        deadline: Option<(Pin<Box<Sleep>>, ProxyError)>,
+        guard: ExchangeGuard,
+        outcome: Outcome,
+        cluster: String,
+    ) -> Self {
+        ResponseBody {
+            inner: Some(inner),
+            grpc,
+            deadline,
+            guard: Some(guard),
+            outcome,
+            cluster,
+        }
+    }
+
+    fn fail(&mut self, err: ProxyError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Dropping the upstream body resets the upstream stream at once.
+        self.inner = None;
+        self.guard = None;
+        self.deadline = None;
+        self.outcome
+            .metrics
+            .upstream_error(&self.cluster, err.code.as_str());
+        self.outcome.error = Some(err.code);
+        if self.grpc {
+            let code = err.code.grpc_code();
+            self.outcome.grpc_status = Some(code.as_i32());
+            self.outcome.record();
+            Poll::Ready(Some(Ok(Frame::trailers(error_trailers(code, &err)))))
+        } else {
+            self.outcome.record();
+            Poll::Ready(Some(Err(Box::new(err))))
+        }
+    }
+}
+
+fn error_trailers(code: Code, err: &ProxyError) -> HeaderMap {
+    let mut t = HeaderMap::new();
+    t.insert("grpc-status", code.as_header());
+    if let Ok(v) = HeaderValue::from_str(&encode_message(&err.message)) {
+        t.insert("grpc-message", v);
+    }
+    t.insert(X_TORII_ERROR, HeaderValue::from_static(err.code.as_str()));
+    t
+}
+
+fn grpc_status_of(h: &HeaderMap) -> Option<i32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some((sleep, _)) = &mut this.deadline {
+            if sleep.as_mut().poll(cx).is_ready() {
+                let (_, err) = this.deadline.take().expect("checked above");
+                return this.fail(err);
+            }
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = frame.trailers_ref() {
+                    if let Some(code) = grpc_status_of(t) {
+                        this.outcome.grpc_status = Some(code);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let what = match crate::upstream::connect::h2_reason(&e) {
+                    Some(r) => format!("reset the stream ({r:?})"),
+                    None => format!("broke off: {e}"),
+                };
+                let endpoint = this
+                    .guard
+                    .as_ref()
+                    .map(|g| g.endpoint.to_string())
+                    .unwrap_or_default();
+                let err = ProxyError::new(
+                    ErrorCode::UpstreamReset,
+                    format!(
+                        "upstream {endpoint} (cluster {}) {what} in the middle of the response",
+                        this.cluster
+                    ),
+                );
+                this.fail(err)
+            }
+            Poll::Ready(None) => {
+                this.inner = None;
+                this.deadline = None;
+                if let Some(mut g) = this.guard.take() {
+                    g.complete();
+                }
+                this.outcome.record();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            None => true,
+            Some(b) => b.is_end_stream() && self.deadline.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            None => SizeHint::with_exact(0),
+            // A deadline may still add trailers; never promise an exact size then.
+            Some(b) if self.deadline.is_none() => b.size_hint(),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.inner.as_ref().is_some_and(|b| b.is_end_stream()) {
+            // An empty body hyper never needed to poll: the exchange is complete.
+            if let Some(mut g) = self.guard.take() {
+                g.complete();
+            }
+            return;
+        }
+        if self.inner.is_some() && self.grpc && self.outcome.grpc_status.is_none() {
+            // The client went away before the response ended.
+            self.outcome.grpc_status = Some(Code::Cancelled.as_i32());
+        }
+    }
+}

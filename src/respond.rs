@@ -1,0 +1,87 @@
+//! The one place where a failure becomes a response, in the client's own
+//! protocol: gRPC clients get HTTP 200 trailers-only with `grpc-status` and a
+//! plain-words `grpc-message`; everyone else an HTTP status with a one-line
+//! body. Both carry `x-torii-error` with the stable reason code.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::error::ProxyError;
+use crate::grpc::status::{encode_message, Code};
+use crate::http::body::{self, Body};
+
+pub const X_TORII_ERROR: &str = "x-torii-error";
+
+/// Renders `err` for a client that spoke gRPC (`grpc == true`) or plain HTTP.
+pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
+    let code = HeaderValue::from_static(err.code.as_str());
+    if grpc {
+        grpc_trailers_only(err.code.grpc_code(), &err.message, Some(code))
+    } else {
+        let mut resp = text_response(err.code.http_status(), &err.message);
+        resp.headers_mut().insert(X_TORII_ERROR, code);
+        resp
+    }
+}
+
+/// A gRPC trailers-only response: status and message in the headers block.
+pub fn grpc_trailers_only(
+    status: Code,
+    message: &str,
+    torii_error: Option<HeaderValue>,
+) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", status.as_header());
+    if !message.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&encode_message(message)) {
+            h.insert("grpc-message", v);
+        }
+    }
+    if let Some(code) = torii_error {
+        h.insert(X_TORII_ERROR, code);
+    }
+    resp
+}
+
+/// A plain-text response with a one-line body.
+pub fn text_response(status: u16, text: &str) -> Response<Body> {
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    let mut resp = Response::new(body::full(line));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn grpc_shape() {
+        let err = ProxyError::new(ErrorCode::NoRoute, "no route for /a.B/C");
+        let r = error_response(&err, true);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "12");
+        assert_eq!(r.headers()["grpc-message"], "no route for /a.B/C");
+        assert_eq!(r.headers()["x-torii-error"], "no_route");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+    }
+
+    #[test]
+    fn http_shape() {
+        let err = ProxyError::new(ErrorCode::UpstreamConnectRefused, "refused");
+        let r = error_response(&err, false);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["x-torii-error"], "upstream_connect_refused");
+    }
+}

@@ -1,0 +1,5 @@
+//! Metrics (Prometheus) and the access log.
+
+pub mod metrics;
+
+pub use metrics::Metrics;

@@ -1,0 +1,394 @@
+//! Opening connections to upstream endpoints: TCP (with TCP_NODELAY), TLS
+//! with ALPN, and the HTTP/1.1 or HTTP/2 handshake. Failures become
+//! [`ProxyError`]s that say what was seen on the wire.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::{Cluster, UpstreamTls};
+use crate::error::{ErrorCode, ProxyError};
+use crate::http::body::Body;
+
+/// HTTP/2 flow-control windows towards upstreams. They cap how many bytes
+/// one stream (and one connection) may have in flight unread: 1 MiB per
+/// stream lets a 4 MiB gRPC message move in a few round trips without
+/// letting one slow reader pin much memory; the connection window allows a
+/// handful of busy streams at full speed.
+pub const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+pub const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// HTTP/2 PINGs to notice a dead upstream connection that TCP would only
+/// report after minutes.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The protocol spoken on one upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wire {
+    Http1,
+    Http2,
+}
+
+/// The first bytes an upstream sent on a connection, kept so that a failed
+/// HTTP/2 exchange can be explained ("it answered in HTTP/1.1").
+pub type FirstBytes = Arc<Mutex<Vec<u8>>>;
+const FIRST_BYTES: usize = 24;
+
+pub enum Connected {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>, FirstBytes),
+}
+
+/// Builds connections for one cluster.
+pub struct Connector {
+    cluster: String,
+    connect_timeout: Duration,
+    tls: Option<TlsSet>,
+}
+
+struct TlsSet {
+    /// ALPN h2 only: gRPC must get HTTP/2.
+    h2: TlsConnector,
+    /// ALPN http/1.1 only.
+    h1: TlsConnector,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl Connector {
+    pub fn new(cluster: &Cluster) -> Result<Self, String> {
+        let tls = cluster.tls.as_ref().map(build_tls).transpose()?;
+        Ok(Connector {
+            cluster: cluster.name.clone(),
+            connect_timeout: cluster.connect_timeout,
+            tls,
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Connects to `addr` (`host` is the name it came from, for SNI) and
+    /// performs the handshake for `wire`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        wire: Wire,
+    ) -> Result<Connected, ProxyError> {
+        let tcp = self.tcp(addr).await?;
+        match &self.tls {
+            None => handshake(tcp, wire, addr, &self.cluster).await,
+            Some(tls) => {
+                let connector = match wire {
+                    Wire::Http2 => &tls.h2,
+                    Wire::Http1 => &tls.h1,
+                };
+                let name = match &tls.server_name {
+                    Some(n) => n.clone(),
+                    None => ServerName::try_from(host.to_string()).map_err(|_| {
+                        ProxyError::new(
+                            ErrorCode::UpstreamTlsFailed,
+                            format!("cluster {}: {host} is not a valid TLS server name; set tls.server_name", self.cluster),
+                        )
+                    })?,
+                };
+                let stream = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| {
+                        ProxyError::new(
+                            ErrorCode::UpstreamConnectTimeout,
+                            format!("the TLS handshake with upstream {addr} (cluster {}) did not finish within connect_timeout {:?}", self.cluster, self.connect_timeout),
+                        )
+                    })?
+                    .map_err(|e| tls_error(&e, addr, &self.cluster))?;
+                let alpn = stream.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+                if wire == Wire::Http2 && alpn.as_deref().is_some_and(|p| p != b"h2") {
+                    return Err(ProxyError::new(
+                        ErrorCode::UpstreamProtocolMismatch,
+                        format!(
+                            "upstream {addr} (cluster {}) selected ALPN {:?} instead of h2: it does not serve HTTP/2 over TLS, which gRPC needs; enable HTTP/2 on the upstream",
+                            self.cluster,
+                            String::from_utf8_lossy(alpn.as_deref().unwrap_or_default())
+                        ),
+                    ));
+                }
+                handshake(stream, wire, addr, &self.cluster).await
+            }
+        }
+    }
+
+    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => {
+                return Err(ProxyError::new(
+                    ErrorCode::UpstreamConnectTimeout,
+                    format!(
+                        "upstream {addr} (cluster {}) did not accept the connection within connect_timeout {:?}",
+                        self.cluster, self.connect_timeout
+                    ),
+                ))
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(ProxyError::new(
+                    ErrorCode::UpstreamConnectRefused,
+                    format!("upstream {addr} (cluster {}) refused the connection: nothing is listening on that port", self.cluster),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(ProxyError::new(
+                    ErrorCode::UpstreamConnectFailed,
+                    format!("could not connect to upstream {addr} (cluster {}): {e}", self.cluster),
+                ))
+            }
+            Ok(Ok(s)) => s,
+        };
+        // Nagle plus delayed ACKs stalls small gRPC frames by up to 40 ms.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+fn build_tls(t: &UpstreamTls) -> Result<TlsSet, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in &t.roots {
+        roots
+            .add(c.clone())
+            .map_err(|e| format!("bad CA certificate: {e}"))?;
+    }
+    let roots = Arc::new(roots);
+    let make = |alpn: &[u8]| -> Result<TlsConnector, String> {
+        let builder = rustls::ClientConfig::builder_with_provider(crate::tls_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots.clone());
+        let mut cfg = match &t.client_cert {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(|e| format!("client certificate: {e}"))?,
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        Ok(TlsConnector::from(Arc::new(cfg)))
+    };
+    let server_name = t
+        .server_name
+        .as_ref()
+        .map(|n| ServerName::try_from(n.clone()).map_err(|e| format!("server_name {n}: {e}")))
+        .transpose()?;
+    Ok(TlsSet {
+        h2: make(b"h2")?,
+        h1: make(b"http/1.1")?,
+        server_name,
+    })
+}
+
+fn tls_error(e: &std::io::Error, addr: SocketAddr, cluster: &str) -> ProxyError {
+    let detail = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(ce)) => match ce {
+            rustls::CertificateError::UnknownIssuer => {
+                "its certificate is not signed by the cluster's tls.ca".to_string()
+            }
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. } => {
+                "its certificate is not valid for the name torii asked for; set tls.server_name to a name in the certificate".to_string()
+            }
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+                "its certificate has expired".to_string()
+            }
+            other => format!("its certificate was rejected: {other:?}"),
+        },
+        Some(rustls::Error::InvalidMessage(_)) => {
+            "it did not answer with TLS (is it plaintext? then remove tls: from the cluster)".to_string()
+        }
+        Some(other) => other.to_string(),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "it closed the connection during the handshake".to_string()
+        }
+        None => e.to_string(),
+    };
+    ProxyError::new(
+        ErrorCode::UpstreamTlsFailed,
+        format!("TLS handshake with upstream {addr} (cluster {cluster}) failed: {detail}"),
+    )
+}
+
+async fn handshake<T>(
+    io: T,
+    wire: Wire,
+    addr: SocketAddr,
+    cluster: &str,
+) -> Result<Connected, ProxyError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match wire {
+        Wire::Http1 => {
+            let (send, conn) = http1::Builder::new()
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| handshake_error(e, addr, cluster))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
+                }
+            });
+            Ok(Connected::H1(send))
+        }
+        Wire::Http2 => {
+            let first: FirstBytes = Arc::new(Mutex::new(Vec::new()));
+            let io = Recorder {
+                inner: io,
+                first: first.clone(),
+            };
+            let (send, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| handshake_error(e, addr, cluster))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            Ok(Connected::H2(send, first))
+        }
+    }
+}
+
+fn handshake_error(e: hyper::Error, addr: SocketAddr, cluster: &str) -> ProxyError {
+    ProxyError::new(
+        ErrorCode::UpstreamConnectFailed,
+        format!("HTTP handshake with upstream {addr} (cluster {cluster}) failed: {e}"),
+    )
+}
+
+/// Explains a failed exchange on an HTTP/2 upstream connection from what
+/// the upstream actually sent.
+pub fn explain_h2_failure(
+    e: &hyper::Error,
+    first: &FirstBytes,
+    addr: SocketAddr,
+    cluster: &str,
+) -> ProxyError {
+    let seen = first.lock().map(|b| b.clone()).unwrap_or_default();
+    if seen.starts_with(b"HTTP/") {
+        let line = String::from_utf8_lossy(&seen);
+        let line = line.lines().next().unwrap_or("").trim().to_string();
+        return ProxyError::new(
+            ErrorCode::UpstreamProtocolMismatch,
+            format!(
+                "upstream {addr} (cluster {cluster}) answered the HTTP/2 preface with HTTP/1.1 (\"{line}…\"): it does not speak HTTP/2 cleartext (h2c) on this port. gRPC needs HTTP/2: enable h2c on the upstream server, or add tls: to the cluster if it serves HTTP/2 over TLS"
+            ),
+        );
+    }
+    if seen.len() >= 2 && (seen[0] == 0x15 || seen[0] == 0x16) && seen[1] == 0x03 {
+        return ProxyError::new(
+            ErrorCode::UpstreamProtocolMismatch,
+            format!("upstream {addr} (cluster {cluster}) answered in TLS to a cleartext HTTP/2 connection: add tls: (with its ca) to the cluster"),
+        );
+    }
+    reset_error(e, addr, cluster, seen.is_empty())
+}
+
+/// A failure after the request was handed to the upstream connection.
+pub fn reset_error(
+    e: &hyper::Error,
+    addr: SocketAddr,
+    cluster: &str,
+    nothing_received: bool,
+) -> ProxyError {
+    let reason = h2_reason(e);
+    let what = match reason {
+        Some(h2::Reason::REFUSED_STREAM) => "refused the stream (REFUSED_STREAM)".to_string(),
+        Some(r) => format!("reset the stream ({r:?})"),
+        None if nothing_received => "closed the connection without answering".to_string(),
+        None => format!("failed the request: {e}"),
+    };
+    ProxyError::new(
+        ErrorCode::UpstreamReset,
+        format!("upstream {addr} (cluster {cluster}) {what} before sending response headers"),
+    )
+}
+
+/// The HTTP/2 error code behind a hyper error, if there is one.
+pub fn h2_reason(e: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h2e) = err.downcast_ref::<h2::Error>() {
+            return h2e.reason();
+        }
+        cur = err.source();
+    }
+    None
+}
+
+pin_project_lite::pin_project! {
+    /// Passes bytes through and keeps the first few the upstream sent.
+    struct Recorder<T> {
+        #[pin]
+        inner: T,
+        first: FirstBytes,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Recorder<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            if let Ok(mut first) = this.first.lock() {
+                if first.len() < FIRST_BYTES {
+                    let new = &buf.filled()[before..];
+                    let take = new.len().min(FIRST_BYTES - first.len());
+                    first.extend_from_slice(&new[..take]);
+                }
+            }
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Recorder<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
