@@ -153,3 +153,16 @@ pub async fn start(config: Config) -> Result<Running, String> {
         tasks,
     })
 }
+
+/// Loads `yaml` as if it were the file `file` (relative paths resolve
+/// against its directory) and starts it. For embedding and tests.
+pub async fn start_yaml(yaml: &str, file: &std::path::Path) -> Result<Running, String> {
+    let loaded = crate::config::load_str(yaml, file).map_err(|problems| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    start(loaded.config).await
+}

@@ -1,3 +1,5 @@
-fn main() {
-    println!("torii {}", env!("CARGO_PKG_VERSION"));
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    torii::cli::run(torii::cli::Cli::parse())
 }

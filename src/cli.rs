@@ -1,0 +1,194 @@
+//! The command line: `serve`, `check`, `demo`, `version` (and a hidden
+//! `echo` backend used by tests and benchmarks).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "torii", version, about = "A gRPC-native edge and sidecar proxy")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy.
+    Serve {
+        /// The configuration file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// error | warn | info | debug | trace, or a RUST_LOG-style filter.
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+    /// Load and validate a configuration without binding anything; print every problem.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// A one-command tour: TLS and plaintext listeners in front of a built-in gRPC service.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_address: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        plain_address: SocketAddr,
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+    /// Print the version.
+    Version,
+    /// Run the built-in echo gRPC service (for tests and benchmarks).
+    #[command(hide = true)]
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        address: SocketAddr,
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+pub fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+    }
+    .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build()
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Version => {
+            println!("torii {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => {
+            let mut out = std::io::stdout();
+            if crate::config::check(&config, &mut out) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Serve {
+            config,
+            workers,
+            log_level,
+        } => {
+            init_logging(log_level.as_deref());
+            let loaded = match crate::config::load_file(&config) {
+                Ok(l) => l,
+                Err(problems) => {
+                    for p in &problems {
+                        eprintln!("{p}");
+                    }
+                    eprintln!("torii: not starting: {} has problems (run `torii check -c {}`)", config.display(), config.display());
+                    return ExitCode::from(1);
+                }
+            };
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            let rt = match runtime(workers) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("torii: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(serve(loaded.config))
+        }
+        Command::Demo {
+            tls_address,
+            plain_address,
+            log_level,
+        } => {
+            init_logging(Some(log_level.as_deref().unwrap_or("warn,torii=info")));
+            let rt = match runtime(None) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("torii: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(crate::demo::run_demo(tls_address, plain_address)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("torii demo: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Echo {
+            address,
+            tls_cert,
+            tls_key,
+            workers,
+        } => {
+            init_logging(Some("warn"));
+            let rt = match runtime(workers) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("torii: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let tls = tls_cert.zip(tls_key);
+            match rt.block_on(crate::demo::run_echo(address, tls)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("torii echo: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: crate::config::Config) -> ExitCode {
+    let running = match crate::app::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("not starting: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    wait_for_stop_signal().await;
+    tracing::info!("stop signal received; draining");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+pub async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
