@@ -372,7 +372,11 @@ fn header_match(cx: &mut Ctx, path: &str, raw: RawHeaderMatch) -> Option<HeaderM
     let name_at = join(path, "name");
     let name = cx
         .required(&name_at, &raw.name, "write the header name, like x-canary")
-        .and_then(|n| header_name(cx, &name_at, n, false));
+        .and_then(|n| {
+            header_name(n, false)
+                .map_err(|why| cx.error(&name_at, format!("{name_at}: {why}")))
+                .ok()
+        });
     let invert = raw.invert.unwrap_or(false);
     let value = match (raw.value, raw.regex, raw.present) {
         (Some(_), Some(_), _) => {
@@ -406,7 +410,9 @@ fn edits(cx: &mut Ctx, path: &str, raw: Option<RawHeaderEdits>) -> Option<Header
     let mut out = HeaderEdits::default();
     for (name, value) in raw.add.unwrap_or_default().0 {
         let at = format!("{path}.add.{name}");
-        let header = header_name(cx, &at, &name, true);
+        let header = header_name(&name, true)
+            .map_err(|why| cx.key_error(&at, format!("{at}: {why}")))
+            .ok();
         let value = match HeaderValue::from_str(&value) {
             Ok(v) => Some(v),
             Err(_) => {
@@ -420,42 +426,38 @@ fn edits(cx: &mut Ctx, path: &str, raw: Option<RawHeaderEdits>) -> Option<Header
         }
     }
     for (i, name) in raw.remove.unwrap_or_default().iter().enumerate() {
-        match header_name(cx, &format!("{path}.remove[{i}]"), name, true) {
-            Some(h) => out.remove.push(h),
-            None => ok = false,
+        match header_name(name, true) {
+            Ok(h) => out.remove.push(h),
+            Err(why) => {
+                let at = format!("{path}.remove[{i}]");
+                cx.error(&at, format!("{at}: {why}"));
+                ok = false;
+            }
         }
     }
     ok.then_some(out)
 }
 
-/// A header name a route may match (`edit: false`) or change (`edit: true`).
-fn header_name(cx: &mut Ctx, at: &str, name: &str, edit: bool) -> Option<HeaderName> {
+/// A header name a route may match (`edit: false`) or change (`edit: true`);
+/// the error says why not.
+fn header_name(name: &str, edit: bool) -> Result<HeaderName, String> {
     let name = name.trim();
-    let why = if name.starts_with(':') {
-        Some(format!(
+    if name.starts_with(':') {
+        return Err(format!(
             "{name:?} is an HTTP/2 pseudo-header, which routes cannot {}; use match.host for \
              :authority and match.prefix/path for :path",
             if edit { "change" } else { "match on" }
-        ))
-    } else if edit && HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
-        Some(format!(
+        ));
+    }
+    if edit && HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!(
             "{name:?} is a hop-by-hop header: it describes a single connection, torii manages it \
              itself, and HTTP/2 forbids it; it cannot be added or removed by a route"
-        ))
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        cx.error(at, format!("{at}: {why}"));
-        return None;
+        ));
     }
-    match HeaderName::from_bytes(name.as_bytes()) {
-        Ok(h) => Some(h),
-        Err(_) => {
-            cx.error(at, format!("{at}: {name:?} is not a valid header name; use letters, digits and -, like x-env"));
-            None
-        }
-    }
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        format!("{name:?} is not a valid header name; use letters, digits and -, like x-env")
+    })
 }
 
 #[cfg(test)]
