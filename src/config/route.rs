@@ -1,0 +1,500 @@
+//! Routes: what a request must look like (`match`), where it goes (one
+//! action), and what changes on the way (rewrite, header edits, timeout).
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use regex::Regex;
+
+use super::cluster::{valid_hostname, Clusters};
+use super::locate::join;
+use super::model::*;
+use super::raw::{
+    RawDirectResponse, RawHeaderEdits, RawHeaderMatch, RawMatch, RawRoute, RawWeightedCluster,
+};
+use super::validate::Ctx;
+
+/// Connection-scoped headers: they describe one hop, torii manages them
+/// itself, and HTTP/2 forbids them outright.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "proxy-connection",
+];
+
+pub fn route(cx: &mut Ctx, path: &str, raw: RawRoute, clusters: &Clusters) -> Option<Route> {
+    let match_at = join(path, "match");
+    let has_prefix = raw.matcher.as_ref().is_some_and(|m| m.prefix.is_some());
+    let matcher = matcher(cx, &match_at, raw.matcher.unwrap_or_default());
+    let action = action(
+        cx,
+        path,
+        raw.cluster,
+        raw.weighted_clusters,
+        raw.direct_response,
+        clusters,
+    );
+    let rewrite_at = join(path, "prefix_rewrite");
+    let prefix_rewrite = match raw.prefix_rewrite {
+        Some(r) if !r.starts_with('/') => {
+            cx.error(
+                &rewrite_at,
+                format!("{rewrite_at} {r:?} must start with /, like /v2/"),
+            );
+            None
+        }
+        Some(_) if !has_prefix => {
+            cx.error(
+                &rewrite_at,
+                format!(
+                    "{rewrite_at} replaces the matched prefix, so the route needs a prefix match: \
+                     add match: {{prefix: /...}}"
+                ),
+            );
+            None
+        }
+        other => Some(other),
+    };
+    let request_headers = edits(cx, &join(path, "request_headers"), raw.request_headers);
+    let response_headers = edits(cx, &join(path, "response_headers"), raw.response_headers);
+    let timeout = cx.duration(&join(path, "timeout"), &raw.timeout, None, true);
+    Some(Route {
+        matcher: matcher?,
+        action: action?,
+        prefix_rewrite: prefix_rewrite?,
+        request_headers: request_headers?,
+        response_headers: response_headers?,
+        timeout: timeout?,
+    })
+}
+
+fn action(
+    cx: &mut Ctx,
+    path: &str,
+    cluster: Option<String>,
+    weighted: Option<Vec<RawWeightedCluster>>,
+    direct: Option<RawDirectResponse>,
+    clusters: &Clusters,
+) -> Option<RouteAction> {
+    const ACTIONS: &str = "cluster, weighted_clusters or direct_response";
+    let given: Vec<&str> = [
+        cluster.as_ref().map(|_| "cluster"),
+        weighted.as_ref().map(|_| "weighted_clusters"),
+        direct.as_ref().map(|_| "direct_response"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() != 1 {
+        let message = if given.is_empty() {
+            format!("{path} has no action; write one of {ACTIONS}")
+        } else {
+            format!(
+                "{path} has {}; a route takes exactly one of {ACTIONS}",
+                given.join(" and ")
+            )
+        };
+        cx.error(path, message);
+        return None;
+    }
+    if let Some(name) = cluster {
+        return clusters
+            .resolve(cx, &join(path, "cluster"), name.trim())
+            .map(RouteAction::Cluster);
+    }
+    if let Some(weighted) = weighted {
+        return weighted_clusters(cx, &join(path, "weighted_clusters"), weighted, clusters);
+    }
+    let direct = direct.unwrap_or_default();
+    let at = format!("{path}.direct_response.status");
+    match direct.status {
+        Some(status @ 100..=599) => Some(RouteAction::Direct {
+            status: status as u16,
+            body: direct.body.unwrap_or_default(),
+        }),
+        Some(status) => {
+            cx.error(
+                &at,
+                format!("{at} {status} is not an HTTP status; write 100 to 599"),
+            );
+            None
+        }
+        None => {
+            cx.error(
+                &at,
+                format!("{at} is missing; write an HTTP status, like 200"),
+            );
+            None
+        }
+    }
+}
+
+fn weighted_clusters(
+    cx: &mut Ctx,
+    path: &str,
+    raw: Vec<RawWeightedCluster>,
+    clusters: &Clusters,
+) -> Option<RouteAction> {
+    if raw.is_empty() {
+        cx.error(path, format!("{path} is empty; list clusters with weights, like [{{cluster: a, weight: 90}}, {{cluster: b, weight: 10}}]"));
+        return None;
+    }
+    let mut out: Vec<Option<(Arc<Cluster>, u32)>> = Vec::new();
+    for (i, w) in raw.into_iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let cluster_at = join(&at, "cluster");
+        let cluster = cx
+            .required(&cluster_at, &w.cluster, "write the name of a cluster")
+            .and_then(|name| clusters.resolve(cx, &cluster_at, name.trim()));
+        let weight_at = join(&at, "weight");
+        let weight = match w.weight {
+            Some(n) if n >= 1 => u32::try_from(n).ok(),
+            Some(n) => {
+                cx.error(
+                    &weight_at,
+                    format!("{weight_at} is {n}; weights must be 1 or more"),
+                );
+                None
+            }
+            None => {
+                cx.error(
+                    &weight_at,
+                    format!("{weight_at} is missing; write a positive number, like 10"),
+                );
+                None
+            }
+        };
+        if w.weight.is_some_and(|n| n > i64::from(u32::MAX)) {
+            cx.error(
+                &weight_at,
+                format!("{weight_at} is too large; keep weights below 4294967296"),
+            );
+        }
+        out.push(cluster.zip(weight));
+    }
+    out.into_iter()
+        .collect::<Option<_>>()
+        .map(RouteAction::Weighted)
+}
+
+fn matcher(cx: &mut Ctx, path: &str, raw: RawMatch) -> Option<RouteMatch> {
+    let host = raw.host.as_deref().map(|h| {
+        let at = join(path, "host");
+        host_pattern(h)
+            .map_err(|why| cx.error(&at, format!("{at} {h:?}: {why}")))
+            .ok()
+    });
+    let path_match = path_match(cx, path, &raw);
+    let grpc = grpc(
+        cx,
+        path,
+        raw.grpc_service.as_deref(),
+        raw.grpc_method.as_deref(),
+    );
+    let headers: Vec<Option<HeaderMatch>> = raw
+        .headers
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| header_match(cx, &format!("{path}.headers[{i}]"), h))
+        .collect();
+    let (grpc_service, grpc_method) = grpc?;
+    Some(RouteMatch {
+        host: host.map_or(Some(None), |h| h.map(Some))?,
+        path: path_match?,
+        grpc_service,
+        grpc_method,
+        headers: headers.into_iter().collect::<Option<_>>()?,
+    })
+}
+
+fn path_match(cx: &mut Ctx, path: &str, raw: &RawMatch) -> Option<Option<PathMatch>> {
+    let given: Vec<&str> = [
+        raw.prefix.as_ref().map(|_| "prefix"),
+        raw.path.as_ref().map(|_| "path"),
+        raw.regex.as_ref().map(|_| "regex"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        cx.error(
+            path,
+            format!(
+                "{path} has {}; write at most one of prefix, path and regex",
+                given.join(" and ")
+            ),
+        );
+        return None;
+    }
+    let check_slash = |cx: &mut Ctx, key: &str, value: &str| {
+        let at = join(path, key);
+        if value.starts_with('/') {
+            Some(value.to_string())
+        } else {
+            cx.error(
+                &at,
+                format!(
+                    "{at} {value:?} must start with /, like /{}",
+                    value.trim_start_matches('/')
+                ),
+            );
+            None
+        }
+    };
+    if let Some(prefix) = &raw.prefix {
+        return check_slash(cx, "prefix", prefix).map(|p| Some(PathMatch::Prefix(p)));
+    }
+    if let Some(exact) = &raw.path {
+        return check_slash(cx, "path", exact).map(|p| Some(PathMatch::Exact(p)));
+    }
+    match &raw.regex {
+        None => Some(None),
+        Some(re) => regex(cx, &join(path, "regex"), re).map(|r| Some(PathMatch::Regex(r))),
+    }
+}
+
+fn regex(cx: &mut Ctx, at: &str, text: &str) -> Option<Regex> {
+    match Regex::new(text) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            // The regex crate's message is a multi-line picture; keep its last line.
+            let why = e.to_string();
+            let why = why
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_string();
+            cx.error(
+                at,
+                format!("{at} {text:?} is not a valid regular expression: {why}"),
+            );
+            None
+        }
+    }
+}
+
+/// `(grpc_service, grpc_method)`: a `pkg.Service/Method` method is split so
+/// that the router compares the service and the bare method name.
+fn grpc(
+    cx: &mut Ctx,
+    path: &str,
+    service: Option<&str>,
+    method: Option<&str>,
+) -> Option<(Option<String>, Option<String>)> {
+    let service_at = join(path, "grpc_service");
+    let method_at = join(path, "grpc_method");
+    let service = match service.map(str::trim) {
+        Some(s) if valid_service(s) => Some(Some(s.to_string())),
+        Some(s) => {
+            cx.error(&service_at, format!("{service_at} {s:?} must be a full service name like hello.HelloService (package and service, dots between, no slashes)"));
+            None
+        }
+        None => Some(None),
+    };
+    let Some(method) = method.map(|m| m.trim().trim_start_matches('/')) else {
+        return Some((service?, None));
+    };
+    let (from_method, name) = match method.split_once('/') {
+        Some((s, m)) => (Some(s), m),
+        None => (None, method),
+    };
+    if !valid_ident(name) || from_method.is_some_and(|s| !valid_service(s)) {
+        cx.error(&method_at, format!("{method_at} {method:?} must be a method name like SayHello, or service/method like hello.HelloService/SayHello"));
+        return None;
+    }
+    let service = service?;
+    match (service, from_method) {
+        (Some(s), Some(m)) if s != m => {
+            cx.error(&method_at, format!("{method_at} names service {m:?} but grpc_service is {s:?}; write only the method name, or make them agree"));
+            None
+        }
+        (service, from_method) => Some((
+            service.or(from_method.map(str::to_string)),
+            Some(name.to_string()),
+        )),
+    }
+}
+
+fn valid_ident(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn valid_service(s: &str) -> bool {
+    s.split('.').all(valid_ident)
+}
+
+/// `name` or `*.suffix`, lower-cased, without a `:port`.
+pub fn host_pattern(text: &str) -> Result<HostMatch, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let host = strip_port(&lower)?;
+    if host == "*" {
+        return Err("to match any host, leave host out".into());
+    }
+    if let Some(suffix) = host.strip_prefix("*.") {
+        return if valid_hostname(suffix) {
+            Ok(HostMatch::Suffix(format!(".{suffix}")))
+        } else {
+            Err(format!(
+                "{suffix:?} after \"*.\" is not a valid domain name"
+            ))
+        };
+    }
+    if host.contains('*') {
+        return Err("a wildcard must be the whole first label, like *.example.com".into());
+    }
+    if host.starts_with('[') || valid_hostname(host) {
+        Ok(HostMatch::Exact(host.trim_end_matches('.').to_string()))
+    } else {
+        Err("not a valid host name: write a name like api.example.com or *.example.com".into())
+    }
+}
+
+fn strip_port(host: &str) -> Result<&str, String> {
+    if host.starts_with('[') {
+        let end = host
+            .find(']')
+            .ok_or("an IPv6 address needs its closing bracket")?;
+        return Ok(&host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => Ok(name),
+        Some(_) => Err("a host is a name, optionally with a numeric :port".into()),
+        None => Ok(host),
+    }
+}
+
+fn header_match(cx: &mut Ctx, path: &str, raw: RawHeaderMatch) -> Option<HeaderMatch> {
+    let name_at = join(path, "name");
+    let name = cx
+        .required(&name_at, &raw.name, "write the header name, like x-canary")
+        .and_then(|n| {
+            header_name(n, false)
+                .map_err(|why| cx.error(&name_at, format!("{name_at}: {why}")))
+                .ok()
+        });
+    let invert = raw.invert.unwrap_or(false);
+    let value = match (raw.value, raw.regex, raw.present) {
+        (Some(_), Some(_), _) => {
+            cx.error(path, format!("{path} has value and regex; write only one"));
+            None
+        }
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            cx.error(path, format!("{path}: present cannot be combined with value or regex; value and regex already require the header"));
+            None
+        }
+        (Some(v), None, None) => Some((HeaderValueMatch::Exact(v), invert)),
+        (None, Some(re), None) => {
+            regex(cx, &join(path, "regex"), &re).map(|r| (HeaderValueMatch::Regex(r), invert))
+        }
+        // `present: false` is "absent": presence, inverted.
+        (None, None, present) => {
+            Some((HeaderValueMatch::Present, invert ^ !present.unwrap_or(true)))
+        }
+    };
+    let (value, invert) = value?;
+    Some(HeaderMatch {
+        name: name?.as_str().to_string(),
+        value,
+        invert,
+    })
+}
+
+fn edits(cx: &mut Ctx, path: &str, raw: Option<RawHeaderEdits>) -> Option<HeaderEdits> {
+    let raw = raw.unwrap_or_default();
+    let mut ok = true;
+    let mut out = HeaderEdits::default();
+    for (name, value) in raw.add.unwrap_or_default().0 {
+        let at = format!("{path}.add.{name}");
+        let header = header_name(&name, true)
+            .map_err(|why| cx.key_error(&at, format!("{at}: {why}")))
+            .ok();
+        let value = match HeaderValue::from_str(&value) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                cx.error(&at, format!("{at}: value {value:?} is not a valid header value (no control characters or line breaks)"));
+                None
+            }
+        };
+        match header.zip(value) {
+            Some(pair) => out.add.push(pair),
+            None => ok = false,
+        }
+    }
+    for (i, name) in raw.remove.unwrap_or_default().iter().enumerate() {
+        match header_name(name, true) {
+            Ok(h) => out.remove.push(h),
+            Err(why) => {
+                let at = format!("{path}.remove[{i}]");
+                cx.error(&at, format!("{at}: {why}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A header name a route may match (`edit: false`) or change (`edit: true`);
+/// the error says why not.
+fn header_name(name: &str, edit: bool) -> Result<HeaderName, String> {
+    let name = name.trim();
+    if name.starts_with(':') {
+        return Err(format!(
+            "{name:?} is an HTTP/2 pseudo-header, which routes cannot {}; use match.host for \
+             :authority and match.prefix/path for :path",
+            if edit { "change" } else { "match on" }
+        ));
+    }
+    if edit && HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{name:?} is a hop-by-hop header: it describes a single connection, torii manages it \
+             itself, and HTTP/2 forbids it; it cannot be added or removed by a route"
+        ));
+    }
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        format!("{name:?} is not a valid header name; use letters, digits and -, like x-env")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(
+            host_pattern("API.Example.com"),
+            Ok(HostMatch::Exact("api.example.com".into()))
+        );
+        assert_eq!(
+            host_pattern("api.example.com:8443"),
+            Ok(HostMatch::Exact("api.example.com".into()))
+        );
+        assert_eq!(
+            host_pattern("*.example.com"),
+            Ok(HostMatch::Suffix(".example.com".into()))
+        );
+        assert_eq!(
+            host_pattern("[::1]:443"),
+            Ok(HostMatch::Exact("[::1]".into()))
+        );
+        for bad in ["*", "a.*.com", "*.", "a b", "x:port", "*example.com", ""] {
+            assert!(host_pattern(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn grpc_names() {
+        assert!(valid_service("hello.HelloService"));
+        assert!(valid_service("Greeter"));
+        assert!(!valid_service("hello/HelloService"));
+        assert!(!valid_service("hello..Svc"));
+        assert!(!valid_service(".Svc"));
+        assert!(valid_ident("SayHello"));
+        assert!(!valid_ident("Say.Hello"));
+    }
+}
