@@ -1,0 +1,84 @@
+//! Clusters: DNS-named endpoints and load balancing.
+
+mod proxy_support;
+mod support;
+
+use proxy_support::{front, front_with};
+use support::*;
+
+#[tokio::test]
+async fn dns_named_endpoint_localhost() {
+    let echo = start_echo().await;
+    let proxy = front(&[format!("localhost:{}", echo.addr.port())]).await;
+    let mut client = h2c_client(proxy.addr("plain")).await;
+    // localhost may resolve to ::1 first, where nothing listens: torii
+    // must fail over to 127.0.0.1 without the client noticing.
+    for _ in 0..5 {
+        let r = client.unary(EchoRequest::default()).await.expect("through a DNS-named endpoint");
+        assert!(r.get_ref().headers.contains_key("x-request-id"));
+    }
+}
+
+#[tokio::test]
+async fn unresolvable_name_is_unavailable_with_dns_reason() {
+    let proxy = front(&["no-such-host.invalid:9090".to_string()]).await;
+    let mut client = h2c_client(proxy.addr("plain")).await;
+    let err = client.unary(EchoRequest::default()).await.expect_err("no address");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        err.metadata().get("x-torii-error").unwrap(),
+        "upstream_dns_failed",
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("no-such-host.invalid"), "{}", err.message());
+}
+
+async fn spread(lb: &str) -> Vec<u64> {
+    let servers = vec![start_echo().await, start_echo().await, start_echo().await];
+    let eps: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    let proxy = front_with(&eps, &format!("    lb: {lb}")).await;
+    let mut client = h2c_client(proxy.addr("plain")).await;
+    for _ in 0..300 {
+        client.unary(EchoRequest::default()).await.unwrap();
+    }
+    servers.iter().map(|s| s.stats.snapshot().started).collect()
+}
+
+#[tokio::test]
+async fn round_robin_spreads_evenly() {
+    let counts = spread("round_robin").await;
+    assert_eq!(counts, vec![100, 100, 100]);
+}
+
+#[tokio::test]
+async fn random_and_least_request_reach_every_endpoint() {
+    for lb in ["random", "least_request"] {
+        let counts = spread(lb).await;
+        assert_eq!(counts.iter().sum::<u64>(), 300);
+        assert!(counts.iter().all(|&c| c >= 30), "{lb}: {counts:?}");
+    }
+}
+
+#[tokio::test]
+async fn many_concurrent_streams_open_more_connections() {
+    let echo = start_echo().await;
+    let proxy = front_with(&[echo.addr.to_string()], "    max_streams_per_connection: 10").await;
+    let client = h2c_client(proxy.addr("plain")).await;
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        let mut c = client.clone();
+        calls.push(tokio::spawn(async move {
+            c.unary(EchoRequest {
+                sleep_ms: 300,
+                ..Default::default()
+            })
+            .await
+        }));
+    }
+    for c in calls {
+        c.await.unwrap().expect("every concurrent call succeeds");
+    }
+    let conns = echo.stats.snapshot().connections;
+    assert!(conns >= 2 && conns <= 8, "connections to the upstream: {conns}");
+}
