@@ -523,9 +523,25 @@ clusters:
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
+/// A temporary directory, removed when dropped.
+struct CertDir(PathBuf);
+
+impl std::ops::Deref for CertDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for CertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh directory with ca.crt, server.crt/.key (signed by the CA, for
 /// api.example.com), other.key (unrelated) and expired.crt/.key.
-fn cert_dir() -> PathBuf {
+fn cert_dir() -> CertDir {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let n = DIRS.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("torii-config-unit-{}-{n}", std::process::id()));
@@ -554,7 +570,7 @@ fn cert_dir() -> PathBuf {
     for (name, pem) in files {
         std::fs::write(dir.join(name), pem).unwrap();
     }
-    dir
+    CertDir(dir)
 }
 
 fn tls_listener(tls: &str) -> String {
