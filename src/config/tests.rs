@@ -705,3 +705,44 @@ fn upstream_tls() {
         "{p:#?}"
     );
 }
+
+#[test]
+fn odd_documents_are_problems_not_panics() {
+    let odd = [
+        "listeners:\n  -\n",
+        "listeners: [~]\n",
+        "? [a, b]\n: c\nlisteners: []\n",
+        "listeners:\n  - &l {name: a, address: 127.0.0.1:1}\n  - *l\n",
+        "base: &b {endpoints: [a:1]}\nclusters:\n  - <<: *b\n    name: c\n",
+        "\u{feff}listeners: []\n",
+        "listeners:\n\t- name: a\n",
+        "drain_timeout: 340282366920938463463374607431768211455.5h\n",
+        "clusters:\n  - name: c\n    endpoints: [\"[\", \"]\", \":\", \"[::1]:\", \"a:-1\"]\n",
+        "listeners:\n  - name: a\n    address: \"[\"\n    routes: [{match: {host: \"[\"}, cluster: x}]\n",
+        "listeners:\n  - routes: [{weighted_clusters: [{cluster: x, weight: 99999999999}]}]\n",
+        "listeners:\n  - routes: [{direct_response: {status: -1}}]\n",
+        "listeners:\n  - routes: [{match: {grpc_method: /}, cluster: x}]\n",
+        "listeners:\n  - routes: [{match: {grpc_method: \"a/b/c\"}, cluster: x}]\n",
+        "listeners:\n  - 7: 8\n",
+    ];
+    for text in odd {
+        match load_str(text, Path::new("t.yaml")) {
+            Ok(_) => panic!("{text:?} loaded"),
+            Err(p) => assert!(!p.is_empty(), "{text:?}"),
+        }
+    }
+}
+
+#[test]
+fn parse_errors_in_plain_words() {
+    only(
+        "listeners: []\n---\nlisteners: []\n",
+        "3:1",
+        "more than one YAML document",
+    );
+    only(
+        "? [a, b]\n: c\n",
+        "1:3",
+        "this must be a single value, not a list or a mapping",
+    );
+}
