@@ -174,6 +174,7 @@ impl Index {
     }
 
     /// Whether the file has this path at all.
+    #[cfg(test)]
     pub fn contains(&self, path: &str) -> bool {
         self.nodes.contains_key(path)
     }

@@ -7,17 +7,17 @@
 //! Every stage reports into one list of problems, so a file with ten
 //! mistakes gets ten messages in one run.
 
-pub mod cluster;
-pub mod duration;
-pub mod headers;
-pub mod locate;
+mod cluster;
+mod duration;
+mod headers;
+mod locate;
 pub mod model;
-pub mod parse;
-pub mod problem;
-pub mod raw;
-pub mod route;
-pub mod tls;
-pub mod validate;
+mod parse;
+mod problem;
+mod raw;
+mod route;
+mod tls;
+mod validate;
 
 use std::io::Write;
 use std::path::Path;
