@@ -73,7 +73,7 @@ impl Amount<'_> {
         let mut place = scale;
         for digit in self.fraction.bytes() {
             place /= 10;
-            total += u128::from(digit - b'0') * place;
+            total = total.checked_add(u128::from(digit - b'0') * place)?;
         }
         Some(total)
     }

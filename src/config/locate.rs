@@ -120,22 +120,13 @@ impl Index {
                 child
             }
         };
-        if path.is_empty() {
-            self.nodes.insert(
-                path.clone(),
-                Node {
-                    key: None,
-                    value: pos,
-                },
-            );
-        } else if !is_key && path.ends_with(']') {
-            self.nodes.insert(
-                path.clone(),
-                Node {
-                    key: None,
-                    value: pos,
-                },
-            );
+        // The root and list items have no key; mapping values were indexed above.
+        if path.is_empty() || (!is_key && path.ends_with(']')) {
+            let node = Node {
+                key: None,
+                value: pos,
+            };
+            self.nodes.insert(path.clone(), node);
         }
         match opens {
             Some(true) => stack.push(Frame::Map {
@@ -183,6 +174,7 @@ impl Index {
     }
 
     /// Whether the file has this path at all.
+    #[cfg(test)]
     pub fn contains(&self, path: &str) -> bool {
         self.nodes.contains_key(path)
     }

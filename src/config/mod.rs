@@ -3,20 +3,21 @@
 //!
 //! Stages: `locate` indexes where every key and value is; `parse` reads the
 //! text into the `raw` structs (collecting unknown keys); `validate` (with
-//! `cluster`, `route`, `tls`, `duration`) turns them into the `model` types.
+//! `cluster`, `route`, `headers`, `tls`, `duration`) turns them into the `model` types.
 //! Every stage reports into one list of problems, so a file with ten
 //! mistakes gets ten messages in one run.
 
-pub mod cluster;
-pub mod duration;
-pub mod locate;
+mod cluster;
+mod duration;
+mod headers;
+mod locate;
 pub mod model;
-pub mod parse;
-pub mod problem;
-pub mod raw;
-pub mod route;
-pub mod tls;
-pub mod validate;
+mod parse;
+mod problem;
+mod raw;
+mod route;
+mod tls;
+mod validate;
 
 use std::io::Write;
 use std::path::Path;

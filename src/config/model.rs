@@ -114,7 +114,10 @@ pub struct Route {
 pub struct RouteMatch {
     pub host: Option<HostMatch>,
     pub path: Option<PathMatch>,
+    /// Fully-qualified service name, like `hello.HelloService`.
     pub grpc_service: Option<String>,
+    /// Bare method name, like `SayHello`: a `pkg.Service/Method` written in
+    /// the file is split into `grpc_service` and this.
     pub grpc_method: Option<String>,
     pub headers: Vec<HeaderMatch>,
 }
@@ -182,7 +185,8 @@ pub enum LbPolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointAddr {
-    /// As written: an IP literal or a DNS name.
+    /// As written: an IP literal or a DNS name. An IPv6 literal is stored
+    /// without its brackets (`[::1]:9090` → `::1`), so it parses as an IpAddr.
     pub host: String,
     pub port: u16,
 }

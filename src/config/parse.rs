@@ -80,7 +80,8 @@ fn describe(err: &Error, index: &Index) -> (Pos, String) {
         column: l.column() as usize,
     });
     let what = || match index.path_at(pos) {
-        Some("") | None => "the file".to_string(),
+        Some("") => "the file".to_string(),
+        None => "this".to_string(),
         Some(path) => path.to_string(),
     };
     let message = match err {
@@ -98,6 +99,9 @@ fn describe(err: &Error, index: &Index) -> (Pos, String) {
         Error::DuplicateMappingKey { key: None, .. } => {
             "a key is written twice in the same mapping; keep one".to_string()
         }
+        Error::MultipleDocuments { .. } => "the file holds more than one YAML document (a second \
+             --- line); torii reads exactly one: remove the extra one"
+            .to_string(),
         other => format!("YAML syntax error: {}", strip_location(&other.to_string())),
     };
     (pos, message)

@@ -523,9 +523,25 @@ clusters:
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
+/// A temporary directory, removed when dropped.
+struct CertDir(PathBuf);
+
+impl std::ops::Deref for CertDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for CertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh directory with ca.crt, server.crt/.key (signed by the CA, for
 /// api.example.com), other.key (unrelated) and expired.crt/.key.
-fn cert_dir() -> PathBuf {
+fn cert_dir() -> CertDir {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let n = DIRS.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("torii-config-unit-{}-{n}", std::process::id()));
@@ -554,7 +570,7 @@ fn cert_dir() -> PathBuf {
     for (name, pem) in files {
         std::fs::write(dir.join(name), pem).unwrap();
     }
-    dir
+    CertDir(dir)
 }
 
 fn tls_listener(tls: &str) -> String {
@@ -687,5 +703,46 @@ fn upstream_tls() {
     assert!(
         p.len() == 1 && p[0].contains("h2c means cleartext HTTP/2, but the cluster has tls"),
         "{p:#?}"
+    );
+}
+
+#[test]
+fn odd_documents_are_problems_not_panics() {
+    let odd = [
+        "listeners:\n  -\n",
+        "listeners: [~]\n",
+        "? [a, b]\n: c\nlisteners: []\n",
+        "listeners:\n  - &l {name: a, address: 127.0.0.1:1}\n  - *l\n",
+        "base: &b {endpoints: [a:1]}\nclusters:\n  - <<: *b\n    name: c\n",
+        "\u{feff}listeners: []\n",
+        "listeners:\n\t- name: a\n",
+        "drain_timeout: 340282366920938463463374607431768211455.5h\n",
+        "clusters:\n  - name: c\n    endpoints: [\"[\", \"]\", \":\", \"[::1]:\", \"a:-1\"]\n",
+        "listeners:\n  - name: a\n    address: \"[\"\n    routes: [{match: {host: \"[\"}, cluster: x}]\n",
+        "listeners:\n  - routes: [{weighted_clusters: [{cluster: x, weight: 99999999999}]}]\n",
+        "listeners:\n  - routes: [{direct_response: {status: -1}}]\n",
+        "listeners:\n  - routes: [{match: {grpc_method: /}, cluster: x}]\n",
+        "listeners:\n  - routes: [{match: {grpc_method: \"a/b/c\"}, cluster: x}]\n",
+        "listeners:\n  - 7: 8\n",
+    ];
+    for text in odd {
+        match load_str(text, Path::new("t.yaml")) {
+            Ok(_) => panic!("{text:?} loaded"),
+            Err(p) => assert!(!p.is_empty(), "{text:?}"),
+        }
+    }
+}
+
+#[test]
+fn parse_errors_in_plain_words() {
+    only(
+        "listeners: []\n---\nlisteners: []\n",
+        "3:1",
+        "more than one YAML document",
+    );
+    only(
+        "? [a, b]\n: c\n",
+        "1:3",
+        "this must be a single value, not a list or a mapping",
     );
 }

@@ -46,7 +46,7 @@ impl Ctx<'_, '_> {
         hint: &str,
     ) -> Option<&'r str> {
         match value.as_deref().map(str::trim) {
-            Some(v) if !v.is_empty() => value.as_deref(),
+            Some(v) if !v.is_empty() => Some(v),
             Some(_) => {
                 self.error(path, format!("{path} is empty; {hint}"));
                 None
