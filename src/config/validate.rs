@@ -237,9 +237,14 @@ fn listener_protocol(cx: &mut Ctx, path: &str, text: Option<&str>) -> Option<Lis
     match text.map(str::trim) {
         None | Some("auto") => Some(ListenerProtocol::Auto),
         Some("http") => Some(ListenerProtocol::Http),
-        Some("tcp") => Some(ListenerProtocol::Tcp),
+        Some("tcp") => {
+            // Opaque TCP proxying needs tls_passthrough / original
+            // destination support, which this version does not have yet.
+            cx.error(path, format!("{path}: protocol: tcp (opaque TCP proxying) is not supported by this version of torii yet; use auto or http"));
+            None
+        }
         Some(other) => {
-            cx.error(path, one_of(path, other, &["auto", "http", "tcp"]));
+            cx.error(path, one_of(path, other, &["auto", "http"]));
             None
         }
     }

@@ -205,12 +205,14 @@ mod tests {
             ..Default::default()
         };
         let mut h = HeaderMap::new();
-        let facts = |h| RequestFacts {
-            host: "",
-            path: "/",
-            headers: h,
-            grpc: None,
-        };
+        fn facts(h: &HeaderMap) -> RequestFacts<'_> {
+            RequestFacts {
+                host: "",
+                path: "/",
+                headers: h,
+                grpc: None,
+            }
+        }
         assert!(!matches(&m, &facts(&h)));
         h.insert("x-canary", "1".parse().unwrap());
         assert!(matches(&m, &facts(&h)));
