@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "torii", version, about = "A gRPC-native edge and sidecar proxy")]
+#[command(
+    name = "torii",
+    version,
+    about = "A gRPC-native edge and sidecar proxy"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -106,7 +110,11 @@ pub fn run(cli: Cli) -> ExitCode {
                     for p in &problems {
                         eprintln!("{p}");
                     }
-                    eprintln!("torii: not starting: {} has problems (run `torii check -c {}`)", config.display(), config.display());
+                    eprintln!(
+                        "torii: not starting: {} has problems (run `torii check -c {}`)",
+                        config.display(),
+                        config.display()
+                    );
                     return ExitCode::from(1);
                 }
             };

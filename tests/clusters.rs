@@ -14,7 +14,10 @@ async fn dns_named_endpoint_localhost() {
     // localhost may resolve to ::1 first, where nothing listens: torii
     // must fail over to 127.0.0.1 without the client noticing.
     for _ in 0..5 {
-        let r = client.unary(EchoRequest::default()).await.expect("through a DNS-named endpoint");
+        let r = client
+            .unary(EchoRequest::default())
+            .await
+            .expect("through a DNS-named endpoint");
         assert!(r.get_ref().headers.contains_key("x-request-id"));
     }
 }
@@ -23,7 +26,10 @@ async fn dns_named_endpoint_localhost() {
 async fn unresolvable_name_is_unavailable_with_dns_reason() {
     let proxy = front(&["no-such-host.invalid:9090".to_string()]).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
-    let err = client.unary(EchoRequest::default()).await.expect_err("no address");
+    let err = client
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("no address");
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(
         err.metadata().get("x-torii-error").unwrap(),
@@ -31,7 +37,11 @@ async fn unresolvable_name_is_unavailable_with_dns_reason() {
         "{}",
         err.message()
     );
-    assert!(err.message().contains("no-such-host.invalid"), "{}", err.message());
+    assert!(
+        err.message().contains("no-such-host.invalid"),
+        "{}",
+        err.message()
+    );
 }
 
 async fn spread(lb: &str) -> Vec<u64> {
@@ -63,7 +73,11 @@ async fn random_and_least_request_reach_every_endpoint() {
 #[tokio::test]
 async fn many_concurrent_streams_open_more_connections() {
     let echo = start_echo().await;
-    let proxy = front_with(&[echo.addr.to_string()], "    max_streams_per_connection: 10").await;
+    let proxy = front_with(
+        &[echo.addr.to_string()],
+        "    max_streams_per_connection: 10",
+    )
+    .await;
     let client = h2c_client(proxy.addr("plain")).await;
     let mut calls = Vec::new();
     for _ in 0..50 {
@@ -80,5 +94,8 @@ async fn many_concurrent_streams_open_more_connections() {
         c.await.unwrap().expect("every concurrent call succeeds");
     }
     let conns = echo.stats.snapshot().connections;
-    assert!(conns >= 2 && conns <= 8, "connections to the upstream: {conns}");
+    assert!(
+        conns >= 2 && conns <= 8,
+        "connections to the upstream: {conns}"
+    );
 }

@@ -24,15 +24,30 @@ async fn unary_reaches_the_upstream_with_forwarding_headers() {
     let echo = start_echo().await;
     let proxy = front(&[echo.addr.to_string()]).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
-    let resp = client.unary(req("hello")).await.expect("unary through torii");
+    let resp = client
+        .unary(req("hello"))
+        .await
+        .expect("unary through torii");
     let body = resp.get_ref();
     assert_eq!(body.message, "hello");
-    assert_eq!(body.headers.get("x-forwarded-for").map(String::as_str), Some("127.0.0.1"));
-    assert_eq!(body.headers.get("x-forwarded-proto").map(String::as_str), Some("http"));
+    assert_eq!(
+        body.headers.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        body.headers.get("x-forwarded-proto").map(String::as_str),
+        Some("http")
+    );
     assert_eq!(body.headers.get("x-request-id").map(|v| v.len()), Some(36));
     assert_eq!(body.headers.get("te").map(String::as_str), Some("trailers"));
     assert!(!body.headers.contains_key("x-forwarded-client-cert"));
-    assert_eq!(proxy.metric("torii_requests_total", &["grpc_status=\"OK\"", "grpc_method=\"Unary\""]), Some(1.0));
+    assert_eq!(
+        proxy.metric(
+            "torii_requests_total",
+            &["grpc_status=\"OK\"", "grpc_method=\"Unary\""]
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -139,7 +154,11 @@ async fn four_mib_messages_both_ways() {
             ..Default::default()
         })
         .collect();
-    let mut stream = client.bidi(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+    let mut stream = client
+        .bidi(tokio_stream::iter(msgs))
+        .await
+        .unwrap()
+        .into_inner();
     let mut n = 0;
     while let Some(m) = stream.message().await.unwrap() {
         assert_eq!(m.payload.len(), big.len());
@@ -154,9 +173,13 @@ async fn metadata_and_binary_trailers_pass_through() {
     let proxy = front(&[echo.addr.to_string()]).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
     let mut request = tonic::Request::new(req("meta"));
-    request.metadata_mut().insert("x-echo-plain", "value-1".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-echo-plain", "value-1".parse().unwrap());
     let bin = BinaryMetadataValue::from_bytes(&[0u8, 1, 2, 254, 255]);
-    request.metadata_mut().insert_bin("x-echo-trailer-bin", bin.clone());
+    request
+        .metadata_mut()
+        .insert_bin("x-echo-trailer-bin", bin.clone());
     let resp = client.unary(request).await.expect("unary with metadata");
     let md = resp.metadata();
     assert_eq!(md.get("x-echo-plain").unwrap(), "value-1");
@@ -164,7 +187,9 @@ async fn metadata_and_binary_trailers_pass_through() {
 
     // Streaming: the binary trailer arrives as a trailer.
     let mut request = tonic::Request::new(tokio_stream::iter(vec![req("a"), req("b")]));
-    request.metadata_mut().insert_bin("x-echo-trailer-bin", bin.clone());
+    request
+        .metadata_mut()
+        .insert_bin("x-echo-trailer-bin", bin.clone());
     let mut stream = client.bidi(request).await.unwrap().into_inner();
     while stream.message().await.unwrap().is_some() {}
     let trailers = stream.trailers().await.unwrap().expect("trailers");
@@ -188,7 +213,10 @@ async fn every_status_code_and_unicode_message_pass_through() {
             .expect_err("a non-OK status");
         assert_eq!(err.code(), Code::from_i32(code), "code {code}");
         assert_eq!(err.message(), message);
-        assert!(err.metadata().get("x-torii-error").is_none(), "upstream statuses are not torii's");
+        assert!(
+            err.metadata().get("x-torii-error").is_none(),
+            "upstream statuses are not torii's"
+        );
     }
     assert_eq!(
         proxy.metric("torii_requests_total", &["grpc_status=\"NOT_FOUND\""]),

@@ -73,22 +73,55 @@ async fn cancel_of_a_sleeping_unary_reaches_the_upstream() {
         .expect("aborting the client call cancels the upstream call");
 }
 
+/// A unary call on a raw HTTP/2 connection with a `grpc-timeout` header:
+/// tonic's client enforces deadlines itself, which would hide torii's.
+/// Returns the final status headers (trailers, or the trailers-only head).
+async fn raw_unary_with_timeout(
+    addr: std::net::SocketAddr,
+    timeout: &str,
+    msg: EchoRequest,
+) -> http::HeaderMap {
+    let mut send = raw_h2(addr).await.ready().await.unwrap();
+    let request = http::Request::post(format!("http://{addr}/torii.echo.v1.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", timeout)
+        .body(())
+        .unwrap();
+    let (resp, mut body) = send.send_request(request, false).unwrap();
+    body.send_data(grpc_frame(&msg), true).unwrap();
+    let resp = resp.await.unwrap();
+    if resp.headers().contains_key("grpc-status") {
+        return resp.headers().clone();
+    }
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.unwrap();
+    }
+    body.trailers().await.unwrap().expect("trailers")
+}
+
 #[tokio::test]
 async fn grpc_timeout_expires_with_deadline_exceeded_and_cancels_upstream() {
     let echo = start_echo().await;
     let proxy = front(&[echo.addr.to_string()]).await;
-    let mut client = h2c_client(proxy.addr("plain")).await;
-    let mut request = tonic::Request::new(EchoRequest {
-        sleep_ms: 10_000,
-        ..Default::default()
-    });
-    request.set_timeout(Duration::from_millis(100));
     let start = Instant::now();
-    let err = client.unary(request).await.expect_err("deadline");
+    let status = raw_unary_with_timeout(
+        proxy.addr("plain"),
+        "100m",
+        EchoRequest {
+            sleep_ms: 10_000,
+            ..Default::default()
+        },
+    )
+    .await;
     let took = start.elapsed();
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert_eq!(torii_error(&err), "deadline_exceeded");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(status["grpc-status"], "4", "{status:?}");
+    assert_eq!(status["x-torii-error"], "deadline_exceeded");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
     echo.stats
         .wait_for(PATIENCE, |s| s.cancelled >= 1)
         .await
@@ -187,13 +220,23 @@ clusters:
     );
     let proxy = start(&yaml, TempDir::new("noroute")).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
-    let err = client.unary(EchoRequest::default()).await.expect_err("no route");
+    let err = client
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("no route");
     assert_eq!(err.code(), Code::Unimplemented);
     assert_eq!(torii_error(&err), "no_route");
-    assert!(err.message().contains("torii.echo.v1.Echo"), "{}", err.message());
+    assert!(
+        err.message().contains("torii.echo.v1.Echo"),
+        "{}",
+        err.message()
+    );
     assert_eq!(echo.stats.snapshot().started, 0);
     assert_eq!(
-        proxy.metric("torii_requests_total", &["grpc_status=\"UNIMPLEMENTED\"", "error=\"no_route\""]),
+        proxy.metric(
+            "torii_requests_total",
+            &["grpc_status=\"UNIMPLEMENTED\"", "error=\"no_route\""]
+        ),
         Some(1.0)
     );
 }
@@ -203,12 +246,18 @@ async fn refused_connection_is_unavailable() {
     let (addr, _guard) = spawn_refusing().await;
     let proxy = front(&[addr.to_string()]).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
-    let err = client.unary(EchoRequest::default()).await.expect_err("refused");
+    let err = client
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("refused");
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(torii_error(&err), "upstream_connect_refused");
     assert!(err.message().contains("refused"), "{}", err.message());
     assert_eq!(
-        proxy.metric("torii_upstream_errors_total", &["reason=\"upstream_connect_refused\""]),
+        proxy.metric(
+            "torii_upstream_errors_total",
+            &["reason=\"upstream_connect_refused\""]
+        ),
         Some(1.0)
     );
 }
@@ -220,7 +269,10 @@ async fn refused_endpoint_fails_over_to_the_next() {
     let proxy = front(&[dead.to_string(), echo.addr.to_string()]).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
     for _ in 0..10 {
-        client.unary(EchoRequest::default()).await.expect("the live endpoint answers");
+        client
+            .unary(EchoRequest::default())
+            .await
+            .expect("the live endpoint answers");
     }
 }
 
@@ -229,12 +281,9 @@ async fn silent_upstream_is_bounded_by_the_call_deadline() {
     // Accepts TCP, never answers: only the call's own deadline ends it.
     let (addr, _guard) = spawn_blackhole().await;
     let proxy = front_with(&[addr.to_string()], "    connect_timeout: 200ms").await;
-    let mut client = h2c_client(proxy.addr("plain")).await;
-    let mut request = tonic::Request::new(EchoRequest::default());
-    request.set_timeout(Duration::from_millis(500));
-    let err = client.unary(request).await.expect_err("nobody answers");
-    assert_eq!(err.code(), Code::DeadlineExceeded);
-    assert_eq!(torii_error(&err), "deadline_exceeded");
+    let status = raw_unary_with_timeout(proxy.addr("plain"), "300m", EchoRequest::default()).await;
+    assert_eq!(status["grpc-status"], "4", "{status:?}");
+    assert_eq!(status["x-torii-error"], "deadline_exceeded");
 }
 
 #[tokio::test]
@@ -242,7 +291,10 @@ async fn http1_only_upstream_is_a_protocol_mismatch() {
     let (addr, _backend) = spawn_http1_only().await;
     let proxy = front(&[addr.to_string()]).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
-    let err = client.unary(EchoRequest::default()).await.expect_err("mismatch");
+    let err = client
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("mismatch");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert_eq!(torii_error(&err), "upstream_protocol_mismatch");
     assert!(err.message().contains("HTTP/1.1"), "{}", err.message());

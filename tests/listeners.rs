@@ -45,16 +45,25 @@ async fn http1_and_h2c_share_the_plaintext_port() {
     let echo = start_echo().await;
     let (proxy, _) = two_listeners(echo.addr).await;
     let addr = proxy.addr("plain");
-    let h1 = raw_exchange(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let h1 = raw_exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     assert!(h1.starts_with("HTTP/1.1 200"), "{h1}");
-    let v = raw_exchange(addr, b"GET /version HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let v = raw_exchange(
+        addr,
+        b"GET /version HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     assert!(v.starts_with("HTTP/1.1 200") && v.ends_with("v1"), "{v}");
     let mut client = h2c_client(addr).await;
-    client.unary(EchoRequest::default()).await.expect("gRPC over h2c on the same port");
+    client
+        .unary(EchoRequest::default())
+        .await
+        .expect("gRPC over h2c on the same port");
 }
 
 #[tokio::test]
@@ -64,9 +73,15 @@ async fn tls_alpn_picks_h2_for_grpc_and_http1_for_http1_clients() {
     let addr = proxy.addr("tls");
     let ca = pki.ca_cert_pem();
     let both = TlsClient::new(ca).with_alpn(&["h2", "http/1.1"]);
-    assert_eq!(both.negotiated_alpn(addr).await.unwrap().as_deref(), Some("h2"));
+    assert_eq!(
+        both.negotiated_alpn(addr).await.unwrap().as_deref(),
+        Some("h2")
+    );
     let h1 = TlsClient::new(ca).with_alpn(&["http/1.1"]);
-    assert_eq!(h1.negotiated_alpn(addr).await.unwrap().as_deref(), Some("http/1.1"));
+    assert_eq!(
+        h1.negotiated_alpn(addr).await.unwrap().as_deref(),
+        Some("http/1.1")
+    );
     // A client offering no ALPN still gets served (by sniffing the preface).
     let none = TlsClient::new(ca).with_alpn(&[]);
     assert_eq!(none.negotiated_alpn(addr).await.unwrap(), None);
@@ -78,9 +93,23 @@ async fn tls_alpn_picks_h2_for_grpc_and_http1_for_http1_clients() {
         .expect("gRPC without ALPN");
 
     let mut client = both.echo_client(addr).await.unwrap();
-    let r = client.unary(EchoRequest::default()).await.expect("gRPC over TLS");
-    assert_eq!(r.get_ref().headers.get("x-forwarded-proto").map(String::as_str), Some("https"));
-    assert_eq!(proxy.metric("torii_tls_handshakes_total", &["result=\"success\""]).map(|v| v >= 1.0), Some(true));
+    let r = client
+        .unary(EchoRequest::default())
+        .await
+        .expect("gRPC over TLS");
+    assert_eq!(
+        r.get_ref()
+            .headers
+            .get("x-forwarded-proto")
+            .map(String::as_str),
+        Some("https")
+    );
+    assert_eq!(
+        proxy
+            .metric("torii_tls_handshakes_total", &["result=\"success\""])
+            .map(|v| v >= 1.0),
+        Some(true)
+    );
 }
 
 #[tokio::test]
@@ -118,7 +147,10 @@ async fn tls_on_the_plaintext_port_is_closed_and_counted() {
     let client = TlsClient::new(pki.ca_cert_pem());
     assert!(client.handshake(proxy.addr("plain")).await.is_err());
     assert_eq!(
-        proxy.metric("torii_tls_handshakes_total", &["reason=\"tls_on_plaintext_port\""]),
+        proxy.metric(
+            "torii_tls_handshakes_total",
+            &["reason=\"tls_on_plaintext_port\""]
+        ),
         Some(1.0)
     );
 }
@@ -129,8 +161,14 @@ async fn sni_picks_the_certificate() {
     let dir = TempDir::new("sni");
     let pki_a = TestPki::new("CA a");
     let pki_b = TestPki::new("CA b");
-    pki_a.server_cert(&["a.example.com"]).write_to(dir.path(), "a").unwrap();
-    pki_b.server_cert(&["b.example.com", "*.b.example.com"]).write_to(dir.path(), "b").unwrap();
+    pki_a
+        .server_cert(&["a.example.com"])
+        .write_to(dir.path(), "a")
+        .unwrap();
+    pki_b
+        .server_cert(&["b.example.com", "*.b.example.com"])
+        .write_to(dir.path(), "b")
+        .unwrap();
     let yaml = format!(
         r#"
 listeners:

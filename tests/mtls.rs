@@ -13,7 +13,9 @@ const SPIFFE: &str = "spiffe://example.org/ns/default/sa/client";
 async fn mtls_proxy(echo: std::net::SocketAddr, required: bool) -> (Proxy, TestPki) {
     let dir = TempDir::new("mtls");
     let pki = TestPki::new("mtls test CA");
-    pki.server_cert(&["localhost"]).write_to(dir.path(), "server").unwrap();
+    pki.server_cert(&["localhost"])
+        .write_to(dir.path(), "server")
+        .unwrap();
     pki.write_ca(dir.path(), "ca").unwrap();
     let yaml = format!(
         r#"
@@ -39,7 +41,10 @@ clusters:
 
 /// A gRPC call over TLS with `client`; Err when the handshake or call fails.
 async fn call(client: &TlsClient, addr: std::net::SocketAddr) -> Result<EchoResponse, String> {
-    let mut c = client.echo_client(addr).await.map_err(|e| format!("{e:?}"))?;
+    let mut c = client
+        .echo_client(addr)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     c.unary(EchoRequest::default())
         .await
         .map(|r| r.into_inner())
@@ -50,14 +55,23 @@ async fn call(client: &TlsClient, addr: std::net::SocketAddr) -> Result<EchoResp
 async fn allowed_spiffe_id_passes_and_reaches_upstream() {
     let echo = start_echo().await;
     let (proxy, pki) = mtls_proxy(echo.addr, true).await;
-    let client = TlsClient::new(pki.ca_cert_pem()).with_client_cert(pki.client_cert(&[], &[SPIFFE]));
-    let resp = call(&client, proxy.addr("tls")).await.expect("allowed client");
-    let xfcc = resp.headers.get("x-forwarded-client-cert").expect("identity forwarded");
+    let client =
+        TlsClient::new(pki.ca_cert_pem()).with_client_cert(pki.client_cert(&[], &[SPIFFE]));
+    let resp = call(&client, proxy.addr("tls"))
+        .await
+        .expect("allowed client");
+    let xfcc = resp
+        .headers
+        .get("x-forwarded-client-cert")
+        .expect("identity forwarded");
     assert!(xfcc.contains(&format!("URI={SPIFFE}")), "{xfcc}");
     assert!(xfcc.starts_with("Hash="), "{xfcc}");
 
-    let dns = TlsClient::new(pki.ca_cert_pem()).with_client_cert(pki.client_cert(&["allowed.example.com"], &[]));
-    let resp = call(&dns, proxy.addr("tls")).await.expect("allowed DNS SAN");
+    let dns = TlsClient::new(pki.ca_cert_pem())
+        .with_client_cert(pki.client_cert(&["allowed.example.com"], &[]));
+    let resp = call(&dns, proxy.addr("tls"))
+        .await
+        .expect("allowed DNS SAN");
     assert!(resp.headers["x-forwarded-client-cert"].contains("DNS=allowed.example.com"));
 }
 
@@ -70,38 +84,55 @@ async fn missing_untrusted_and_unlisted_certificates_are_refused() {
         ("no_client_cert", TlsClient::new(pki.ca_cert_pem())),
         (
             "untrusted_client_cert",
-            TlsClient::new(pki.ca_cert_pem()).with_client_cert(TestPki::untrusted_cert(&[], &[SPIFFE])),
+            TlsClient::new(pki.ca_cert_pem())
+                .with_client_cert(TestPki::untrusted_cert(&[], &[SPIFFE])),
         ),
         (
             "san_not_allowed",
-            TlsClient::new(pki.ca_cert_pem())
-                .with_client_cert(pki.client_cert(&[], &["spiffe://example.org/ns/default/sa/intruder"])),
+            TlsClient::new(pki.ca_cert_pem()).with_client_cert(
+                pki.client_cert(&[], &["spiffe://example.org/ns/default/sa/intruder"]),
+            ),
         ),
         (
             "client_cert_expired",
-            TlsClient::new(pki.ca_cert_pem()).with_client_cert(pki.expired_cert(&["allowed.example.com"])),
+            TlsClient::new(pki.ca_cert_pem())
+                .with_client_cert(pki.expired_cert(&["allowed.example.com"])),
         ),
     ];
     for (reason, client) in cases {
-        assert!(call(&client, addr).await.is_err(), "{reason}: must be refused");
+        assert!(
+            call(&client, addr).await.is_err(),
+            "{reason}: must be refused"
+        );
         assert_eq!(
-            proxy.metric("torii_tls_handshakes_total", &[&format!("reason=\"{reason}\"")]),
+            proxy.metric(
+                "torii_tls_handshakes_total",
+                &[&format!("reason=\"{reason}\"")]
+            ),
             Some(1.0),
             "{reason} counted:\n{}",
             proxy.metrics()
         );
     }
-    assert_eq!(echo.stats.snapshot().started, 0, "nothing reached the upstream");
+    assert_eq!(
+        echo.stats.snapshot().started,
+        0,
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn optional_client_auth_admits_clients_without_certificates() {
     let echo = start_echo().await;
     let (proxy, pki) = mtls_proxy(echo.addr, false).await;
-    let anon = call(&TlsClient::new(pki.ca_cert_pem()), proxy.addr("tls")).await.expect("no cert is fine");
+    let anon = call(&TlsClient::new(pki.ca_cert_pem()), proxy.addr("tls"))
+        .await
+        .expect("no cert is fine");
     assert!(!anon.headers.contains_key("x-forwarded-client-cert"));
     let with = TlsClient::new(pki.ca_cert_pem()).with_client_cert(pki.client_cert(&[], &[SPIFFE]));
-    let resp = call(&with, proxy.addr("tls")).await.expect("cert is fine too");
+    let resp = call(&with, proxy.addr("tls"))
+        .await
+        .expect("cert is fine too");
     assert!(resp.headers.contains_key("x-forwarded-client-cert"));
 }
 
@@ -111,26 +142,39 @@ async fn spoofed_forwarded_client_cert_is_stripped() {
     let proxy = front(&[echo.addr.to_string()]).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
     let mut req = tonic::Request::new(EchoRequest::default());
-    req.metadata_mut()
-        .insert("x-forwarded-client-cert", "URI=spiffe://example.org/admin".parse().unwrap());
+    req.metadata_mut().insert(
+        "x-forwarded-client-cert",
+        "URI=spiffe://example.org/admin".parse().unwrap(),
+    );
     let resp = client.unary(req).await.unwrap();
-    assert!(!resp.get_ref().headers.contains_key("x-forwarded-client-cert"));
+    assert!(!resp
+        .get_ref()
+        .headers
+        .contains_key("x-forwarded-client-cert"));
 
     let dir = TempDir::new("spoof");
     let pki = TestPki::new("spoof CA");
-    pki.server_cert(&["localhost"]).write_to(dir.path(), "server").unwrap();
+    pki.server_cert(&["localhost"])
+        .write_to(dir.path(), "server")
+        .unwrap();
     pki.write_ca(dir.path(), "ca").unwrap();
     let yaml = format!(
         "listeners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{{cert: server.crt, key: server.key}}]\n      client_auth: {{ca: ca.crt}}\n    routes: [{{cluster: echo}}]\nclusters:\n  - name: echo\n    endpoints: [\"{}\"]\n",
         echo.addr
     );
     let proxy = start(&yaml, dir).await;
-    let client = TlsClient::new(pki.ca_cert_pem()).with_client_cert(pki.client_cert(&["real.example.com"], &[]));
+    let client = TlsClient::new(pki.ca_cert_pem())
+        .with_client_cert(pki.client_cert(&["real.example.com"], &[]));
     let mut c = client.echo_client(proxy.addr("tls")).await.unwrap();
     let mut req = tonic::Request::new(EchoRequest::default());
-    req.metadata_mut()
-        .insert("x-forwarded-client-cert", "URI=spiffe://example.org/admin".parse().unwrap());
+    req.metadata_mut().insert(
+        "x-forwarded-client-cert",
+        "URI=spiffe://example.org/admin".parse().unwrap(),
+    );
     let resp = c.unary(req).await.unwrap();
     let xfcc = &resp.get_ref().headers["x-forwarded-client-cert"];
-    assert!(xfcc.contains("DNS=real.example.com") && !xfcc.contains("admin"), "{xfcc}");
+    assert!(
+        xfcc.contains("DNS=real.example.com") && !xfcc.contains("admin"),
+        "{xfcc}"
+    );
 }

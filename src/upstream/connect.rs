@@ -301,7 +301,18 @@ pub fn explain_h2_failure(
             format!("upstream {addr} (cluster {cluster}) answered in TLS to a cleartext HTTP/2 connection: add tls: (with its ca) to the cluster"),
         );
     }
-    reset_error(e, addr, cluster, seen.is_empty())
+    if seen.is_empty() {
+        // An HTTP/2 server answers the preface with SETTINGS at once. Not a
+        // single byte before the connection failed means the peer did not
+        // speak HTTP/2: HTTP/1.1 servers close (or reset) on `PRI * HTTP/2.0`.
+        return ProxyError::new(
+            ErrorCode::UpstreamProtocolMismatch,
+            format!(
+                "upstream {addr} (cluster {cluster}) closed the connection without answering torii's HTTP/2 preface ({e}): it does not speak HTTP/2 cleartext (h2c) on this port, as HTTP/1.1-only servers do. gRPC needs HTTP/2: enable h2c on the upstream server, or add tls: to the cluster if it serves HTTP/2 over TLS"
+            ),
+        );
+    }
+    reset_error(e, addr, cluster, false)
 }
 
 /// A failure after the request was handed to the upstream connection.

@@ -4,7 +4,7 @@
 //! temporary directories.
 //!
 //! Each test file includes this with `mod support;` and uses what it needs.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::error::Error;
 use std::io;
