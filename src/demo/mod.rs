@@ -9,6 +9,9 @@
 pub mod backends;
 pub mod certs;
 pub mod echo;
+mod run;
+
+pub use run::run_demo;
 
 use std::error::Error;
 use std::future::Future;
@@ -169,9 +172,4 @@ where
 /// Resolves once the flag is true or its sender is gone.
 async fn wait_true(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|stop| *stop).await;
-}
-
-// TEMP stub until the demo runner lands.
-pub async fn run_demo(_: SocketAddr, _: SocketAddr) -> Result<(), Box<dyn Error>> {
-    Err("not yet".into())
 }

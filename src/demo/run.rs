@@ -1,0 +1,197 @@
+//! `torii demo`: a self-signed TLS listener and a plaintext listener in
+//! front of the built-in echo service, a real call through each, and
+//! commands to try.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::Endpoint;
+
+use super::certs::{client_config, TestPki};
+use super::echo::serve_echo;
+use crate::echo_pb::echo_client::EchoClient;
+use crate::echo_pb::EchoRequest;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+const PROTO: &str = include_str!("../../proto/echo.proto");
+
+pub async fn run_demo(tls_addr: SocketAddr, plain_addr: SocketAddr) -> Result<(), Box<dyn Error>> {
+    let dir = std::env::temp_dir().join(format!("torii-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let pki = TestPki::new("torii demo CA");
+    pki.server_cert(&["localhost", "127.0.0.1"])
+        .write_to(&dir, "server")?;
+    let ca_path = pki.write_ca(&dir, "ca")?;
+    std::fs::write(dir.join("echo.proto"), PROTO)?;
+
+    let echo = serve_echo(TcpListener::bind("127.0.0.1:0").await?, None).await;
+    let yaml = demo_config(tls_addr, plain_addr, echo.addr);
+    let config_path = dir.join("torii.yaml");
+    std::fs::write(&config_path, &yaml)?;
+    let loaded = crate::config::load_file(&config_path).map_err(|problems| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let running = crate::app::start(loaded.config).await?;
+    let tls = running.addr("tls");
+    let plain = running.addr("plain");
+    let admin = running.admin.expect("the demo has an admin listener");
+
+    println!("torii demo: the built-in echo gRPC service behind torii\n");
+    println!("  TLS          https://localhost:{}  (self-signed; CA: {})", tls.port(), ca_path.display());
+    println!("  plaintext    http://{plain}  (HTTP/1.1 and h2c on one port)");
+    println!("  admin        http://{admin}/metrics");
+    println!("  config       {}", config_path.display());
+    println!("\nChecked just now:");
+    report("gRPC Unary over TLS (ALPN h2)", grpc_over_tls(tls, pki.ca_cert_pem()).await);
+    report("gRPC Unary over h2c", grpc_over_h2c(plain).await);
+    report("HTTP/1.1 GET /healthz", http1_get(plain, "/healthz").await);
+    report("a torii error: GET /nope", http1_get(plain, "/nope").await);
+
+    let ca = ca_path.display();
+    let d = dir.display();
+    println!(
+        r#"
+Try:
+  curl http://{plain}/healthz
+  curl --http2-prior-knowledge http://{plain}/version
+  curl --cacert {ca} https://localhost:{tp}/version
+  curl -i http://{plain}/nope                     # x-torii-error: no_route, in plain words
+  grpcurl -cacert {ca} -import-path {d} -proto echo.proto -d '{{"message":"hi"}}' localhost:{tp} torii.echo.v1.Echo/Unary
+  grpcurl -plaintext -import-path {d} -proto echo.proto -d '{{"status_code":5,"status_message":"gone"}}' {plain} torii.echo.v1.Echo/Unary
+  curl -s http://{admin}/metrics | grep torii_requests_total
+  torii check -c {config}
+
+Ctrl-C to stop."#,
+        tp = tls.port(),
+        config = config_path.display(),
+    );
+    crate::cli::wait_for_stop_signal().await;
+    running.shutdown().await;
+    echo.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn demo_config(tls: SocketAddr, plain: SocketAddr, echo: SocketAddr) -> String {
+    format!(
+        r#"# torii demo configuration (written by `torii demo`)
+admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: tls
+    address: {tls}
+    tls:
+      certificates:
+        - cert: server.crt
+          key: server.key
+    routes: &routes
+      - match: {{ path: /version }}
+        direct_response: {{ status: 200, body: "torii {version}" }}
+      - match: {{ grpc_service: torii.echo.v1.Echo }}
+        cluster: echo
+      - match: {{ grpc_service: grpc.health.v1.Health }}
+        cluster: echo
+  - name: plain
+    address: {plain}
+    routes: *routes
+clusters:
+  - name: echo
+    endpoints: ["{echo}"]
+"#,
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn report(what: &str, result: Result<String, BoxError>) {
+    match result {
+        Ok(detail) => println!("  ok    {what:<34} {detail}"),
+        Err(e) => println!("  FAIL  {what:<34} {e}"),
+    }
+}
+
+async fn grpc_over_tls(addr: SocketAddr, ca_pem: &str) -> Result<String, BoxError> {
+    let config = client_config(ca_pem, None, &["h2"])?;
+    let connector = DemoTls {
+        addr,
+        connector: TlsConnector::from(Arc::new(config)),
+    };
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))?
+        .connect_with_connector(connector)
+        .await?;
+    unary(EchoClient::new(channel), "hello through TLS").await
+}
+
+async fn grpc_over_h2c(addr: SocketAddr) -> Result<String, BoxError> {
+    let client = EchoClient::connect(format!("http://{addr}")).await?;
+    unary(client, "hello through h2c").await
+}
+
+async fn unary(mut client: EchoClient<tonic::transport::Channel>, msg: &str) -> Result<String, BoxError> {
+    let start = Instant::now();
+    let resp = client
+        .unary(EchoRequest {
+            message: msg.into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(format!(
+        "-> {:?} in {:.1} ms",
+        resp.get_ref().message,
+        start.elapsed().as_secs_f64() * 1000.0
+    ))
+}
+
+async fn http1_get(addr: SocketAddr, path: &str) -> Result<String, BoxError> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: demo\r\nconnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await?;
+    let status = out.lines().next().unwrap_or("").to_string();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+    Ok(format!("-> {status}: {body}"))
+}
+
+/// Connects every channel request to one address over TLS (SNI localhost).
+#[derive(Clone)]
+struct DemoTls {
+    addr: SocketAddr,
+    connector: TlsConnector,
+}
+
+impl tonic::codegen::Service<Uri> for DemoTls {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(this.addr).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from("localhost")?;
+            Ok(TokioIo::new(this.connector.connect(name, tcp).await?))
+        })
+    }
+}
+
