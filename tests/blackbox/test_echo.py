@@ -63,3 +63,9 @@ def test_tls_echo_with_grpcio_needs_and_gets_alpn(spawn, pki, pb):
         reply = pb.grpc.EchoStub(channel).Unary(pb.pb2.EchoRequest(message="over tls"), timeout=10)
         assert reply.message == "over tls"
         assert reply.headers[":scheme"] == "https"
+
+
+def test_echo_exits_cleanly_on_sigterm(spawn):
+    proc = spawn([torii_bin(), "echo", "--address", "127.0.0.1:0"], "echo")
+    proc.wait_for(ECHO_RE, streams=("stdout",))
+    assert proc.stop() == 0, proc.output()

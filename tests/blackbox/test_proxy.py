@@ -83,6 +83,12 @@ def test_grpc_over_tls(edge, pki, pb):
     assert "x-forwarded-for" in reply.headers
 
 
+def test_sigterm_drains_and_exits_zero(edge, pki, pb):
+    with grpc_channel(edge.listeners["tls"], ca=pki.ca_pem) as channel:
+        pb.grpc.EchoStub(channel).Unary(pb.pb2.EchoRequest(message="before"), timeout=10)
+    assert edge.proc.stop() == 0, edge.proc.output()
+
+
 def test_grpc_over_mtls_forwards_the_client_identity(edge, pki, pb):
     with grpc_channel(edge.listeners["mtls"], ca=pki.ca_pem, client=pki.client) as channel:
         reply = unary_and_bidi(channel, pb)
