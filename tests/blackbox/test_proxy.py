@@ -27,8 +27,8 @@ listeners:
     address: 127.0.0.1:0
     tls:
       certificates:
-        - cert: {pki.server.cert}
-          key: {pki.server.key}
+        - cert: "{pki.server.cert}"
+          key: "{pki.server.key}"
     routes:
       - match: {{ prefix: / }}
         cluster: echo
@@ -36,12 +36,12 @@ listeners:
     address: 127.0.0.1:0
     tls:
       certificates:
-        - cert: {pki.server.cert}
-          key: {pki.server.key}
+        - cert: "{pki.server.cert}"
+          key: "{pki.server.key}"
       client_auth:
-        ca: {pki.ca}
+        ca: "{pki.ca}"
         required: true
-        allowed_sans: [{SPIFFE_ID}]
+        allowed_sans: ["{SPIFFE_ID}"]
     routes:
       - match: {{ prefix: / }}
         cluster: echo
