@@ -294,31 +294,10 @@ impl Echo for EchoService {
     ) -> Result<tonic::Response<EchoStream>, Status> {
         let guard = CallGuard::start(&self.stats);
         self.stats.message_received();
-        let headers = Some(seen_headers(&request));
-        let state = (guard, request.into_inner(), headers, 0u32, false);
-        let responses = stream::unfold(
-            state,
-            |(mut guard, req, mut headers, sent, done)| async move {
-                if done {
-                    return None;
-                }
-                if sent < req.count {
-                    if sent > 0 {
-                        sleep_ms(req.sleep_ms).await;
-                    }
-                    let reply = echo_of(
-                        &req,
-                        u64::from(sent) + 1,
-                        headers.take().unwrap_or_default(),
-                    );
-                    return Some((Ok(reply), (guard, req, headers, sent + 1, false)));
-                }
-                guard.finish();
-                let end = requested_status(&req).err()?;
-                Some((Err(end), (guard, req, headers, sent, true)))
-            },
-        );
-        Ok(tonic::Response::new(responses.boxed()))
+        let headers = seen_headers(&request);
+        let state = Streamed::new(guard, headers, request.into_inner());
+        let replies = stream::unfold(state, next_server_stream_reply);
+        Ok(tonic::Response::new(replies.boxed()))
     }
 
     /// Reads everything; answers with the message count in `received` and the
@@ -360,42 +339,91 @@ impl Echo for EchoService {
         request: tonic::Request<Streaming<EchoRequest>>,
     ) -> Result<tonic::Response<EchoStream>, Status> {
         let guard = CallGuard::start(&self.stats);
-        let headers = Some(seen_headers(&request));
-        let stats = self.stats.clone();
-        let state = (guard, request.into_inner(), headers, 0u64, false);
-        let responses = stream::unfold(
-            state,
-            move |(mut guard, mut inbound, mut headers, received, done)| {
-                let stats = stats.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    let msg = match inbound.message().await {
-                        Ok(Some(msg)) => msg,
-                        Ok(None) => {
-                            guard.finish();
-                            return None;
-                        }
-                        // Left unfinished: counted as cancelled when dropped.
-                        Err(status) => {
-                            return Some((Err(status), (guard, inbound, headers, received, true)))
-                        }
-                    };
-                    stats.message_received();
-                    let received = received + 1;
-                    sleep_ms(msg.sleep_ms).await;
-                    if let Err(status) = requested_status(&msg) {
-                        guard.finish();
-                        return Some((Err(status), (guard, inbound, headers, received, true)));
-                    }
-                    let reply = echo_of(&msg, received, headers.take().unwrap_or_default());
-                    Some((Ok(reply), (guard, inbound, headers, received, false)))
-                }
-            },
-        );
-        Ok(tonic::Response::new(responses.boxed()))
+        let headers = seen_headers(&request);
+        let state = Streamed::new(guard, headers, request.into_inner());
+        let replies = stream::unfold(state, next_bidi_reply);
+        Ok(tonic::Response::new(replies.boxed()))
     }
+}
+
+/// The state of a streamed reply between two messages. Owning the guard is
+/// what makes a dropped stream count as cancelled.
+struct Streamed<S> {
+    guard: CallGuard,
+    /// The request (ServerStream) or the request stream (Bidi).
+    source: S,
+    /// The request headers, sent with the first reply only.
+    headers: Option<HashMap<String, String>>,
+    /// Replies sent (ServerStream) or messages received (Bidi).
+    count: u64,
+    done: bool,
+}
+
+impl<S> Streamed<S> {
+    fn new(guard: CallGuard, headers: HashMap<String, String>, source: S) -> Self {
+        Streamed {
+            guard,
+            source,
+            headers: Some(headers),
+            count: 0,
+            done: false,
+        }
+    }
+
+    fn first_headers(&mut self) -> HashMap<String, String> {
+        self.headers.take().unwrap_or_default()
+    }
+
+    /// Ends the call with `status` (or OK when `None`), counted as completed.
+    fn finish(mut self, status: Option<Status>) -> Option<(Result<EchoResponse, Status>, Self)> {
+        self.guard.finish();
+        self.done = true;
+        status.map(|s| (Err(s), self))
+    }
+}
+
+type Step<S> = Option<(Result<EchoResponse, Status>, Streamed<S>)>;
+
+async fn next_server_stream_reply(mut st: Streamed<EchoRequest>) -> Step<EchoRequest> {
+    if st.done {
+        return None;
+    }
+    if st.count >= u64::from(st.source.count) {
+        let end = requested_status(&st.source).err();
+        return st.finish(end);
+    }
+    if st.count > 0 {
+        sleep_ms(st.source.sleep_ms).await;
+    }
+    st.count += 1;
+    let headers = st.first_headers();
+    let reply = echo_of(&st.source, st.count, headers);
+    Some((Ok(reply), st))
+}
+
+async fn next_bidi_reply(mut st: Streamed<Streaming<EchoRequest>>) -> Step<Streaming<EchoRequest>> {
+    if st.done {
+        return None;
+    }
+    let msg = match st.source.message().await {
+        Ok(Some(msg)) => msg,
+        Ok(None) => return st.finish(None),
+        Err(status) => {
+            // Not finished: the guard counts the call as cancelled when the
+            // stream is dropped.
+            st.done = true;
+            return Some((Err(status), st));
+        }
+    };
+    st.guard.stats.message_received();
+    st.count += 1;
+    sleep_ms(msg.sleep_ms).await;
+    if let Err(status) = requested_status(&msg) {
+        return st.finish(Some(status));
+    }
+    let headers = st.first_headers();
+    let reply = echo_of(&msg, st.count, headers);
+    Some((Ok(reply), st))
 }
 
 /// The HTTP layer in front of the tonic routes: records [`RequestInfo`] and

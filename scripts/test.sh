@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The one test command. Installs what is missing (curl; a Python venv at .venv
+# with pinned packages), builds everything, runs every Rust test, then the
+# black-box tests (tests/blackbox) against the built binary. Safe to run again:
+# installed pieces are reused. Exits non-zero on any failure.
+#
+# Environment: CARGO_TARGET_DIR is honoured; TORII_BIN overrides the binary
+# the black-box tests run; PYTEST_ADDOPTS passes options to pytest
+# (e.g. PYTEST_ADDOPTS='-m "not proxy"' to run only the echo-only tests).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY_PACKAGES=(
+  grpcio==1.85.1
+  grpcio-tools==1.85.1
+  grpcio-health-checking==1.85.1
+  pytest==9.2.0
+  cryptography==50.0.2
+)
+VENV=.venv
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    as_root apt-get update
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y "$@"
+}
+
+if ! command -v curl >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing curl" >&2
+  apt_install curl
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "scripts/test.sh: creating $VENV" >&2
+  if ! python3 -m venv "$VENV"; then
+    # Debian's own python3 needs python3-venv for ensurepip.
+    rm -rf "$VENV"
+    apt_install python3-venv
+    python3 -m venv "$VENV"
+  fi
+fi
+stamp="$VENV/.torii-packages"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "${PY_PACKAGES[*]}" ]; then
+  echo "scripts/test.sh: installing ${PY_PACKAGES[*]}" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+  echo "${PY_PACKAGES[*]}" >"$stamp"
+fi
+
+cargo build --all-targets
+cargo test
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in
+  /*) ;;
+  *) target_dir="$PWD/$target_dir" ;;
+esac
+export TORII_BIN="${TORII_BIN:-$target_dir/debug/torii}"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/blackbox
