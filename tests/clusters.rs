@@ -45,7 +45,7 @@ async fn unresolvable_name_is_unavailable_with_dns_reason() {
 }
 
 async fn spread(lb: &str) -> Vec<u64> {
-    let servers = vec![start_echo().await, start_echo().await, start_echo().await];
+    let servers = [start_echo().await, start_echo().await, start_echo().await];
     let eps: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
     let proxy = front_with(&eps, &format!("    lb: {lb}")).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
@@ -95,7 +95,7 @@ async fn many_concurrent_streams_open_more_connections() {
     }
     let conns = echo.stats.snapshot().connections;
     assert!(
-        conns >= 2 && conns <= 8,
+        (2..=8).contains(&conns),
         "connections to the upstream: {conns}"
     );
 }

@@ -53,12 +53,19 @@ pub async fn run_demo(tls_addr: SocketAddr, plain_addr: SocketAddr) -> Result<()
     let admin = running.admin.expect("the demo has an admin listener");
 
     println!("torii demo: the built-in echo gRPC service behind torii\n");
-    println!("  TLS          https://localhost:{}  (self-signed; CA: {})", tls.port(), ca_path.display());
+    println!(
+        "  TLS          https://localhost:{}  (self-signed; CA: {})",
+        tls.port(),
+        ca_path.display()
+    );
     println!("  plaintext    http://{plain}  (HTTP/1.1 and h2c on one port)");
     println!("  admin        http://{admin}/metrics");
     println!("  config       {}", config_path.display());
     println!("\nChecked just now:");
-    report("gRPC Unary over TLS (ALPN h2)", grpc_over_tls(tls, pki.ca_cert_pem()).await);
+    report(
+        "gRPC Unary over TLS (ALPN h2)",
+        grpc_over_tls(tls, pki.ca_cert_pem()).await,
+    );
     report("gRPC Unary over h2c", grpc_over_h2c(plain).await);
     report("HTTP/1.1 GET /healthz", http1_get(plain, "/healthz").await);
     report("a torii error: GET /nope", http1_get(plain, "/nope").await);
@@ -142,7 +149,10 @@ async fn grpc_over_h2c(addr: SocketAddr) -> Result<String, BoxError> {
     unary(client, "hello through h2c").await
 }
 
-async fn unary(mut client: EchoClient<tonic::transport::Channel>, msg: &str) -> Result<String, BoxError> {
+async fn unary(
+    mut client: EchoClient<tonic::transport::Channel>,
+    msg: &str,
+) -> Result<String, BoxError> {
     let start = Instant::now();
     let resp = client
         .unary(EchoRequest {
@@ -159,12 +169,19 @@ async fn unary(mut client: EchoClient<tonic::transport::Channel>, msg: &str) -> 
 
 async fn http1_get(addr: SocketAddr, path: &str) -> Result<String, BoxError> {
     let mut tcp = TcpStream::connect(addr).await?;
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: demo\r\nconnection: close\r\n\r\n").as_bytes())
-        .await?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: demo\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut out = String::new();
     tcp.read_to_string(&mut out).await?;
     let status = out.lines().next().unwrap_or("").to_string();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+    let body = out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
     Ok(format!("-> {status}: {body}"))
 }
 
@@ -178,7 +195,8 @@ struct DemoTls {
 impl tonic::codegen::Service<Uri> for DemoTls {
     type Response = TokioIo<TlsStream<TcpStream>>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -194,4 +212,3 @@ impl tonic::codegen::Service<Uri> for DemoTls {
         })
     }
 }
-

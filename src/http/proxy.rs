@@ -312,9 +312,11 @@ impl ListenerRuntime {
             UpstreamProtocol::Http1 => Wire::Http1,
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => Wire::Http2,
             UpstreamProtocol::Auto => {
-                if grpc_req {
-                    Wire::Http2
-                } else if client == Version::HTTP_2 && !self.h2_refused.get(&cluster.config.name) {
+                // gRPC always needs HTTP/2; other requests go as the client
+                // spoke, unless this upstream turned out not to speak h2c.
+                let h2_client =
+                    client == Version::HTTP_2 && !self.h2_refused.get(&cluster.config.name);
+                if grpc_req || h2_client {
                     Wire::Http2
                 } else {
                     Wire::Http1
