@@ -73,8 +73,8 @@ pub async fn start(config: Config) -> Result<Running, String> {
 
     let mut clusters = HashMap::new();
     for c in &config.clusters {
-        let rt =
-            ClusterRuntime::new(c.clone(), &dns).map_err(|e| format!("cluster {}: {e}", c.name))?;
+        let rt = ClusterRuntime::new(c.clone(), &dns, metrics.clone())
+            .map_err(|e| format!("cluster {}: {e}", c.name))?;
         clusters.insert(c.name.clone(), rt);
     }
     for c in clusters.values() {

@@ -100,6 +100,14 @@ fn cluster(cx: &mut Ctx, path: &str, raw: RawCluster) -> Option<Cluster> {
         raw.max_connections_per_endpoint,
         DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
     );
+    let health_check = raw
+        .health_check
+        .map(|h| super::health::health_check(cx, &join(path, "health_check"), h));
+    let outlier_detection = super::health::outlier_detection(
+        cx,
+        &join(path, "outlier_detection"),
+        raw.outlier_detection,
+    );
     match (protocol, &tls) {
         (Some(UpstreamProtocol::H2), None) => cx.error(
             &join(path, "protocol"),
@@ -129,6 +137,11 @@ fn cluster(cx: &mut Ctx, path: &str, raw: RawCluster) -> Option<Cluster> {
         connect_timeout: connect_timeout??,
         max_streams_per_connection: max_streams?,
         max_connections_per_endpoint: max_connections?,
+        health_check: match health_check {
+            Some(h) => Some(h?),
+            None => None,
+        },
+        outlier_detection: outlier_detection?,
     })
 }
 

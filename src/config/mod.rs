@@ -10,6 +10,7 @@
 mod cluster;
 mod duration;
 mod headers;
+mod health;
 mod locate;
 pub mod model;
 mod parse;

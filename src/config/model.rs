@@ -40,6 +40,15 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Arc<Cluster>>,
     pub drain_timeout: Duration,
+    pub access_log: AccessLog,
+}
+
+/// Where the access log goes: one JSON object per request and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +210,73 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     pub max_streams_per_connection: usize,
     pub max_connections_per_endpoint: usize,
+    pub health_check: Option<HealthCheck>,
+    pub outlier_detection: OutlierDetection,
+}
+
+/// Active health checking of every endpoint of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheckType {
+    /// `grpc.health.v1.Health/Check` over the cluster's HTTP/2.
+    Grpc,
+    /// An HTTP GET of `path`.
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+/// How often a health check runs unless configured.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one probe may take.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Failed probes in a row before an endpoint gets no new requests: one lost
+/// probe is noise, three are a pattern.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Passed probes in a row before it gets traffic again.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub kind: HealthCheckType,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Random extra delay up to this much per probe, so endpoints checked by
+    /// many proxies are not probed in lock-step. Default: interval / 10.
+    pub jitter: Duration,
+    /// gRPC: the service name asked ("" = the server as a whole).
+    pub service: String,
+    /// HTTP: the path probed.
+    pub path: String,
+    /// HTTP: statuses that count as healthy (empty: any 2xx).
+    pub expected_statuses: Vec<u16>,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive health: endpoints that fail requests in a row (connect failures,
+/// resets, UNAVAILABLE, 502/503/504) are ejected for a while, longer each
+/// time. On by default, as in linkerd: a dead endpoint should not cost
+/// every Nth request a failover.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+pub const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// 0 turns passive ejection off.
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
+            base_ejection_time: DEFAULT_BASE_EJECTION_TIME,
+            max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub drain_timeout: Option<String>,
+    pub access_log: Option<String>,
     pub listeners: Option<Vec<RawListener>>,
     pub clusters: Option<Vec<RawCluster>>,
 }
@@ -123,6 +124,29 @@ pub struct RawCluster {
     pub connect_timeout: Option<String>,
     pub max_streams_per_connection: Option<i64>,
     pub max_connections_per_endpoint: Option<i64>,
+    pub health_check: Option<RawHealthCheck>,
+    pub outlier_detection: Option<RawOutlierDetection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub jitter: Option<String>,
+    pub service: Option<String>,
+    pub path: Option<String>,
+    pub expected_statuses: Option<Vec<i64>>,
+    pub healthy_threshold: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOutlierDetection {
+    pub consecutive_failures: Option<i64>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_time: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +210,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "listeners[].health" => fields_of::<RawHealth>(),
         "clusters[]" => fields_of::<RawCluster>(),
         "clusters[].tls" => fields_of::<RawUpstreamTls>(),
+        "clusters[].health_check" => fields_of::<RawHealthCheck>(),
+        "clusters[].outlier_detection" => fields_of::<RawOutlierDetection>(),
         _ => return None,
     })
 }

@@ -96,6 +96,7 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
         false,
     );
     let admin = raw.admin.as_ref().map(|a| admin(cx, a));
+    let access_log = super::health::access_log(cx, raw.access_log.as_deref());
     let clusters = cluster::clusters(cx, raw.clusters.unwrap_or_default());
     let listeners = listeners(cx, raw.listeners, &clusters);
     let config = Config {
@@ -107,6 +108,7 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
         listeners: listeners?,
         clusters: clusters.into_valid()?,
         drain_timeout: drain_timeout??,
+        access_log,
     };
     (!cx.findings.has_errors()).then_some(config)
 }

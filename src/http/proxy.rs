@@ -283,13 +283,24 @@ impl ListenerRuntime {
         apply_edits(&mut rparts.headers, &route.response_headers);
         rparts.version = client_version;
         outcome.http_status = rparts.status.as_u16();
-        if let Some(code) = rparts
+        let head_grpc_status: Option<i32> = rparts
             .headers
             .get("grpc-status")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-        {
+            .and_then(|v| v.parse().ok());
+        if let Some(code) = head_grpc_status {
             outcome.grpc_status = Some(code);
+        }
+        // Passive health: gateway errors and UNAVAILABLE count against the
+        // endpoint. A gRPC stream's verdict comes with its trailers.
+        let failed = matches!(rparts.status.as_u16(), 502..=504) || head_grpc_status == Some(14);
+        let deferred = grpc_req && head_grpc_status.is_none() && !failed;
+        if !deferred {
+            guard.cluster.report(
+                &guard.ep,
+                !failed,
+                "the upstream answered UNAVAILABLE or a gateway error",
+            );
         }
         let deadline = limit.map(|d| {
             let remaining = d.saturating_sub(outcome.start.elapsed());

@@ -51,11 +51,15 @@ impl ResponseBody {
     fn fail(&mut self, err: ProxyError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Dropping the upstream body resets the upstream stream at once.
         self.inner = None;
-        self.guard = None;
         self.deadline = None;
         self.outcome
             .metrics
             .upstream_error(&self.cluster, err.code.as_str());
+        if let Some(g) = self.guard.take() {
+            if err.code == ErrorCode::UpstreamReset {
+                g.cluster.report(&g.ep, false, err.code.as_str());
+            }
+        }
         self.outcome.error = Some(err.code);
         if self.grpc {
             let code = err.code.grpc_code();
@@ -107,6 +111,13 @@ impl HttpBody for ResponseBody {
                 if let Some(t) = frame.trailers_ref() {
                     if let Some(code) = grpc_status_of(t) {
                         this.outcome.grpc_status = Some(code);
+                        if let Some(g) = &this.guard {
+                            g.cluster.report(
+                                &g.ep,
+                                code != 14,
+                                "the upstream answered UNAVAILABLE",
+                            );
+                        }
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -58,6 +58,11 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -81,6 +86,10 @@ pub struct Metrics {
     pub protocol_detections: Family<DetectionLabels, Counter>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub endpoint_healthy: Family<EndpointLabels, Gauge>,
+    pub endpoint_ejections: Family<EndpointLabels, Counter>,
+    pub upstream_connect_duration: Family<ClusterLabels, Histogram, LatencyBuckets>,
+    pub tls_handshake_duration: Family<ListenerLabels, Histogram, LatencyBuckets>,
+    pub access_log_dropped: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
 }
 
@@ -134,6 +143,36 @@ impl Metrics {
             "1 when the endpoint receives traffic, 0 when it is held out",
             endpoint_healthy.clone(),
         );
+        let endpoint_ejections = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "endpoint_ejections",
+            "Times an endpoint was ejected after failing requests in a row",
+            endpoint_ejections.clone(),
+        );
+        let upstream_connect_duration =
+            Family::<ClusterLabels, Histogram, LatencyBuckets>::new_with_constructor(
+                LatencyBuckets,
+            );
+        registry.register(
+            "upstream_connect_duration_seconds",
+            "Time to open a connection to an upstream (TCP, TLS and HTTP handshake)",
+            upstream_connect_duration.clone(),
+        );
+        let tls_handshake_duration =
+            Family::<ListenerLabels, Histogram, LatencyBuckets>::new_with_constructor(
+                LatencyBuckets,
+            );
+        registry.register(
+            "tls_handshake_duration_seconds",
+            "Time to complete a TLS handshake with a client",
+            tls_handshake_duration.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer could not keep up",
+            access_log_dropped.clone(),
+        );
         let config_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -149,6 +188,10 @@ impl Metrics {
             protocol_detections,
             upstream_errors,
             endpoint_healthy,
+            endpoint_ejections,
+            upstream_connect_duration,
+            tls_handshake_duration,
+            access_log_dropped,
             config_reloads,
         }
     }

@@ -4,11 +4,12 @@
 
 pub mod connect;
 pub mod dns;
+pub mod health;
 pub mod pool;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
@@ -18,6 +19,8 @@ use hyper::body::Incoming;
 use crate::config::{Cluster, LbPolicy};
 use crate::error::{ErrorCode, ProxyError};
 use crate::http::body::Body;
+use crate::telemetry::metrics::EndpointLabels;
+use crate::telemetry::Metrics;
 use connect::Connector;
 pub use connect::Wire;
 use dns::Dns;
@@ -29,7 +32,10 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 pub struct ClusterRuntime {
     pub config: Arc<Cluster>,
+    pub metrics: Arc<Metrics>,
     connector: Connector,
+    /// True while no endpoint is available and traffic goes to all of them.
+    in_panic: AtomicBool,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Why the last DNS resolution failed, per name, for error messages.
     dns_errors: Mutex<HashMap<String, String>>,
@@ -41,6 +47,9 @@ pub struct ClusterRuntime {
 /// What keeps an exchange's bookkeeping alive until its response body ends.
 pub struct ExchangeGuard {
     _active: CountGuard,
+    /// The endpoint and its cluster, to report how the exchange ended.
+    pub ep: Arc<Endpoint>,
+    pub cluster: Arc<ClusterRuntime>,
     _stream: Option<CountGuard>,
     /// HTTP/1.1: the connection goes back to the pool once the body is read.
     h1: Option<(Arc<Endpoint>, hyper::client::conn::http1::SendRequest<Body>)>,
@@ -60,7 +69,11 @@ impl ExchangeGuard {
 }
 
 impl ClusterRuntime {
-    pub fn new(config: Arc<Cluster>, dns: &Dns) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: Arc<Cluster>,
+        dns: &Dns,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
         let connector = Connector::new(&config)?;
         let mut statics = Vec::new();
         let mut names = Vec::new();
@@ -77,7 +90,9 @@ impl ClusterRuntime {
         }
         let rt = Arc::new(ClusterRuntime {
             config,
+            metrics,
             connector,
+            in_panic: AtomicBool::new(false),
             endpoints: ArcSwap::from_pointee(statics.clone()),
             dns_errors: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
@@ -104,15 +119,29 @@ impl ClusterRuntime {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|done| *done)).await;
     }
 
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     fn pick(&self, exclude: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let all = self.endpoints.load();
         let mut candidates: Vec<&Arc<Endpoint>> = all
             .iter()
-            .filter(|e| e.healthy.load(Ordering::Relaxed) && !exclude.contains(&e.addr))
+            .filter(|e| e.available() && !exclude.contains(&e.addr))
             .collect();
-        if candidates.is_empty() {
+        if candidates.is_empty() && exclude.is_empty() && !all.is_empty() {
             // Panic mode: when no endpoint is known healthy, try them all
             // rather than fail every request.
+            if !self.in_panic.swap(true, Ordering::Relaxed) {
+                tracing::warn!(cluster = %self.config.name, endpoints = all.len(), "no endpoint of the cluster is healthy: sending to all of them (panic mode) rather than failing every request");
+            }
+        } else if !candidates.is_empty()
+            && exclude.is_empty()
+            && self.in_panic.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(cluster = %self.config.name, "an endpoint is healthy again: panic mode over");
+        }
+        if candidates.is_empty() {
             candidates = all.iter().filter(|e| !exclude.contains(&e.addr)).collect();
         }
         if candidates.is_empty() {
@@ -162,9 +191,48 @@ impl ClusterRuntime {
 
     /// Sends `req` to an endpoint, trying others when connecting fails.
     /// Returns the response head with a guard that must live as long as the
+    /// Records how a request to `ep` went, for passive health (ejection).
+    pub fn report(&self, ep: &Endpoint, ok: bool, why: &str) {
+        if ok {
+            ep.record_success();
+            return;
+        }
+        let o = &self.config.outlier_detection;
+        if let Some(time) = ep.record_failure(
+            o.consecutive_failures,
+            o.base_ejection_time,
+            o.max_ejection_time,
+        ) {
+            tracing::warn!(
+                cluster = %self.config.name, endpoint = %ep.addr, ejected_for = ?time,
+                "endpoint ejected after {} failures in a row (last: {why}); it gets no new requests until then",
+                o.consecutive_failures
+            );
+            self.metrics
+                .endpoint_ejections
+                .get_or_create(&self.endpoint_labels(ep))
+                .inc();
+            self.set_healthy_gauge(ep, false);
+        }
+    }
+
+    pub fn endpoint_labels(&self, ep: &Endpoint) -> EndpointLabels {
+        EndpointLabels {
+            cluster: self.config.name.clone(),
+            endpoint: ep.addr.to_string(),
+        }
+    }
+
+    pub fn set_healthy_gauge(&self, ep: &Endpoint, healthy: bool) {
+        self.metrics
+            .endpoint_healthy
+            .get_or_create(&self.endpoint_labels(ep))
+            .set(i64::from(healthy));
+    }
+
     /// response body.
     pub async fn send(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Body>,
         wire: Wire,
     ) -> Result<(Response<Incoming>, ExchangeGuard), ProxyError> {
@@ -181,6 +249,7 @@ impl ClusterRuntime {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::debug!(cluster = %self.config.name, endpoint = %ep.addr, error = %e, "connect failed; trying another endpoint");
+                    self.report(&ep, false, e.code.as_str());
                     tried.push(ep.addr);
                     last_err = Some(e);
                     continue;
@@ -197,6 +266,8 @@ impl ClusterRuntime {
                             resp,
                             ExchangeGuard {
                                 _active: active,
+                                ep: ep.clone(),
+                                cluster: self.clone(),
                                 _stream: Some(guard),
                                 h1: None,
                                 endpoint: ep.addr,
@@ -212,12 +283,14 @@ impl ClusterRuntime {
                             continue;
                         }
                         _ => {
-                            return Err(connect::explain_h2_failure(
+                            let err = connect::explain_h2_failure(
                                 e.error(),
                                 &first,
                                 ep.addr,
                                 &self.config.name,
-                            ))
+                            );
+                            self.report(&ep, false, err.code.as_str());
+                            return Err(err);
                         }
                     },
                 },
@@ -227,6 +300,8 @@ impl ClusterRuntime {
                             resp,
                             ExchangeGuard {
                                 _active: active,
+                                ep: ep.clone(),
+                                cluster: self.clone(),
                                 _stream: None,
                                 h1: Some((ep.clone(), send)),
                                 endpoint: ep.addr,
@@ -292,12 +367,14 @@ async fn resolve_loop(
                     .find(|e| e.addr == *addr && &e.host == host)
                     .cloned();
                 eps.push(kept.unwrap_or_else(|| {
-                    Arc::new(Endpoint::new(
+                    let ep = Arc::new(Endpoint::new(
                         *addr,
                         host.clone(),
                         c.config.max_streams_per_connection,
                         c.config.max_connections_per_endpoint,
-                    ))
+                    ));
+                    c.set_healthy_gauge(&ep, true);
+                    ep
                 }));
             }
         }

@@ -3,8 +3,10 @@
 //! up), and a keep-alive pool of HTTP/1.1 connections.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
 
@@ -18,7 +20,12 @@ pub struct Endpoint {
     pub host: String,
     /// Requests in flight, for least_request balancing.
     pub active: Arc<AtomicUsize>,
-    pub healthy: AtomicBool,
+    /// The active health check's verdict (true until a check says otherwise).
+    pub active_ok: AtomicBool,
+    /// Passive health: ejected until this many ms after [`epoch`]; 0 = not.
+    ejected_until_ms: AtomicU64,
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU32,
     h2: Mutex<Vec<H2Conn>>,
     h2_connecting: tokio::sync::Mutex<()>,
     h1_idle: Mutex<Vec<http1::SendRequest<Body>>>,
@@ -65,13 +72,77 @@ impl Endpoint {
             addr,
             host,
             active: Arc::new(AtomicUsize::new(0)),
-            healthy: AtomicBool::new(true),
+            active_ok: AtomicBool::new(true),
+            ejected_until_ms: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
             h2: Mutex::new(Vec::new()),
             h2_connecting: tokio::sync::Mutex::new(()),
             h1_idle: Mutex::new(Vec::new()),
             max_streams,
             max_conns,
         }
+    }
+
+    /// Whether new requests may go here: the active check passes and the
+    /// endpoint is not ejected. An ejection whose time is up ends here.
+    pub fn available(&self) -> bool {
+        if !self.active_ok.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if now_ms() >= until {
+            // Back in rotation; the next failure streak starts from zero.
+            let _ = self.ejected_until_ms.compare_exchange(
+                until,
+                0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Ejected (passive health) right now, and for how much longer.
+    pub fn ejected_for(&self) -> Option<Duration> {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        let now = now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failed request; returns the ejection time when this failure
+    /// completes a streak of `threshold` (0 = never eject).
+    pub fn record_failure(
+        &self,
+        threshold: u32,
+        base: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold == 0 || n < threshold || self.ejected_for().is_some() {
+            return None;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        // Longer each time it happens again, up to the maximum.
+        let time = base.saturating_mul(times).min(max);
+        self.ejected_until_ms
+            .store(now_ms() + time.as_millis() as u64, Ordering::Relaxed);
+        Some(time)
     }
 
     pub async fn lease(&self, connector: &Connector, wire: Wire) -> Result<Lease, ProxyError> {
@@ -175,4 +246,10 @@ impl Endpoint {
             })
             .unwrap_or_default()
     }
+}
+
+/// Milliseconds since the first call (never 0, so 0 can mean "not set").
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
