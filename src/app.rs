@@ -1,131 +1,322 @@
 //! Builds the running proxy from a validated [`Config`]: clusters first,
-//! then listeners on top of them, then the admin listener. Owns shutdown
-//! and drain.
+//! then listeners on top of them, then the admin listener. Owns reloads
+//! (a new config applied without dropping what runs) and the drain.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ListenerProtocol};
+use crate::config::{Cluster, Config, Listener};
 use crate::drain::Drain;
 use crate::http::proxy::ListenerRuntime;
 use crate::http::server::HttpServers;
 use crate::listener::{self, Listening, LogOnce};
+use crate::telemetry::access_log::AccessLogger;
+use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::Metrics;
 use crate::upstream::dns::Dns;
 use crate::upstream::ClusterRuntime;
 
-/// A running torii: its bound addresses and the means to stop it.
+/// How long start-up waits for DNS-named endpoints to resolve once.
+const FIRST_RESOLVE_WAIT: Duration = Duration::from_secs(5);
+
+pub type Clusters = Arc<HashMap<String, Arc<ClusterRuntime>>>;
+
+/// What the admin listener and reloads read: always the current config.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub clusters: ArcSwap<HashMap<String, Arc<ClusterRuntime>>>,
+    pub metrics: Arc<Metrics>,
+    pub ready: watch::Receiver<bool>,
+}
+
+/// One bound listener and the means to stop it.
+struct Bound {
+    config: Listener,
+    addr: SocketAddr,
+    listening: Arc<Listening>,
+    drain: Drain,
+    task: JoinHandle<()>,
+}
+
+struct State {
+    listeners: HashMap<String, Bound>,
+    logger: AccessLogger,
+}
+
+/// A running torii: its bound addresses and the means to reload and stop it.
 pub struct Running {
-    pub listeners: HashMap<String, SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    pub clusters: Arc<HashMap<String, Arc<ClusterRuntime>>>,
-    drain_timeout: Duration,
-    stop_admin: watch::Sender<bool>,
+    pub shared: Arc<Shared>,
+    state: Mutex<State>,
+    dns: Dns,
     ready: watch::Sender<bool>,
-    drain: Drain,
-    tasks: Vec<JoinHandle<()>>,
+    stop_admin: watch::Sender<bool>,
+    admin_task: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// The bound address of listener `name` (useful with port 0).
     pub fn addr(&self, name: &str) -> SocketAddr {
-        *self
-            .listeners
-            .get(name)
+        self.try_addr(name)
             .unwrap_or_else(|| panic!("no listener named {name}"))
     }
 
-    /// Drains: readiness turns false, listeners stop accepting, HTTP/2
-    /// clients get GOAWAY and HTTP/1.1 `connection: close`; in-flight
-    /// requests get until the drain timeout.
+    pub fn try_addr(&self, name: &str) -> Option<SocketAddr> {
+        let state = self.state.try_lock().ok()?;
+        state.listeners.get(name).map(|b| b.addr)
+    }
+
+    /// Every listener's bound address.
+    pub async fn addrs(&self) -> HashMap<String, SocketAddr> {
+        let state = self.state.lock().await;
+        state
+            .listeners
+            .iter()
+            .map(|(n, b)| (n.clone(), b.addr))
+            .collect()
+    }
+
+    pub fn clusters(&self) -> Clusters {
+        self.shared.clusters.load_full()
+    }
+
+    /// Loads `path` with the same code as `torii check` and applies it.
+    /// On any problem the running configuration stays as it is.
+    pub async fn reload_file(&self, path: &std::path::Path) -> Result<(), String> {
+        let result = match crate::config::load_file(path) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                self.apply(loaded.config).await
+            }
+            Err(problems) => Err(problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")),
+        };
+        self.count_reload(&result);
+        result
+    }
+
+    /// Applies a new configuration. Unchanged clusters keep their
+    /// connections and health state; listeners whose address did not change
+    /// keep their socket and connections (new requests see the new routes);
+    /// new listeners are bound first, so a port that cannot be bound leaves
+    /// everything as it was.
+    pub async fn apply(&self, config: Config) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        let old_clusters = self.shared.clusters.load_full();
+        let clusters = build_clusters(&config, &old_clusters, &self.dns, &self.metrics).await?;
+
+        // Prepare everything that can fail before changing anything.
+        let mut prepared = Vec::new();
+        for l in &config.listeners {
+            let tls = tls_acceptor(l)?;
+            let runtime = self.listener_runtime(l, &clusters, &state.logger);
+            let socket = match state.listeners.get(&l.name) {
+                Some(b) if b.config.address == l.address => None,
+                _ => Some(bind(l).await?),
+            };
+            prepared.push((l.clone(), tls, runtime, socket));
+        }
+
+        let mut keep = HashMap::new();
+        for (l, tls, runtime, socket) in prepared {
+            match socket {
+                None => {
+                    let mut b = state.listeners.remove(&l.name).expect("checked above");
+                    b.listening.rt.store(runtime);
+                    b.listening.tls.store(tls.map(Arc::new));
+                    b.config = l.clone();
+                    keep.insert(l.name.clone(), b);
+                }
+                Some((tcp, addr)) => {
+                    tracing::info!(listener = ?l.name, address = %addr, tls = l.tls.is_some(), "listening");
+                    keep.insert(
+                        l.name.clone(),
+                        spawn_listener(l.clone(), tcp, addr, runtime, tls),
+                    );
+                }
+            }
+        }
+        // What is left was removed or moved: stop accepting, let its
+        // connections finish (GOAWAY / connection: close).
+        let drain_timeout = config.drain_timeout;
+        for (name, b) in state.listeners.drain() {
+            tracing::info!(listener = ?name, address = %b.addr, "listener removed or moved; draining its connections");
+            b.task.abort();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(drain_timeout, b.drain.drain()).await;
+            });
+        }
+        state.listeners = keep;
+        self.shared.clusters.store(clusters);
+        self.shared.config.store(Arc::new(config));
+        tracing::info!("configuration applied");
+        Ok(())
+    }
+
+    fn count_reload(&self, result: &Result<(), String>) {
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .config_reloads
+            .get_or_create(&ResultLabels {
+                result: label.to_string(),
+            })
+            .inc();
+    }
+
+    fn listener_runtime(
+        &self,
+        l: &Listener,
+        clusters: &Clusters,
+        logger: &AccessLogger,
+    ) -> Arc<ListenerRuntime> {
+        Arc::new(ListenerRuntime::new(
+            l.clone(),
+            clusters.clone(),
+            self.metrics.clone(),
+            self.shared.ready.clone(),
+            logger.clone(),
+        ))
+    }
+
+    /// Drains: readiness turns false, listeners stop accepting (new
+    /// connections are refused), HTTP/2 clients get GOAWAY and HTTP/1.1
+    /// `connection: close`; in-flight requests get until the drain timeout.
+    /// The admin listener answers until the end.
     pub async fn shutdown(self) {
         self.ready.send_replace(false);
-        let open = self.drain.count();
-        if open > 0 {
-            tracing::info!(connections = open, timeout = ?self.drain_timeout, "draining");
-        }
-        if tokio::time::timeout(self.drain_timeout, self.drain.drain())
+        let timeout = self.shared.config.load().drain_timeout;
+        let state = self.state.into_inner();
+        let open: usize = state.listeners.values().map(|b| b.drain.count()).sum();
+        tracing::info!(connections = open, timeout = ?timeout, "draining");
+        let drains = state.listeners.into_values().map(|b| b.drain.drain());
+        if tokio::time::timeout(timeout, futures_util::future::join_all(drains))
             .await
             .is_err()
         {
-            tracing::warn!(timeout = ?self.drain_timeout, "drain timeout reached; closing the remaining connections");
+            tracing::warn!(timeout = ?timeout, "drain timeout reached; closing the remaining connections");
         }
         self.stop_admin.send_replace(true);
-        for t in self.tasks {
+        if let Some(t) = self.admin_task {
             t.abort();
         }
     }
 }
 
-/// Everything that can fail while turning a valid config into sockets.
+/// Reuses the runtime of every cluster whose configuration did not change.
+async fn build_clusters(
+    config: &Config,
+    old: &Clusters,
+    dns: &Dns,
+    metrics: &Arc<Metrics>,
+) -> Result<Clusters, String> {
+    let mut clusters = HashMap::new();
+    let mut fresh = Vec::new();
+    for c in &config.clusters {
+        let reuse = old.get(&c.name).filter(|rt| same_cluster(&rt.config, c));
+        let rt = match reuse {
+            Some(rt) => rt.clone(),
+            None => {
+                let rt = ClusterRuntime::new(c.clone(), dns, metrics.clone())
+                    .map_err(|e| format!("cluster {}: {e}", c.name))?;
+                fresh.push(rt.clone());
+                rt
+            }
+        };
+        clusters.insert(c.name.clone(), rt);
+    }
+    for c in fresh {
+        c.wait_resolved(FIRST_RESOLVE_WAIT).await;
+    }
+    Ok(Arc::new(clusters))
+}
+
+/// Equal settings, including key material (which `Debug` redacts).
+fn same_cluster(a: &Cluster, b: &Cluster) -> bool {
+    let keys = |c: &Cluster| {
+        c.tls
+            .as_ref()
+            .and_then(|t| t.client_cert.as_ref())
+            .map(|(_, k)| k.secret_der().to_vec())
+    };
+    format!("{a:?}") == format!("{b:?}") && keys(a) == keys(b)
+}
+
+fn tls_acceptor(l: &Listener) -> Result<Option<TlsAcceptor>, String> {
+    l.tls
+        .as_ref()
+        .map(|t| {
+            listener::tls::server_config(t, &l.name)
+                .map(TlsAcceptor::from)
+                .map_err(|e| format!("listener {}: {e}", l.name))
+        })
+        .transpose()
+}
+
+async fn bind(l: &Listener) -> Result<(TcpListener, SocketAddr), String> {
+    let tcp = TcpListener::bind(l.address)
+        .await
+        .map_err(|e| format!("listener {}: cannot listen on {}: {e}", l.name, l.address))?;
+    let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+    Ok((tcp, addr))
+}
+
+fn spawn_listener(
+    config: Listener,
+    tcp: TcpListener,
+    addr: SocketAddr,
+    runtime: Arc<ListenerRuntime>,
+    tls: Option<TlsAcceptor>,
+) -> Bound {
+    let listening = Arc::new(Listening {
+        rt: Arc::new(ArcSwap::new(runtime)),
+        tls: ArcSwapOption::new(tls.map(Arc::new)),
+        servers: HttpServers::new(config.header_read_timeout),
+        log_once: Arc::new(LogOnce::default()),
+    });
+    let drain = Drain::new();
+    let task = tokio::spawn(listener::accept_loop(tcp, listening.clone(), drain.watch()));
+    Bound {
+        config,
+        addr,
+        listening,
+        drain,
+        task,
+    }
+}
+
+/// Starts everything a valid config describes.
 pub async fn start(config: Config) -> Result<Running, String> {
     let metrics = Arc::new(Metrics::new());
     let dns = Dns::system();
-
-    let mut clusters = HashMap::new();
-    for c in &config.clusters {
-        let rt = ClusterRuntime::new(c.clone(), &dns, metrics.clone())
-            .map_err(|e| format!("cluster {}: {e}", c.name))?;
-        clusters.insert(c.name.clone(), rt);
-    }
-    for c in clusters.values() {
-        c.wait_resolved(Duration::from_secs(5)).await;
-    }
-    let clusters = Arc::new(clusters);
-
+    let logger = AccessLogger::start(&config.access_log, metrics.clone())?;
     let (ready, ready_rx) = watch::channel(false);
     let (stop_admin, stop_admin_rx) = watch::channel(false);
-    let drain = Drain::new();
-    let mut tasks = Vec::new();
-    let mut bound = HashMap::new();
 
-    for l in &config.listeners {
-        if l.protocol == ListenerProtocol::Tcp {
-            return Err(format!(
-                "listener {}: protocol: tcp is not supported yet",
-                l.name
-            ));
-        }
-        let tls = match &l.tls {
-            Some(t) => Some(TlsAcceptor::from(
-                crate::listener::tls::server_config(t, &l.name)
-                    .map_err(|e| format!("listener {}: {e}", l.name))?,
-            )),
-            None => None,
-        };
-        let tcp = TcpListener::bind(l.address)
-            .await
-            .map_err(|e| format!("listener {}: cannot listen on {}: {e}", l.name, l.address))?;
-        let addr = tcp.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(listener = ?l.name, address = %addr, tls = l.tls.is_some(), "listening");
-        bound.insert(l.name.clone(), addr);
-        let listening = Arc::new(Listening {
-            rt: Arc::new(ListenerRuntime::new(
-                l.clone(),
-                clusters.clone(),
-                metrics.clone(),
-            )),
-            tls,
-            servers: HttpServers::new(l.header_read_timeout),
-            log_once: Arc::new(LogOnce::default()),
-        });
-        tasks.push(tokio::spawn(listener::accept_loop(
-            tcp,
-            listening,
-            drain.watch(),
-        )));
-    }
+    let clusters = build_clusters(&config, &Arc::new(HashMap::new()), &dns, &metrics).await?;
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(config.clone()),
+        clusters: ArcSwap::new(clusters),
+        metrics: metrics.clone(),
+        ready: ready_rx.clone(),
+    });
 
     let mut admin_addr = None;
+    let mut admin_task = None;
     if let Some(a) = &config.admin {
         let tcp = TcpListener::bind(a.address)
             .await
@@ -134,24 +325,27 @@ pub async fn start(config: Config) -> Result<Running, String> {
         tracing::info!(address = %addr, "admin listening");
         admin_addr = Some(addr);
         let state = AdminState {
-            metrics: metrics.clone(),
-            ready: ready_rx,
+            shared: shared.clone(),
         };
-        tasks.push(tokio::spawn(admin::serve(tcp, state, stop_admin_rx)));
+        admin_task = Some(tokio::spawn(admin::serve(tcp, state, stop_admin_rx)));
     }
-    ready.send_replace(true);
 
-    Ok(Running {
-        listeners: bound,
+    let running = Running {
         admin: admin_addr,
         metrics,
-        clusters,
-        drain_timeout: config.drain_timeout,
-        stop_admin,
+        shared,
+        state: Mutex::new(State {
+            listeners: HashMap::new(),
+            logger,
+        }),
+        dns,
         ready,
-        drain,
-        tasks,
-    })
+        stop_admin,
+        admin_task,
+    };
+    running.apply(config).await?;
+    running.ready.send_replace(true);
+    Ok(running)
 }
 
 /// Loads `yaml` as if it were the file `file` (relative paths resolve

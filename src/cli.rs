@@ -128,7 +128,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            rt.block_on(serve(loaded.config))
+            rt.block_on(serve(loaded.config, config))
         }
         Command::Demo {
             tls_address,
@@ -177,7 +177,12 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(config: crate::config::Config) -> ExitCode {
+/// How often the config file is checked for changes (content, not mtime:
+/// Kubernetes ConfigMaps change by swapping symlinks).
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn serve(config: crate::config::Config, path: PathBuf) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
     let running = match crate::app::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -185,11 +190,46 @@ async fn serve(config: crate::config::Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    wait_for_stop_signal().await;
+    let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut last_seen = file_fingerprint(&path);
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let why = tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => "SIGHUP",
+            _ = poll.tick() => {
+                if file_fingerprint(&path) == last_seen {
+                    continue;
+                }
+                "the file changed"
+            }
+        };
+        // A file that fails to load is not retried until it changes again.
+        last_seen = file_fingerprint(&path);
+        match running.reload_file(&path).await {
+            Ok(()) => tracing::info!(file = %path.display(), "reloaded ({why})"),
+            Err(e) => tracing::error!(
+                file = %path.display(),
+                "reload ({why}) rejected; the running configuration stays:\n{e}"
+            ),
+        }
+    }
     tracing::info!("stop signal received; draining");
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// A cheap fingerprint of the file's content (None when unreadable).
+fn file_fingerprint(path: &std::path::Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

@@ -1,24 +1,24 @@
-//! The admin listener: `/live`, `/ready`, `/metrics`.
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, `/clusters`.
+
+mod describe;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::app::Shared;
 use crate::http::body::{self, Body};
 use crate::respond::text_response;
-use crate::telemetry::Metrics;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub metrics: Arc<Metrics>,
-    /// True while serving; false while starting or draining.
-    pub ready: watch::Receiver<bool>,
+    pub shared: Arc<Shared>,
 }
 
 pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
@@ -41,29 +41,46 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Re
     }
 }
 
+fn json(value: serde_json::Value) -> Response<Body> {
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    text.push('\n');
+    let mut resp = Response::new(body::full(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text_response(405, "admin endpoints answer GET");
     }
+    let shared = &state.shared;
     match req.uri().path() {
         "/live" => text_response(200, "live"),
         "/ready" => {
-            if *state.ready.borrow() {
+            if *shared.ready.borrow() {
                 text_response(200, "ready")
             } else {
                 text_response(503, "not ready (starting or draining)")
             }
         }
         "/metrics" => {
-            let mut resp = Response::new(body::full(state.metrics.encode()));
+            let mut resp = Response::new(body::full(shared.metrics.encode()));
             resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 ),
             );
             resp
         }
-        _ => text_response(404, "admin endpoints: /live /ready /metrics"),
+        "/config" => json(describe::config(&shared.config.load())),
+        "/clusters" => json(describe::clusters(&shared.clusters.load())),
+        _ => text_response(
+            404,
+            "admin endpoints: /live /ready /metrics /config /clusters",
+        ),
     }
 }

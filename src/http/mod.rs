@@ -2,6 +2,7 @@
 //! pipeline that takes each request to an upstream.
 
 pub mod body;
+pub mod counting;
 pub mod headers;
 pub mod outcome;
 pub mod path;

@@ -1,11 +1,14 @@
 //! What happened to one request, recorded once when it ends: the metrics
-//! and (later) the access log read the same facts.
+//! and the access log read the same facts.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::ErrorCode;
 use crate::grpc::status::code_name;
+use crate::telemetry::access_log::{self, AccessLogger, Record};
 use crate::telemetry::metrics::{DurationLabels, RequestLabels};
 use crate::telemetry::Metrics;
 
@@ -19,11 +22,23 @@ pub struct Outcome {
     pub http_status: u16,
     pub grpc_status: Option<i32>,
     pub error: Option<ErrorCode>,
+    pub upstream: Option<SocketAddr>,
+    pub bytes_out: u64,
+    /// Request body bytes, counted as they stream (access log only).
+    pub bytes_in: Option<Arc<AtomicU64>>,
+    /// The access log record being filled in; None when the log is off.
+    pub log: Option<Box<Record>>,
+    logger: AccessLogger,
     recorded: bool,
 }
 
 impl Outcome {
-    pub fn new(metrics: Arc<Metrics>, listener: Arc<str>, start: Instant) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        listener: Arc<str>,
+        start: Instant,
+        logger: &AccessLogger,
+    ) -> Self {
         Outcome {
             metrics,
             listener,
@@ -33,16 +48,23 @@ impl Outcome {
             http_status: 0,
             grpc_status: None,
             error: None,
+            upstream: None,
+            bytes_out: 0,
+            bytes_in: None,
+            log: logger.enabled().then(Box::default),
+            logger: logger.clone(),
             recorded: false,
         }
     }
 
-    /// Records the request in the metrics. Called once; later calls do nothing.
+    /// Records the request in the metrics and the access log. Called once;
+    /// later calls do nothing.
     pub fn record(&mut self) {
         if self.recorded {
             return;
         }
         self.recorded = true;
+        let elapsed = self.start.elapsed();
         let cluster = self.cluster.as_deref().unwrap_or("").to_string();
         let (service, method) = self.grpc.clone().unwrap_or_default();
         let grpc_status = match (self.grpc_status, self.grpc.is_some()) {
@@ -71,7 +93,27 @@ impl Outcome {
                 listener: self.listener.to_string(),
                 cluster,
             })
-            .observe(self.start.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        if let Some(mut r) = self.log.take() {
+            r.time = access_log::now();
+            r.listener = self.listener.to_string();
+            if let Some((s, m)) = &self.grpc {
+                r.grpc_service = Some(s.clone());
+                r.grpc_method = Some(m.clone());
+            }
+            r.http_status = self.http_status;
+            r.grpc_status = self.grpc_status;
+            r.bytes_in = self
+                .bytes_in
+                .as_ref()
+                .map_or(0, |b| b.load(Ordering::Relaxed));
+            r.bytes_out = self.bytes_out;
+            r.duration_ms = elapsed.as_secs_f64() * 1000.0;
+            r.cluster = self.cluster.as_deref().map(str::to_string);
+            r.upstream = self.upstream.map(|a| a.to_string());
+            r.error = self.error.map(ErrorCode::as_str);
+            self.logger.log(*r);
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::error::{ErrorCode, ProxyError};
 use crate::grpc;
 use crate::respond;
 use crate::route::{self, RequestFacts};
+use crate::telemetry::access_log::AccessLogger;
 use crate::telemetry::Metrics;
 use crate::upstream::{ClusterRuntime, Wire};
 
@@ -51,30 +52,9 @@ pub struct ListenerRuntime {
     pub config: Listener,
     pub clusters: Arc<HashMap<String, Arc<ClusterRuntime>>>,
     pub metrics: Arc<Metrics>,
-    /// Set when an `auto` cluster's upstream answered HTTP/2 with HTTP/1.1:
-    /// later non-gRPC requests to it use HTTP/1.1.
-    h2_refused: dashmap_lite::Flags,
-}
-
-mod dashmap_lite {
-    //! A tiny set of per-cluster flags (clusters are few; a mutex is fine
-    //! because it is touched only on the rare protocol fallback).
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    pub struct Flags(Mutex<HashSet<String>>);
-
-    impl Flags {
-        pub fn set(&self, key: &str) {
-            if let Ok(mut s) = self.0.lock() {
-                s.insert(key.to_string());
-            }
-        }
-        pub fn get(&self, key: &str) -> bool {
-            self.0.lock().map(|s| s.contains(key)).unwrap_or(false)
-        }
-    }
+    /// False while torii is starting or draining.
+    pub ready: tokio::sync::watch::Receiver<bool>,
+    pub logger: AccessLogger,
 }
 
 impl ListenerRuntime {
@@ -82,13 +62,16 @@ impl ListenerRuntime {
         config: Listener,
         clusters: Arc<HashMap<String, Arc<ClusterRuntime>>>,
         metrics: Arc<Metrics>,
+        ready: tokio::sync::watch::Receiver<bool>,
+        logger: AccessLogger,
     ) -> Self {
         ListenerRuntime {
             name: Arc::from(config.name.as_str()),
             config,
             clusters,
             metrics,
-            h2_refused: Default::default(),
+            ready,
+            logger,
         }
     }
 
@@ -108,7 +91,12 @@ impl ListenerRuntime {
     ) -> Response<Body> {
         let start = Instant::now();
         let grpc_req = grpc::is_grpc(req.headers());
-        let mut slot = Some(Outcome::new(self.metrics.clone(), self.name.clone(), start));
+        let mut slot = Some(Outcome::new(
+            self.metrics.clone(),
+            self.name.clone(),
+            start,
+            &self.logger,
+        ));
         match self.proxy(req, &conn, grpc_req, &mut slot).await {
             Ok(resp) => resp,
             Err(err) => {
@@ -133,7 +121,7 @@ impl ListenerRuntime {
     }
 
     async fn proxy(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &ConnInfo,
         grpc_req: bool,
@@ -141,12 +129,22 @@ impl ListenerRuntime {
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let outcome = slot.as_mut().expect("the outcome is taken only on success");
+        let request_id = headers::ensure_request_id(&mut parts.headers);
+        if let Some(r) = outcome.log.as_deref_mut() {
+            fill_log(r, &parts, conn, &request_id);
+        }
 
         if parts.uri.path() == self.config.health_path
             && matches!(parts.method, Method::GET | Method::HEAD)
         {
-            outcome.http_status = 200;
-            return Ok(respond::text_response(200, "ok"));
+            // A load balancer should stop sending here while torii drains.
+            let (status, text) = if *self.ready.borrow() {
+                (200, "ok")
+            } else {
+                (503, "draining")
+            };
+            outcome.http_status = status;
+            return Ok(respond::text_response(status, text));
         }
 
         let path = path::normalize(parts.uri.path(), self.config.allow_encoded_slashes)
@@ -167,6 +165,13 @@ impl ListenerRuntime {
             grpc: grpc_names,
         };
         let Some(route) = route::find(&self.config.routes, &facts) else {
+            if grpc_req && (path == grpc::health::CHECK || path == grpc::health::WATCH) {
+                outcome.http_status = 200;
+                outcome.grpc_status = Some(0);
+                return self
+                    .serve_health(path == grpc::health::WATCH, body, host, parts.headers)
+                    .await;
+            }
             let what = match grpc_names {
                 Some((s, m)) => format!("gRPC service {s} method {m}"),
                 None => format!("path {path}"),
@@ -250,7 +255,15 @@ impl ListenerRuntime {
         } else {
             None
         };
-        let upstream_req = Request::from_parts(parts, body::incoming(body));
+        let body = match &outcome.log {
+            Some(_) => {
+                let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                outcome.bytes_in = Some(count.clone());
+                super::counting::Counting::new(body::incoming(body), count).boxed_unsync()
+            }
+            None => body::incoming(body),
+        };
+        let upstream_req = Request::from_parts(parts, body);
         let send = cluster.send(upstream_req, wire);
         let result = match limit {
             Some(d) => match tokio::time::timeout(d, send).await {
@@ -264,7 +277,9 @@ impl ListenerRuntime {
             Err(e) if e.code == ErrorCode::UpstreamProtocolMismatch && retry_parts.is_some() => {
                 // An HTTP/1.1-only upstream behind `protocol: auto`: plain HTTP
                 // requests fall back to HTTP/1.1 from now on.
-                self.h2_refused.set(cluster_name);
+                cluster
+                    .h2_refused
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     cluster = cluster_name,
                     "upstream does not speak h2c; using HTTP/1.1 for its non-gRPC requests"
@@ -278,6 +293,7 @@ impl ListenerRuntime {
             Err(e) => return Err(e),
         };
 
+        outcome.upstream = Some(guard.endpoint);
         let (mut rparts, rbody) = resp.into_parts();
         headers::strip_hop_by_hop(&mut rparts.headers);
         apply_edits(&mut rparts.headers, &route.response_headers);
@@ -318,6 +334,74 @@ impl ListenerRuntime {
         Ok(Response::from_parts(rparts, body.boxed_unsync()))
     }
 
+    /// torii's own `grpc.health.v1.Health` for requests no route takes.
+    async fn serve_health(
+        self: &Arc<Self>,
+        watch: bool,
+        body: Incoming,
+        host: String,
+        headers: http::HeaderMap,
+    ) -> Result<Response<Body>, ProxyError> {
+        let service = grpc::health::read_request(body)
+            .await
+            .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e))?;
+        if watch {
+            let me = self.clone();
+            let ready = self.ready.clone();
+            Ok(grpc::health::watch(
+                move || me.service_health(&service, &host, &headers),
+                ready,
+            ))
+        } else {
+            let verdict = self.service_health(&service, &host, &headers);
+            Ok(grpc::health::check(&service, verdict))
+        }
+    }
+
+    /// "" is torii itself; a service is as healthy as the cluster its
+    /// route on this listener leads to.
+    fn service_health(
+        &self,
+        service: &str,
+        host: &str,
+        headers: &http::HeaderMap,
+    ) -> grpc::health::Verdict {
+        use grpc::health::Verdict;
+        let ready = *self.ready.borrow();
+        if service.is_empty() {
+            return if ready {
+                Verdict::Serving
+            } else {
+                Verdict::NotServing
+            };
+        }
+        let path = format!("/{service}/Check");
+        let facts = RequestFacts {
+            host,
+            path: &path,
+            headers,
+            grpc: Some((service, "Check")),
+        };
+        let Some(route) = route::find(&self.config.routes, &facts) else {
+            return Verdict::Unknown;
+        };
+        let cluster_ok = |name: &str| {
+            self.clusters
+                .get(name)
+                .is_some_and(|c| c.endpoints().iter().any(|e| e.available()))
+        };
+        let ok = match &route.action {
+            RouteAction::Direct { .. } => true,
+            RouteAction::Cluster(c) => cluster_ok(&c.name),
+            RouteAction::Weighted(list) => list.iter().any(|(c, _)| cluster_ok(&c.name)),
+        };
+        if ok && ready {
+            Verdict::Serving
+        } else {
+            Verdict::NotServing
+        }
+    }
+
     fn choose_wire(&self, cluster: &ClusterRuntime, grpc_req: bool, client: Version) -> Wire {
         match cluster.config.protocol {
             UpstreamProtocol::Http1 => Wire::Http1,
@@ -325,8 +409,10 @@ impl ListenerRuntime {
             UpstreamProtocol::Auto => {
                 // gRPC always needs HTTP/2; other requests go as the client
                 // spoke, unless this upstream turned out not to speak h2c.
-                let h2_client =
-                    client == Version::HTTP_2 && !self.h2_refused.get(&cluster.config.name);
+                let h2_client = client == Version::HTTP_2
+                    && !cluster
+                        .h2_refused
+                        .load(std::sync::atomic::Ordering::Relaxed);
                 if grpc_req || h2_client {
                     Wire::Http2
                 } else {
@@ -355,7 +441,6 @@ impl ListenerRuntime {
             h.insert(headers::X_FORWARDED_CLIENT_CERT, xfcc);
         }
         headers::set_forwarded(h, conn.peer.ip(), self.scheme());
-        headers::ensure_request_id(h);
         apply_edits(h, &route.request_headers);
 
         let new_path = match (&route.prefix_rewrite, &route.matcher.path) {
@@ -412,6 +497,27 @@ impl ListenerRuntime {
 
 fn cluster_is_tls(c: &ClusterRuntime) -> bool {
     c.config.tls.is_some()
+}
+
+/// The request's facts for the access log, taken before any rewriting.
+fn fill_log(
+    r: &mut crate::telemetry::access_log::Record,
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    id: &HeaderValue,
+) {
+    r.client = conn.peer.to_string();
+    if let Some(t) = &conn.tls {
+        r.tls_version = t.version.clone();
+        r.sni = t.sni.clone();
+        r.alpn = t.alpn.clone();
+        r.client_san = t.client_sans.clone();
+    }
+    r.method = parts.method.to_string();
+    r.authority = request_authority(parts).unwrap_or_default();
+    r.path = parts.uri.path().to_string();
+    r.protocol = format!("{:?}", parts.version);
+    r.request_id = id.to_str().unwrap_or_default().to_string();
 }
 
 /// Turns a request prepared for an HTTP/2 upstream into one for HTTP/1.1.

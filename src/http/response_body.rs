@@ -108,6 +108,9 @@ impl HttpBody for ResponseBody {
         match Pin::new(inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.outcome.bytes_out += d.len() as u64;
+                }
                 if let Some(t) = frame.trailers_ref() {
                     if let Some(code) = grpc_status_of(t) {
                         this.outcome.grpc_status = Some(code);

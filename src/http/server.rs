@@ -68,7 +68,7 @@ impl HttpServers {
         &self,
         io: I,
         mode: Serve,
-        rt: Arc<ListenerRuntime>,
+        rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
         conn: Arc<ConnInfo>,
         mut drain: drain::Watch,
     ) where
@@ -80,7 +80,9 @@ impl HttpServers {
             Serve::Http2 => &self.h2,
         };
         let svc = service_fn(move |req| {
-            let rt = rt.clone();
+            // The listener's current routes: a reload applies to the next
+            // request, even on a connection opened before it.
+            let rt = rt.load_full();
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(rt.handle(req, conn).await) }
         });

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -35,9 +36,11 @@ impl LogOnce {
     }
 }
 
+/// A bound listener's current settings. Reloads swap `rt` and `tls`:
+/// new connections and new requests see them, in-flight ones keep theirs.
 pub struct Listening {
-    pub rt: Arc<ListenerRuntime>,
-    pub tls: Option<TlsAcceptor>,
+    pub rt: Arc<ArcSwap<ListenerRuntime>>,
+    pub tls: ArcSwapOption<TlsAcceptor>,
     pub servers: HttpServers,
     pub log_once: Arc<LogOnce>,
 }
@@ -55,13 +58,14 @@ pub async fn accept_loop(tcp: TcpListener, l: Arc<Listening>, mut drain: drain::
                 let watch = drain.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    let gauge =
-                        l.rt.metrics
-                            .downstream_connections_active
-                            .get_or_create(&ListenerLabels {
-                                listener: l.rt.name.to_string(),
-                            })
-                            .clone();
+                    let rt = l.rt.load();
+                    let gauge = rt
+                        .metrics
+                        .downstream_connections_active
+                        .get_or_create(&ListenerLabels {
+                            listener: rt.name.to_string(),
+                        })
+                        .clone();
                     gauge.inc();
                     handle(stream, peer, &l, watch).await;
                     gauge.dec();
@@ -70,7 +74,7 @@ pub async fn accept_loop(tcp: TcpListener, l: Arc<Listening>, mut drain: drain::
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly
                 // instead of spinning.
-                tracing::warn!(listener = %l.rt.name, error = %e, "accept failed");
+                tracing::warn!(listener = %l.rt.load().name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -78,13 +82,15 @@ pub async fn accept_loop(tcp: TcpListener, l: Arc<Listening>, mut drain: drain::
 }
 
 async fn handle(stream: TcpStream, peer: std::net::SocketAddr, l: &Listening, watch: drain::Watch) {
-    let name = l.rt.name.clone();
+    let rt = l.rt.load_full();
+    let name = rt.name.clone();
+    let tls_acceptor = l.tls.load_full();
     let mut first = [0u8; 1];
     let peeked = match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(n)) => n,
         Ok(Err(_)) => return,
-        Err(_) if l.tls.is_some() => {
-            l.rt.metrics.tls_handshake(&name, "failure", "timeout");
+        Err(_) if tls_acceptor.is_some() => {
+            rt.metrics.tls_handshake(&name, "failure", "timeout");
             return;
         }
         // Plaintext: a client that sends nothing is the HTTP server's
@@ -92,7 +98,7 @@ async fn handle(stream: TcpStream, peer: std::net::SocketAddr, l: &Listening, wa
         Err(_) => 0,
     };
     let looks_tls = peeked == 1 && first[0] == 0x16;
-    match &l.tls {
+    match tls_acceptor.as_deref() {
         Some(acceptor) => {
             if peeked == 0 {
                 return;
@@ -101,11 +107,12 @@ async fn handle(stream: TcpStream, peer: std::net::SocketAddr, l: &Listening, wa
                 plaintext_on_tls_port(stream, peer, l, first[0]).await;
                 return;
             }
+            let started = std::time::Instant::now();
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     let (reason, sentence) = tls::classify(&e);
-                    l.rt.metrics.tls_handshake(&name, "failure", reason);
+                    rt.metrics.tls_handshake(&name, "failure", reason);
                     if l.log_once.first(&format!("tls:{reason}")) {
                         tracing::warn!(listener = %name, client = %peer, reason, "TLS handshake failed: {sentence} (logged once per cause; counted in torii_tls_handshakes_total)");
                     } else {
@@ -114,12 +121,18 @@ async fn handle(stream: TcpStream, peer: std::net::SocketAddr, l: &Listening, wa
                     return;
                 }
                 Err(_) => {
-                    l.rt.metrics.tls_handshake(&name, "failure", "timeout");
+                    rt.metrics.tls_handshake(&name, "failure", "timeout");
                     return;
                 }
             };
             let facts = tls::facts(tls.get_ref().1);
-            l.rt.metrics.tls_handshake(&name, "success", "");
+            rt.metrics.tls_handshake(&name, "success", "");
+            rt.metrics
+                .tls_handshake_duration
+                .get_or_create(&ListenerLabels {
+                    listener: name.to_string(),
+                })
+                .observe(started.elapsed().as_secs_f64());
             tracing::debug!(
                 listener = %name, client = %peer, sni = ?facts.sni, alpn = ?facts.alpn,
                 version = ?facts.version, client_sans = ?facts.client_sans, "TLS handshake done"
@@ -137,7 +150,7 @@ async fn handle(stream: TcpStream, peer: std::net::SocketAddr, l: &Listening, wa
         }
         None => {
             if looks_tls {
-                l.rt.metrics
+                rt.metrics
                     .tls_handshake(&name, "failure", "tls_on_plaintext_port");
                 if l.log_once.first("tls_on_plaintext") {
                     tracing::warn!(listener = %name, client = %peer, "a TLS ClientHello arrived on this plaintext listener: the client expects TLS here. Add tls: to the listener, or make the client use plaintext (h2c / http://). Closing it. (logged once)");
@@ -160,10 +173,11 @@ async fn plaintext_on_tls_port(
     l: &Listening,
     first: u8,
 ) {
-    let name = &l.rt.name;
+    let rt = l.rt.load();
+    let name = &rt.name;
     let http = first.is_ascii_uppercase();
     let reason = if http { "plaintext_http" } else { "not_tls" };
-    l.rt.metrics.tls_handshake(name, "failure", reason);
+    rt.metrics.tls_handshake(name, "failure", reason);
     if l.log_once.first(reason) {
         if http {
             tracing::warn!(listener = %name, client = %peer, "plaintext HTTP arrived on this TLS listener; answered 400. The client should use https:// (or gRPC with TLS credentials). (logged once)");

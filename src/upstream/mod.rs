@@ -36,6 +36,9 @@ pub struct ClusterRuntime {
     connector: Connector,
     /// True while no endpoint is available and traffic goes to all of them.
     in_panic: AtomicBool,
+    /// Set when this `auto` cluster's upstream answered h2c with HTTP/1.1:
+    /// its later non-gRPC requests use HTTP/1.1.
+    pub h2_refused: AtomicBool,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Why the last DNS resolution failed, per name, for error messages.
     dns_errors: Mutex<HashMap<String, String>>,
@@ -93,6 +96,7 @@ impl ClusterRuntime {
             metrics,
             connector,
             in_panic: AtomicBool::new(false),
+            h2_refused: AtomicBool::new(false),
             endpoints: ArcSwap::from_pointee(statics.clone()),
             dns_errors: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),

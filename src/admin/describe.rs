@@ -1,0 +1,147 @@
+//! JSON views for the admin listener. The config view shows file paths,
+//! never key material.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::config::*;
+use crate::upstream::ClusterRuntime;
+
+fn dur(d: std::time::Duration) -> String {
+    format!("{d:?}")
+}
+
+pub fn config(c: &Config) -> Value {
+    json!({
+        "source": c.source.as_ref().map(|p| p.display().to_string()),
+        "admin": c.admin.as_ref().map(|a| a.address.to_string()),
+        "drain_timeout": dur(c.drain_timeout),
+        "access_log": match &c.access_log {
+            AccessLog::Off => "off".to_string(),
+            AccessLog::Stdout => "stdout".to_string(),
+            AccessLog::File(p) => p.display().to_string(),
+        },
+        "listeners": c.listeners.iter().map(listener).collect::<Vec<_>>(),
+        "clusters": c.clusters.iter().map(|c| cluster(c)).collect::<Vec<_>>(),
+    })
+}
+
+fn listener(l: &Listener) -> Value {
+    json!({
+        "name": l.name,
+        "address": l.address.to_string(),
+        "protocol": format!("{:?}", l.protocol).to_lowercase(),
+        "health_path": l.health_path,
+        "allow_encoded_slashes": l.allow_encoded_slashes,
+        "header_read_timeout": dur(l.header_read_timeout),
+        "tls": l.tls.as_ref().map(|t| json!({
+            "certificates": t.certificates.iter().map(|c| json!({
+                "cert": c.cert_path.display().to_string(),
+                "key": "[redacted]",
+                "server_names": c.server_names,
+            })).collect::<Vec<_>>(),
+            "alpn": t.alpn.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>(),
+            "client_auth": t.client_auth.as_ref().map(|a| json!({
+                "ca": a.ca_path.display().to_string(),
+                "required": a.required,
+                "allowed_sans": a.allowed_sans,
+            })),
+        })),
+        "routes": l.routes.iter().map(route).collect::<Vec<_>>(),
+    })
+}
+
+fn route(r: &Route) -> Value {
+    let m = &r.matcher;
+    let action = match &r.action {
+        RouteAction::Cluster(c) => json!({ "cluster": c.name }),
+        RouteAction::Weighted(list) => json!({
+            "weighted_clusters": list.iter().map(|(c, w)| json!({"cluster": c.name, "weight": w})).collect::<Vec<_>>()
+        }),
+        RouteAction::Direct { status, body } => {
+            json!({ "direct_response": {"status": status, "body": body} })
+        }
+    };
+    json!({
+        "match": {
+            "host": m.host.as_ref().map(|h| match h {
+                HostMatch::Exact(e) => e.clone(),
+                HostMatch::Suffix(s) => format!("*{s}"),
+            }),
+            "path": m.path.as_ref().map(|p| match p {
+                PathMatch::Exact(e) => format!("path {e}"),
+                PathMatch::Prefix(e) => format!("prefix {e}"),
+                PathMatch::Regex(e) => format!("regex {}", e.as_str()),
+            }),
+            "grpc_service": m.grpc_service,
+            "grpc_method": m.grpc_method,
+            "headers": m.headers.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>(),
+        },
+        "action": action,
+        "prefix_rewrite": r.prefix_rewrite,
+        "timeout": r.timeout.map(dur),
+    })
+}
+
+fn cluster(c: &Cluster) -> Value {
+    json!({
+        "name": c.name,
+        "endpoints": c.endpoints.iter().map(|e| format!("{}:{}", e.host, e.port)).collect::<Vec<_>>(),
+        "protocol": format!("{:?}", c.protocol).to_lowercase(),
+        "lb": format!("{:?}", c.lb),
+        "connect_timeout": dur(c.connect_timeout),
+        "max_streams_per_connection": c.max_streams_per_connection,
+        "max_connections_per_endpoint": c.max_connections_per_endpoint,
+        "tls": c.tls.as_ref().map(|t| json!({
+            "server_name": t.server_name,
+            "client_cert": t.client_cert.is_some(),
+            "key": t.client_cert.as_ref().map(|_| "[redacted]"),
+        })),
+        "health_check": c.health_check.as_ref().map(|h| json!({
+            "type": format!("{:?}", h.kind).to_lowercase(),
+            "interval": dur(h.interval),
+            "timeout": dur(h.timeout),
+            "service": h.service,
+            "path": h.path,
+            "healthy_threshold": h.healthy_threshold,
+            "unhealthy_threshold": h.unhealthy_threshold,
+        })),
+        "outlier_detection": {
+            "consecutive_failures": c.outlier_detection.consecutive_failures,
+            "base_ejection_time": dur(c.outlier_detection.base_ejection_time),
+            "max_ejection_time": dur(c.outlier_detection.max_ejection_time),
+        },
+    })
+}
+
+pub fn clusters(clusters: &HashMap<String, Arc<ClusterRuntime>>) -> Value {
+    let mut names: Vec<&String> = clusters.keys().collect();
+    names.sort();
+    let list: Vec<Value> = names
+        .into_iter()
+        .map(|name| {
+            let c = &clusters[name];
+            let eps: Vec<Value> = c
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    json!({
+                        "address": e.addr.to_string(),
+                        "host": e.host,
+                        "available": e.available(),
+                        "health_check_ok": e.active_ok.load(Ordering::Relaxed),
+                        "ejected_for_ms": e.ejected_for().map(|d| d.as_millis() as u64),
+                        "ejections": e.ejections(),
+                        "active_requests": e.active.load(Ordering::Relaxed),
+                        "h2_connections": e.h2_connections(),
+                    })
+                })
+                .collect();
+            json!({ "name": name, "endpoints": eps })
+        })
+        .collect();
+    json!({ "clusters": list })
+}
