@@ -102,6 +102,9 @@ impl ClusterRuntime {
             rr: AtomicUsize::new(0),
             resolved: tokio::sync::watch::Sender::new(names.is_empty()),
         });
+        for ep in &statics {
+            rt.set_healthy_gauge(ep, true);
+        }
         if !names.is_empty() {
             tokio::spawn(resolve_loop(
                 Arc::downgrade(&rt),
@@ -109,6 +112,9 @@ impl ClusterRuntime {
                 statics,
                 names,
             ));
+        }
+        if rt.config.health_check.is_some() {
+            health::spawn(&rt);
         }
         Ok(rt)
     }

@@ -37,6 +37,13 @@ impl Proxy {
 /// Starts torii from `yaml` (written as `torii.yaml` in `dir`, so relative
 /// certificate paths resolve there).
 pub async fn start(yaml: &str, dir: TempDir) -> Proxy {
+    // Tests read the access log from a file when they care; stdout stays quiet.
+    let yaml = if yaml.contains("access_log:") {
+        yaml.to_string()
+    } else {
+        format!("access_log: off\n{yaml}")
+    };
+    let yaml = yaml.as_str();
     let file = dir.path().join("torii.yaml");
     std::fs::write(&file, yaml).expect("write torii.yaml");
     let running = torii::app::start_yaml(yaml, &file)
