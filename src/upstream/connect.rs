@@ -51,6 +51,7 @@ pub enum Connected {
 /// Builds connections for one cluster.
 pub struct Connector {
     cluster: String,
+    metrics: Arc<crate::telemetry::Metrics>,
     connect_timeout: Duration,
     tls: Option<TlsSet>,
 }
@@ -64,10 +65,11 @@ struct TlsSet {
 }
 
 impl Connector {
-    pub fn new(cluster: &Cluster) -> Result<Self, String> {
+    pub fn new(cluster: &Cluster, metrics: Arc<crate::telemetry::Metrics>) -> Result<Self, String> {
         let tls = cluster.tls.as_ref().map(build_tls).transpose()?;
         Ok(Connector {
             cluster: cluster.name.clone(),
+            metrics,
             connect_timeout: cluster.connect_timeout,
             tls,
         })
@@ -79,7 +81,23 @@ impl Connector {
 
     /// Connects to `addr` (`host` is the name it came from, for SNI) and
     /// performs the handshake for `wire`.
-    pub async fn connect(
+    /// Connects to `addr` (`host` is the name it came from, for SNI) and
+    /// performs the handshake for `wire`; the time it took is a metric.
+    pub async fn connect(&self, addr: SocketAddr, host: &str, wire: Wire) -> Result<Connected, ProxyError> {
+        let started = std::time::Instant::now();
+        let result = self.connect_inner(addr, host, wire).await;
+        if result.is_ok() {
+            self.metrics
+                .upstream_connect_duration
+                .get_or_create(&crate::telemetry::metrics::ClusterLabels {
+                    cluster: self.cluster.clone(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn connect_inner(
         &self,
         addr: SocketAddr,
         host: &str,

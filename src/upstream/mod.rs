@@ -77,7 +77,7 @@ impl ClusterRuntime {
         dns: &Dns,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
-        let connector = Connector::new(&config)?;
+        let connector = Connector::new(&config, metrics.clone())?;
         let mut statics = Vec::new();
         let mut names = Vec::new();
         for ep in &config.endpoints {
