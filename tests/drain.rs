@@ -65,7 +65,10 @@ clusters:
         if r.starts_with("HTTP/1.1 503") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "/ready never turned 503: {r}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready never turned 503: {r}"
+        );
         tokio::task::yield_now().await;
     }
     // New connections are refused (the listening socket is closed).
@@ -86,9 +89,16 @@ clusters:
     })
     .await
     .unwrap();
-    let m = stream.message().await.expect("stream alive during drain").unwrap();
+    let m = stream
+        .message()
+        .await
+        .expect("stream alive during drain")
+        .unwrap();
     assert_eq!(m.message, "during drain");
-    assert!(done_rx.try_recv().is_err(), "shutdown waits for the open stream");
+    assert!(
+        done_rx.try_recv().is_err(),
+        "shutdown waits for the open stream"
+    );
     drop(tx);
     assert!(stream.message().await.expect("ends OK").is_none());
     tokio::time::timeout(PATIENCE, done_rx)
@@ -114,5 +124,8 @@ async fn drain_timeout_bounds_the_wait() {
     let started = std::time::Instant::now();
     proxy.running.shutdown().await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
 }

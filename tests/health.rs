@@ -37,7 +37,10 @@ async fn wait_endpoints(
         if pred(&c.endpoints()) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "endpoints never reached the expected state");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoints never reached the expected state"
+        );
         tick.tick().await;
     }
 }
@@ -61,17 +64,31 @@ clusters:
     );
     let proxy = start(&yaml, TempDir::new("health")).await;
     let addr = proxy.addr("plain");
-    let probe = raw_exchange(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let probe = raw_exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
 
     let mut h = health_client(addr).await;
-    let own = h.check(check("")).await.expect("torii's own health").into_inner();
+    let own = h
+        .check(check(""))
+        .await
+        .expect("torii's own health")
+        .into_inner();
     assert_eq!(own.status, ServingStatus::Serving as i32);
-    let svc = h.check(check("torii.echo.v1.Echo")).await.unwrap().into_inner();
+    let svc = h
+        .check(check("torii.echo.v1.Echo"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(svc.status, ServingStatus::Serving as i32);
-    let unknown = h.check(check("no.Such")).await.expect_err("unknown service");
+    let unknown = h
+        .check(check("no.Such"))
+        .await
+        .expect_err("unknown service");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     let mut stream = h.watch(check("")).await.unwrap().into_inner();
@@ -81,7 +98,10 @@ clusters:
     assert_eq!(echo.stats.snapshot().started, 0);
 
     let mut client = h2c_client(addr).await;
-    client.unary(EchoRequest::default()).await.expect("gRPC on the same port");
+    client
+        .unary(EchoRequest::default())
+        .await
+        .expect("gRPC on the same port");
 }
 
 fn checked_cluster(eps: &[std::net::SocketAddr], extra: &str) -> String {
@@ -106,34 +126,54 @@ clusters:
 async fn not_serving_endpoint_gets_no_traffic_and_comes_back() {
     let a = start_echo().await;
     let b = start_echo().await;
-    let proxy = start(&checked_cluster(&[a.addr, b.addr], ""), TempDir::new("active")).await;
+    let proxy = start(
+        &checked_cluster(&[a.addr, b.addr], ""),
+        TempDir::new("active"),
+    )
+    .await;
     let mut client = h2c_client(proxy.addr("plain")).await;
 
     a.health.set_service_status("", Status::NotServing).await;
-    wait_endpoints(&proxy, "echo", |eps| eps.iter().filter(|e| e.available()).count() == 1).await;
+    wait_endpoints(&proxy, "echo", |eps| {
+        eps.iter().filter(|e| e.available()).count() == 1
+    })
+    .await;
     let before = a.stats.snapshot().started;
     for _ in 0..20 {
         client.unary(EchoRequest::default()).await.unwrap();
     }
-    assert_eq!(a.stats.snapshot().started, before, "the NOT_SERVING endpoint got traffic");
+    assert_eq!(
+        a.stats.snapshot().started,
+        before,
+        "the NOT_SERVING endpoint got traffic"
+    );
     assert!(proxy
         .metrics()
         .lines()
-        .any(|l| l.starts_with("torii_endpoint_healthy") && l.contains(&a.addr.to_string()) && l.ends_with(" 0")));
+        .any(|l| l.starts_with("torii_endpoint_healthy")
+            && l.contains(&a.addr.to_string())
+            && l.ends_with(" 0")));
 
     a.health.set_service_status("", Status::Serving).await;
     wait_endpoints(&proxy, "echo", |eps| eps.iter().all(|e| e.available())).await;
     for _ in 0..20 {
         client.unary(EchoRequest::default()).await.unwrap();
     }
-    assert!(a.stats.snapshot().started > before, "the endpoint is back in rotation");
+    assert!(
+        a.stats.snapshot().started > before,
+        "the endpoint is back in rotation"
+    );
 }
 
 #[tokio::test]
 async fn all_endpoints_unhealthy_is_panic_mode_not_an_outage() {
     let a = start_echo().await;
     let b = start_echo().await;
-    let proxy = start(&checked_cluster(&[a.addr, b.addr], ""), TempDir::new("panic")).await;
+    let proxy = start(
+        &checked_cluster(&[a.addr, b.addr], ""),
+        TempDir::new("panic"),
+    )
+    .await;
     a.health.set_service_status("", Status::NotServing).await;
     b.health.set_service_status("", Status::NotServing).await;
     wait_endpoints(&proxy, "echo", |eps| eps.iter().all(|e| !e.available())).await;
@@ -148,7 +188,11 @@ async fn all_endpoints_unhealthy_is_panic_mode_not_an_outage() {
     // torii's own health of the service reflects it (no route sends
     // grpc.health.v1 upstream here, so torii answers).
     let mut h = health_client(proxy.addr("plain")).await;
-    let verdict = h.check(check("torii.echo.v1.Echo")).await.unwrap().into_inner();
+    let verdict = h
+        .check(check("torii.echo.v1.Echo"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(verdict.status, ServingStatus::NotServing as i32);
 }
 
@@ -175,8 +219,13 @@ clusters:
     let proxy = start(&yaml, TempDir::new("httpcheck")).await;
     for cluster in ["web", "tcp"] {
         wait_endpoints(&proxy, cluster, |eps| {
-            eps.iter().find(|e| e.addr == dead).is_some_and(|e| !e.available())
-                && eps.iter().find(|e| e.addr == h1).is_some_and(|e| e.available())
+            eps.iter()
+                .find(|e| e.addr == dead)
+                .is_some_and(|e| !e.available())
+                && eps
+                    .iter()
+                    .find(|e| e.addr == h1)
+                    .is_some_and(|e| e.available())
         })
         .await;
     }
@@ -202,11 +251,22 @@ clusters:
     let proxy = start(&yaml, TempDir::new("eject")).await;
     let mut client = h2c_client(proxy.addr("plain")).await;
     for _ in 0..10 {
-        client.unary(EchoRequest::default()).await.expect("failover hides the dead endpoint");
+        client
+            .unary(EchoRequest::default())
+            .await
+            .expect("failover hides the dead endpoint");
     }
     let c = proxy.running.clusters()["echo"].clone();
-    let ep = c.endpoints().iter().find(|e| e.addr == dead).cloned().unwrap();
-    assert!(ep.ejected_for().is_some(), "the refusing endpoint is ejected");
+    let ep = c
+        .endpoints()
+        .iter()
+        .find(|e| e.addr == dead)
+        .cloned()
+        .unwrap();
+    assert!(
+        ep.ejected_for().is_some(),
+        "the refusing endpoint is ejected"
+    );
     assert_eq!(ep.ejections(), 1);
     assert_eq!(
         proxy.metric("torii_endpoint_ejections_total", &[&dead.to_string()]),

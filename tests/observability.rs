@@ -87,14 +87,31 @@ clusters:
             .and_then(|v| v.parse().ok())
     };
     assert_eq!(
-        value(&["grpc_method=\"Unary\"", "grpc_status=\"OK\"", "cluster=\"echo\"", "listener=\"plain\""]),
+        value(&[
+            "grpc_method=\"Unary\"",
+            "grpc_status=\"OK\"",
+            "cluster=\"echo\"",
+            "listener=\"plain\""
+        ]),
         Some(3.0),
         "{text}"
     );
-    assert_eq!(value(&["grpc_method=\"Unary\"", "grpc_status=\"NOT_FOUND\""]), Some(1.0), "{text}");
-    assert_eq!(value(&["grpc_method=\"ServerStream\"", "grpc_status=\"NOT_FOUND\""]), Some(1.0), "{text}");
     assert_eq!(
-        value(&["grpc_method=\"ClientStream\"", "grpc_status=\"UNAVAILABLE\"", "error=\"upstream_connect_refused\""]),
+        value(&["grpc_method=\"Unary\"", "grpc_status=\"NOT_FOUND\""]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&["grpc_method=\"ServerStream\"", "grpc_status=\"NOT_FOUND\""]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&[
+            "grpc_method=\"ClientStream\"",
+            "grpc_status=\"UNAVAILABLE\"",
+            "error=\"upstream_connect_refused\""
+        ]),
         Some(1.0),
         "{text}"
     );
@@ -133,14 +150,30 @@ clusters:
     assert_eq!(lines.len(), 6, "{lines:?}");
     let ok = &lines[0];
     for field in [
-        "time", "listener", "client", "method", "authority", "path", "grpc_service", "grpc_method", "http_status",
-        "grpc_status", "bytes_in", "bytes_out", "duration_ms", "upstream", "request_id",
+        "time",
+        "listener",
+        "client",
+        "method",
+        "authority",
+        "path",
+        "grpc_service",
+        "grpc_method",
+        "http_status",
+        "grpc_status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream",
+        "request_id",
     ] {
         assert!(ok.get(field).is_some(), "{field} missing in {ok}");
     }
     assert_eq!(ok["grpc_status"], 0);
     assert_eq!(ok["upstream"], echo.addr.to_string());
-    let failed = lines.iter().find(|l| l["grpc_method"] == "ClientStream").unwrap();
+    let failed = lines
+        .iter()
+        .find(|l| l["grpc_method"] == "ClientStream")
+        .unwrap();
     assert_eq!(failed["error"], "upstream_connect_refused");
     assert_eq!(failed["grpc_status"], 14);
 }

@@ -34,9 +34,12 @@ listeners:
 }
 
 async fn version(addr: std::net::SocketAddr) -> String {
-    let r = raw_exchange(addr, b"GET /version HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let r = raw_exchange(
+        addr,
+        b"GET /version HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     r.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
 }
 
@@ -95,23 +98,37 @@ async fn reload_under_load_keeps_every_call_and_stream() {
     // Reload: new route content, a new listener.
     std::fs::write(&path, config(echo.addr, "v2", true)).unwrap();
     proxy.running.reload_file(&path).await.expect("reload v2");
-    assert_eq!(version(addr).await, "v2", "the same port serves the new routes");
+    assert_eq!(
+        version(addr).await,
+        "v2",
+        "the same port serves the new routes"
+    );
     let extra = proxy.running.addrs().await["extra"];
     assert_eq!(version(extra).await, "extra");
 
     // A broken file is rejected; nothing changes.
     std::fs::write(&path, "listeners: [ { name: plain, address: nope } ]\n").unwrap();
-    let err = proxy.running.reload_file(&path).await.expect_err("broken config");
+    let err = proxy
+        .running
+        .reload_file(&path)
+        .await
+        .expect_err("broken config");
     assert!(err.contains("nope"), "{err}");
     assert_eq!(version(addr).await, "v2");
-    assert_eq!(proxy.metric("torii_config_reloads_total", &["result=\"error\""]), Some(1.0));
+    assert_eq!(
+        proxy.metric("torii_config_reloads_total", &["result=\"error\""]),
+        Some(1.0)
+    );
 
     // Remove the extra listener again.
     std::fs::write(&path, config(echo.addr, "v3", false)).unwrap();
     proxy.running.reload_file(&path).await.expect("reload v3");
     assert_eq!(version(addr).await, "v3");
-    assert!(proxy.running.addrs().await.get("extra").is_none());
-    assert_eq!(proxy.metric("torii_config_reloads_total", &["result=\"success\""]), Some(2.0));
+    assert!(!proxy.running.addrs().await.contains_key("extra"));
+    assert_eq!(
+        proxy.metric("torii_config_reloads_total", &["result=\"success\""]),
+        Some(2.0)
+    );
 
     // Every stream still works after three reloads, and ends OK.
     for (i, (tx, mut s)) in streams.into_iter().enumerate() {
@@ -131,7 +148,11 @@ async fn reload_under_load_keeps_every_call_and_stream() {
         w.await.unwrap();
     }
     assert!(ok.load(Ordering::Relaxed) > 0);
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "calls failed during reloads");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "calls failed during reloads"
+    );
 }
 
 #[tokio::test]
@@ -145,5 +166,9 @@ async fn unchanged_clusters_keep_their_connections() {
     std::fs::write(&path, config(echo.addr, "v2", false)).unwrap();
     proxy.running.reload_file(&path).await.unwrap();
     client.unary(EchoRequest::default()).await.unwrap();
-    assert_eq!(echo.stats.snapshot().connections, 1, "the upstream connection survived the reload");
+    assert_eq!(
+        echo.stats.snapshot().connections,
+        1,
+        "the upstream connection survived the reload"
+    );
 }

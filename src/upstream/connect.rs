@@ -83,7 +83,12 @@ impl Connector {
     /// performs the handshake for `wire`.
     /// Connects to `addr` (`host` is the name it came from, for SNI) and
     /// performs the handshake for `wire`; the time it took is a metric.
-    pub async fn connect(&self, addr: SocketAddr, host: &str, wire: Wire) -> Result<Connected, ProxyError> {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        wire: Wire,
+    ) -> Result<Connected, ProxyError> {
         let started = std::time::Instant::now();
         let result = self.connect_inner(addr, host, wire).await;
         if result.is_ok() {
