@@ -61,6 +61,7 @@ pub async fn run_demo(tls_addr: SocketAddr, plain_addr: SocketAddr) -> Result<()
     println!("  plaintext    http://{plain}  (HTTP/1.1 and h2c on one port)");
     println!("  admin        http://{admin}/metrics");
     println!("  config       {}", config_path.display());
+    println!("  access log   {}", dir.join("access.log").display());
     println!("\nChecked just now:");
     report(
         "gRPC Unary over TLS (ALPN h2)",
@@ -83,6 +84,7 @@ Try:
   grpcurl -plaintext -import-path {d} -proto echo.proto -d '{{"status_code":5,"status_message":"gone"}}' {plain} torii.echo.v1.Echo/Unary
   curl -s http://{admin}/metrics | grep torii_requests_total
   torii check -c {config}
+  tail -f {d}/access.log
 
 Ctrl-C to stop."#,
         tp = tls.port(),
@@ -100,6 +102,7 @@ fn demo_config(tls: SocketAddr, plain: SocketAddr, echo: SocketAddr) -> String {
         r#"# torii demo configuration (written by `torii demo`)
 admin:
   address: 127.0.0.1:0
+access_log: access.log
 listeners:
   - name: tls
     address: {tls}

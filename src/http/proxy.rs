@@ -98,12 +98,20 @@ impl ListenerRuntime {
             &self.logger,
         ));
         match self.proxy(req, &conn, grpc_req, &mut slot).await {
-            Ok(resp) => resp,
+            Ok(resp) => {
+                // Answered by torii itself (health, direct response): the
+                // body size is known up front.
+                if let Some(o) = slot.as_mut() {
+                    o.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+                }
+                resp
+            }
             Err(err) => {
                 let Some(mut outcome) = slot else {
                     return respond::error_response(&err, grpc_req);
                 };
                 let resp = respond::error_response(&err, grpc_req);
+                outcome.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
                 outcome.error = Some(err.code);
                 outcome.http_status = resp.status().as_u16();
                 if grpc_req {
