@@ -17,6 +17,7 @@ mod problem;
 mod raw;
 mod route;
 mod tls;
+mod traffic;
 mod validate;
 
 use std::io::Write;
