@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ListenerProtocol};
+use crate::config::Config;
 use crate::drain::Drain;
 use crate::http::proxy::ListenerRuntime;
 use crate::http::server::HttpServers;
@@ -89,12 +89,6 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let mut bound = HashMap::new();
 
     for l in &config.listeners {
-        if l.protocol == ListenerProtocol::Tcp {
-            return Err(format!(
-                "listener {}: protocol: tcp is not supported yet",
-                l.name
-            ));
-        }
         let tls = match &l.tls {
             Some(t) => Some(TlsAcceptor::from(
                 crate::listener::tls::server_config(t, &l.name)

@@ -2,9 +2,10 @@
 //! health → normalise path → route → rewrite headers → upstream → stream back.
 //! Every failure on the way is answered by `respond`, in the client's protocol.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -25,6 +26,7 @@ use crate::grpc;
 use crate::respond;
 use crate::route::{self, RequestFacts};
 use crate::telemetry::Metrics;
+use crate::upstream::original::{OriginalDestinations, ORIGINAL_DESTINATION};
 use crate::upstream::{ClusterRuntime, Wire};
 
 /// What torii knows about the client connection a request came on.
@@ -32,6 +34,27 @@ use crate::upstream::{ClusterRuntime, Wire};
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: Option<TlsFacts>,
+    /// What the first bytes were classified as (`tls`, `http1`, `http2`,
+    /// `tcp`: the `detected` label of `torii_protocol_detections_total`).
+    pub detected: &'static str,
+    /// Why, in plain words (for the access log).
+    pub detect_reason: &'static str,
+    /// Where the connection was headed before iptables redirected it (on an
+    /// `original_destination` listener): requests no route takes go there.
+    pub original_dst: Option<SocketAddr>,
+}
+
+impl ConnInfo {
+    /// A plaintext connection not (yet) classified.
+    pub fn new(peer: SocketAddr) -> Self {
+        ConnInfo {
+            peer,
+            tls: None,
+            detected: "",
+            detect_reason: "",
+            original_dst: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -54,6 +77,8 @@ pub struct ListenerRuntime {
     /// Set when an `auto` cluster's upstream answered HTTP/2 with HTTP/1.1:
     /// later non-gRPC requests to it use HTTP/1.1.
     h2_refused: dashmap_lite::Flags,
+    /// On an `original_destination` listener: one cluster per destination.
+    original: Option<OriginalDestinations>,
 }
 
 mod dashmap_lite {
@@ -83,13 +108,30 @@ impl ListenerRuntime {
         clusters: Arc<HashMap<String, Arc<ClusterRuntime>>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let original = config
+            .traffic
+            .original_destination
+            .then(OriginalDestinations::default);
         ListenerRuntime {
             name: Arc::from(config.name.as_str()),
             config,
             clusters,
             metrics,
             h2_refused: Default::default(),
+            original,
         }
+    }
+
+    /// The cluster standing for original destination `dst` (None unless
+    /// this is an `original_destination` listener).
+    pub fn original_destination(&self, dst: SocketAddr) -> Option<Result<Arc<ClusterRuntime>, ProxyError>> {
+        let table = self.original.as_ref()?;
+        Some(table.get(dst).map_err(|e| {
+            ProxyError::new(
+                ErrorCode::Internal,
+                format!("cannot reach original destination {dst}: {e}"),
+            )
+        }))
     }
 
     fn scheme(&self) -> &'static str {
@@ -142,7 +184,9 @@ impl ListenerRuntime {
         let (mut parts, body) = req.into_parts();
         let outcome = slot.as_mut().expect("the outcome is taken only on success");
 
+        // Redirected traffic is headed elsewhere: its /healthz is not ours.
         if parts.uri.path() == self.config.health_path
+            && conn.original_dst.is_none()
             && matches!(parts.method, Method::GET | Method::HEAD)
         {
             outcome.http_status = 200;
@@ -166,39 +210,52 @@ impl ListenerRuntime {
             headers: &parts.headers,
             grpc: grpc_names,
         };
-        let Some(route) = route::find(&self.config.routes, &facts) else {
-            let what = match grpc_names {
-                Some((s, m)) => format!("gRPC service {s} method {m}"),
-                None => format!("path {path}"),
+        let found = route::find(&self.config.routes, &facts);
+        // On an original-destination listener, what no route claims goes
+        // where it was headed.
+        let original = match (found, conn.original_dst) {
+            (None, Some(dst)) => self.original_destination(dst).map(|c| (dst, c)),
+            _ => None,
+        };
+        let (route, cluster, refusal_key) = if let Some((dst, cluster)) = original {
+            let key = Cow::Owned(format!("{ORIGINAL_DESTINATION}/{dst}"));
+            (passthrough_route(), cluster?, key)
+        } else {
+            let Some(route) = found else {
+                let what = match grpc_names {
+                    Some((s, m)) => format!("gRPC service {s} method {m}"),
+                    None => format!("path {path}"),
+                };
+                return Err(ProxyError::new(
+                    ErrorCode::NoRoute,
+                    format!(
+                        "no route on listener {} matches {what} (host {}); add a route for it",
+                        self.name,
+                        if host.is_empty() { "none" } else { &host }
+                    ),
+                ));
             };
-            return Err(ProxyError::new(
-                ErrorCode::NoRoute,
-                format!(
-                    "no route on listener {} matches {what} (host {}); add a route for it",
-                    self.name,
-                    if host.is_empty() { "none" } else { &host }
-                ),
-            ));
+            let cluster_name = match &route.action {
+                RouteAction::Direct { status, body } => {
+                    outcome.http_status = *status;
+                    let mut resp = Response::new(body::full(body.clone()));
+                    *resp.status_mut() =
+                        http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
+                    apply_edits(resp.headers_mut(), &route.response_headers);
+                    return Ok(resp);
+                }
+                RouteAction::Cluster(c) => c.name.as_str(),
+                RouteAction::Weighted(list) => pick_weighted(list),
+            };
+            let cluster = self.clusters.get(cluster_name).cloned().ok_or_else(|| {
+                ProxyError::new(
+                    ErrorCode::Internal,
+                    format!("cluster {cluster_name} is not running"),
+                )
+            })?;
+            (route, cluster, Cow::Borrowed(cluster_name))
         };
-
-        let cluster_name = match &route.action {
-            RouteAction::Direct { status, body } => {
-                outcome.http_status = *status;
-                let mut resp = Response::new(body::full(body.clone()));
-                *resp.status_mut() =
-                    http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
-                apply_edits(resp.headers_mut(), &route.response_headers);
-                return Ok(resp);
-            }
-            RouteAction::Cluster(c) => c.name.as_str(),
-            RouteAction::Weighted(list) => pick_weighted(list),
-        };
-        let cluster = self.clusters.get(cluster_name).cloned().ok_or_else(|| {
-            ProxyError::new(
-                ErrorCode::Internal,
-                format!("cluster {cluster_name} is not running"),
-            )
-        })?;
+        let cluster_name = cluster.config.name.as_str();
         outcome.cluster = Some(Arc::from(cluster_name));
 
         // Deadline: gRPC carries its own; other requests get the route's.
@@ -228,7 +285,7 @@ impl ListenerRuntime {
             _ => (None, ProxyError::new(ErrorCode::Internal, "")),
         };
 
-        let wire = self.choose_wire(&cluster, grpc_req, parts.version);
+        let wire = self.choose_wire(&cluster, &refusal_key, grpc_req, parts.version);
         let client_version = parts.version;
         let client_body_empty = body.is_end_stream();
         self.rewrite_request(
@@ -264,7 +321,7 @@ impl ListenerRuntime {
             Err(e) if e.code == ErrorCode::UpstreamProtocolMismatch && retry_parts.is_some() => {
                 // An HTTP/1.1-only upstream behind `protocol: auto`: plain HTTP
                 // requests fall back to HTTP/1.1 from now on.
-                self.h2_refused.set(cluster_name);
+                self.h2_refused.set(&refusal_key);
                 tracing::info!(
                     cluster = cluster_name,
                     "upstream does not speak h2c; using HTTP/1.1 for its non-gRPC requests"
@@ -307,7 +364,15 @@ impl ListenerRuntime {
         Ok(Response::from_parts(rparts, body.boxed_unsync()))
     }
 
-    fn choose_wire(&self, cluster: &ClusterRuntime, grpc_req: bool, client: Version) -> Wire {
+    /// `refusal_key` names the upstream for the h2-refused memory (the
+    /// cluster, or one original destination).
+    fn choose_wire(
+        &self,
+        cluster: &ClusterRuntime,
+        refusal_key: &str,
+        grpc_req: bool,
+        client: Version,
+    ) -> Wire {
         match cluster.config.protocol {
             UpstreamProtocol::Http1 => Wire::Http1,
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => Wire::Http2,
@@ -315,7 +380,7 @@ impl ListenerRuntime {
                 // gRPC always needs HTTP/2; other requests go as the client
                 // spoke, unless this upstream turned out not to speak h2c.
                 let h2_client =
-                    client == Version::HTTP_2 && !self.h2_refused.get(&cluster.config.name);
+                    client == Version::HTTP_2 && !self.h2_refused.get(refusal_key);
                 if grpc_req || h2_client {
                     Wire::Http2
                 } else {
@@ -397,6 +462,23 @@ impl ListenerRuntime {
         }
         Ok(())
     }
+}
+
+/// The route requests to an original destination take: no rewrites, no
+/// header edits, no timeout of torii's own.
+fn passthrough_route() -> &'static Route {
+    static ROUTE: OnceLock<Route> = OnceLock::new();
+    ROUTE.get_or_init(|| Route {
+        matcher: Default::default(),
+        action: RouteAction::Direct {
+            status: 0,
+            body: String::new(),
+        },
+        prefix_rewrite: None,
+        request_headers: HeaderEdits::default(),
+        response_headers: HeaderEdits::default(),
+        timeout: None,
+    })
 }
 
 fn cluster_is_tls(c: &ClusterRuntime) -> bool {

@@ -127,7 +127,7 @@ impl Connector {
         }
     }
 
-    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
+    pub(super) async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => {
                 return Err(ProxyError::new(

@@ -4,7 +4,9 @@
 
 pub mod connect;
 pub mod dns;
+pub mod original;
 pub mod pool;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
