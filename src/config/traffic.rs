@@ -55,12 +55,7 @@ fn detect_timeout(
     protocol: Option<ListenerProtocol>,
 ) -> Option<std::time::Duration> {
     let at = join(path, "detect_timeout");
-    let d = cx.duration(
-        &at,
-        &raw.detect_timeout,
-        Some(DEFAULT_DETECT_TIMEOUT),
-        true,
-    )??;
+    let d = cx.duration(&at, &raw.detect_timeout, Some(DEFAULT_DETECT_TIMEOUT), true)??;
     if raw.detect_timeout.is_some() {
         if d > DETECT_TIMEOUT_WARN_ABOVE {
             cx.warning(
@@ -165,7 +160,9 @@ fn passthrough(
             if !seen.insert(m.clone()) {
                 cx.warning(
                     &sni_at,
-                    format!("{sni_at}: an earlier rule has the same sni, so this one never matches"),
+                    format!(
+                        "{sni_at}: an earlier rule has the same sni, so this one never matches"
+                    ),
                 );
             }
         }
@@ -378,7 +375,10 @@ mod tests {
         assert_eq!(t.destination_protocols[&443], DeclaredProtocol::Http);
         assert_eq!(t.destination_protocols[&5432], DeclaredProtocol::Tcp);
         assert_eq!(t.destination_protocols[&8443], DeclaredProtocol::Tls);
-        assert_eq!(t.tls_passthrough[0].sni, SniMatch::Suffix(".example.com".into()));
+        assert_eq!(
+            t.tls_passthrough[0].sni,
+            SniMatch::Suffix(".example.com".into())
+        );
         assert_eq!(t.tls_passthrough[1].sni, SniMatch::Exact("api.test".into()));
         assert_eq!(t.tls_passthrough[2].sni, SniMatch::Any);
         assert_eq!(t.tls_passthrough[0].cluster.name, "plain");
@@ -397,7 +397,10 @@ mod tests {
             "4:15",
             "tcp needs a place to send the bytes",
         );
-        assert!(load(&listener("    protocol: tcp\n    original_destination: true\n")).is_ok());
+        assert!(load(&listener(
+            "    protocol: tcp\n    original_destination: true\n"
+        ))
+        .is_ok());
         only(
             &listener("    protocol: tcp\n    tcp: {cluster: plain}\n    tls_passthrough: [{sni: a.test, cluster: plain}]\n"),
             "6:22",
@@ -437,7 +440,11 @@ mod tests {
             "4:28",
             "add original_destination: true",
         );
-        let od = |m: &str| listener(&format!("    original_destination: true\n    destination_protocols: {m}\n"));
+        let od = |m: &str| {
+            listener(&format!(
+                "    original_destination: true\n    destination_protocols: {m}\n"
+            ))
+        };
         only(&od("{\"https\": tls}"), "5:29", "\"https\" is not a port");
         only(&od("{\"0\": tls}"), "5:29", "is not a port");
         only(
@@ -452,15 +459,38 @@ mod tests {
     fn passthrough_rules() {
         let rule = |r: &str| listener(&format!("    tls_passthrough:\n      - {r}\n"));
         only(&rule("{cluster: plain}"), "5:9", "sni is missing");
-        only(&rule("{sni: \"a.*.test\", cluster: plain}"), "5:15", "wildcard only as its first label");
-        only(&rule("{sni: \"a.test:443\", cluster: plain}"), "5:15", "without a port");
-        only(&rule("{sni: \"a b\", cluster: plain}"), "5:15", "not a valid server name");
-        only(&rule("{sni: a.test, cluster: nope}"), "5:32", "names cluster \"nope\", which is not defined");
+        only(
+            &rule("{sni: \"a.*.test\", cluster: plain}"),
+            "5:15",
+            "wildcard only as its first label",
+        );
+        only(
+            &rule("{sni: \"a.test:443\", cluster: plain}"),
+            "5:15",
+            "without a port",
+        );
+        only(
+            &rule("{sni: \"a b\", cluster: plain}"),
+            "5:15",
+            "not a valid server name",
+        );
+        only(
+            &rule("{sni: a.test, cluster: nope}"),
+            "5:32",
+            "names cluster \"nope\", which is not defined",
+        );
         only(&rule("{sni: a.test}"), "5:9", "cluster is missing");
         let twice = listener("    tls_passthrough:\n      - {sni: a.test, cluster: plain}\n      - {sni: A.test, cluster: plain}\n");
         let w = warnings(&twice);
-        assert!(w[0].starts_with("t.yaml:6:15: warning:") && w[0].contains("never matches"), "{w:?}");
-        only(&rule("{sni: a.test, cluster: plain, port: 1}"), "5:39", "unknown key \"port\"");
+        assert!(
+            w[0].starts_with("t.yaml:6:15: warning:") && w[0].contains("never matches"),
+            "{w:?}"
+        );
+        only(
+            &rule("{sni: a.test, cluster: plain, port: 1}"),
+            "5:39",
+            "unknown key \"port\"",
+        );
     }
 
     #[test]
@@ -470,9 +500,21 @@ mod tests {
             "5:20",
             "remove tcp.cluster",
         );
-        only(&listener("    tcp: {cluster: none}\n"), "4:20", "not defined");
-        only(&listener("    tcp: {idle_timeout: 0s}\n"), "4:25", "is zero");
-        only(&listener("    tcp: {cluster: plain, idle_timout: 1h}\n"), "4:27", "did you mean \"idle_timeout\"");
+        only(
+            &listener("    tcp: {cluster: none}\n"),
+            "4:20",
+            "not defined",
+        );
+        only(
+            &listener("    tcp: {idle_timeout: 0s}\n"),
+            "4:25",
+            "is zero",
+        );
+        only(
+            &listener("    tcp: {cluster: plain, idle_timout: 1h}\n"),
+            "4:27",
+            "did you mean \"idle_timeout\"",
+        );
         let w = warnings(&listener("    protocol: http\n    tcp: {cluster: plain}\n"));
         assert!(w[0].contains("tcp.cluster is not used"), "{w:?}");
     }
@@ -491,7 +533,10 @@ mod tests {
         let p = load(&yaml).unwrap_err();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("t.yaml:4:20: error:") && p[0].contains("has tls:"), "{p:?}");
+        assert!(
+            p[0].starts_with("t.yaml:4:20: error:") && p[0].contains("has tls:"),
+            "{p:?}"
+        );
     }
 
     #[test]

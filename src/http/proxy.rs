@@ -124,7 +124,10 @@ impl ListenerRuntime {
 
     /// The cluster standing for original destination `dst` (None unless
     /// this is an `original_destination` listener).
-    pub fn original_destination(&self, dst: SocketAddr) -> Option<Result<Arc<ClusterRuntime>, ProxyError>> {
+    pub fn original_destination(
+        &self,
+        dst: SocketAddr,
+    ) -> Option<Result<Arc<ClusterRuntime>, ProxyError>> {
         let table = self.original.as_ref()?;
         Some(table.get(dst).map_err(|e| {
             ProxyError::new(
@@ -379,8 +382,7 @@ impl ListenerRuntime {
             UpstreamProtocol::Auto => {
                 // gRPC always needs HTTP/2; other requests go as the client
                 // spoke, unless this upstream turned out not to speak h2c.
-                let h2_client =
-                    client == Version::HTTP_2 && !self.h2_refused.get(refusal_key);
+                let h2_client = client == Version::HTTP_2 && !self.h2_refused.get(refusal_key);
                 if grpc_req || h2_client {
                     Wire::Http2
                 } else {

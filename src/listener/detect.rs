@@ -344,9 +344,7 @@ fn client_hello_body(body: &[u8]) -> Result<ClientHello, &'static str> {
         // Extensions are optional before TLS 1.3.
         return Ok(hello);
     }
-    let mut exts = Reader {
-        buf: r.vec16(BAD)?,
-    };
+    let mut exts = Reader { buf: r.vec16(BAD)? };
     if !r.is_empty() {
         return Err(BAD);
     }
@@ -356,12 +354,16 @@ fn client_hello_body(body: &[u8]) -> Result<ClientHello, &'static str> {
         let kind = exts.u16(BAD)?;
         let data = exts.vec16(BAD)?;
         match kind {
-            0 if seen_sni => return Err("TLS record, but the ClientHello has two server_name extensions"),
+            0 if seen_sni => {
+                return Err("TLS record, but the ClientHello has two server_name extensions")
+            }
             0 => {
                 seen_sni = true;
                 hello.sni = server_name(data)?;
             }
-            16 if seen_alpn => return Err("TLS record, but the ClientHello has two ALPN extensions"),
+            16 if seen_alpn => {
+                return Err("TLS record, but the ClientHello has two ALPN extensions")
+            }
             16 => {
                 seen_alpn = true;
                 hello.alpn = alpn(data)?;
@@ -376,9 +378,7 @@ fn client_hello_body(body: &[u8]) -> Result<ClientHello, &'static str> {
 fn server_name(data: &[u8]) -> Result<Option<String>, &'static str> {
     const BAD: &str = "TLS record, but the ClientHello's server_name extension is malformed";
     let mut r = Reader { buf: data };
-    let mut list = Reader {
-        buf: r.vec16(BAD)?,
-    };
+    let mut list = Reader { buf: r.vec16(BAD)? };
     if !r.is_empty() {
         return Err(BAD);
     }
@@ -389,9 +389,10 @@ fn server_name(data: &[u8]) -> Result<Option<String>, &'static str> {
         if kind != 0 || found.is_some() {
             continue;
         }
-        found = Some(host_name(name).ok_or(
-            "TLS record, but the ClientHello's server name is not a valid host name",
-        )?);
+        found = Some(
+            host_name(name)
+                .ok_or("TLS record, but the ClientHello's server name is not a valid host name")?,
+        );
     }
     Ok(found)
 }
@@ -410,9 +411,7 @@ fn host_name(raw: &[u8]) -> Option<String> {
 fn alpn(data: &[u8]) -> Result<Vec<String>, &'static str> {
     const BAD: &str = "TLS record, but the ClientHello's ALPN extension is malformed";
     let mut r = Reader { buf: data };
-    let mut list = Reader {
-        buf: r.vec16(BAD)?,
-    };
+    let mut list = Reader { buf: r.vec16(BAD)? };
     if !r.is_empty() {
         return Err(BAD);
     }
@@ -425,6 +424,27 @@ fn alpn(data: &[u8]) -> Result<Vec<String>, &'static str> {
         out.push(String::from_utf8_lossy(p).into_owned());
     }
     Ok(out)
+}
+
+/// What the fuzz target (`fuzz/fuzz_targets/client_hello.rs`) runs on each
+/// input, and the seed-corpus regression test with it: every entry point,
+/// with the invariants that must hold whatever the bytes.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    if let Hello::Complete(hello) = parse_client_hello(data) {
+        if let Some(sni) = &hello.sni {
+            assert!(!sni.is_empty() && !sni.bytes().any(|b| b.is_ascii_uppercase()));
+        }
+        assert!(hello.alpn.iter().all(|p| !p.is_empty()));
+    }
+    let sniffed = sniff(data);
+    for why in [GiveUp::Timeout, GiveUp::Eof] {
+        let d = give_up(data, why);
+        if let Sniff::Done(s) = &sniffed {
+            assert_eq!(&d, s, "giving up must not change a final answer");
+        }
+    }
+    let _ = is_tls(data);
 }
 
 enum Line {
@@ -590,7 +610,9 @@ mod tests {
         // Not a ClientHello (a ServerHello type byte).
         let mut b = good.clone();
         b[5] = 2;
-        assert!(matches!(sniff(&b), Sniff::Done(d) if d.protocol == Protocol::Tls && d.hello.is_none()));
+        assert!(
+            matches!(sniff(&b), Sniff::Done(d) if d.protocol == Protocol::Tls && d.hello.is_none())
+        );
         // A handshake length that overruns the 64 KiB limit.
         let mut b = good.clone();
         b[6] = 0x7f;
@@ -598,9 +620,14 @@ mod tests {
         // A session id longer than 32 bytes.
         let mut b = good.clone();
         b[5 + 4 + 2 + 32] = 40;
-        assert!(matches!(sniff(&b), Sniff::Done(d) if d.protocol == Protocol::Tls && d.hello.is_none()));
+        assert!(
+            matches!(sniff(&b), Sniff::Done(d) if d.protocol == Protocol::Tls && d.hello.is_none())
+        );
         // A zero-length record.
-        assert!(matches!(parse_client_hello(b"\x16\x03\x01\x00\x00"), Hello::Invalid(_)));
+        assert!(matches!(
+            parse_client_hello(b"\x16\x03\x01\x00\x00"),
+            Hello::Invalid(_)
+        ));
         // An alert record in the middle of a fragmented hello.
         let frag = client_hello("a.test", &[], Some(64));
         let second = 5 + usize::from(u16::from_be_bytes([frag[3], frag[4]]));
@@ -619,7 +646,10 @@ mod tests {
             assert_eq!(protocol(&H2_PREFACE[..end]), None, "after {end} bytes");
         }
         // `PRI * HTTP/2.0` without the rest is not HTTP/1.x either.
-        assert_eq!(protocol(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"), Some(Protocol::Tcp));
+        assert_eq!(
+            protocol(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"),
+            Some(Protocol::Tcp)
+        );
     }
 
     #[test]
@@ -647,13 +677,13 @@ mod tests {
     #[test]
     fn text_protocols_that_are_not_http() {
         for text in [
-            &b"GET key\r\n"[..],      // Redis inline command
-            b"PING\r\n",              // Redis
-            b"get k 0 0 1\r\n",       // memcached
-            b"EHLO client.test\r\n",  // SMTP client
-            b"GET / HTTP/2.0\r\n",    // not HTTP/1.x
-            b"GET / HTTP/1.1 x\r\n",  // junk after the version
-            b"GET  / HTTP/1.1\r\n",   // two spaces
+            &b"GET key\r\n"[..],       // Redis inline command
+            b"PING\r\n",               // Redis
+            b"get k 0 0 1\r\n",        // memcached
+            b"EHLO client.test\r\n",   // SMTP client
+            b"GET / HTTP/2.0\r\n",     // not HTTP/1.x
+            b"GET / HTTP/1.1 x\r\n",   // junk after the version
+            b"GET  / HTTP/1.1\r\n",    // two spaces
             b"GET /\x01 HTTP/1.1\r\n", // control byte in the target
             b"SSH-2.0-OpenSSH_9.6\r\n",
         ] {
@@ -706,7 +736,10 @@ mod tests {
         let d = give_up(&hello[..20], GiveUp::Timeout);
         assert_eq!((d.protocol, d.hello), (Protocol::Tls, None));
         // A half request line could be anything: forward it untouched.
-        assert_eq!(give_up(b"GET /ind", GiveUp::Timeout).protocol, Protocol::Tcp);
+        assert_eq!(
+            give_up(b"GET /ind", GiveUp::Timeout).protocol,
+            Protocol::Tcp
+        );
         assert_eq!(give_up(b"PRI * HT", GiveUp::Eof).protocol, Protocol::Tcp);
         // Complete bytes keep their answer.
         assert_eq!(
@@ -727,6 +760,9 @@ mod tests {
         msg.extend_from_slice(&body);
         let mut rec = vec![0x16, 0x03, 0x01, 0, msg.len() as u8];
         rec.extend_from_slice(&msg);
-        assert_eq!(parse_client_hello(&rec), Hello::Complete(ClientHello::default()));
+        assert_eq!(
+            parse_client_hello(&rec),
+            Hello::Complete(ClientHello::default())
+        );
     }
 }

@@ -23,8 +23,7 @@ use tokio::time::Instant;
 use super::detect::{self, ClientHello, Detection, GiveUp, Protocol, Sniff};
 use super::prefixed::Prefixed;
 use super::{
-    plaintext_on_tls_port, terminate_tls, tls_not_routed, tls_timeout, Listening,
-    HANDSHAKE_TIMEOUT,
+    plaintext_on_tls_port, terminate_tls, tls_not_routed, tls_timeout, Listening, HANDSHAKE_TIMEOUT,
 };
 use crate::config::{DeclaredProtocol, ListenerProtocol};
 use crate::drain;
@@ -40,7 +39,12 @@ const FIRST_READ: usize = 4096;
 
 type Io = Prefixed<TcpStream>;
 
-pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, l: &Listening, watch: drain::Watch) {
+pub(super) async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    l: &Listening,
+    watch: drain::Watch,
+) {
     let traffic = &l.rt.config.traffic;
     let original = if traffic.original_destination {
         match original_dst(&stream) {
@@ -236,7 +240,13 @@ fn not_redirected(l: &Listening, peer: SocketAddr, e: &OriginalDstError) {
     }
 }
 
-async fn tls(io: Io, conn: ConnInfo, hello: Option<ClientHello>, l: &Listening, watch: drain::Watch) {
+async fn tls(
+    io: Io,
+    conn: ConnInfo,
+    hello: Option<ClientHello>,
+    l: &Listening,
+    watch: drain::Watch,
+) {
     let traffic = &l.rt.config.traffic;
     let sni = hello.as_ref().and_then(|h| h.sni.as_deref());
     if let Some(rule) = traffic.tls_passthrough.iter().find(|r| r.sni.matches(sni)) {
@@ -343,8 +353,16 @@ mod tests {
     #[test]
     fn plaintext_where_tls_was_declared() {
         let d = Detection::new(Protocol::Http1, "HTTP/1.x request line");
-        let s = mismatch("out", "10.0.0.7:8443".parse().unwrap(), DeclaredProtocol::Tls, &d);
-        assert!(s.contains("the client sent plaintext HTTP/1.x; torii handled it as plaintext HTTP"), "{s}");
+        let s = mismatch(
+            "out",
+            "10.0.0.7:8443".parse().unwrap(),
+            DeclaredProtocol::Tls,
+            &d,
+        );
+        assert!(
+            s.contains("the client sent plaintext HTTP/1.x; torii handled it as plaintext HTTP"),
+            "{s}"
+        );
         assert!(s.contains("fix the client"), "{s}");
     }
 

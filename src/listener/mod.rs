@@ -157,8 +157,12 @@ fn tls_timeout(l: &Listening) {
 
 /// Answers plaintext HTTP sent to a TLS port with a readable 400 instead of
 /// a TLS alert the client cannot show.
-async fn plaintext_on_tls_port<I>(mut stream: I, peer: std::net::SocketAddr, l: &Listening, first: u8)
-where
+async fn plaintext_on_tls_port<I>(
+    mut stream: I,
+    peer: std::net::SocketAddr,
+    l: &Listening,
+    first: u8,
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let name = &l.rt.name;

@@ -23,7 +23,9 @@ pub enum OriginalDstError {
 /// listener. Works for IPv4, IPv6 and IPv4 clients of a dual-stack `[::]`
 /// listener (where the socket is IPv6 but the NAT entry is IPv4).
 pub fn original_dst(stream: &TcpStream) -> Result<SocketAddr, OriginalDstError> {
-    let local = stream.local_addr().map_err(OriginalDstError::NotRedirected)?;
+    let local = stream
+        .local_addr()
+        .map_err(OriginalDstError::NotRedirected)?;
     let sock = SockRef::from(stream);
     let v4_first = match local {
         SocketAddr::V4(_) => true,
@@ -44,9 +46,9 @@ pub fn original_dst(stream: &TcpStream) -> Result<SocketAddr, OriginalDstError> 
             }
         }
     }
-    Err(OriginalDstError::NotRedirected(first_err.unwrap_or_else(|| {
-        io::Error::other("the kernel returned an address of an unknown family")
-    })))
+    Err(OriginalDstError::NotRedirected(first_err.unwrap_or_else(
+        || io::Error::other("the kernel returned an address of an unknown family"),
+    )))
 }
 
 /// Without NAT, conntrack reports the connection's own destination: the

@@ -88,7 +88,13 @@ where
     let both = async {
         tokio::try_join!(
             pump(&mut client_r, &mut up_w, Side::Client, &sent, &activity),
-            pump(&mut up_r, &mut client_w, Side::Upstream, &received, &activity),
+            pump(
+                &mut up_r,
+                &mut client_w,
+                Side::Upstream,
+                &received,
+                &activity
+            ),
         )
     };
     let end = tokio::select! {

@@ -96,6 +96,9 @@ mod tests {
         let len = table.by_addr.lock().unwrap().len();
         assert!(len <= MAX_DESTINATIONS, "{len}");
         // The one in use survived the clean-up.
-        assert!(Arc::ptr_eq(&held, &table.get("10.0.0.1:1".parse().unwrap()).unwrap()));
+        assert!(Arc::ptr_eq(
+            &held,
+            &table.get("10.0.0.1:1".parse().unwrap()).unwrap()
+        ));
     }
 }
