@@ -3,8 +3,10 @@
 //!
 //! Two network namespaces the test creates and deletes, joined by a veth
 //! pair (nothing outside them is touched):
-//! - `srv` (10.77.0.2, fd77::2): an HTTPS server on :443, a plain HTTP
-//!   server on :80 (v4 and v6), a gRPC echo server (h2c) on :50051;
+//! - `srv` (10.77.0.2, fd77::2): an HTTPS server on :443, plain HTTP
+//!   servers on :80 (v4 and v6) and :8080, a gRPC echo server (h2c) on
+//!   :50051, a server-first protocol (SMTP-like) on :25, a client-first
+//!   line protocol (Redis-like) on :6379;
 //! - `pod` (10.77.0.1, fd77::1): the clients (curl and Rust), torii (the
 //!   built binary, as uid 65534) with an `original_destination` listener,
 //!   and `scripts/sidecar-iptables.sh` redirecting the pod's outbound TCP
@@ -13,7 +15,9 @@
 //! torii is told `destination_protocols: {"443": http}`, the port name that
 //! broke a mesh. HTTPS to :443 must still work (curl and a Rust client),
 //! plain HTTP and gRPC must get the L7 pipeline, and the mismatch must be
-//! counted and logged once in plain words.
+//! counted and logged once in plain words. The other direction (plaintext
+//! where `tls` is declared) and opaque TCP to the original destination are
+//! checked in `other_protocols_through_the_sidecar`.
 //!
 //! Needs root (namespaces, iptables). Without the privilege to create a
 //! namespace it prints a line starting `SKIPPED:` and passes; CI runs it
@@ -27,7 +31,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -158,14 +163,106 @@ fn a_port_declared_http_does_not_break_https() {
     // connections arrived.
     let log = lab.log();
     let said = "destination 10.77.0.2:443 is declared http (destination_protocols \"443\": http), but the client sent a TLS ClientHello (SNI secure.test); torii passed it through as TLS";
-    let warned = log
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains(said))
-        .count();
-    assert_eq!(warned, 1, "{log}");
+    assert_eq!(warnings(&log, said), 1, "{log}");
     if std::env::var_os("TORII_SHOW_LOG").is_some() {
         let _ = writeln!(std::io::stderr(), "torii log:\n{log}\nmetrics:\n{metrics}");
     }
+}
+
+#[test]
+fn other_protocols_through_the_sidecar() {
+    let Some(lab) = Lab::new() else { return };
+    // Plaintext where TLS is declared: served as HTTP, said once.
+    for _ in 0..2 {
+        let out = lab.run_in_pod(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://{SRV_V4}:8080/hello"),
+        ]);
+        assert_eq!(
+            out,
+            format!("{HTTP_GREETING} request-id=yes\n"),
+            "{}",
+            lab.log()
+        );
+    }
+    let (banner, banner_wait, pong, pong_wait, metrics) = in_netns(&lab.pod, || {
+        runtime().block_on(async {
+            // Server-first, nothing declared: the greeting arrives after the
+            // detect timeout (100ms here), as opaque TCP.
+            let started = Instant::now();
+            let mut smtp = tokio::io::BufReader::new(
+                TcpStream::connect(format!("{SRV_V4}:25")).await.unwrap(),
+            );
+            let banner = line(&mut smtp).await;
+            let banner_wait = started.elapsed();
+            smtp.get_mut()
+                .write_all(b"EHLO pod.test\r\n")
+                .await
+                .unwrap();
+            let banner = banner + &line(&mut smtp).await;
+            // Declared tcp: forwarded at once, without detection.
+            let started = Instant::now();
+            let mut redis = tokio::io::BufReader::new(
+                TcpStream::connect(format!("{SRV_V4}:6379")).await.unwrap(),
+            );
+            redis.get_mut().write_all(b"PING\r\n").await.unwrap();
+            let pong = line(&mut redis).await;
+            (
+                banner,
+                banner_wait,
+                pong,
+                started.elapsed(),
+                http_get(ADMIN, "/metrics").await,
+            )
+        })
+    });
+    assert_eq!(
+        banner,
+        "220 smtp.test ready\r\n250 EHLO pod.test\r\n",
+        "{}",
+        lab.log()
+    );
+    assert!(banner_wait >= Duration::from_millis(95), "{banner_wait:?}");
+    assert!(banner_wait < PATIENCE / 4, "{banner_wait:?}");
+    assert_eq!(pong, "+PING\r\n", "{}", lab.log());
+    assert!(pong_wait < Duration::from_secs(2), "{pong_wait:?}");
+
+    let count = |labels: &[&str]| metric(&metrics, "torii_protocol_detections_total", labels);
+    assert_eq!(
+        count(&["declared=\"tls\"", "detected=\"http1\""]),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(&["declared=\"auto\"", "detected=\"tcp\""]),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(&["declared=\"tcp\"", "detected=\"tcp\""]),
+        1.0,
+        "{metrics}"
+    );
+    let log = lab.log();
+    let said = "destination 10.77.0.2:8080 is declared tls (destination_protocols \"8080\": tls), but the client sent plaintext HTTP/1.x; torii handled it as plaintext HTTP";
+    assert_eq!(warnings(&log, said), 1, "{log}");
+}
+
+/// Warnings in `log` that contain `sentence`.
+fn warnings(log: &str, sentence: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("WARN") && l.contains(sentence))
+        .count()
+}
+
+async fn line(r: &mut tokio::io::BufReader<TcpStream>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut out = String::new();
+    let _ = tokio::time::timeout(PATIENCE, r.read_line(&mut out)).await;
+    out
 }
 
 // ---- the lab: namespaces, servers, torii ----
@@ -184,7 +281,14 @@ struct Lab {
 impl Lab {
     /// Sets everything up, or says why it cannot run (`None`).
     fn new() -> Option<Lab> {
-        let id = std::process::id();
+        // Namespace names are global: unique per process and per lab (the
+        // tests of this file run in parallel).
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         let pod = format!("torii{id}pod");
         let srv = format!("torii{id}srv");
         if let Err(why) = namespaces_possible() {
@@ -301,7 +405,7 @@ listeners:
     address: "[::]:{PROXY_PORT}"
     original_destination: true
     detect_timeout: 100ms
-    destination_protocols: {{ "443": http }}
+    destination_protocols: {{ "443": http, "8080": tls, "6379": tcp }}
 "#
             ),
         )
@@ -391,8 +495,13 @@ impl Drop for Namespaces {
     }
 }
 
-/// Why namespaces cannot be made here, if they cannot.
+/// Why namespaces cannot be made here, if they cannot (probed once).
 fn namespaces_possible() -> Result<(), String> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBED.get_or_init(probe_namespaces).clone()
+}
+
+fn probe_namespaces() -> Result<(), String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(
@@ -507,6 +616,17 @@ impl Servers {
                     None,
                     HTTP_GREETING,
                 ));
+                tokio::spawn(serve_http(
+                    bind(format!("{SRV_V4}:8080")).await,
+                    None,
+                    HTTP_GREETING,
+                ));
+                tokio::spawn(serve_lines(
+                    bind(format!("{SRV_V4}:25")).await,
+                    Some("220 smtp.test ready"),
+                    "250 ",
+                ));
+                tokio::spawn(serve_lines(bind(format!("{SRV_V4}:6379")).await, None, "+"));
                 let _echo = serve_echo(bind(format!("{SRV_V4}:50051")).await, None).await;
                 ready_tx.send(()).unwrap();
                 let _ = stopped.await;
@@ -555,6 +675,31 @@ async fn serve_http(listener: TcpListener, tls: Option<TlsAcceptor>, greeting: &
                 }
                 None => {
                     let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                }
+            }
+        });
+    }
+}
+
+/// A line protocol: `greeting` first if given (server-first, like SMTP),
+/// then `prefix` + each line the client sends (like Redis' `+PONG`).
+async fn serve_lines(listener: TcpListener, greeting: Option<&'static str>, prefix: &'static str) {
+    use tokio::io::AsyncBufReadExt;
+    while let Ok((tcp, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let (r, mut w) = tcp.into_split();
+            if let Some(g) = greeting {
+                if w.write_all(format!("{g}\r\n").as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let mut lines = tokio::io::BufReader::new(r).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if w.write_all(format!("{prefix}{l}\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
             }
         });
