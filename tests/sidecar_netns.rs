@@ -251,6 +251,43 @@ fn other_protocols_through_the_sidecar() {
     assert_eq!(warnings(&log, said), 1, "{log}");
 }
 
+/// Rules that forget to exclude torii's own traffic would send every
+/// forwarded connection back into torii, until file descriptors run out.
+/// torii recognises its own connection and says what to fix.
+#[test]
+fn a_missing_exclusion_is_named_not_looped() {
+    let Some(lab) = Lab::excluding_uid("4242") else {
+        return;
+    };
+    let status = lab.run_in_pod(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+        &format!("http://{SRV_V4}/hello"),
+    ]);
+    // The client gets an answer (no hang, no spiral)…
+    assert_eq!(status, "502", "{}", lab.log());
+    // …and the log says what to change.
+    let log = lab.log();
+    let said = "torii's own connection to 10.77.0.2:80 was redirected back to torii: the iptables rules must exclude torii's own traffic";
+    assert_eq!(warnings(&log, said), 1, "{log}");
+    let metrics = in_netns(&lab.pod, || runtime().block_on(http_get(ADMIN, "/metrics")));
+    let http1 = metric(
+        &metrics,
+        "torii_protocol_detections_total",
+        &["detected=\"http1\""],
+    );
+    assert_eq!(
+        http1, 1.0,
+        "only the client's connection was classified: {metrics}"
+    );
+}
+
 /// Warnings in `log` that contain `sentence`.
 fn warnings(log: &str, sentence: &str) -> usize {
     log.lines()
@@ -281,6 +318,12 @@ struct Lab {
 impl Lab {
     /// Sets everything up, or says why it cannot run (`None`).
     fn new() -> Option<Lab> {
+        Lab::excluding_uid(TORII_UID)
+    }
+
+    /// A lab whose iptables rules exclude `uid` from redirection (torii's
+    /// own uid unless the test wants the rules wrong).
+    fn excluding_uid(uid: &str) -> Option<Lab> {
         // Namespace names are global: unique per process and per lab (the
         // tests of this file run in parallel).
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -374,7 +417,7 @@ impl Lab {
             "bash",
             script.to_str().unwrap(),
             "--uid",
-            TORII_UID,
+            uid,
             "--proxy-port",
             &PROXY_PORT.to_string(),
             "--ipv6",

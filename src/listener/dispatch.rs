@@ -29,7 +29,7 @@ use crate::config::{DeclaredProtocol, ListenerProtocol};
 use crate::drain;
 use crate::http::proxy::ConnInfo;
 use crate::http::server::Serve;
-use crate::tcp::original_dst::{original_dst, OriginalDstError};
+use crate::tcp::original_dst::{self, original_dst, OriginalDstError};
 use crate::tcp::{self, Forward, Kind};
 use crate::telemetry::metrics::DetectionLabels;
 use crate::upstream::ClusterRuntime;
@@ -58,6 +58,11 @@ pub(super) async fn handle(
     let Some((io, detection)) = first_bytes(stream, l, original.is_some(), declared).await else {
         return;
     };
+    if let Some(dst) = original.filter(|d| original_dst::is_own(peer, *d)) {
+        // Checked again now that bytes arrived (or the detect timeout
+        // passed): torii's connector has certainly noted it by now.
+        return not_redirected(l, peer, &OriginalDstError::OwnConnection(dst));
+    }
     record(l, peer, original, declared, &detection);
     let conn = ConnInfo {
         peer,
@@ -232,6 +237,7 @@ fn not_redirected(l: &Listening, peer: SocketAddr, e: &OriginalDstError) {
     let key = match e {
         OriginalDstError::NotRedirected(_) => "not_redirected",
         OriginalDstError::Loop(_) => "original_dst_loop",
+        OriginalDstError::OwnConnection(_) => "own_connection_redirected",
     };
     if l.log_once.first(key) {
         tracing::warn!(listener = %l.rt.name, client = %peer, "closed a connection: {e} (logged once)");

@@ -154,6 +154,10 @@ impl Connector {
         };
         // Nagle plus delayed ACKs stalls small gRPC frames by up to 40 ms.
         let _ = stream.set_nodelay(true);
+        if let Ok(local) = stream.local_addr() {
+            // Recognised if iptables redirects it back to torii (a loop).
+            crate::tcp::original_dst::note_own_connection(local, addr);
+        }
         Ok(stream)
     }
 }
