@@ -464,6 +464,31 @@ clusters:
     assert_eq!(detections(&proxy, "http", "tcp"), 1.0);
 }
 
+/// On a listener that forwards no opaque TCP, detection only has to tell
+/// TLS from the rest: a slow request goes to the HTTP server at its first
+/// byte, so the listener's header_read_timeout applies, not a wait of ours.
+#[tokio::test]
+async fn a_slow_request_meets_the_header_timeout_without_delay() {
+    let yaml = "
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    header_read_timeout: 200ms
+";
+    let proxy = start(yaml, TempDir::new("slowloris")).await;
+    let mut tcp = TcpStream::connect(proxy.addr("web")).await.unwrap();
+    tcp.write_all(b"GET /slo").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest))
+        .await
+        .expect("closed by the header read timeout")
+        .ok();
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(detections(&proxy, "auto", "http1"), 1.0);
+}
+
 // ---- the fuzz seed corpus, as a regression test ----
 
 fn corpus_dir() -> PathBuf {

@@ -155,6 +155,24 @@ pub fn give_up(buf: &[u8], why: GiveUp) -> Detection {
     Detection::new(Protocol::Tcp, reason)
 }
 
+/// For a listener that has no use for opaque TCP: bytes that cannot be TLS
+/// go to the HTTP server at once, which tells HTTP/1.1 from h2c itself and
+/// applies its own header timeout. The answer is the best guess so far.
+pub fn hand_to_http(buf: &[u8]) -> Option<Detection> {
+    if buf.is_empty() || buf[0] == 0x16 {
+        return None;
+    }
+    let protocol = if H2_PREFACE.starts_with(buf) || buf.starts_with(H2_PREFACE) {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+    Some(Detection::new(
+        protocol,
+        "not TLS; handed to the HTTP server as it arrived (the listener forwards no opaque TCP)",
+    ))
+}
+
 /// Whether `buf` starts with a TLS handshake record header (the ClientHello
 /// may still be incomplete).
 pub fn is_tls(buf: &[u8]) -> bool {
@@ -717,6 +735,14 @@ mod tests {
         assert_eq!(protocol(&line), None);
         line.push(b'a');
         assert_eq!(protocol(&line), Some(Protocol::Http1));
+    }
+
+    #[test]
+    fn handing_partial_requests_to_the_http_server() {
+        assert_eq!(hand_to_http(b""), None);
+        assert_eq!(hand_to_http(b"\x16"), None);
+        assert_eq!(hand_to_http(b"GET /in").unwrap().protocol, Protocol::Http1);
+        assert_eq!(hand_to_http(b"PRI * HT").unwrap().protocol, Protocol::Http2);
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub(super) async fn handle(
     };
     match detection.protocol {
         Protocol::Tls => tls(io, conn, detection.hello, l, watch).await,
-        Protocol::Http1 | Protocol::Http2 => http(io, conn, detection.protocol, l, watch).await,
+        Protocol::Http1 | Protocol::Http2 => http(io, conn, l, watch).await,
         Protocol::Tcp => opaque(io, conn, l, watch).await,
     }
 }
@@ -105,7 +105,8 @@ async fn first_bytes(
         let d = unread("destination declared tcp (forwarded without looking)");
         return Some((Prefixed::new(BytesMut::new(), stream), d));
     }
-    let wait = if l.rt.config.protocol == ListenerProtocol::Auto && opaque_allowed(l, original) {
+    let opaque = l.rt.config.protocol == ListenerProtocol::Auto && opaque_allowed(l, original);
+    let wait = if opaque {
         l.rt.config.traffic.detect_timeout
     } else {
         HANDSHAKE_TIMEOUT
@@ -115,6 +116,13 @@ async fn first_bytes(
     let detection = loop {
         if let Sniff::Done(d) = detect::sniff(&buf) {
             break d;
+        }
+        if !opaque {
+            // Only TLS needs more bytes here; the HTTP server's own header
+            // timeout must not start late behind ours (slowloris).
+            if let Some(d) = detect::hand_to_http(&buf) {
+                break d;
+            }
         }
         let deadline = started
             + if detect::is_tls(&buf) {
@@ -272,17 +280,15 @@ async fn tls(
     tls_not_routed(l, conn.peer, sni);
 }
 
-async fn http(io: Io, conn: ConnInfo, protocol: Protocol, l: &Listening, watch: drain::Watch) {
+async fn http(io: Io, conn: ConnInfo, l: &Listening, watch: drain::Watch) {
     if l.tls.is_some() && conn.original_dst.is_none() {
         let first = io.prefix().first().copied().unwrap_or(0);
         return plaintext_on_tls_port(io, conn.peer, l, first).await;
     }
-    let mode = match protocol {
-        Protocol::Http2 => Serve::Http2,
-        _ => Serve::Http1,
-    };
+    // The HTTP server reads the preface itself, as it always did: a
+    // request that was handed over early may not show its version yet.
     l.servers
-        .serve(io, mode, l.rt.clone(), Arc::new(conn), watch)
+        .serve(io, Serve::Auto, l.rt.clone(), Arc::new(conn), watch)
         .await;
 }
 
