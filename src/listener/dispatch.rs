@@ -59,8 +59,11 @@ pub(super) async fn handle(
         return;
     };
     if let Some(dst) = original.filter(|d| original_dst::is_own(peer, *d)) {
-        // Checked again now that bytes arrived (or the detect timeout
-        // passed): torii's connector has certainly noted it by now.
+        // Checked again once bytes arrived (or the detect timeout passed):
+        // torii notes its connection before writing to it, so by now it is
+        // known. Connections forwarded without reading (protocol: tcp,
+        // declared tcp) get no such guarantee: a loop among those may take
+        // a hop or two before it is recognised.
         return not_redirected(l, peer, &OriginalDstError::OwnConnection(dst));
     }
     record(l, peer, original, declared, &detection);
