@@ -35,17 +35,16 @@ pub fn traffic(
         Some(t) => tcp(cx, &join(path, "tcp"), t, original, clusters),
         None => Some(TcpProxy::default()),
     };
-    let out = Traffic {
+    if let Some(protocol) = protocol {
+        cross_checks(cx, path, raw, protocol);
+    }
+    Some(Traffic {
         detect_timeout: detect_timeout?,
         original_destination: original,
         destination_protocols: destination_protocols?,
         tls_passthrough: tls_passthrough?,
         tcp: tcp?,
-    };
-    if let Some(protocol) = protocol {
-        cross_checks(cx, path, raw, protocol, &out);
-    }
-    Some(out)
+    })
 }
 
 fn detect_timeout(
@@ -57,23 +56,19 @@ fn detect_timeout(
     let at = join(path, "detect_timeout");
     let d = cx.duration(&at, &raw.detect_timeout, Some(DEFAULT_DETECT_TIMEOUT), true)??;
     if raw.detect_timeout.is_some() {
-        if d > DETECT_TIMEOUT_WARN_ABOVE {
+        if let Some(p @ (ListenerProtocol::Http | ListenerProtocol::Tcp)) = protocol {
+            let p = p.as_str();
+            cx.warning(
+                &at,
+                format!("{at} is not used: protocol: {p} never waits to detect a protocol; remove it or use protocol: auto"),
+            );
+        } else if d > DETECT_TIMEOUT_WARN_ABOVE {
             cx.warning(
                 &at,
                 format!(
                     "{at} is {d:?}: every connection of a server-first protocol (SMTP, MySQL) \
                      waits this long for its greeting; keep it under {DETECT_TIMEOUT_WARN_ABOVE:?}"
                 ),
-            );
-        }
-        if matches!(
-            protocol,
-            Some(ListenerProtocol::Http | ListenerProtocol::Tcp)
-        ) {
-            let p = protocol.map(ListenerProtocol::as_str).unwrap_or_default();
-            cx.warning(
-                &at,
-                format!("{at} is not used: protocol: {p} never waits to detect a protocol; remove it or use protocol: auto"),
             );
         }
     }
@@ -259,19 +254,17 @@ fn tcp(
     })
 }
 
-/// Rules between `protocol`, `tls`, `routes` and the traffic keys.
-fn cross_checks(
-    cx: &mut Ctx,
-    path: &str,
-    raw: &RawListener,
-    protocol: ListenerProtocol,
-    t: &Traffic,
-) {
+/// Rules between `protocol`, `tls`, `routes` and the traffic keys, on what
+/// was written (so they are reported even when a value has its own problem).
+fn cross_checks(cx: &mut Ctx, path: &str, raw: &RawListener, protocol: ListenerProtocol) {
     let at = join(path, "protocol");
     let routes = raw.routes.as_ref().is_some_and(|r| !r.is_empty());
+    let tcp_cluster = raw.tcp.as_ref().is_some_and(|t| t.cluster.is_some());
+    let original = raw.original_destination.unwrap_or(false);
+    let passthrough = raw.tls_passthrough.as_ref().is_some_and(|r| !r.is_empty());
     match protocol {
         ListenerProtocol::Tcp => {
-            if t.tcp.cluster.is_none() && !t.original_destination {
+            if !tcp_cluster && !original {
                 cx.error(
                     &at,
                     format!("{at}: tcp needs a place to send the bytes: add tcp: {{cluster: NAME}}, or original_destination: true"),
@@ -283,7 +276,7 @@ fn cross_checks(
                     format!("{path}: protocol: tcp forwards bytes as they are, so it cannot terminate TLS; remove tls: or use protocol: auto"),
                 );
             }
-            if !t.tls_passthrough.is_empty() {
+            if passthrough {
                 cx.error(
                     &join(path, "tls_passthrough"),
                     format!("{path}: protocol: tcp never reads the ClientHello, so tls_passthrough cannot route by SNI; use protocol: auto"),
@@ -297,7 +290,7 @@ fn cross_checks(
             }
         }
         ListenerProtocol::Http => {
-            if t.tcp.cluster.is_some() {
+            if tcp_cluster {
                 cx.warning(
                     &join(path, "tcp.cluster"),
                     format!("{path}.tcp.cluster is not used: protocol: http never forwards opaque TCP; use protocol: auto"),
@@ -410,6 +403,27 @@ mod tests {
             "    protocol: tcp\n    tcp: {cluster: plain}\n    routes: [{cluster: plain}]\n",
         ));
         assert!(w[0].contains("routes are not used"), "{w:?}");
+    }
+
+    #[test]
+    fn every_traffic_problem_at_once() {
+        let yaml = listener(
+            "    protocol: tcp\n    detect_timeout: 5s\n    destination_protocols: { \"443\": https }\n    \
+             tls_passthrough: [{sni: a.test, cluster: nope}]\n",
+        );
+        let p = load(&yaml).unwrap_err();
+        let errors: Vec<_> = p.iter().filter(|p| p.contains(": error: ")).collect();
+        assert_eq!(errors.len(), 4, "{p:#?}");
+        for part in [
+            "tcp needs a place",
+            "add original_destination",
+            "never reads the ClientHello",
+            "\"nope\", which is not defined",
+        ] {
+            assert!(p.iter().any(|l| l.contains(part)), "{part}: {p:#?}");
+        }
+        let warnings: Vec<_> = p.iter().filter(|p| p.contains(": warning: ")).collect();
+        assert_eq!(warnings.len(), 1, "one warning for detect_timeout: {p:#?}");
     }
 
     #[test]
