@@ -461,7 +461,7 @@ listeners:
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.pod))
             .args(["--setuid", TORII_UID, "--setgid", TORII_UID, "--"])
-            .arg(env!("CARGO_BIN_EXE_torii"))
+            .arg(self.torii_binary())
             .args(["serve", "-c"])
             .arg(&config)
             .args(["--log-level", "warn,torii=info"])
@@ -484,6 +484,28 @@ listeners:
             })
         });
         assert!(ready, "torii did not become ready:\n{}", self.log());
+    }
+
+    /// The torii binary, where uid 65534 can run it: in place when every
+    /// directory above it lets others through (not so for a checkout under
+    /// /root), else a copy in the lab's directory.
+    fn torii_binary(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let built = Path::new(env!("CARGO_BIN_EXE_torii"));
+        let others_may = |p: &Path, bits: u32| {
+            std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & bits == bits)
+        };
+        let reachable = built
+            .ancestors()
+            .skip(1)
+            .all(|d| d.as_os_str().is_empty() || others_may(d, 0o001));
+        if reachable && others_may(built, 0o005) {
+            return built.to_path_buf();
+        }
+        let copy = self.dir.path().join("torii");
+        std::fs::copy(built, &copy).expect("copy the torii binary");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
     }
 
     fn log_path(&self) -> PathBuf {
