@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command. Installs what is missing (curl; a Python venv at .venv
+# The one test command. Installs what is missing (curl, iproute2, iptables; a Python venv at .venv
 # with pinned packages), builds everything, runs every Rust test, then the
 # black-box tests (tests/blackbox) against the built binary. Safe to run again:
 # installed pieces are reused. Exits non-zero on any failure.
@@ -35,6 +35,15 @@ apt_install() {
 if ! command -v curl >/dev/null 2>&1; then
   echo "scripts/test.sh: installing curl" >&2
   apt_install curl
+fi
+
+# tests/sidecar_netns.rs: network namespaces (ip) and REDIRECT rules (iptables).
+net_tools=()
+command -v ip >/dev/null 2>&1 || net_tools+=(iproute2)
+command -v iptables >/dev/null 2>&1 || net_tools+=(iptables)
+if [ "${#net_tools[@]}" -gt 0 ]; then
+  echo "scripts/test.sh: installing ${net_tools[*]}" >&2
+  apt_install "${net_tools[@]}"
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
@@ -42,7 +42,7 @@ pub struct Shared {
 struct Bound {
     config: Listener,
     addr: SocketAddr,
-    listening: Arc<Listening>,
+    listening: Arc<ArcSwap<Listening>>,
     drain: Drain,
     task: JoinHandle<()>,
 }
@@ -137,8 +137,15 @@ impl Running {
             match socket {
                 None => {
                     let mut b = state.listeners.remove(&l.name).expect("checked above");
-                    b.listening.rt.store(runtime);
-                    b.listening.tls.store(tls.map(Arc::new));
+                    let old = b.listening.load_full();
+                    old.live.store(runtime.clone());
+                    b.listening.store(Arc::new(Listening {
+                        rt: runtime,
+                        tls,
+                        servers: HttpServers::new(l.header_read_timeout),
+                        log_once: old.log_once.clone(),
+                        live: old.live.clone(),
+                    }));
                     b.config = l.clone();
                     keep.insert(l.name.clone(), b);
                 }
@@ -282,12 +289,13 @@ fn spawn_listener(
     runtime: Arc<ListenerRuntime>,
     tls: Option<TlsAcceptor>,
 ) -> Bound {
-    let listening = Arc::new(Listening {
-        rt: Arc::new(ArcSwap::new(runtime)),
-        tls: ArcSwapOption::new(tls.map(Arc::new)),
+    let listening = Arc::new(ArcSwap::from_pointee(Listening {
+        rt: runtime.clone(),
+        tls,
         servers: HttpServers::new(config.header_read_timeout),
         log_once: Arc::new(LogOnce::default()),
-    });
+        live: Arc::new(ArcSwap::new(runtime)),
+    }));
     let drain = Drain::new();
     let task = tokio::spawn(listener::accept_loop(tcp, listening.clone(), drain.watch()));
     Bound {

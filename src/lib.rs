@@ -12,6 +12,7 @@ pub mod http;
 pub mod listener;
 pub mod respond;
 pub mod route;
+pub mod tcp;
 pub mod telemetry;
 pub mod upstream;
 

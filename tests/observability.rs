@@ -169,6 +169,12 @@ clusters:
         assert!(ok.get(field).is_some(), "{field} missing in {ok}");
     }
     assert_eq!(ok["grpc_status"], 0);
+    // How the connection was classified, and why.
+    assert_eq!(ok["detected"], "http2", "{ok}");
+    assert!(
+        ok["detect_reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{ok}"
+    );
     assert_eq!(ok["upstream"], echo.addr.to_string());
     let failed = lines
         .iter()

@@ -18,6 +18,7 @@ mod problem;
 mod raw;
 mod route;
 mod tls;
+mod traffic;
 mod validate;
 
 use std::io::Write;

@@ -2,6 +2,7 @@
 //! been checked: addresses parse, certificates load, every route names a
 //! cluster that exists. The rest of torii only ever sees these types.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,22 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Smallest and largest time a resolved DNS answer is kept, whatever its TTL.
 pub const DNS_MIN_TTL: Duration = Duration::from_secs(1);
 pub const DNS_MAX_TTL: Duration = Duration::from_secs(300);
+/// How long `protocol: auto` waits for a client's first bytes before it
+/// treats the connection as a server-first protocol (opaque TCP).
+/// Client-first protocols (TLS, HTTP, gRPC, Postgres, Redis) send their
+/// first bytes right behind the TCP handshake, so only server-first ones
+/// (SMTP, MySQL, FTP) ever wait, and their greeting is late by this much.
+/// 200ms is invisible to them yet leaves room for a slow client on a busy
+/// host; linkerd's 10 s made such clients time out instead.
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(200);
+/// Above this a detect timeout is reported as a warning: every connection of
+/// a server-first protocol waits this long for its greeting.
+pub const DETECT_TIMEOUT_WARN_ABOVE: Duration = Duration::from_secs(1);
+/// An opaque TCP or TLS passthrough connection with no byte moving either
+/// way for this long is closed. One hour, as Envoy's tcp_proxy: database
+/// and message-queue pools keep quiet connections open for many minutes,
+/// while connections whose peer vanished must not pile up forever.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -66,6 +83,17 @@ pub enum ListenerProtocol {
     Tcp,
 }
 
+impl ListenerProtocol {
+    /// As written in the file (and in metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerProtocol::Auto => "auto",
+            ListenerProtocol::Http => "http",
+            ListenerProtocol::Tcp => "tcp",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub name: String,
@@ -78,6 +106,105 @@ pub struct Listener {
     pub allow_encoded_slashes: bool,
     pub header_read_timeout: Duration,
     pub routes: Vec<Route>,
+    /// Detection, TLS passthrough, opaque TCP, original destination.
+    pub traffic: Traffic,
+}
+
+/// What a listener does with connections that are not (only) HTTP for it:
+/// how long it waits to classify them, where TLS it does not terminate and
+/// opaque TCP go, and whether it is a transparent (iptables) listener.
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    pub detect_timeout: Duration,
+    /// Forward each connection to where it was headed before iptables
+    /// redirected it here (SO_ORIGINAL_DST).
+    pub original_destination: bool,
+    /// Hints by destination port, like a mesh's port names. Used only when
+    /// the bytes agree.
+    pub destination_protocols: BTreeMap<u16, DeclaredProtocol>,
+    /// First match wins.
+    pub tls_passthrough: Vec<TlsPassthrough>,
+    pub tcp: TcpProxy,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            detect_timeout: DEFAULT_DETECT_TIMEOUT,
+            original_destination: false,
+            destination_protocols: BTreeMap::new(),
+            tls_passthrough: Vec::new(),
+            tcp: TcpProxy::default(),
+        }
+    }
+}
+
+/// A protocol declared for a destination port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclaredProtocol {
+    /// HTTP/1.x or HTTP/2 (gRPC included), in plaintext.
+    Http,
+    Tls,
+    /// Opaque: forwarded at once, without waiting for the client's bytes.
+    Tcp,
+}
+
+impl DeclaredProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclaredProtocol::Http => "http",
+            DeclaredProtocol::Tls => "tls",
+            DeclaredProtocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// TLS routed by SNI to a cluster, bytes untouched.
+#[derive(Debug, Clone)]
+pub struct TlsPassthrough {
+    pub sni: SniMatch,
+    pub cluster: Arc<Cluster>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SniMatch {
+    /// `*`: every ClientHello, with or without SNI.
+    Any,
+    /// Lower-cased, without a trailing dot.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(String),
+}
+
+impl SniMatch {
+    /// Whether a ClientHello with this SNI (lower-cased) matches.
+    pub fn matches(&self, sni: Option<&str>) -> bool {
+        match (self, sni) {
+            (SniMatch::Any, _) => true,
+            (SniMatch::Exact(name), Some(sni)) => name == sni,
+            (SniMatch::Suffix(suffix), Some(sni)) => {
+                sni.len() > suffix.len() && sni.ends_with(suffix.as_str())
+            }
+            (_, None) => false,
+        }
+    }
+}
+
+/// Opaque TCP: where it goes (None on an original-destination listener,
+/// which sends it where it was headed) and when a quiet one is closed.
+#[derive(Debug, Clone)]
+pub struct TcpProxy {
+    pub cluster: Option<Arc<Cluster>>,
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpProxy {
+    fn default() -> Self {
+        TcpProxy {
+            cluster: None,
+            idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
+        }
+    }
 }
 
 /// Certificates, keys and client-auth settings, already read and parsed.

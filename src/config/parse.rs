@@ -8,13 +8,6 @@ use super::locate::{self, Index, Pos};
 use super::problem::{did_you_mean, list, Findings, Severity};
 use super::raw::{self, RawConfig};
 
-/// Keys the interface documents that this version does not implement yet.
-const NOT_YET: [&str; 3] = [
-    "tls_passthrough",
-    "original_destination",
-    "destination_protocols",
-];
-
 /// Parses `text`, reporting into `findings`. `None` when the document could
 /// not be read into the raw structs (the reason is reported).
 pub fn parse(text: &str, findings: &mut Findings) -> Option<RawConfig> {
@@ -64,9 +57,6 @@ fn unknown_key(path: &str, findings: &mut Findings) {
         if let Some(near) = did_you_mean(key, known.iter().copied()) {
             message += &format!("; did you mean {near:?}?");
         }
-    }
-    if NOT_YET.contains(&key) {
-        message += &format!("; {key} is not supported by this version of torii yet");
     }
     findings.key_error(path, message);
 }
@@ -160,13 +150,6 @@ mod tests {
                  certificates, alpn, client_auth; did you mean \"alpn\"?",
             ]
         );
-    }
-
-    #[test]
-    fn keys_not_supported_yet_say_so() {
-        let text = "listeners:\n  - tls_passthrough: []\n";
-        let p = problems(text);
-        assert!(p[0].contains("not supported by this version"), "{p:?}");
     }
 
     #[test]

@@ -33,6 +33,23 @@ pub struct RawListener {
     pub tls: Option<RawServerTls>,
     pub health: Option<RawHealth>,
     pub routes: Option<Vec<RawRoute>>,
+    pub detect_timeout: Option<String>,
+    pub original_destination: Option<bool>,
+    pub destination_protocols: Option<RawPortMap>,
+    pub tls_passthrough: Option<Vec<RawPassthrough>>,
+    pub tcp: Option<RawTcp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPassthrough {
+    pub sni: Option<String>,
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTcp {
+    pub cluster: Option<String>,
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +199,31 @@ impl<'de> Deserialize<'de> for OrderedMap {
     }
 }
 
+/// `destination_protocols`: port → protocol, in file order. Keys are read
+/// as text (`"443"` or `443`) and checked by `validate`.
+#[derive(Debug, Default)]
+pub struct RawPortMap(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for RawPortMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPortMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of ports to protocols, like {\"443\": tls}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPortMap, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(RawPortMap(entries))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
 /// The keys a mapping accepts, given the path of that mapping with sequence
 /// indices removed (`listeners[].tls`). `None`: the path is not a struct
 /// (free-form maps such as `request_headers.add`, or nothing we know).
@@ -208,6 +250,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "listeners[].tls.certificates[]" => fields_of::<RawCertificate>(),
         "listeners[].tls.client_auth" => fields_of::<RawClientAuth>(),
         "listeners[].health" => fields_of::<RawHealth>(),
+        "listeners[].tls_passthrough[]" => fields_of::<RawPassthrough>(),
+        "listeners[].tcp" => fields_of::<RawTcp>(),
         "clusters[]" => fields_of::<RawCluster>(),
         "clusters[].tls" => fields_of::<RawUpstreamTls>(),
         "clusters[].health_check" => fields_of::<RawHealthCheck>(),

@@ -133,12 +133,12 @@ fn listener_options() {
     only(
         yaml,
         "4:15",
-        "write one of: auto, http (did you mean \"http\"?)",
+        "write one of: auto, http, tcp (did you mean \"http\"?)",
     );
     let yaml = "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    health: {path: healthz}\n";
     only(yaml, "4:20", "must be a path starting with /");
     let yaml = "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    protocol: tcp\n";
-    only(yaml, "4:15", "not supported by this version");
+    only(yaml, "4:15", "tcp needs a place to send the bytes");
     let yaml = "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    protocol: http\n    allow_encoded_slashes: true\n    health: {path: /h}\n";
     let l = &load(yaml).unwrap().listeners[0];
     assert_eq!(

@@ -12,7 +12,7 @@ use super::locate::join;
 use super::model::*;
 use super::problem::Findings;
 use super::raw::{RawAdmin, RawConfig, RawListener};
-use super::{cluster, duration, route, tls};
+use super::{cluster, duration, route, tls, traffic};
 
 /// What every check needs: where to report, and where relative files are.
 pub struct Ctx<'f, 'i> {
@@ -201,6 +201,7 @@ fn listener(
         )
         .and_then(|text| socket_addr(cx, &addr_path, text));
     let protocol = listener_protocol(cx, &join(path, "protocol"), raw.protocol.as_deref());
+    let traffic = traffic::traffic(cx, path, &raw, protocol, clusters);
     let header_read_timeout = cx.duration(
         &join(path, "header_read_timeout"),
         &raw.header_read_timeout,
@@ -232,6 +233,7 @@ fn listener(
         allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
         header_read_timeout: header_read_timeout??,
         routes: routes.into_iter().collect::<Option<_>>()?,
+        traffic: traffic?,
     })
 }
 
@@ -239,14 +241,9 @@ fn listener_protocol(cx: &mut Ctx, path: &str, text: Option<&str>) -> Option<Lis
     match text.map(str::trim) {
         None | Some("auto") => Some(ListenerProtocol::Auto),
         Some("http") => Some(ListenerProtocol::Http),
-        Some("tcp") => {
-            // Opaque TCP proxying needs tls_passthrough / original
-            // destination support, which this version does not have yet.
-            cx.error(path, format!("{path}: protocol: tcp (opaque TCP proxying) is not supported by this version of torii yet; use auto or http"));
-            None
-        }
+        Some("tcp") => Some(ListenerProtocol::Tcp),
         Some(other) => {
-            cx.error(path, one_of(path, other, &["auto", "http"]));
+            cx.error(path, one_of(path, other, &["auto", "http", "tcp"]));
             None
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -26,6 +26,7 @@ use crate::respond;
 use crate::route::{self, RequestFacts};
 use crate::telemetry::access_log::AccessLogger;
 use crate::telemetry::Metrics;
+use crate::upstream::original::OriginalDestinations;
 use crate::upstream::{ClusterRuntime, Wire};
 
 /// What torii knows about the client connection a request came on.
@@ -33,6 +34,27 @@ use crate::upstream::{ClusterRuntime, Wire};
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: Option<TlsFacts>,
+    /// What the first bytes were classified as (`tls`, `http1`, `http2`,
+    /// `tcp`: the `detected` label of `torii_protocol_detections_total`).
+    pub detected: &'static str,
+    /// Why, in plain words (for the access log).
+    pub detect_reason: &'static str,
+    /// Where the connection was headed before iptables redirected it (on an
+    /// `original_destination` listener): requests no route takes go there.
+    pub original_dst: Option<SocketAddr>,
+}
+
+impl ConnInfo {
+    /// A plaintext connection not (yet) classified.
+    pub fn new(peer: SocketAddr) -> Self {
+        ConnInfo {
+            peer,
+            tls: None,
+            detected: "",
+            detect_reason: "",
+            original_dst: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,6 +77,8 @@ pub struct ListenerRuntime {
     /// False while torii is starting or draining.
     pub ready: tokio::sync::watch::Receiver<bool>,
     pub logger: AccessLogger,
+    /// On an `original_destination` listener: one cluster per destination.
+    original: Option<OriginalDestinations>,
 }
 
 impl ListenerRuntime {
@@ -65,6 +89,10 @@ impl ListenerRuntime {
         ready: tokio::sync::watch::Receiver<bool>,
         logger: AccessLogger,
     ) -> Self {
+        let original = config
+            .traffic
+            .original_destination
+            .then(|| OriginalDestinations::new(metrics.clone()));
         ListenerRuntime {
             name: Arc::from(config.name.as_str()),
             config,
@@ -72,7 +100,23 @@ impl ListenerRuntime {
             metrics,
             ready,
             logger,
+            original,
         }
+    }
+
+    /// The cluster standing for original destination `dst` (None unless
+    /// this is an `original_destination` listener).
+    pub fn original_destination(
+        &self,
+        dst: SocketAddr,
+    ) -> Option<Result<Arc<ClusterRuntime>, ProxyError>> {
+        let table = self.original.as_ref()?;
+        Some(table.get(dst).map_err(|e| {
+            ProxyError::new(
+                ErrorCode::Internal,
+                format!("cannot reach original destination {dst}: {e}"),
+            )
+        }))
     }
 
     fn scheme(&self) -> &'static str {
@@ -142,7 +186,9 @@ impl ListenerRuntime {
             fill_log(r, &parts, conn, &request_id);
         }
 
+        // Redirected traffic is headed elsewhere: its /healthz is not ours.
         if parts.uri.path() == self.config.health_path
+            && conn.original_dst.is_none()
             && matches!(parts.method, Method::GET | Method::HEAD)
         {
             // A load balancer should stop sending here while torii drains.
@@ -172,46 +218,58 @@ impl ListenerRuntime {
             headers: &parts.headers,
             grpc: grpc_names,
         };
-        let Some(route) = route::find(&self.config.routes, &facts) else {
-            if grpc_req && (path == grpc::health::CHECK || path == grpc::health::WATCH) {
-                outcome.http_status = 200;
-                outcome.grpc_status = Some(0);
-                return self
-                    .serve_health(path == grpc::health::WATCH, body, host, parts.headers)
-                    .await;
-            }
-            let what = match grpc_names {
-                Some((s, m)) => format!("gRPC service {s} method {m}"),
-                None => format!("path {path}"),
+        let found = route::find(&self.config.routes, &facts);
+        // On an original-destination listener, what no route claims goes
+        // where it was headed.
+        let original = match (found, conn.original_dst) {
+            (None, Some(dst)) => self.original_destination(dst),
+            _ => None,
+        };
+        let (route, cluster) = if let Some(cluster) = original {
+            (passthrough_route(), cluster?)
+        } else {
+            let Some(route) = found else {
+                if grpc_req && (path == grpc::health::CHECK || path == grpc::health::WATCH) {
+                    outcome.http_status = 200;
+                    outcome.grpc_status = Some(0);
+                    return self
+                        .serve_health(path == grpc::health::WATCH, body, host, parts.headers)
+                        .await;
+                }
+                let what = match grpc_names {
+                    Some((s, m)) => format!("gRPC service {s} method {m}"),
+                    None => format!("path {path}"),
+                };
+                return Err(ProxyError::new(
+                    ErrorCode::NoRoute,
+                    format!(
+                        "no route on listener {} matches {what} (host {}); add a route for it",
+                        self.name,
+                        if host.is_empty() { "none" } else { &host }
+                    ),
+                ));
             };
-            return Err(ProxyError::new(
-                ErrorCode::NoRoute,
-                format!(
-                    "no route on listener {} matches {what} (host {}); add a route for it",
-                    self.name,
-                    if host.is_empty() { "none" } else { &host }
-                ),
-            ));
+            let cluster_name = match &route.action {
+                RouteAction::Direct { status, body } => {
+                    outcome.http_status = *status;
+                    let mut resp = Response::new(body::full(body.clone()));
+                    *resp.status_mut() =
+                        http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
+                    apply_edits(resp.headers_mut(), &route.response_headers);
+                    return Ok(resp);
+                }
+                RouteAction::Cluster(c) => c.name.as_str(),
+                RouteAction::Weighted(list) => pick_weighted(list),
+            };
+            let cluster = self.clusters.get(cluster_name).cloned().ok_or_else(|| {
+                ProxyError::new(
+                    ErrorCode::Internal,
+                    format!("cluster {cluster_name} is not running"),
+                )
+            })?;
+            (route, cluster)
         };
-
-        let cluster_name = match &route.action {
-            RouteAction::Direct { status, body } => {
-                outcome.http_status = *status;
-                let mut resp = Response::new(body::full(body.clone()));
-                *resp.status_mut() =
-                    http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
-                apply_edits(resp.headers_mut(), &route.response_headers);
-                return Ok(resp);
-            }
-            RouteAction::Cluster(c) => c.name.as_str(),
-            RouteAction::Weighted(list) => pick_weighted(list),
-        };
-        let cluster = self.clusters.get(cluster_name).cloned().ok_or_else(|| {
-            ProxyError::new(
-                ErrorCode::Internal,
-                format!("cluster {cluster_name} is not running"),
-            )
-        })?;
+        let cluster_name = cluster.config.name.as_str();
         outcome.cluster = Some(Arc::from(cluster_name));
 
         // Deadline: gRPC carries its own; other requests get the route's.
@@ -503,6 +561,23 @@ impl ListenerRuntime {
     }
 }
 
+/// The route requests to an original destination take: no rewrites, no
+/// header edits, no timeout of torii's own.
+fn passthrough_route() -> &'static Route {
+    static ROUTE: OnceLock<Route> = OnceLock::new();
+    ROUTE.get_or_init(|| Route {
+        matcher: Default::default(),
+        action: RouteAction::Direct {
+            status: 0,
+            body: String::new(),
+        },
+        prefix_rewrite: None,
+        request_headers: HeaderEdits::default(),
+        response_headers: HeaderEdits::default(),
+        timeout: None,
+    })
+}
+
 fn cluster_is_tls(c: &ClusterRuntime) -> bool {
     c.config.tls.is_some()
 }
@@ -515,6 +590,9 @@ fn fill_log(
     id: &HeaderValue,
 ) {
     r.client = conn.peer.to_string();
+    r.detected = conn.detected;
+    r.detect_reason = conn.detect_reason;
+    r.original_dst = conn.original_dst.map(|d| d.to_string());
     if let Some(t) = &conn.tls {
         r.tls_version = t.version.clone();
         r.sni = t.sni.clone();

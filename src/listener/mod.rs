@@ -1,16 +1,19 @@
-//! Accepting client connections: TCP options, TLS termination (with a look
-//! at the first byte so plaintext on a TLS port gets a plain answer), and
-//! handing the connection to the HTTP server.
+//! Accepting client connections: TCP options, protocol detection on the
+//! first bytes (`dispatch`), TLS termination (plaintext on a TLS port gets
+//! a plain answer), and handing the connection to the HTTP server.
 
+pub mod detect;
+mod dispatch;
+pub mod prefixed;
 pub mod tls;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use arc_swap::ArcSwap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::drain;
@@ -27,26 +30,39 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct LogOnce(Mutex<HashSet<String>>);
 
+/// Causes remembered by a [`LogOnce`]; keys can name destinations, so the
+/// set is bounded (past it, everything logs at debug only).
+const LOG_ONCE_MAX_KEYS: usize = 4096;
+
 impl LogOnce {
     pub fn first(&self, key: &str) -> bool {
         self.0
             .lock()
-            .map(|mut s| s.insert(key.to_string()))
+            .map(|mut s| s.len() < LOG_ONCE_MAX_KEYS && s.insert(key.to_string()))
             .unwrap_or(false)
     }
 }
 
-/// A bound listener's current settings. Reloads swap `rt` and `tls`:
-/// new connections and new requests see them, in-flight ones keep theirs.
+/// A bound listener's settings as one connection sees them: taken when the
+/// connection is accepted. A reload stores a new snapshot for new
+/// connections and the new routes in `live`, which every request reads, so
+/// requests on connections opened before the reload follow the new routes
+/// while requests in flight keep theirs.
 pub struct Listening {
-    pub rt: Arc<ArcSwap<ListenerRuntime>>,
-    pub tls: ArcSwapOption<TlsAcceptor>,
+    pub rt: Arc<ListenerRuntime>,
+    pub tls: Option<TlsAcceptor>,
     pub servers: HttpServers,
     pub log_once: Arc<LogOnce>,
+    /// The current routes, shared by every snapshot of this listener.
+    pub live: Arc<ArcSwap<ListenerRuntime>>,
 }
 
-/// Accepts connections until `shutdown` turns true.
-pub async fn accept_loop(tcp: TcpListener, l: Arc<Listening>, mut drain: drain::Watch) {
+/// Accepts connections until draining starts.
+pub async fn accept_loop(
+    tcp: TcpListener,
+    current: Arc<ArcSwap<Listening>>,
+    mut drain: drain::Watch,
+) {
     loop {
         let accepted = tokio::select! {
             a = tcp.accept() => a,
@@ -54,130 +70,124 @@ pub async fn accept_loop(tcp: TcpListener, l: Arc<Listening>, mut drain: drain::
         };
         match accepted {
             Ok((stream, peer)) => {
-                let l = l.clone();
+                let l = current.load_full();
                 let watch = drain.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    let rt = l.rt.load();
-                    let gauge = rt
-                        .metrics
-                        .downstream_connections_active
-                        .get_or_create(&ListenerLabels {
-                            listener: rt.name.to_string(),
-                        })
-                        .clone();
+                    let gauge =
+                        l.rt.metrics
+                            .downstream_connections_active
+                            .get_or_create(&ListenerLabels {
+                                listener: l.rt.name.to_string(),
+                            })
+                            .clone();
                     gauge.inc();
-                    handle(stream, peer, &l, watch).await;
+                    dispatch::handle(stream, peer, &l, watch).await;
                     gauge.dec();
                 });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly
                 // instead of spinning.
-                tracing::warn!(listener = %l.rt.load().name, error = %e, "accept failed");
+                tracing::warn!(listener = %current.load().rt.name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-async fn handle(stream: TcpStream, peer: std::net::SocketAddr, l: &Listening, watch: drain::Watch) {
-    let rt = l.rt.load_full();
-    let name = rt.name.clone();
-    let tls_acceptor = l.tls.load_full();
-    let mut first = [0u8; 1];
-    let peeked = match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(n)) => n,
-        Ok(Err(_)) => return,
-        Err(_) if tls_acceptor.is_some() => {
-            rt.metrics.tls_handshake(&name, "failure", "timeout");
+/// Terminates TLS on `io` and serves HTTP over it, in the protocol ALPN chose.
+async fn terminate_tls<I>(
+    io: I,
+    acceptor: &TlsAcceptor,
+    mut conn: ConnInfo,
+    l: &Listening,
+    watch: drain::Watch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let name = l.rt.name.clone();
+    let peer = conn.peer;
+    let started = std::time::Instant::now();
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let (reason, sentence) = tls::classify(&e);
+            l.rt.metrics.tls_handshake(&name, "failure", reason);
+            if l.log_once.first(&format!("tls:{reason}")) {
+                tracing::warn!(listener = %name, client = %peer, reason, "TLS handshake failed: {sentence} (logged once per cause; counted in torii_tls_handshakes_total)");
+            } else {
+                tracing::debug!(listener = %name, client = %peer, reason, "TLS handshake failed: {sentence}");
+            }
             return;
         }
-        // Plaintext: a client that sends nothing is the HTTP server's
-        // header-read timeout to handle.
-        Err(_) => 0,
+        Err(_) => {
+            l.rt.metrics.tls_handshake(&name, "failure", "timeout");
+            return;
+        }
     };
-    let looks_tls = peeked == 1 && first[0] == 0x16;
-    match tls_acceptor.as_deref() {
-        Some(acceptor) => {
-            if peeked == 0 {
-                return;
-            }
-            if !looks_tls {
-                plaintext_on_tls_port(stream, peer, l, first[0]).await;
-                return;
-            }
-            let started = std::time::Instant::now();
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    let (reason, sentence) = tls::classify(&e);
-                    rt.metrics.tls_handshake(&name, "failure", reason);
-                    if l.log_once.first(&format!("tls:{reason}")) {
-                        tracing::warn!(listener = %name, client = %peer, reason, "TLS handshake failed: {sentence} (logged once per cause; counted in torii_tls_handshakes_total)");
-                    } else {
-                        tracing::debug!(listener = %name, client = %peer, reason, "TLS handshake failed: {sentence}");
-                    }
-                    return;
-                }
-                Err(_) => {
-                    rt.metrics.tls_handshake(&name, "failure", "timeout");
-                    return;
-                }
-            };
-            let facts = tls::facts(tls.get_ref().1);
-            rt.metrics.tls_handshake(&name, "success", "");
-            rt.metrics
-                .tls_handshake_duration
-                .get_or_create(&ListenerLabels {
-                    listener: name.to_string(),
-                })
-                .observe(started.elapsed().as_secs_f64());
-            tracing::debug!(
-                listener = %name, client = %peer, sni = ?facts.sni, alpn = ?facts.alpn,
-                version = ?facts.version, client_sans = ?facts.client_sans, "TLS handshake done"
-            );
-            let mode = match facts.alpn.as_deref() {
-                Some("h2") => Serve::Http2,
-                Some("http/1.1") => Serve::Http1,
-                _ => Serve::Auto,
-            };
-            let conn = Arc::new(ConnInfo {
-                peer,
-                tls: Some(facts),
-            });
-            l.servers.serve(tls, mode, l.rt.clone(), conn, watch).await;
+    let facts = tls::facts(tls.get_ref().1);
+    l.rt.metrics.tls_handshake(&name, "success", "");
+    l.rt.metrics
+        .tls_handshake_duration
+        .get_or_create(&ListenerLabels {
+            listener: name.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(
+        listener = %name, client = %peer, sni = ?facts.sni, alpn = ?facts.alpn,
+        version = ?facts.version, client_sans = ?facts.client_sans, "TLS handshake done"
+    );
+    let mode = match facts.alpn.as_deref() {
+        Some("h2") => Serve::Http2,
+        Some("http/1.1") => Serve::Http1,
+        _ => Serve::Auto,
+    };
+    conn.tls = Some(facts);
+    l.servers
+        .serve(tls, mode, l.live.clone(), Arc::new(conn), watch)
+        .await;
+}
+
+/// A ClientHello on a listener with no certificates and no passthrough
+/// rule for it: counted, logged once, closed.
+fn tls_not_routed(l: &Listening, peer: std::net::SocketAddr, sni: Option<&str>) {
+    let name = &l.rt.name;
+    if l.rt.config.traffic.tls_passthrough.is_empty() {
+        l.rt.metrics
+            .tls_handshake(name, "failure", "tls_on_plaintext_port");
+        if l.log_once.first("tls_on_plaintext") {
+            tracing::warn!(listener = %name, client = %peer, "a TLS ClientHello arrived on this plaintext listener: the client expects TLS here. Add tls: to the listener, a tls_passthrough rule to route it by SNI, or make the client use plaintext (h2c / http://). Closing it. (logged once)");
         }
-        None => {
-            if looks_tls {
-                rt.metrics
-                    .tls_handshake(&name, "failure", "tls_on_plaintext_port");
-                if l.log_once.first("tls_on_plaintext") {
-                    tracing::warn!(listener = %name, client = %peer, "a TLS ClientHello arrived on this plaintext listener: the client expects TLS here. Add tls: to the listener, or make the client use plaintext (h2c / http://). Closing it. (logged once)");
-                }
-                return;
-            }
-            let conn = Arc::new(ConnInfo { peer, tls: None });
-            l.servers
-                .serve(stream, Serve::Auto, l.rt.clone(), conn, watch)
-                .await;
-        }
+        return;
     }
+    l.rt.metrics
+        .tls_handshake(name, "failure", "no_passthrough_match");
+    let sni = sni.unwrap_or("(none)");
+    if l.log_once.first(&format!("no_passthrough:{sni}")) {
+        tracing::warn!(listener = %name, client = %peer, sni, "a TLS ClientHello for server name {sni} matches no tls_passthrough rule, and this listener has no certificates to terminate it; closed. Add a rule for it (or sni: \"*\" for every name). (logged once per name)");
+    }
+}
+
+/// A client that sent nothing before a TLS listener gave up on it.
+fn tls_timeout(l: &Listening) {
+    l.rt.metrics.tls_handshake(&l.rt.name, "failure", "timeout");
 }
 
 /// Answers plaintext HTTP sent to a TLS port with a readable 400 instead of
 /// a TLS alert the client cannot show.
-async fn plaintext_on_tls_port(
-    mut stream: TcpStream,
+async fn plaintext_on_tls_port<I>(
+    mut stream: I,
     peer: std::net::SocketAddr,
     l: &Listening,
     first: u8,
-) {
-    let rt = l.rt.load();
-    let name = &rt.name;
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = &l.rt.name;
     let http = first.is_ascii_uppercase();
     let reason = if http { "plaintext_http" } else { "not_tls" };
-    rt.metrics.tls_handshake(name, "failure", reason);
+    l.rt.metrics.tls_handshake(name, "failure", reason);
     if l.log_once.first(reason) {
         if http {
             tracing::warn!(listener = %name, client = %peer, "plaintext HTTP arrived on this TLS listener; answered 400. The client should use https:// (or gRPC with TLS credentials). (logged once)");

@@ -20,6 +20,14 @@ pub struct Record {
     pub time: String,
     pub listener: String,
     pub client: String,
+    /// How the connection's first bytes were classified, and why.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub detected: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub detect_reason: &'static str,
+    /// Where a redirected connection was headed (original destination).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_dst: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,8 +36,11 @@ pub struct Record {
     pub alpn: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_san: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub method: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub authority: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub path: String,
     pub protocol: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,7 +59,11 @@ pub struct Record {
     pub upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub request_id: String,
+    /// Opaque TCP and TLS passthrough: how the relayed connection ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
 }
 
 /// Where request records go; cheap to clone.

@@ -150,7 +150,7 @@ impl Connector {
         }
     }
 
-    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
+    pub(super) async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => {
                 return Err(ProxyError::new(
@@ -177,6 +177,10 @@ impl Connector {
         };
         // Nagle plus delayed ACKs stalls small gRPC frames by up to 40 ms.
         let _ = stream.set_nodelay(true);
+        if let Ok(local) = stream.local_addr() {
+            // Recognised if iptables redirects it back to torii (a loop).
+            crate::tcp::original_dst::note_own_connection(local, addr);
+        }
         Ok(stream)
     }
 }

@@ -29,6 +29,12 @@ impl Dns {
         Dns { resolver }
     }
 
+    /// The libc resolver only, without reading any configuration: for
+    /// clusters whose endpoints are all IP addresses (never resolved).
+    pub fn getaddrinfo() -> Self {
+        Dns { resolver: None }
+    }
+
     /// Resolves `host` to addresses with `port`, and how long they may be kept.
     pub async fn resolve(
         &self,

@@ -5,7 +5,9 @@
 pub mod connect;
 pub mod dns;
 pub mod health;
+pub mod original;
 pub mod pool;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
