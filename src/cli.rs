@@ -183,6 +183,11 @@ const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve(config: crate::config::Config, path: PathBuf) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
+    // Handlers before the "listening" lines: whoever reads them may signal
+    // at once, and the default action would kill the process mid-start.
+    let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     let running = match crate::app::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -190,15 +195,13 @@ async fn serve(config: crate::config::Config, path: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     let mut last_seen = file_fingerprint(&path);
     let mut poll = tokio::time::interval(CONFIG_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let why = tokio::select! {
             _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = hup.recv() => "SIGHUP",
             _ = poll.tick() => {
                 if file_fingerprint(&path) == last_seen {
@@ -232,12 +235,17 @@ fn file_fingerprint(path: &std::path::Path) -> Option<u64> {
     Some(h.finish())
 }
 
-/// SIGTERM or SIGINT (Ctrl-C).
-pub async fn wait_for_stop_signal() {
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now; the returned
+/// future resolves when either arrives. Install before announcing readiness:
+/// until then a signal would kill the process.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

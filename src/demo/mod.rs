@@ -51,6 +51,9 @@ pub async fn run_echo(
         }
         None => None,
     };
+    // Handlers first: a test may send SIGTERM the moment it reads the
+    // "listening" line, and the default action would kill the process.
+    let stop = crate::cli::stop_signal()?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -59,23 +62,9 @@ pub async fn run_echo(
     writeln!(out, "echo listening address={}", server.addr)?;
     out.flush()?;
     drop(out);
-    stop_signal().await?;
+    stop.await;
     server.shutdown().await;
     Ok(())
-}
-
-async fn stop_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
 }
 
 /// Accepts connections until `shutdown` turns true (or its sender is gone),

@@ -28,6 +28,7 @@ type BoxError = Box<dyn Error + Send + Sync>;
 const PROTO: &str = include_str!("../../proto/echo.proto");
 
 pub async fn run_demo(tls_addr: SocketAddr, plain_addr: SocketAddr) -> Result<(), Box<dyn Error>> {
+    let stop = crate::cli::stop_signal()?;
     let dir = std::env::temp_dir().join(format!("torii-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pki = TestPki::new("torii demo CA");
@@ -90,7 +91,7 @@ Ctrl-C to stop."#,
         tp = tls.port(),
         config = config_path.display(),
     );
-    crate::cli::wait_for_stop_signal().await;
+    stop.await;
     running.shutdown().await;
     echo.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
