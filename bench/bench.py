@@ -319,7 +319,9 @@ http {{
     keepalive_requests 100000000;
     upstream backend {{
         server 127.0.0.1:{c.backend_port};
-        keepalive 16;
+        # nginx runs one request per upstream connection: cache enough of
+        # them for every stream in flight (h2load -c4 -m16 = 64).
+        keepalive 128;
         keepalive_requests 100000000;
     }}
     server {{

@@ -43,14 +43,18 @@ impl Echo for MinimalEcho {
         &self,
         _request: Request<EchoRequest>,
     ) -> Result<Response<Replies>, Status> {
-        Err(Status::unimplemented("the bench backend answers Unary and Bidi"))
+        Err(Status::unimplemented(
+            "the bench backend answers Unary and Bidi",
+        ))
     }
 
     async fn client_stream(
         &self,
         _request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<EchoResponse>, Status> {
-        Err(Status::unimplemented("the bench backend answers Unary and Bidi"))
+        Err(Status::unimplemented(
+            "the bench backend answers Unary and Bidi",
+        ))
     }
 
     type BidiStream = Replies;

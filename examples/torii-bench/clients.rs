@@ -148,7 +148,10 @@ pub async fn probe(target: Target, payload: usize) -> Result<(), Error> {
     let connector = target.tls.then(tls::connector).transpose()?;
     let frame = Bytes::from(grpc_frame(payload));
     timed("the probe call", async {
-        let mut send = h2_connect(&target, connector.as_ref()).await?.ready().await?;
+        let mut send = h2_connect(&target, connector.as_ref())
+            .await?
+            .ready()
+            .await?;
         let (resp, mut tx) = send.send_request(grpc_request(&target, "Unary")?, false)?;
         tx.send_data(frame.clone(), true)?;
         let resp = resp.await?;
@@ -246,7 +249,15 @@ pub async fn bidi(target: Target, opts: BidiOpts) -> Result<(), Error> {
             });
         }
     }
-    let mut result = measure(&counter, &groups, opts.warmup, opts.seconds, "messages", &errors).await;
+    let mut result = measure(
+        &counter,
+        &groups,
+        opts.warmup,
+        opts.seconds,
+        "messages",
+        &errors,
+    )
+    .await;
     // Every stream stops at `end`; give them a bounded while to close.
     let mut first_error = None;
     let drained = tokio::time::timeout(STEP_TIMEOUT, async {
@@ -292,7 +303,12 @@ async fn ping_pong(
             .await?
             .ok_or("the stream ended early")?;
         if msg.len() != frame.len() {
-            return Err(format!("a {}-byte reply to a {}-byte message", msg.len(), frame.len()).into());
+            return Err(format!(
+                "a {}-byte reply to a {}-byte message",
+                msg.len(),
+                frame.len()
+            )
+            .into());
         }
         counter.fetch_add(1, Ordering::Relaxed);
         if Instant::now() >= end {
@@ -347,7 +363,11 @@ pub async fn handshakes(target: Target, concurrency: usize, seconds: f64) -> Res
     result["first_error"] = first_error.clone().into();
     print_json(result);
     if counter.load(Ordering::Relaxed) == 0 {
-        return Err(format!("no handshake completed: {}", first_error.unwrap_or_default()).into());
+        return Err(format!(
+            "no handshake completed: {}",
+            first_error.unwrap_or_default()
+        )
+        .into());
     }
     Ok(())
 }
@@ -372,7 +392,12 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS_EMPTY: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
 const SETTINGS_ACK: [u8; 9] = [0, 0, 0, 4, 1, 0, 0, 0, 0];
 
-pub async fn idle(target: Target, connections: usize, parallel: usize, hold: f64) -> Result<(), Error> {
+pub async fn idle(
+    target: Target,
+    connections: usize,
+    parallel: usize,
+    hold: f64,
+) -> Result<(), Error> {
     if !target.tls {
         return Err("idle needs --tls".into());
     }

@@ -127,7 +127,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup { dir, sizes } => setup::run(&dir, &sizes),
         Command::Backend { address, workers } => backend::run(address, workers),
-        Command::Probe { target, payload } => clients::single_thread(clients::probe(target, payload)),
+        Command::Probe { target, payload } => {
+            clients::single_thread(clients::probe(target, payload))
+        }
         Command::Bidi {
             target,
             connections,

@@ -71,7 +71,10 @@ pub fn connector() -> Result<TlsConnector, Error> {
 }
 
 /// TLS over `tcp`, with SNI `localhost`; fails unless ALPN chose h2.
-pub async fn handshake(connector: &TlsConnector, tcp: TcpStream) -> Result<TlsStream<TcpStream>, Error> {
+pub async fn handshake(
+    connector: &TlsConnector,
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, Error> {
     let name = ServerName::try_from("localhost")?;
     let tls = connector.connect(name, tcp).await?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
