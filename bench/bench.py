@@ -520,6 +520,21 @@ class Bench:
         self.record(scenario, t.name, **m)
         log(f"{scenario:12} {t.name:8} {m['rps']:10.0f} req/s  " + (f"{m['cpu_us']:6.1f} µs/req" if pids else ""))
 
+    def calibrate(self, t):
+        """Fixes the latency scenario's rate for the whole run: half of
+        torii's 100 B saturation, the median of a few short runs (one run
+        on a busy machine can land far off)."""
+        runs = []
+        for _ in range(1 if self.args.quick else 3):
+            try:
+                ok, _failed, secs = self.h2load(t, 100, 1.0 if self.args.quick else 2.0)
+                runs.append(ok / secs)
+            except RuntimeError as e:
+                log(f"calibration run failed: {e}")
+        self.latency_rps = round(statistics.median(runs) / 2) if runs else 5000
+        log(f"latency rate fixed at {self.latency_rps} req/s (half of torii's 100 B saturation: "
+            + ", ".join(f"{r:.0f}" for r in runs) + " req/s)")
+
     def latency(self, t):
         a = self.args
         scenario = "latency"
@@ -901,13 +916,11 @@ def main():
             tls_live = [n for n in live if targets[n].tls]
             for n in tls_live:
                 b.memory(targets[n])
+            if b.latency_rps is None and "torii" in live:
+                b.calibrate(targets["torii"])
             for size in SIZES:
                 for n in live:
                     b.unary(targets[n], size)
-            if b.latency_rps is None:
-                s = b.samples.get("unary_100", {}).get("torii", {}).get("rps")
-                b.latency_rps = round(s[0] / 2) if s else 5000
-                log(f"latency rate fixed at {b.latency_rps} req/s (half of torii's 100 B saturation)")
             for n in live:
                 b.bidi(targets[n])
             for n in tls_live:

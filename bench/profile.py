@@ -8,6 +8,9 @@
                     functions (callgrind_annotate).
   --tool perf       samples torii (cpu-clock) for SECONDS of load and prints
                     the top symbols (perf report); wall-clock, so noisy.
+  --tool massif     heap profile; with --load idle, torii holds CONNECTIONS
+                    idle TLS+HTTP/2 connections at the peak, so ms_print's
+                    peak snapshot shows what each connection allocates.
 
 Same setup as bench.py: one worker, TLS 1.3 ECDSA P-256 in, h2c to the
 torii-bench backend. Everything started here is stopped on exit.
@@ -29,8 +32,9 @@ import bench  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin-dir", type=Path, required=True)
-    ap.add_argument("--tool", choices=["callgrind", "perf"], default="callgrind")
-    ap.add_argument("--load", choices=["unary", "bidi"], default="unary")
+    ap.add_argument("--tool", choices=["callgrind", "perf", "massif"], default="callgrind")
+    ap.add_argument("--load", choices=["unary", "bidi", "idle"], default="unary")
+    ap.add_argument("--connections", type=int, default=500, help="idle: connections held")
     ap.add_argument("--size", type=int, default=100, choices=bench.SIZES)
     ap.add_argument("--count", type=int, default=5000, help="callgrind: requests measured")
     ap.add_argument("--seconds", type=float, default=10.0, help="perf: seconds of load")
@@ -57,9 +61,11 @@ def main():
     t.port = bench.free_port()
     conf = t.config()
     argv, _ = t.command(conf)
-    out = a.work / ("callgrind.out" if a.tool == "callgrind" else "perf.data")
+    out = a.work / {"callgrind": "callgrind.out", "perf": "perf.data", "massif": "massif.out"}[a.tool]
     if a.tool == "callgrind":
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
+    elif a.tool == "massif":
+        argv = ["valgrind", "--tool=massif", f"--massif-out-file={out}", *argv]
     t.proc = bench.start(argv, name="torii", workdir=a.work)
     if not bench.wait_port(t.port, t.proc, timeout=60):
         sys.exit(f"profile: torii did not start (see {a.work / 'torii.err'})")
@@ -67,6 +73,10 @@ def main():
     pid = t.proc.pid
 
     def load(count=None, seconds=None):
+        if a.load == "idle":
+            cmd = [b.tool, "idle", "--address", t.address, "--tls", "--connections", str(a.connections),
+                   "--parallel", "8", "--hold", "5"]
+            return bench.last_json(bench.run_tool(cmd, 600, "idle"), "idle")["opened"]
         if a.load == "unary":
             body = b.certs["bodies"][str(a.size)]
             limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
@@ -81,7 +91,16 @@ def main():
         return bench.last_json(bench.run_tool(cmd, secs + 120, "bidi"), "bidi")["messages"]
 
     try:
-        if a.tool == "callgrind":
+        if a.tool == "massif":
+            n = load(count=a.count, seconds=a.seconds)
+            bench.stop(t.proc, grace=30)
+            ms = bench.run_tool(["ms_print", out], 120, "ms_print")
+            report = a.work / "ms_print.txt"
+            report.write_text(ms)
+            print(f"{a.load}: {n} {'connections held' if a.load == 'idle' else 'completed'}")
+            print("\n".join(ms.splitlines()[:40]))
+            print(f"\nfull report (the peak snapshot's allocation tree): {report}")
+        elif a.tool == "callgrind":
             load(count=500)
             bench.run_tool(["callgrind_control", "--zero", str(pid)], 60, "callgrind_control --zero")
             n = load(count=a.count)
