@@ -72,3 +72,4 @@ case "$target_dir" in
 esac
 export TORII_BIN="${TORII_BIN:-$target_dir/debug/torii}"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/blackbox
+BENCH_PROFILE=debug bash bench/run --quick  # the benchmark harness: every scenario must yield numbers (debug build; values not checked)

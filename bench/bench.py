@@ -1,0 +1,1014 @@
+#!/usr/bin/env python3
+"""torii against nginx, HAProxy and Caddy, side by side in one run.
+
+Run through bench/run (which installs the peers and builds the binaries).
+Every proxy gets one worker, logs off, the same TLS 1.3 ECDSA P-256
+certificate, ALPN h2 in and h2c to the same backend. Each round starts every
+proxy afresh and measures every scenario on every target, alternating the
+targets (the order rotates each round). Proxy CPU comes from
+/proc/PID/stat (utime+stime) over the measured window.
+
+Standard library only. Every wait is bounded; every process started here is
+in its own process group and is killed on exit.
+"""
+
+import argparse
+import atexit
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SIZES = [100, 1024, 65536]
+PEERS = ["haproxy", "nginx", "caddy"]
+UNARY_PATH = "/torii.echo.v1.Echo/Unary"
+
+# --------------------------------------------------------------- processes
+
+_started = []  # Popen objects, each the leader of its own process group
+_pgid_file = None
+
+
+def log(*args):
+    print("bench:", *args, file=sys.stderr, flush=True)
+
+
+def start(cmd, *, name, workdir, env=None, stdin=None, stdout=None):
+    """Starts cmd in a new process group; stderr goes to WORKDIR/NAME.err."""
+    err = open(workdir / f"{name}.err", "ab")
+    p = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else subprocess.DEVNULL,
+        stderr=err,
+        env=env,
+        start_new_session=True,
+    )
+    err.close()
+    _started.append(p)
+    _write_pgids()
+    return p
+
+
+def stop(p, grace=3.0):
+    """SIGTERM to the process group, SIGKILL after `grace` seconds."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # The group may outlive its leader (nginx workers): kill what is left.
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    if p in _started:
+        _started.remove(p)
+    _write_pgids()
+
+
+def _write_pgids():
+    """Keeps bench/run's list of live process groups current, so its exit
+    trap only ever kills groups this run still owns."""
+    if _pgid_file:
+        with open(_pgid_file, "w") as f:
+            f.write("".join(f"{q.pid}\n" for q in _started))
+
+
+def stop_all():
+    for p in list(_started):
+        stop(p, grace=2.0)
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def run_tool(cmd, timeout, what):
+    """Runs a command to completion; returns stdout. Raises on failure."""
+    try:
+        r = subprocess.run(
+            [str(c) for c in cmd],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what}: no result within {timeout:.0f}s")
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"{what}: exit {r.returncode}: {' | '.join(tail)}")
+    return r.stdout
+
+
+def last_json(out, what):
+    for line in reversed(out.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"{what}: no JSON in its output")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def process_tree(pid):
+    """pid and all its descendants (nginx: master and workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def rss_bytes(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+# ----------------------------------------------------------------- targets
+
+
+class Target:
+    """A proxy (or the backend itself, "direct") the clients load."""
+
+    tls = True
+
+    def __init__(self, name, ctx):
+        self.name, self.ctx = name, ctx
+        self.proc = None
+        self.port = None
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def url(self):
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.address}{UNARY_PATH}"
+
+    def pids(self):
+        return process_tree(self.proc.pid) if self.proc else []
+
+    def command(self, conf):  # -> (argv, env)
+        raise NotImplementedError
+
+    def config(self):  # -> path of the written config
+        raise NotImplementedError
+
+    def version(self):
+        return ""
+
+    def start(self):
+        self.port = free_port()
+        conf = self.config()
+        argv, env = self.command(conf)
+        self.proc = start(argv, name=self.name, workdir=self.ctx.work, env=env)
+        if not wait_port(self.port, self.proc):
+            raise RuntimeError(f"{self.name} did not start: see {self.ctx.work / (self.name + '.err')}")
+        # Ready when a real call goes through (upstream connection made).
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.ctx.probe(self)
+                break
+            except RuntimeError as e:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name}: the probe call fails: {e}")
+                time.sleep(0.2)
+
+    def stop(self):
+        if self.proc:
+            stop(self.proc)
+            self.proc = None
+
+
+class Direct(Target):
+    """The backend with no proxy: the floor."""
+
+    tls = False
+
+    def start(self):
+        self.port = self.ctx.backend_port
+        self.ctx.probe(self)
+
+    def pids(self):
+        return []
+
+    def stop(self):
+        pass
+
+
+class Torii(Target):
+    def config(self):
+        c = self.ctx
+        path = c.work / "torii.yaml"
+        path.write_text(
+            f"""listeners:
+  - name: bench
+    address: {self.address}
+    tls:
+      certificates:
+        - cert: {c.certs['cert']}
+          key: {c.certs['key']}
+      alpn: [h2]
+    routes:
+      - cluster: backend
+clusters:
+  - name: backend
+    endpoints: ["127.0.0.1:{c.backend_port}"]
+    protocol: h2c
+"""
+        )
+        return path
+
+    def command(self, conf):
+        return [self.ctx.torii, "serve", "-c", conf, "--workers", "1", "--log-level", "error"], None
+
+    def version(self):
+        return run_tool([self.ctx.torii, "version"], 10, "torii version").strip()
+
+
+class Nginx(Target):
+    def config(self):
+        c = self.ctx
+        d = c.work / "nginx"
+        d.mkdir(exist_ok=True)
+        path = d / "nginx.conf"
+        path.write_text(
+            f"""daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile {c.nofile};
+pid {d}/nginx.pid;
+error_log stderr crit;
+events {{ worker_connections {c.maxconn}; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    client_max_body_size 0;
+    keepalive_requests 100000000;
+    upstream backend {{
+        server 127.0.0.1:{c.backend_port};
+        # nginx runs one request per upstream connection: cache enough of
+        # them for every stream in flight (h2load -c4 -m16 = 64).
+        keepalive 128;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen {self.address} ssl http2;
+        ssl_certificate {c.certs['cert']};
+        ssl_certificate_key {c.certs['key']};
+        ssl_protocols TLSv1.3;
+        location / {{
+            grpc_pass grpc://backend;
+        }}
+    }}
+}}
+"""
+        )
+        return path
+
+    def command(self, conf):
+        return ["nginx", "-e", "stderr", "-p", conf.parent, "-c", conf], None
+
+    def version(self):
+        r = subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=10)
+        return (r.stderr or r.stdout).strip()
+
+
+class HAProxy(Target):
+    def config(self):
+        c = self.ctx
+        path = c.work / "haproxy.cfg"
+        path.write_text(
+            f"""global
+    nbthread 1
+    maxconn {c.maxconn}
+defaults
+    mode http
+    maxconn {c.maxconn}
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend bench
+    bind {self.address} ssl crt {c.certs['pem']} alpn h2 ssl-min-ver TLSv1.3
+    default_backend backend
+backend backend
+    server s1 127.0.0.1:{c.backend_port} proto h2
+"""
+        )
+        return path
+
+    def command(self, conf):
+        return ["haproxy", "-db", "-f", conf], None
+
+    def version(self):
+        out = run_tool(["haproxy", "-v"], 10, "haproxy -v")
+        return out.strip().splitlines()[0]
+
+
+class Caddy(Target):
+    def config(self):
+        c = self.ctx
+        path = c.work / "caddy.json"
+        conf = {
+            "admin": {"disabled": True},
+            "logging": {"logs": {"default": {"level": "ERROR"}}},
+            "apps": {
+                "http": {
+                    "servers": {
+                        "bench": {
+                            "listen": [self.address],
+                            "protocols": ["h1", "h2"],
+                            "automatic_https": {"disable": True},
+                            "routes": [
+                                {
+                                    "handle": [
+                                        {
+                                            "handler": "reverse_proxy",
+                                            "flush_interval": -1,
+                                            "transport": {"protocol": "http", "versions": ["h2c", "2"]},
+                                            "upstreams": [{"dial": f"127.0.0.1:{c.backend_port}"}],
+                                        }
+                                    ]
+                                }
+                            ],
+                            "tls_connection_policies": [
+                                {
+                                    "certificate_selection": {"any_tag": ["bench"]},
+                                    "protocol_min": "tls1.3",
+                                    "alpn": ["h2"],
+                                }
+                            ],
+                        }
+                    }
+                },
+                "tls": {
+                    "certificates": {
+                        "load_files": [{"certificate": c.certs["cert"], "key": c.certs["key"], "tags": ["bench"]}]
+                    }
+                },
+            },
+        }
+        path.write_text(json.dumps(conf, indent=2))
+        return path
+
+    def command(self, conf):
+        home = self.ctx.work / "caddy-home"
+        home.mkdir(exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            GOMAXPROCS="1",
+            HOME=str(home),
+            XDG_DATA_HOME=str(home / "data"),
+            XDG_CONFIG_HOME=str(home / "config"),
+        )
+        return ["caddy", "run", "--config", conf], env
+
+    def version(self):
+        return "caddy " + run_tool(["caddy", "version"], 10, "caddy version").strip()
+
+
+TARGET_CLASSES = {"torii": Torii, "haproxy": HAProxy, "nginx": Nginx, "caddy": Caddy, "direct": Direct}
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = args.work
+        self.torii = args.bin_dir / "torii"
+        self.tool = args.bin_dir / "examples" / "torii-bench"
+        self.samples = {}  # scenario -> target -> metric -> [values]
+        self.errors = []  # (scenario, target, message)
+        self.latency_rps = None
+        self.latency_rates = []  # one per round
+        self.round = 0
+        self.nofile, self.maxconn = args.nofile, args.maxconn
+
+    # -- helpers
+
+    def record(self, scenario, target, **metrics):
+        slot = self.samples.setdefault(scenario, {}).setdefault(target, {})
+        for k, v in metrics.items():
+            slot.setdefault(k, []).append(v)
+
+    def fail(self, scenario, target, err):
+        log(f"{scenario} on {target}: FAILED: {err}")
+        self.errors.append({"scenario": scenario, "target": target, "error": str(err)})
+
+    def probe(self, t):
+        cmd = [self.tool, "probe", "--address", t.address] + (["--tls"] if t.tls else [])
+        run_tool(cmd, 20, f"probe {t.name}")
+
+    def cpu_args(self, t):
+        args = []
+        if t.pids():
+            args += ["--cpu", "proxy=" + ",".join(map(str, t.pids()))]
+        args += ["--cpu", f"backend={self.backend.pid}"]
+        return args
+
+    # -- unary (h2load)
+
+    def h2load(self, t, size, seconds, extra=()):
+        body = self.certs["bodies"][str(size)]
+        cmd = [
+            "h2load", "-t1", "-c4", "-m16", "-D", f"{round(seconds * 1000)}ms",
+            "-d", body,
+            "-H", "content-type: application/grpc",
+            "-H", "te: trailers",
+            *extra,
+            t.url(),
+        ]
+        out = run_tool(cmd, seconds + 30, f"h2load {t.name} {size} B")
+        m = re.search(r"finished in ([\d.]+)(m?s),", out)
+        r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+        if not m or not r:
+            raise RuntimeError(f"h2load output not understood: {out[-300:]}")
+        secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+        succeeded, failed = int(r.group(4)), int(r.group(5))
+        if succeeded == 0:
+            raise RuntimeError(f"h2load: no request succeeded ({failed} failed)")
+        return succeeded, failed, secs
+
+    def unary(self, t, size):
+        a = self.args
+        scenario = f"unary_{size}"
+        try:
+            self.h2load(t, size, a.warmup)  # untimed
+            pids = t.pids()
+            c0, b0 = cpu_ticks(pids), cpu_ticks([self.backend.pid])
+            ok, failed, secs = self.h2load(t, size, a.seconds)
+            c1, b1 = cpu_ticks(pids), cpu_ticks([self.backend.pid])
+        except RuntimeError as e:
+            return self.fail(scenario, t.name, e)
+        m = {"rps": ok / secs, "backend_cpu_us": (b1 - b0) / CLK_TCK * 1e6 / ok}
+        if pids:
+            m["cpu_us"] = (c1 - c0) / CLK_TCK * 1e6 / ok
+        if failed:
+            m["failed"] = failed
+        self.record(scenario, t.name, **m)
+        log(f"{scenario:12} {t.name:8} {m['rps']:10.0f} req/s  " + (f"{m['cpu_us']:6.1f} µs/req" if pids else ""))
+
+    def set_latency_rate(self):
+        """The latency scenario's rate for this round, the same for every
+        target: half of torii's 100 B requests/s measured just before, in
+        the same round (the machine's load drifts over a run; a rate fixed
+        once can end up at torii's knee)."""
+        s = self.samples.get("unary_100", {}).get("torii", {}).get("rps")
+        if s and len(s) == self.round:
+            self.latency_rps = round(s[-1] / 2)
+        elif self.latency_rps is None:
+            self.latency_rps = 5000
+        self.latency_rates.append(self.latency_rps)
+        log(f"latency rate this round: {self.latency_rps} req/s (half of torii's 100 B requests/s)")
+
+    def latency(self, t):
+        a = self.args
+        scenario = "latency"
+        logf = self.work / f"latency-{t.name}.log"
+        per_client = max(1, round(self.latency_rps / 4))
+        try:
+            if logf.exists():
+                logf.unlink()
+            ok, failed, secs = self.h2load(
+                t, 100, a.latency_seconds, extra=["--rps", str(per_client), "--log-file", str(logf)]
+            )
+            durations = []
+            with open(logf) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[1].startswith("2"):
+                        durations.append(int(parts[2]))
+        except (RuntimeError, OSError, ValueError) as e:
+            return self.fail(scenario, t.name, e)
+        if not durations:
+            return self.fail(scenario, t.name, "the h2load log holds no request")
+        durations.sort()
+
+        def pct(p):
+            return durations[min(len(durations) - 1, int(p / 100 * len(durations)))] / 1000
+
+        m = {
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
+            "p999_ms": pct(99.9),
+            "rps": ok / secs,
+            "rate_kept": ok / secs / self.latency_rps,
+        }
+        self.record(scenario, t.name, **m)
+        log(f"{scenario:12} {t.name:8} p50 {m['p50_ms']:.3f} p99 {m['p99_ms']:.3f} p99.9 {m['p999_ms']:.3f} ms at {m['rps']:.0f}/s")
+
+    # -- bidi, handshakes, idle (torii-bench)
+
+    def bidi(self, t):
+        a = self.args
+        scenario = "bidi"
+        cmd = [
+            self.tool, "bidi", "--address", t.address, *(["--tls"] if t.tls else []),
+            "--connections", "4", "--streams", "16", "--payload", "100",
+            "--seconds", f"{a.seconds:g}", "--warmup", f"{a.warmup:g}", *self.cpu_args(t),
+        ]
+        try:
+            r = last_json(run_tool(cmd, a.seconds + a.warmup + 40, f"bidi {t.name}"), "bidi")
+        except (RuntimeError, ValueError) as e:
+            return self.fail(scenario, t.name, e)
+        n = r["messages"]
+        if n == 0:
+            return self.fail(scenario, t.name, f"no message echoed ({r.get('first_error')})")
+        m = {"msgs": r["rate"], "backend_cpu_us": r["cpu_ticks"]["backend"] / CLK_TCK * 1e6 / n}
+        if "proxy" in r["cpu_ticks"]:
+            m["cpu_us"] = r["cpu_ticks"]["proxy"] / CLK_TCK * 1e6 / n
+        if r.get("stream_errors"):
+            m["stream_errors"] = r["stream_errors"]
+            log(f"bidi {t.name}: {r['stream_errors']} streams failed: {r.get('first_error')}")
+        self.record(scenario, t.name, **m)
+        log(f"{scenario:12} {t.name:8} {m['msgs']:10.0f} msg/s  " + (f"{m['cpu_us']:6.1f} µs/msg" if "cpu_us" in m else ""))
+
+    def handshakes(self, t):
+        a = self.args
+        scenario = "handshakes"
+        cmd = [
+            self.tool, "handshakes", "--address", t.address, "--tls",
+            "--concurrency", "8", "--seconds", f"{a.seconds:g}", *self.cpu_args(t),
+        ]
+        try:
+            r = last_json(run_tool(cmd, a.seconds + 40, f"handshakes {t.name}"), "handshakes")
+        except (RuntimeError, ValueError) as e:
+            return self.fail(scenario, t.name, e)
+        n = r["handshakes"]
+        if n == 0:
+            return self.fail(scenario, t.name, f"no handshake completed ({r.get('first_error')})")
+        m = {"hs": r["rate"], "cpu_us": r["cpu_ticks"]["proxy"] / CLK_TCK * 1e6 / n}
+        if r.get("errors"):
+            m["errors"] = r["errors"]
+        self.record(scenario, t.name, **m)
+        log(f"{scenario:12} {t.name:8} {m['hs']:10.0f} hs/s   {m['cpu_us']:6.1f} µs/hs")
+
+    def memory(self, t):
+        """Idle RSS of the started proxy (after its probe call), then RSS
+        with N idle TLS+HTTP/2 connections held: bytes per connection."""
+        a = self.args
+        scenario = "memory"
+        n = a.idle_connections
+        time.sleep(0.3)
+        pids = t.pids()
+        idle = rss_bytes(pids)
+        cmd = [self.tool, "idle", "--address", t.address, "--tls", "--connections", str(n), "--hold", "120"]
+        p = start(cmd, name=f"idle-{t.name}", workdir=self.work, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            line = _readline(p.stdout, timeout=90)
+            if not line:
+                raise RuntimeError(f"the idle client ended early: see {self.work / ('idle-' + t.name + '.err')}")
+            r = json.loads(line)
+            if r["opened"] < n:
+                raise RuntimeError(f"{r['opened']} of {n} connections opened ({r.get('first_error')})")
+            time.sleep(0.5)  # let the proxy settle
+            held = rss_bytes(pids)
+        except (RuntimeError, ValueError, KeyError) as e:
+            return self.fail(scenario, t.name, e)
+        finally:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+            stop(p)
+        m = {"idle_rss_mb": idle / 1e6, "per_conn_kb": (held - idle) / n / 1e3}
+        self.record(scenario, t.name, **m)
+        log(f"{scenario:12} {t.name:8} idle {m['idle_rss_mb']:.1f} MB, {m['per_conn_kb']:.1f} KB per idle connection")
+
+
+def _readline(f, timeout):
+    import select
+
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = f.fileno()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return buf.decode() if buf else None
+        buf += chunk
+        if b"\n" in buf:
+            return buf.split(b"\n", 1)[0].decode()
+    raise RuntimeError(f"no answer within {timeout}s")
+
+
+# ------------------------------------------------------------------ report
+
+# (scenario, metric, label, unit, higher_is_better)
+ROWS = [
+    ("unary_100", "rps", "unary 100 B: requests/s", "", True),
+    ("unary_100", "cpu_us", "unary 100 B: proxy CPU per request", "µs", False),
+    ("unary_1024", "rps", "unary 1 KiB: requests/s", "", True),
+    ("unary_1024", "cpu_us", "unary 1 KiB: proxy CPU per request", "µs", False),
+    ("unary_65536", "rps", "unary 64 KiB: requests/s", "", True),
+    ("unary_65536", "cpu_us", "unary 64 KiB: proxy CPU per request", "µs", False),
+    ("latency", "p50_ms", "latency p50 at fixed rate", "ms", False),
+    ("latency", "p99_ms", "latency p99 at fixed rate", "ms", False),
+    ("latency", "p999_ms", "latency p99.9 at fixed rate", "ms", False),
+    ("latency", "rate_kept", "latency: share of the fixed rate achieved", "", True),
+    ("bidi", "msgs", "bidi: messages/s", "", True),
+    ("bidi", "cpu_us", "bidi: proxy CPU per message", "µs", False),
+    ("handshakes", "hs", "TLS 1.3 full handshakes/s", "", True),
+    ("handshakes", "cpu_us", "TLS: proxy CPU per handshake", "µs", False),
+    ("memory", "idle_rss_mb", "RSS idle", "MB", False),
+    ("memory", "per_conn_kb", "RSS per idle TLS+h2 connection", "KB", False),
+    ("unary_100", "backend_cpu_us", "(backend CPU per unary 100 B request)", "µs", False),
+]
+
+SCENARIOS = ["memory", "unary_100", "latency", "unary_1024", "unary_65536", "bidi", "handshakes"]
+TLS_ONLY = {"memory", "handshakes"}
+
+
+def summary(values):
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def med(results, scenario, target, metric):
+    s = results.get(scenario, {}).get(target, {}).get(metric)
+    return s["median"] if s else None
+
+
+def evaluate_targets(results, peers_present):
+    """The issue's targets, each as (name, verdict, detail)."""
+    out = []
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    def line(name, ok, detail):
+        verdict = "n/a" if ok is None else ("met" if ok else "NOT met")
+        out.append({"target": name, "verdict": verdict, "detail": detail})
+
+    hap = "haproxy" in peers_present
+    for size, label in [(100, "100 B"), (1024, "1 KiB"), (65536, "64 KiB")]:
+        sc = f"unary_{size}"
+        r = ratio(med(results, sc, "torii", "cpu_us"), med(results, sc, "haproxy", "cpu_us")) if hap else None
+        line(
+            f"proxy CPU per unary request ({label}) ≤ 0.75 × HAProxy's",
+            None if r is None else r <= 0.75,
+            "HAProxy missing" if not hap else (f"torii/HAProxy = {r:.2f}" if r else "no numbers"),
+        )
+    for size, label in [(100, "100 B"), (1024, "1 KiB"), (65536, "64 KiB")]:
+        sc = f"unary_{size}"
+        r = ratio(med(results, sc, "torii", "rps"), med(results, sc, "haproxy", "rps")) if hap else None
+        line(
+            f"requests/s ({label}) ≥ 1.1 × HAProxy's",
+            None if r is None else r >= 1.1,
+            "HAProxy missing" if not hap else (f"torii/HAProxy = {r:.2f}" if r else "no numbers"),
+        )
+    tp99, dp99 = med(results, "latency", "torii", "p99_ms"), med(results, "latency", "direct", "p99_ms")
+    kept = med(results, "latency", "torii", "rate_kept")
+    detail = f"torii {fmt(tp99)} ms, direct {fmt(dp99)} ms" if tp99 is not None and dp99 is not None else "no numbers"
+    if kept is not None and kept < 0.95:
+        detail += f" (torii kept only {kept:.0%} of the rate: the load was past its knee in this run)"
+    line(
+        "p99 at half load ≤ direct p99 + 0.5 ms",
+        None if tp99 is None or dp99 is None else tp99 <= dp99 + 0.5,
+        detail,
+    )
+    peer_bidi = [(p, med(results, "bidi", p, "msgs")) for p in peers_present]
+    peer_bidi = [(p, v) for p, v in peer_bidi if v]
+    tb = med(results, "bidi", "torii", "msgs")
+    if peer_bidi and tb:
+        best, bv = max(peer_bidi, key=lambda x: x[1])
+        line("bidi messages/s ≥ 1.2 × the best peer", tb / bv >= 1.2, f"torii/{best} = {tb / bv:.2f}")
+    else:
+        line("bidi messages/s ≥ 1.2 × the best peer", None, "no peer numbers")
+    pc = med(results, "memory", "torii", "per_conn_kb")
+    line("≤ 10 KB per idle TLS+HTTP/2 connection", None if pc is None else pc <= 10, f"torii {fmt(pc)} KB")
+    ir = med(results, "memory", "torii", "idle_rss_mb")
+    line("idle RSS ≤ 15 MB", None if ir is None else ir <= 15, f"torii {fmt(ir)} MB")
+    r = ratio(med(results, "handshakes", "torii", "hs"), med(results, "handshakes", "haproxy", "hs")) if hap else None
+    line(
+        "TLS full handshakes/s ≥ HAProxy's",
+        None if r is None else r >= 1.0,
+        "HAProxy missing" if not hap else (f"torii/HAProxy = {r:.2f}" if r else "no numbers"),
+    )
+    return out
+
+
+def markdown(report):
+    meta, results = report["meta"], report["results"]
+    cols = ["torii"] + PEERS + ["direct"]
+    missing = set(meta["peers_missing"])
+    lines = [
+        f"# torii benchmark — {meta['date']}{' (quick mode: the numbers only prove the harness runs)' if meta['quick'] else ''}",
+        "",
+        f"{meta['rounds']} round(s), {meta['seconds']:g} s per measurement, targets alternating; "
+        f"median (min–max) over rounds. Peer cells end with the ratio torii/peer. "
+        f"One worker each; TLS 1.3 ECDSA P-256, ALPN h2 in, h2c to the backend; "
+        f"h2load -t1 -c4 -m16; bidi 4 connections × 16 streams, 100 B; "
+        f"latency at a fixed rate per round, the same for every target: half of torii's 100 B requests/s "
+        f"in that round ({', '.join(fmt(r) for r in meta['latency_rps'])} req/s); "
+        f"{meta['idle_connections']} idle connections. \"direct\" is the client talking h2c to the backend.",
+        "",
+        "| metric | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for scenario, metric, label, unit, _hib in ROWS:
+        cells = []
+        tv = med(results, scenario, "torii", metric)
+        for c in cols:
+            if c in missing:
+                cells.append("not installed")
+                continue
+            s = results.get(scenario, {}).get(c, {}).get(metric)
+            if s is None:
+                failed = any(e["scenario"] == scenario and e["target"] == c for e in report["errors"])
+                cells.append("FAILED" if failed else "—")
+                continue
+            cell = f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
+            if c != "torii" and tv is not None and s["median"] and c != "direct":
+                cell += f" · ×{tv / s['median']:.2f}"
+            elif c == "direct" and tv is not None and s["median"] and metric in ("rps", "msgs"):
+                cell += f" · ×{tv / s['median']:.2f}"
+            cells.append(cell)
+        lines.append(f"| {label}{' (' + unit + ')' if unit and unit != '/s' else ''} | " + " | ".join(cells) + " |")
+    lines += ["", "| target | verdict | detail |", "|---|---|---|"]
+    for t in report["targets"]:
+        lines.append(f"| {t['target']} | {t['verdict']} | {t['detail']} |")
+    if missing:
+        lines += ["", "Peers not installed: " + ", ".join(sorted(missing)) + "."]
+    if report["errors"]:
+        lines += ["", "Failures:"] + [f"- {e['scenario']} on {e['target']}: {e['error']}" for e in report["errors"]]
+    lines += ["", "Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one short round; checks every scenario produced numbers")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--seconds", type=float, help="length of each measured window")
+    ap.add_argument("--warmup", type=float)
+    ap.add_argument("--latency-seconds", type=float)
+    ap.add_argument("--idle-connections", type=int)
+    ap.add_argument("--targets", default="torii,haproxy,nginx,caddy,direct")
+    ap.add_argument("--bin-dir", type=Path, required=True, help="cargo's profile dir (target/release)")
+    ap.add_argument("--out", type=Path, help="where the JSON and markdown go")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work")
+    ap.add_argument("--pgid-file", type=Path)
+    a = ap.parse_args()
+    q = a.quick
+    a.rounds = a.rounds or (1 if q else 5)
+    a.seconds = a.seconds or (1.0 if q else 5.0)
+    a.warmup = a.warmup or (0.3 if q else 1.0)
+    a.latency_seconds = a.latency_seconds or (1.0 if q else 5.0)
+    a.idle_connections = a.idle_connections or (200 if q else 2000)
+    a.out = a.out or (a.work / "quick" if q else ROOT / "bench" / "results")
+
+    global _pgid_file
+    _pgid_file = a.pgid_file
+    atexit.register(stop_all)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    need_fds = a.idle_connections * 2 + 200
+    if want < need_fds:
+        log(f"warning: open-file limit {want} is below the {need_fds} the idle scenario needs")
+    # Proxies get connection limits that fit the open-file limit (HAProxy
+    # refuses to start when 2 x maxconn does not fit).
+    a.nofile = want
+    a.maxconn = max(100, min(10000, (want - 200) // 2))
+
+    a.work.mkdir(parents=True, exist_ok=True)
+    run_stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    a.work = a.work / f"run-{run_stamp}"
+    a.work.mkdir(parents=True)
+    b = Bench(a)
+    for path in (b.torii, b.tool):
+        if not path.exists():
+            sys.exit(f"bench: {path} is missing: build it first (bench/run does)")
+    if not shutil.which("h2load"):
+        sys.exit("bench: h2load is missing (Debian's nghttp2-client)")
+
+    wanted = [t.strip() for t in a.targets.split(",") if t.strip()]
+    binaries = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy"}
+    missing = [p for p in PEERS if p in wanted and not shutil.which(binaries[p])]
+    present_peers = [p for p in PEERS if p in wanted and p not in missing]
+    if missing:
+        log("peers not installed, measured without them: " + ", ".join(missing))
+    names = [t for t in wanted if t not in missing]
+    if "torii" not in names or "direct" not in names:
+        sys.exit("bench: torii and direct are always measured")
+
+    b.certs = last_json(run_tool([b.tool, "setup", "--dir", a.work / "certs"], 60, "setup"), "setup")
+    b.backend = start([b.tool, "backend"], name="backend", workdir=a.work, stdout=subprocess.PIPE)
+    line = _readline(b.backend.stdout, timeout=15)
+    mm = re.search(r"address=127\.0\.0\.1:(\d+)", line or "")
+    if not mm:
+        sys.exit(f"bench: the backend did not start: {line!r}")
+    b.backend_port = int(mm.group(1))
+
+    targets = {n: TARGET_CLASSES[n](n, b) for n in names}
+    versions = {n: t.version() for n, t in targets.items() if n != "direct"}
+    versions["h2load"] = run_tool(["h2load", "--version"], 10, "h2load").strip()
+    log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
+
+    started = time.monotonic()
+    for rnd in range(a.rounds):
+        shift = rnd % len(names)
+        order = names[shift:] + names[:shift]
+        log(f"round {rnd + 1}/{a.rounds}: {' '.join(order)}")
+        live = []
+        try:
+            for n in order:
+                try:
+                    targets[n].start()
+                    live.append(n)
+                except RuntimeError as e:
+                    for sc in SCENARIOS:
+                        if n != "direct" or sc not in TLS_ONLY:
+                            b.fail(sc, n, e)
+            tls_live = [n for n in live if targets[n].tls]
+            for n in tls_live:
+                b.memory(targets[n])
+            b.round = rnd + 1
+            for n in live:
+                b.unary(targets[n], 100)
+            # Latency right after the 100 B saturation runs it is pegged to.
+            b.set_latency_rate()
+            for n in live:
+                b.latency(targets[n])
+            for size in SIZES[1:]:
+                for n in live:
+                    b.unary(targets[n], size)
+            for n in live:
+                b.bidi(targets[n])
+            for n in tls_live:
+                b.handshakes(targets[n])
+        finally:
+            for n in live:
+                targets[n].stop()
+    elapsed = time.monotonic() - started
+    stop(b.backend)
+
+    results = {
+        sc: {t: {m: summary(v) for m, v in metrics.items()} for t, metrics in by_t.items()}
+        for sc, by_t in b.samples.items()
+    }
+    report = {
+        "meta": {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "quick": q,
+            "rounds": a.rounds,
+            "seconds": a.seconds,
+            "warmup": a.warmup,
+            "latency_seconds": a.latency_seconds,
+            "latency_rps": b.latency_rates,
+            "idle_connections": a.idle_connections,
+            "elapsed_s": round(elapsed, 1),
+            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine()},
+            "versions": versions,
+            "targets": names,
+            "peers_missing": missing,
+            "method": {
+                "unary": "h2load -t1 -c4 -m16 -D SECONDS, a pre-encoded gRPC frame, content-type application/grpc, te trailers",
+                "cpu": "utime+stime of the proxy's processes from /proc/PID/stat over the window ÷ requests (or messages, handshakes)",
+                "latency": "h2load --rps (per client) × 4 clients at half of torii's 100 B requests/s of the same round, per-request log; nearest-rank percentiles of the 2xx durations",
+                "bidi": "torii-bench bidi: 4 connections × 16 streams, 100 B ping-pong; messages = echoes received",
+                "handshakes": "torii-bench handshakes: 8 loops of connect, TLS 1.3 full handshake (no resumption, X25519), close_notify, wait for close",
+                "memory": "VmRSS summed over the proxy's processes, idle after one call, then with N TLS+h2 connections (preface and SETTINGS exchanged) held",
+            },
+        },
+        "results": results,
+        "samples": b.samples,
+        "errors": b.errors,
+    }
+    report["targets"] = evaluate_targets(results, present_peers)
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    base = "quick" if q else f"bench-{run_stamp}"
+    (a.out / f"{base}.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = markdown(report)
+    (a.out / f"{base}.md").write_text(md)
+    print(md)
+    log(f"wrote {a.out / (base + '.json')} and {base}.md in {elapsed:.0f}s")
+
+    # Every scenario must have produced numbers for every target it applies to.
+    holes = []
+    for sc in SCENARIOS:
+        for n in names:
+            if n == "direct" and sc in TLS_ONLY:
+                continue
+            got = b.samples.get(sc, {}).get(n)
+            if not got or any(not isinstance(v, (int, float)) for vals in got.values() for v in vals):
+                holes.append(f"{sc} on {n}")
+    if missing:
+        log("NOTE: not measured (not installed): " + ", ".join(missing))
+    if holes:
+        log("FAILED: no numbers for " + ", ".join(holes))
+        return 1
+    log(f"every scenario produced numbers for {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        stop_all()

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Profile torii alone under one benchmark load (run through bench/profile).
+
+  --tool callgrind  counts instructions (repeatable whatever the machine is
+                    doing): torii runs under valgrind, a warm-up runs, the
+                    counters are zeroed, COUNT requests run, the counters are
+                    dumped. Prints instructions per request and the top
+                    functions (callgrind_annotate).
+  --tool perf       samples torii (cpu-clock) for SECONDS of load and prints
+                    the top symbols (perf report); wall-clock, so noisy.
+  --tool massif     heap profile; with --load idle, torii holds CONNECTIONS
+                    idle TLS+HTTP/2 connections at the peak, so ms_print's
+                    peak snapshot shows what each connection allocates.
+
+Same setup as bench.py: one worker, TLS 1.3 ECDSA P-256 in, h2c to the
+torii-bench backend. Everything started here is stopped on exit.
+"""
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin-dir", type=Path, required=True)
+    ap.add_argument("--tool", choices=["callgrind", "perf", "massif"], default="callgrind")
+    ap.add_argument("--load", choices=["unary", "bidi", "idle"], default="unary")
+    ap.add_argument("--connections", type=int, default=500, help="idle: connections held")
+    ap.add_argument("--size", type=int, default=100, choices=bench.SIZES)
+    ap.add_argument("--count", type=int, default=5000, help="callgrind: requests measured")
+    ap.add_argument("--seconds", type=float, default=10.0, help="perf: seconds of load")
+    ap.add_argument("--work", type=Path, default=bench.ROOT / "bench" / "work")
+    ap.add_argument("--pgid-file", type=Path)
+    a = ap.parse_args()
+    bench._pgid_file = a.pgid_file
+    signal.signal(signal.SIGTERM, bench._on_signal)
+    signal.signal(signal.SIGINT, bench._on_signal)
+    a.work = a.work / time.strftime("profile-%Y%m%d-%H%M%S")
+    a.work.mkdir(parents=True)
+
+    # Bench wants the full set of options; only these matter here.
+    a.nofile, a.maxconn = 4096, 1000
+    b = bench.Bench(a)
+    b.certs = bench.last_json(bench.run_tool([b.tool, "setup", "--dir", a.work / "certs"], 60, "setup"), "setup")
+    b.backend = bench.start([b.tool, "backend"], name="backend", workdir=a.work, stdout=subprocess.PIPE)
+    m = re.search(r"address=127\.0\.0\.1:(\d+)", bench._readline(b.backend.stdout, timeout=15) or "")
+    if not m:
+        sys.exit("profile: the backend did not start")
+    b.backend_port = int(m.group(1))
+
+    t = bench.Torii("torii", b)
+    t.port = bench.free_port()
+    conf = t.config()
+    argv, _ = t.command(conf)
+    out = a.work / {"callgrind": "callgrind.out", "perf": "perf.data", "massif": "massif.out"}[a.tool]
+    if a.tool == "callgrind":
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
+    elif a.tool == "massif":
+        argv = ["valgrind", "--tool=massif", f"--massif-out-file={out}", *argv]
+    t.proc = bench.start(argv, name="torii", workdir=a.work)
+    if not bench.wait_port(t.port, t.proc, timeout=60):
+        sys.exit(f"profile: torii did not start (see {a.work / 'torii.err'})")
+    b.probe(t)
+    pid = t.proc.pid
+
+    def load(count=None, seconds=None):
+        if a.load == "idle":
+            cmd = [b.tool, "idle", "--address", t.address, "--tls", "--connections", str(a.connections),
+                   "--parallel", "8", "--hold", "5"]
+            return bench.last_json(bench.run_tool(cmd, 600, "idle"), "idle")["opened"]
+        if a.load == "unary":
+            body = b.certs["bodies"][str(a.size)]
+            limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
+            cmd = ["h2load", "-t1", "-c4", "-m16", *limit, "-d", body,
+                   "-H", "content-type: application/grpc", "-H", "te: trailers", t.url()]
+            o = bench.run_tool(cmd, 600, "h2load")
+            r = re.search(r"(\d+) succeeded", o)
+            return int(r.group(1)) if r else 0
+        secs = seconds or max(2.0, count / 2000)
+        cmd = [b.tool, "bidi", "--address", t.address, "--tls", "--payload", str(a.size),
+               "--seconds", f"{secs:g}", "--warmup", "0"]
+        return bench.last_json(bench.run_tool(cmd, secs + 120, "bidi"), "bidi")["messages"]
+
+    try:
+        if a.tool == "massif":
+            n = load(count=a.count, seconds=a.seconds)
+            bench.stop(t.proc, grace=30)
+            ms = bench.run_tool(["ms_print", out], 120, "ms_print")
+            report = a.work / "ms_print.txt"
+            report.write_text(ms)
+            print(f"{a.load}: {n} {'connections held' if a.load == 'idle' else 'completed'}")
+            print("\n".join(ms.splitlines()[:40]))
+            print(f"\nfull report (the peak snapshot's allocation tree): {report}")
+        elif a.tool == "callgrind":
+            load(count=500)
+            bench.run_tool(["callgrind_control", "--zero", str(pid)], 60, "callgrind_control --zero")
+            n = load(count=a.count)
+            bench.run_tool(["callgrind_control", "--dump=measured", str(pid)], 120, "callgrind_control --dump")
+            time.sleep(1)
+            dumps = sorted(a.work.glob("callgrind.out*"), key=os.path.getmtime)
+            dump = [d for d in dumps if d.name != "callgrind.out"][-1]
+            ann = bench.run_tool(["callgrind_annotate", "--inclusive=no", dump], 120, "callgrind_annotate")
+            total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann)
+            ir = int(total.group(1).replace(",", "")) if total else 0
+            report = a.work / "callgrind-annotate.txt"
+            report.write_text(ann)
+            print(f"{a.load} {a.size} B: {n} completed, {ir:,} instructions in torii, "
+                  f"{ir / max(n, 1):,.0f} per {'request' if a.load == 'unary' else 'message'}")
+            print("\n".join(ann.splitlines()[:60]))
+            print(f"\nfull annotation: {report}; raw profile: {dump} (kcachegrind / callgrind_annotate)")
+        else:
+            load(seconds=1.0)
+            rec = bench.start(["perf", "record", "-F", "999", "-o", out, "-p", pid],
+                              name="perf", workdir=a.work)
+            n = load(seconds=a.seconds)
+            os.kill(rec.pid, signal.SIGINT)
+            rec.wait(timeout=60)
+            rep = bench.run_tool(["perf", "report", "-i", out, "--no-children", "--stdio",
+                                  "--sort", "symbol", "--percent-limit", "0.7"], 300, "perf report")
+            report = a.work / "perf-report.txt"
+            report.write_text(rep)
+            print(f"{a.load} {a.size} B: {n} completed in {a.seconds:g}s")
+            print("\n".join(line for line in rep.splitlines() if line.strip() and not line.startswith("#"))[:6000])
+            print(f"\nfull report: {report}; raw profile: {out}")
+    finally:
+        bench.stop_all()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        bench.stop_all()

@@ -1,0 +1,112 @@
+//! `torii-bench backend`: the smallest tonic echo service that answers the
+//! benchmark's calls, so the backend costs as little as it can and costs the
+//! same whichever proxy is in front. (`torii echo` also reports every request
+//! header back in each response, so its replies would grow with whatever
+//! headers a proxy adds.)
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+use torii::echo_pb::echo_server::{Echo, EchoServer};
+use torii::echo_pb::{EchoRequest, EchoResponse};
+
+use crate::Error;
+
+/// Large enough for the 64 KiB case and then some.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+#[derive(Default)]
+struct MinimalEcho;
+
+type Replies = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
+
+fn reply(req: EchoRequest) -> EchoResponse {
+    EchoResponse {
+        payload: req.payload,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Echo for MinimalEcho {
+    async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        Ok(Response::new(reply(request.into_inner())))
+    }
+
+    type ServerStreamStream = Replies;
+
+    async fn server_stream(
+        &self,
+        _request: Request<EchoRequest>,
+    ) -> Result<Response<Replies>, Status> {
+        Err(Status::unimplemented(
+            "the bench backend answers Unary and Bidi",
+        ))
+    }
+
+    async fn client_stream(
+        &self,
+        _request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        Err(Status::unimplemented(
+            "the bench backend answers Unary and Bidi",
+        ))
+    }
+
+    type BidiStream = Replies;
+
+    async fn bidi(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Replies>, Status> {
+        let replies = request.into_inner().map(|msg| msg.map(reply));
+        Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+pub fn run(address: SocketAddr, workers: Option<usize>) -> Result<(), Error> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        rt.worker_threads(n.max(1));
+    }
+    rt.enable_all().build()?.block_on(async move {
+        let listener = TcpListener::bind(address).await?;
+        let local = listener.local_addr()?;
+        // Nagle plus delayed ACKs would stall small frames by 40 ms.
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(tcp) = &conn {
+                let _ = tcp.set_nodelay(true);
+            }
+            conn
+        });
+        let service = EchoServer::new(MinimalEcho)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        println!("backend listening address={local}");
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(1000)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stop_signal())
+            .await?;
+        Ok(())
+    })
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
