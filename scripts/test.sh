@@ -71,5 +71,7 @@ case "$target_dir" in
   *) target_dir="$PWD/$target_dir" ;;
 esac
 export TORII_BIN="${TORII_BIN:-$target_dir/debug/torii}"
+# The benchmark harness must not rot: every scenario must yield numbers
+# (debug build; values not checked).
+BENCH_PROFILE=debug bash bench/run --quick
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/blackbox
-BENCH_PROFILE=debug bash bench/run --quick  # the benchmark harness: every scenario must yield numbers (debug build; values not checked)
