@@ -232,9 +232,8 @@ impl ListenerRuntime {
                 if grpc_req && (path == grpc::health::CHECK || path == grpc::health::WATCH) {
                     outcome.http_status = 200;
                     outcome.grpc_status = Some(0);
-                    return self
-                        .serve_health(path == grpc::health::WATCH, body, host, parts.headers)
-                        .await;
+                    let watch = path == grpc::health::WATCH;
+                    return Box::pin(self.serve_health(watch, body, host, parts.headers)).await;
                 }
                 let what = match grpc_names {
                     Some((s, m)) => format!("gRPC service {s} method {m}"),
@@ -352,9 +351,7 @@ impl ListenerRuntime {
                 );
                 let mut p = retry_parts.expect("checked");
                 to_http1(&mut p);
-                cluster
-                    .send(Request::from_parts(p, body::empty()), Wire::Http1)
-                    .await?
+                Box::pin(cluster.send(Request::from_parts(p, body::empty()), Wire::Http1)).await?
             }
             Err(e) => return Err(e),
         };
@@ -653,4 +650,26 @@ fn pick_weighted(list: &[(Arc<crate::config::Cluster>, u32)]) -> &str {
         n -= u64::from(*w);
     }
     &list[0].0.name
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(Arc<ListenerRuntime>, Request<Incoming>, Arc<ConnInfo>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// hyper and tokio move each request's future several times; a large
+    /// one costs memcpy on every request (the benchmark's profile showed
+    /// it). Rare paths (connecting, health) are boxed to keep it small.
+    #[test]
+    fn request_future_stays_small() {
+        let size = future_size(ListenerRuntime::handle);
+        eprintln!("request future: {size} bytes");
+        assert!(size <= 3584, "the request future grew to {size} bytes");
+    }
 }

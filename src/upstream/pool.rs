@@ -182,10 +182,9 @@ impl Endpoint {
         if let Some(l) = self.pick_h2(true) {
             return Ok(l);
         }
-        match connector
-            .connect(self.addr, &self.host, Wire::Http2)
-            .await?
-        {
+        // Boxed: connecting is rare and its future is large; inline, it
+        // would grow every request's future.
+        match Box::pin(connector.connect(self.addr, &self.host, Wire::Http2)).await? {
             Connected::H2(send, first) => {
                 let conn = H2Conn {
                     send,
@@ -215,10 +214,7 @@ impl Endpoint {
                 return Ok(Lease::H1(send));
             }
         }
-        match connector
-            .connect(self.addr, &self.host, Wire::Http1)
-            .await?
-        {
+        match Box::pin(connector.connect(self.addr, &self.host, Wire::Http1)).await? {
             Connected::H1(send) => Ok(Lease::H1(send)),
             Connected::H2(..) => unreachable!("asked for HTTP/1.1"),
         }
