@@ -269,7 +269,9 @@ class Torii(Target):
         c = self.ctx
         path = c.work / "torii.yaml"
         path.write_text(
-            f"""listeners:
+            f"""# Logs off, as for every peer (the access log is on by default).
+access_log: off
+listeners:
   - name: bench
     address: {self.address}
     tls:
