@@ -8,6 +8,7 @@
 
 pub mod backends;
 pub mod certs;
+pub mod connector;
 pub mod echo;
 mod run;
 

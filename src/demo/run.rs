@@ -4,21 +4,17 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::Uri;
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::Endpoint;
 
 use super::certs::{client_config, TestPki};
+use super::connector::FixedTlsConnector;
 use super::echo::serve_echo;
 use crate::echo_pb::echo_client::EchoClient;
 use crate::echo_pb::EchoRequest;
@@ -138,10 +134,11 @@ fn report(what: &str, result: Result<String, BoxError>) {
 
 async fn grpc_over_tls(addr: SocketAddr, ca_pem: &str) -> Result<String, BoxError> {
     let config = client_config(ca_pem, None, &["h2"])?;
-    let connector = DemoTls {
+    let connector = FixedTlsConnector::new(
         addr,
-        connector: TlsConnector::from(Arc::new(config)),
-    };
+        TlsConnector::from(Arc::new(config)),
+        ServerName::try_from("localhost")?,
+    );
     let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))?
         .connect_with_connector(connector)
         .await?;
@@ -187,32 +184,4 @@ async fn http1_get(addr: SocketAddr, path: &str) -> Result<String, BoxError> {
         .trim()
         .to_string();
     Ok(format!("-> {status}: {body}"))
-}
-
-/// Connects every channel request to one address over TLS (SNI localhost).
-#[derive(Clone)]
-struct DemoTls {
-    addr: SocketAddr,
-    connector: TlsConnector,
-}
-
-impl tonic::codegen::Service<Uri> for DemoTls {
-    type Response = TokioIo<TlsStream<TcpStream>>;
-    type Error = BoxError;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let tcp = TcpStream::connect(this.addr).await?;
-            tcp.set_nodelay(true)?;
-            let name = ServerName::try_from("localhost")?;
-            Ok(TokioIo::new(this.connector.connect(name, tcp).await?))
-        })
-    }
 }

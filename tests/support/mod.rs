@@ -29,6 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use torii::demo::backends::*;
 pub use torii::demo::certs::*;
+pub use torii::demo::connector::FixedTlsConnector;
 pub use torii::demo::echo::*;
 pub use torii::echo_pb::echo_client::EchoClient;
 pub use torii::echo_pb::{EchoRequest, EchoResponse};
@@ -135,11 +136,7 @@ impl TlsClient {
         let uri = format!("https://{}:{}", self.server_name, addr.port());
         let channel = Endpoint::from_shared(uri)?
             .connect_timeout(PATIENCE)
-            .connect_with_connector(FixedTlsConnector {
-                addr,
-                connector,
-                name,
-            })
+            .connect_with_connector(FixedTlsConnector::new(addr, connector, name))
             .await?;
         Ok(channel)
     }
@@ -147,36 +144,6 @@ impl TlsClient {
     /// An echo client over this TLS setup to `addr`.
     pub async fn echo_client(&self, addr: SocketAddr) -> Result<EchoClient<Channel>, BoxError> {
         Ok(echo_client(self.channel(addr).await?))
-    }
-}
-
-/// Connects every request of a channel to one address over TLS, whatever
-/// the URI says (the URI only sets `:authority`).
-#[derive(Clone)]
-struct FixedTlsConnector {
-    addr: SocketAddr,
-    connector: TlsConnector,
-    name: ServerName<'static>,
-}
-
-impl tonic::codegen::Service<Uri> for FixedTlsConnector {
-    type Response = TokioIo<TlsStream<TcpStream>>;
-    type Error = BoxError;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let tcp = TcpStream::connect(this.addr).await?;
-            tcp.set_nodelay(true)?;
-            let tls = this.connector.connect(this.name, tcp).await?;
-            Ok(TokioIo::new(tls))
-        })
     }
 }
 
