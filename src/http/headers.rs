@@ -78,21 +78,25 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     v
 }
 
-/// A random UUIDv4 as text.
+/// A random UUIDv4 as text, formatted without intermediate strings (it is
+/// made for every request that arrives without one).
 pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u128 = rand::random();
+    // Version 4, variant 10xx.
     let n =
         (n & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
-    let h = format!("{n:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    );
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    let mut buf = [0u8; 36];
+    let mut at = 0;
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            buf[at] = b'-';
+            at += 1;
+        }
+        buf[at] = HEX[((n >> (124 - 4 * i)) & 0xF) as usize];
+        at += 1;
+    }
+    HeaderValue::from_bytes(&buf).expect("hex and dashes are a valid header value")
 }
 
 #[cfg(test)]

@@ -65,32 +65,34 @@ impl Outcome {
         }
         self.recorded = true;
         let elapsed = self.start.elapsed();
-        let cluster = self.cluster.as_deref().unwrap_or("").to_string();
-        let (service, method) = self.grpc.clone().unwrap_or_default();
+        let cluster = self.cluster.clone().unwrap_or_else(empty);
         let grpc_status = match (self.grpc_status, self.grpc.is_some()) {
-            (Some(code), _) => code_name(code).to_string(),
-            (None, true) => "NONE".to_string(),
-            (None, false) => String::new(),
+            (Some(code), _) => code_name(code),
+            (None, true) => "NONE",
+            (None, false) => "",
+        };
+        // The access log needs the names too; take them only when it is off.
+        let (service, method) = match (&self.log, &self.grpc) {
+            (None, Some(_)) => self.grpc.take().unwrap_or_default(),
+            (_, Some((s, m))) => (s.clone(), m.clone()),
+            (_, None) => Default::default(),
         };
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
-                listener: self.listener.to_string(),
+                listener: self.listener.clone(),
                 cluster: cluster.clone(),
                 grpc_service: service,
                 grpc_method: method,
                 grpc_status,
-                http_status: self.http_status.to_string(),
-                error: self
-                    .error
-                    .map(|e| e.as_str().to_string())
-                    .unwrap_or_default(),
+                http_status: self.http_status,
+                error: self.error.map(ErrorCode::as_str).unwrap_or(""),
             })
             .inc();
         self.metrics
             .request_duration
             .get_or_create(&DurationLabels {
-                listener: self.listener.to_string(),
+                listener: self.listener.clone(),
                 cluster,
             })
             .observe(elapsed.as_secs_f64());
@@ -115,6 +117,12 @@ impl Outcome {
             self.logger.log(*r);
         }
     }
+}
+
+/// The empty label value, allocated once.
+fn empty() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 impl Drop for Outcome {

@@ -3,6 +3,7 @@
 //! `//admin` and `/%61dmin` are all `/admin`. The upstream receives exactly
 //! the path that was matched.
 
+use std::borrow::Cow;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +95,29 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
-/// Normalises the path part (no query) of a request target.
-pub fn normalize(path: &str, allow_encoded_slashes: bool) -> Result<String, PathError> {
+/// True when `path` is already canonical: no escapes, no backslash, no
+/// empty or dot segments, no control characters. The common case, checked
+/// without allocating.
+fn is_canonical(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.first() == Some(&b'/')
+        && !b
+            .iter()
+            .any(|&c| c == b'%' || c == b'\\' || c <= 0x20 || c == 0x7f)
+        && !path.contains("//")
+        && !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// Normalises the path part (no query) of a request target; borrows it
+/// when it is already canonical.
+pub fn normalize(path: &str, allow_encoded_slashes: bool) -> Result<Cow<'_, str>, PathError> {
+    if is_canonical(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    normalize_owned(path, allow_encoded_slashes).map(Cow::Owned)
+}
+
+fn normalize_owned(path: &str, allow_encoded_slashes: bool) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -128,7 +150,17 @@ mod tests {
     use super::*;
 
     fn n(p: &str) -> Result<String, PathError> {
-        normalize(p, false)
+        normalize(p, false).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        assert!(matches!(normalize("/a/b.c/d", false), Ok(Cow::Borrowed(_))));
+        assert!(matches!(normalize("/a/./b", false), Ok(Cow::Owned(_))));
+        assert!(matches!(
+            normalize("/a/.hidden", false),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 
     #[test]

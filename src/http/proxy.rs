@@ -201,7 +201,10 @@ impl ListenerRuntime {
             return Ok(respond::text_response(status, text));
         }
 
-        let path = path::normalize(parts.uri.path(), self.config.allow_encoded_slashes)
+        // A cheap clone (shared bytes) so the path can be borrowed while
+        // the request parts are rewritten.
+        let uri = parts.uri.clone();
+        let path = path::normalize(uri.path(), self.config.allow_encoded_slashes)
             .map_err(|e| ProxyError::new(ErrorCode::InvalidPath, e.to_string()))?;
         let authority = request_authority(&parts);
         let host = route::normalize_host(authority.as_deref().unwrap_or(""));
@@ -507,16 +510,26 @@ impl ListenerRuntime {
         apply_edits(h, &route.request_headers);
 
         let new_path = match (&route.prefix_rewrite, &route.matcher.path) {
-            (Some(rewrite), Some(crate::config::PathMatch::Prefix(prefix))) => {
-                format!("{rewrite}{}", &path[prefix.len().min(path.len())..])
+            (Some(rewrite), Some(crate::config::PathMatch::Prefix(prefix))) => Some(format!(
+                "{rewrite}{}",
+                &path[prefix.len().min(path.len())..]
+            )),
+            // Unchanged by normalisation: the client's own bytes go on.
+            _ if parts.uri.path() == path => None,
+            _ => Some(path.to_string()),
+        };
+        let pq = match (new_path, parts.uri.path_and_query()) {
+            (None, Some(pq)) => Ok(pq.clone()),
+            (new_path, _) => {
+                let new_path = new_path.unwrap_or_else(|| path.to_string());
+                let pq = match parts.uri.query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                PathAndQuery::try_from(pq)
             }
-            _ => path.to_string(),
         };
-        let pq = match parts.uri.query() {
-            Some(q) => format!("{new_path}?{q}"),
-            None => new_path,
-        };
-        let pq = PathAndQuery::try_from(pq).map_err(|e| {
+        let pq = pq.map_err(|e| {
             ProxyError::new(
                 ErrorCode::InvalidPath,
                 format!("the rewritten path is not valid: {e}"),

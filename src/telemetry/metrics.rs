@@ -1,6 +1,8 @@
 //! The metrics registry. Names and labels are a public contract
 //! (`shared/docs/interface.md`): users alert on them.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -9,21 +11,23 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Built once per request: shared and static values, so recording a
+/// request allocates nothing when its label set has been seen before.
 pub struct RequestLabels {
-    pub listener: String,
-    pub cluster: String,
+    pub listener: Arc<str>,
+    pub cluster: Arc<str>,
     pub grpc_service: String,
     pub grpc_method: String,
-    pub grpc_status: String,
-    pub http_status: String,
+    pub grpc_status: &'static str,
+    pub http_status: u16,
     /// The `x-torii-error` code when torii failed the request, else empty.
-    pub error: String,
+    pub error: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DurationLabels {
-    pub listener: String,
-    pub cluster: String,
+    pub listener: Arc<str>,
+    pub cluster: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
