@@ -141,7 +141,10 @@ impl ListenerRuntime {
             start,
             &self.logger,
         ));
-        match self.proxy(req, &conn, grpc_req, &mut slot).await {
+        // Boxed: hyper and tokio move the request future around (into the
+        // stream task and back); boxed, only a pointer moves, and the large
+        // state of the pipeline is built in place when first polled.
+        match Box::pin(self.proxy(req, &conn, grpc_req, &mut slot)).await {
             Ok(resp) => {
                 // Answered by torii itself (health, direct response): the
                 // body size is known up front.
@@ -683,6 +686,6 @@ mod size_tests {
     fn request_future_stays_small() {
         let size = future_size(ListenerRuntime::handle);
         eprintln!("request future: {size} bytes");
-        assert!(size <= 3584, "the request future grew to {size} bytes");
+        assert!(size <= 1024, "the request future grew to {size} bytes");
     }
 }
