@@ -100,11 +100,7 @@ impl Running {
                 }
                 self.apply(loaded.config).await
             }
-            Err(problems) => Err(problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")),
+            Err(problems) => Err(crate::config::problems_text(&problems)),
         };
         self.count_reload(&result);
         result
@@ -359,12 +355,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
 /// Loads `yaml` as if it were the file `file` (relative paths resolve
 /// against its directory) and starts it. For embedding and tests.
 pub async fn start_yaml(yaml: &str, file: &std::path::Path) -> Result<Running, String> {
-    let loaded = crate::config::load_str(yaml, file).map_err(|problems| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    let loaded =
+        crate::config::load_str(yaml, file).map_err(|p| crate::config::problems_text(&p))?;
     start(loaded.config).await
 }

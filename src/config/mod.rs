@@ -39,6 +39,15 @@ pub struct Loaded {
 }
 
 /// Loads and validates a configuration file (the one path `serve` and
+/// Every problem on its own line, for errors that carry them as one text.
+pub fn problems_text(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `check` share). `Err` holds every problem found, warnings included.
 pub fn load_file(path: &Path) -> Result<Loaded, Vec<Problem>> {
     match std::fs::read_to_string(path) {

@@ -37,14 +37,7 @@ pub async fn run_demo(tls_addr: SocketAddr, plain_addr: SocketAddr) -> Result<()
     let yaml = demo_config(tls_addr, plain_addr, echo.addr);
     let config_path = dir.join("torii.yaml");
     std::fs::write(&config_path, &yaml)?;
-    let loaded = crate::config::load_file(&config_path).map_err(|problems| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
-    let running = crate::app::start(loaded.config).await?;
+    let running = crate::app::start_yaml(&yaml, &config_path).await?;
     let tls = running.addr("tls");
     let plain = running.addr("plain");
     let admin = running.admin.expect("the demo has an admin listener");

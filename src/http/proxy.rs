@@ -362,7 +362,7 @@ impl ListenerRuntime {
             Err(e) => return Err(e),
         };
 
-        outcome.upstream = Some(guard.endpoint);
+        outcome.upstream = Some(guard.ep.addr);
         let (mut rparts, rbody) = resp.into_parts();
         headers::strip_hop_by_hop(&mut rparts.headers);
         apply_edits(&mut rparts.headers, &route.response_headers);

@@ -133,7 +133,7 @@ impl HttpBody for ResponseBody {
                 let endpoint = this
                     .guard
                     .as_ref()
-                    .map(|g| g.endpoint.to_string())
+                    .map(|g| g.ep.addr.to_string())
                     .unwrap_or_default();
                 let err = ProxyError::new(
                     ErrorCode::UpstreamReset,

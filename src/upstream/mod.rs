@@ -56,19 +56,15 @@ pub struct ExchangeGuard {
     pub ep: Arc<Endpoint>,
     pub cluster: Arc<ClusterRuntime>,
     _stream: Option<CountGuard>,
-    /// HTTP/1.1: the connection goes back to the pool once the body is read.
-    h1: Option<(Arc<Endpoint>, hyper::client::conn::http1::SendRequest<Body>)>,
-    pub endpoint: SocketAddr,
-    pub wire: Wire,
-    /// Where the h2 connection's first bytes are kept, to explain failures.
-    pub first: Option<connect::FirstBytes>,
+    /// HTTP/1.1: the connection goes back to `ep`'s pool once the body is read.
+    h1: Option<hyper::client::conn::http1::SendRequest<Body>>,
 }
 
 impl ExchangeGuard {
     /// Call when the response body was read to its end.
     pub fn complete(&mut self) {
-        if let Some((ep, send)) = self.h1.take() {
-            ep.release_h1(send);
+        if let Some(send) = self.h1.take() {
+            self.ep.release_h1(send);
         }
     }
 }
@@ -282,9 +278,6 @@ impl ClusterRuntime {
                                 cluster: self.clone(),
                                 _stream: Some(guard),
                                 h1: None,
-                                endpoint: ep.addr,
-                                wire,
-                                first: Some(first),
                             },
                         ))
                     }
@@ -315,10 +308,7 @@ impl ClusterRuntime {
                                 ep: ep.clone(),
                                 cluster: self.clone(),
                                 _stream: None,
-                                h1: Some((ep.clone(), send)),
-                                endpoint: ep.addr,
-                                wire,
-                                first: None,
+                                h1: Some(send),
                             },
                         ))
                     }
