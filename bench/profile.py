@@ -11,6 +11,10 @@
   --tool massif     heap profile; with --load idle, torii holds CONNECTIONS
                     idle TLS+HTTP/2 connections at the peak, so ms_print's
                     peak snapshot shows what each connection allocates.
+  --tool cpu        user and system CPU per request from /proc over COUNT
+                    requests (no instrumentation; noisy like the bench).
+  --tool strace     counts torii's system calls per request (strace -c) over
+                    COUNT requests: the kernel time callgrind does not see.
 
 Same setup as bench.py: one worker, TLS 1.3 ECDSA P-256 in, h2c to the
 torii-bench backend. Everything started here is stopped on exit.
@@ -32,7 +36,7 @@ import bench  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin-dir", type=Path, required=True)
-    ap.add_argument("--tool", choices=["callgrind", "perf", "massif"], default="callgrind")
+    ap.add_argument("--tool", choices=["callgrind", "perf", "massif", "strace", "cpu"], default="callgrind")
     ap.add_argument("--load", choices=["unary", "bidi", "idle"], default="unary")
     ap.add_argument("--connections", type=int, default=500, help="idle: connections held")
     ap.add_argument("--size", type=int, default=100, choices=bench.SIZES)
@@ -61,7 +65,8 @@ def main():
     t.port = bench.free_port()
     conf = t.config()
     argv, _ = t.command(conf)
-    out = a.work / {"callgrind": "callgrind.out", "perf": "perf.data", "massif": "massif.out"}[a.tool]
+    out = a.work / {"callgrind": "callgrind.out", "perf": "perf.data", "massif": "massif.out",
+                   "strace": "strace.txt", "cpu": "cpu.txt"}[a.tool]
     if a.tool == "callgrind":
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
     elif a.tool == "massif":
@@ -117,6 +122,38 @@ def main():
                   f"{ir / max(n, 1):,.0f} per {'request' if a.load == 'unary' else 'message'}")
             print("\n".join(ann.splitlines()[:60]))
             print(f"\nfull annotation: {report}; raw profile: {dump} (kcachegrind / callgrind_annotate)")
+        elif a.tool == "cpu":
+            load(count=2000)
+
+            def ticks():
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return int(fields[11]), int(fields[12])
+
+            hz = os.sysconf("SC_CLK_TCK")
+            u0, s0 = ticks()
+            n = load(count=a.count)
+            u1, s1 = ticks()
+            per = lambda t: t * 1e6 / hz / max(n, 1)
+            text = (f"{a.load} {a.size} B: {n} completed; torii CPU per "
+                    f"{'request' if a.load == 'unary' else 'message'}: user {per(u1 - u0):.2f} µs, "
+                    f"system {per(s1 - s0):.2f} µs, total {per(u1 - u0 + s1 - s0):.2f} µs")
+            out.write_text(text + "\n")
+            print(text)
+        elif a.tool == "strace":
+            load(count=500)
+            rec = bench.start(["strace", "-c", "-f", "-o", out, "-p", str(pid)], name="strace", workdir=a.work)
+            time.sleep(1)
+            n = load(count=a.count)
+            os.kill(rec.pid, signal.SIGINT)
+            rec.wait(timeout=60)
+            text = out.read_text()
+            print(f"{a.load} {a.size} B: {n} completed; system calls in torii:")
+            for line in text.splitlines():
+                m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+                if m:
+                    print(f"  {m.group(2):<16} {int(m.group(1)) / max(n, 1):6.2f} per {'request' if a.load == 'unary' else 'message'}")
+            print(f"\nfull table: {out}")
         else:
             load(seconds=1.0)
             rec = bench.start(["perf", "record", "-F", "999", "-o", out, "-p", pid],

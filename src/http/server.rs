@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::proxy::{ConnInfo, ListenerRuntime};
+use crate::coalesce;
 use crate::drain;
 use crate::upstream::connect::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 
@@ -86,17 +87,23 @@ impl HttpServers {
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(rt.handle(req, conn).await) }
         });
+        // Whatever the connection writes in one poll leaves in one write.
+        let (io, flusher) = coalesce::split(io);
         let connection = builder.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(connection);
-        let result = tokio::select! {
-            r = connection.as_mut() => r,
-            _ = drain.signaled() => {
-                // GOAWAY for HTTP/2, `connection: close` for HTTP/1.1; then
-                // let in-flight requests finish.
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
+        let result = flusher
+            .run(async move {
+                tokio::pin!(connection);
+                tokio::select! {
+                    r = connection.as_mut() => r,
+                    _ = drain.signaled() => {
+                        // GOAWAY for HTTP/2, `connection: close` for HTTP/1.1;
+                        // then let in-flight requests finish.
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                }
+            })
+            .await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "client connection ended with an error");
         }

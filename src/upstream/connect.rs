@@ -9,12 +9,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::rt::Executor as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::coalesce;
 use crate::config::{Cluster, UpstreamTls};
 use crate::error::{ErrorCode, ProxyError};
 use crate::http::body::Body;
@@ -276,8 +278,13 @@ where
             let io = Recorder {
                 inner: io,
                 first: first.clone(),
+                recorded: false,
             };
-            let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            // hyper drives the connection in a task it spawns: the executor
+            // wraps its tasks so what they write leaves in one write per poll.
+            let (io, flusher) = coalesce::split(io);
+            let exec = FlushingExecutor { flusher };
+            let (send, conn) = http2::Builder::new(exec.clone())
                 .timer(TokioTimer::new())
                 .initial_stream_window_size(H2_STREAM_WINDOW)
                 .initial_connection_window_size(H2_CONNECTION_WINDOW)
@@ -286,7 +293,7 @@ where
                 .handshake(TokioIo::new(io))
                 .await
                 .map_err(|e| handshake_error(e, addr, cluster))?;
-            tokio::spawn(async move {
+            exec.execute(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
                 }
@@ -374,12 +381,39 @@ pub fn h2_reason(e: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
     None
 }
 
+/// Spawns hyper's HTTP/2 client tasks so that each writes out what it
+/// buffered in the connection's [`coalesce`] buffer after each poll.
+struct FlushingExecutor<T> {
+    flusher: coalesce::Flusher<T>,
+}
+
+impl<T> Clone for FlushingExecutor<T> {
+    fn clone(&self) -> Self {
+        FlushingExecutor {
+            flusher: self.flusher.clone(),
+        }
+    }
+}
+
+impl<T, F> hyper::rt::Executor<F> for FlushingExecutor<T>
+where
+    T: AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(self.flusher.clone().run(fut));
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Passes bytes through and keeps the first few the upstream sent.
     struct Recorder<T> {
         #[pin]
         inner: T,
         first: FirstBytes,
+        // True once FIRST_BYTES are kept: no more locking per read.
+        recorded: bool,
     }
 }
 
@@ -392,13 +426,12 @@ impl<T: AsyncRead> AsyncRead for Recorder<T> {
         let this = self.project();
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
+        if let (Poll::Ready(Ok(())), false) = (&res, *this.recorded) {
             if let Ok(mut first) = this.first.lock() {
-                if first.len() < FIRST_BYTES {
-                    let new = &buf.filled()[before..];
-                    let take = new.len().min(FIRST_BYTES - first.len());
-                    first.extend_from_slice(&new[..take]);
-                }
+                let new = &buf.filled()[before..];
+                let take = new.len().min(FIRST_BYTES - first.len());
+                first.extend_from_slice(&new[..take]);
+                *this.recorded = first.len() >= FIRST_BYTES;
             }
         }
         res

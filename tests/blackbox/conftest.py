@@ -350,13 +350,17 @@ class Torii:
 
 @pytest.fixture
 def start_torii(spawn, tmp_path):
-    """Writes `config` (YAML text) and runs `torii serve -c FILE`; waits until
+    """Writes `config` (YAML text) and runs `torii serve -c FILE` (with
+    `--workers N` if given: 1 is the single-threaded runtime); waits until
     every named listener (and the admin listener, if asked) is bound."""
 
-    def start(config: str, listeners, admin=False) -> Torii:
+    def start(config: str, listeners, admin=False, workers=None) -> Torii:
         path = tmp_path / "torii.yaml"
         path.write_text(config)
-        proc = spawn([torii_bin(), "serve", "-c", path], "torii")
+        argv = [torii_bin(), "serve", "-c", path]
+        if workers is not None:
+            argv += ["--workers", str(workers)]
+        proc = spawn(argv, "torii")
         bound = {}
         while set(listeners) - set(bound):
             matches = proc.wait_for(LISTENER_RE, count=len(bound) + 1)

@@ -1,6 +1,7 @@
 """Operating torii as a binary: grpc.health.v1 through torii with the
 grpcio-health-checking client, hot reload on SIGHUP and on file change, a
-rejected reload, and SIGTERM draining an open bidi stream."""
+rejected reload, and SIGTERM draining an open bidi stream. torii runs here
+with `--workers 1` (the single-threaded runtime a sidecar would use)."""
 
 import json
 import queue
@@ -49,7 +50,7 @@ def wait_until(predicate, timeout=10.0, what="condition"):
 
 
 def test_grpc_health_checking_client_through_torii(start_torii, echo_backend):
-    torii = start_torii(config(echo_backend), ["plain"], admin=True)
+    torii = start_torii(config(echo_backend), ["plain"], admin=True, workers=1)
     with grpc_channel(torii.listeners["plain"]) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         own = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
@@ -68,7 +69,7 @@ def test_grpc_health_checking_client_through_torii(start_torii, echo_backend):
 
 
 def test_sighup_and_file_change_reload_and_bad_config_is_rejected(start_torii, echo_backend):
-    torii = start_torii(config(echo_backend, "v1"), ["plain"], admin=True)
+    torii = start_torii(config(echo_backend, "v1"), ["plain"], admin=True, workers=1)
     url = f"http://{torii.listeners['plain']}/version"
     assert curl(url)[2] == "v1"
 
@@ -94,7 +95,7 @@ def test_sighup_and_file_change_reload_and_bad_config_is_rejected(start_torii, e
 
 
 def test_sigterm_drains_an_open_bidi_stream(start_torii, echo_backend, pb):
-    torii = start_torii(config(echo_backend, drain="10s"), ["plain"], admin=True)
+    torii = start_torii(config(echo_backend, drain="10s"), ["plain"], admin=True, workers=1)
     channel = grpc_channel(torii.listeners["plain"])
     stub = pb.grpc.EchoStub(channel)
     requests = queue.Queue()
