@@ -13,6 +13,8 @@
                     peak snapshot shows what each connection allocates.
   --tool cpu        user and system CPU per request from /proc over COUNT
                     requests (no instrumentation; noisy like the bench).
+  --tool rss        idle RSS and RSS per idle TLS+HTTP/2 connection, with
+                    CONNECTIONS held (the bench's memory scenario alone).
   --tool strace     counts torii's system calls per request (strace -c) over
                     COUNT requests: the kernel time callgrind does not see.
 
@@ -36,7 +38,7 @@ import bench  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin-dir", type=Path, required=True)
-    ap.add_argument("--tool", choices=["callgrind", "perf", "massif", "strace", "cpu"], default="callgrind")
+    ap.add_argument("--tool", choices=["callgrind", "perf", "massif", "strace", "cpu", "rss"], default="callgrind")
     ap.add_argument("--load", choices=["unary", "bidi", "idle"], default="unary")
     ap.add_argument("--connections", type=int, default=500, help="idle: connections held")
     ap.add_argument("--size", type=int, default=100, choices=bench.SIZES)
@@ -66,7 +68,7 @@ def main():
     conf = t.config()
     argv, _ = t.command(conf)
     out = a.work / {"callgrind": "callgrind.out", "perf": "perf.data", "massif": "massif.out",
-                   "strace": "strace.txt", "cpu": "cpu.txt"}[a.tool]
+                   "strace": "strace.txt", "cpu": "cpu.txt", "rss": "rss.txt"}[a.tool]
     if a.tool == "callgrind":
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
     elif a.tool == "massif":
@@ -122,6 +124,16 @@ def main():
                   f"{ir / max(n, 1):,.0f} per {'request' if a.load == 'unary' else 'message'}")
             print("\n".join(ann.splitlines()[:60]))
             print(f"\nfull annotation: {report}; raw profile: {dump} (kcachegrind / callgrind_annotate)")
+        elif a.tool == "rss":
+            # The bench's memory scenario, alone: idle RSS, then RSS per held
+            # idle TLS+HTTP/2 connection.
+            a.idle_connections = a.connections
+            b.memory(t)
+            m = {k: v[0] for k, v in b.samples.get("memory", {}).get("torii", {}).items()}
+            text = (f"idle RSS {m.get('idle_rss_mb', 0):.2f} MB; {m.get('per_conn_kb', 0):.2f} KB per idle "
+                    f"TLS+HTTP/2 connection ({a.connections} held)")
+            out.write_text(text + "\n")
+            print(text)
         elif a.tool == "cpu":
             load(count=2000)
 
