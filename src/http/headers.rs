@@ -1,8 +1,6 @@
 //! Header rewriting between the client and the upstream: hop-by-hop removal,
 //! forwarding headers, request ids, client identity.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -24,6 +22,18 @@ const HOP_BY_HOP: [HeaderName; 5] = [
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names, and any `te` value other than `trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Nearly every request and response has nothing to strip (gRPC sends
+    // `te: trailers`): one look at the names, no map edits.
+    let te_trailers_only = {
+        let mut te = headers.get_all(header::TE).iter();
+        matches!((te.next(), te.next()), (None, _) | (Some(_), None))
+            && headers
+                .get(header::TE)
+                .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    };
+    if te_trailers_only && !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -53,14 +63,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the peer address to `x-forwarded-for` and sets `x-forwarded-proto`.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static str) {
-    let peer = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
-        _ => peer,
+/// Appends the peer address (`peer_ip`, the IP as a header value) to
+/// `x-forwarded-for` and sets `x-forwarded-proto`.
+pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, scheme: &'static str) {
+    let prev = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.trim().is_empty());
+    let xff = match prev {
+        Some(prev) => {
+            let peer = peer_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prev}, {peer}")).ok()
+        }
+        None => Some(peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
@@ -134,9 +151,35 @@ mod tests {
     fn xff_appended() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "https");
+        let peer = HeaderValue::from_static("10.0.0.1");
+        set_forwarded(&mut h, &peer, "https");
         assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, &peer, "http");
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1");
+    }
+
+    #[test]
+    fn nothing_to_strip_leaves_headers_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        // Two te headers are not the fast path: folded into one `trailers`.
+        h.append(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get_all(header::TE).iter().count(), 1);
+        // A hop-by-hop header alone is found.
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("proxy-connection").is_none());
+        assert_eq!(h[header::TE], "trailers");
     }
 
     #[test]

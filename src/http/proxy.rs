@@ -42,6 +42,9 @@ pub struct ConnInfo {
     /// Where the connection was headed before iptables redirected it (on an
     /// `original_destination` listener): requests no route takes go there.
     pub original_dst: Option<SocketAddr>,
+    /// The peer's IP as a header value (`x-forwarded-for`), made once per
+    /// connection rather than per request.
+    pub peer_ip: HeaderValue,
 }
 
 impl ConnInfo {
@@ -53,6 +56,8 @@ impl ConnInfo {
             detected: "",
             detect_reason: "",
             original_dst: None,
+            peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a valid header value"),
         }
     }
 }
@@ -509,7 +514,7 @@ impl ListenerRuntime {
         if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
             h.insert(headers::X_FORWARDED_CLIENT_CERT, xfcc);
         }
-        headers::set_forwarded(h, conn.peer.ip(), self.scheme());
+        headers::set_forwarded(h, &conn.peer_ip, self.scheme());
         apply_edits(h, &route.request_headers);
 
         let new_path = match (&route.prefix_rewrite, &route.matcher.path) {
@@ -546,11 +551,16 @@ impl ListenerRuntime {
                 } else {
                     Scheme::HTTP
                 };
-                let auth = Authority::try_from(authority)
-                    .or_else(|_| Authority::try_from(cluster.config.name.as_str()))
-                    .map_err(|e| {
-                        ProxyError::new(ErrorCode::BadRequest, format!("bad authority: {e}"))
-                    })?;
+                // The client's own :authority goes on as it is (no parse, no copy).
+                let same = parts.uri.authority().filter(|a| a.as_str() == authority);
+                let auth = match same {
+                    Some(a) => Ok(a.clone()),
+                    None => Authority::try_from(authority),
+                }
+                .or_else(|_| Authority::try_from(cluster.config.name.as_str()))
+                .map_err(|e| {
+                    ProxyError::new(ErrorCode::BadRequest, format!("bad authority: {e}"))
+                })?;
                 parts.uri = Uri::builder()
                     .scheme(scheme)
                     .authority(auth)

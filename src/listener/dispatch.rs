@@ -69,11 +69,10 @@ pub(super) async fn handle(
     }
     record(l, peer, original, declared, &detection);
     let conn = ConnInfo {
-        peer,
-        tls: None,
         detected: detection.protocol.as_str(),
         detect_reason: detection.reason,
         original_dst: original,
+        ..ConnInfo::new(peer)
     };
     match detection.protocol {
         Protocol::Tls => tls(io, conn, detection.hello, l, watch).await,
