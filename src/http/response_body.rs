@@ -11,17 +11,16 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::outcome::Outcome;
 use crate::error::{BoxError, ErrorCode, ProxyError};
 use crate::grpc::status::{encode_message, Code};
 use crate::respond::X_TORII_ERROR;
-use crate::upstream::ExchangeGuard;
+use crate::upstream::{ExchangeGuard, UpstreamBody};
 
 pub struct ResponseBody {
-    inner: Option<Incoming>,
+    inner: Option<UpstreamBody>,
     grpc: bool,
     deadline: Option<(Pin<Box<Sleep>>, ProxyError)>,
     guard: Option<ExchangeGuard>,
@@ -31,7 +30,7 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         grpc: bool,
         deadline: Option<(Pin<Box<Sleep>>, ProxyError)>,
         guard: ExchangeGuard,
@@ -126,7 +125,7 @@ impl HttpBody for ResponseBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let what = match crate::upstream::connect::h2_reason(&e) {
+                let what = match crate::upstream::connect::h2_reason(e.as_ref()) {
                     Some(r) => format!("reset the stream ({r:?})"),
                     None => format!("broke off: {e}"),
                 };

@@ -8,15 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::{http1, http2};
-use hyper::rt::Executor as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::coalesce;
+use super::h2client::{self, H2Client};
 use crate::config::{Cluster, UpstreamTls};
 use crate::error::{ErrorCode, ProxyError};
 use crate::http::body::Body;
@@ -30,8 +29,12 @@ pub const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 pub const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// HTTP/2 PINGs to notice a dead upstream connection that TCP would only
 /// report after minutes.
-const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+const H2_SETTINGS: h2client::Settings = h2client::Settings {
+    stream_window: H2_STREAM_WINDOW,
+    connection_window: H2_CONNECTION_WINDOW,
+    keepalive_interval: Duration::from_secs(30),
+    keepalive_timeout: Duration::from_secs(10),
+};
 
 /// The protocol spoken on one upstream connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,7 +50,7 @@ const FIRST_BYTES: usize = 24;
 
 pub enum Connected {
     H1(http1::SendRequest<Body>),
-    H2(http2::SendRequest<Body>, FirstBytes),
+    H2(H2Client, FirstBytes),
 }
 
 /// Builds connections for one cluster.
@@ -280,30 +283,15 @@ where
                 first: first.clone(),
                 recorded: false,
             };
-            // hyper drives the connection in a task it spawns: the executor
-            // wraps its tasks so what they write leaves in one write per poll.
-            let (io, flusher) = coalesce::split(io);
-            let exec = FlushingExecutor { flusher };
-            let (send, conn) = http2::Builder::new(exec.clone())
-                .timer(TokioTimer::new())
-                .initial_stream_window_size(H2_STREAM_WINDOW)
-                .initial_connection_window_size(H2_CONNECTION_WINDOW)
-                .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
-                .handshake(TokioIo::new(io))
+            let client = h2client::handshake(io, &H2_SETTINGS, addr)
                 .await
                 .map_err(|e| handshake_error(e, addr, cluster))?;
-            exec.execute(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
-            Ok(Connected::H2(send, first))
+            Ok(Connected::H2(client, first))
         }
     }
 }
 
-fn handshake_error(e: hyper::Error, addr: SocketAddr, cluster: &str) -> ProxyError {
+fn handshake_error(e: impl std::fmt::Display, addr: SocketAddr, cluster: &str) -> ProxyError {
     ProxyError::new(
         ErrorCode::UpstreamConnectFailed,
         format!("HTTP handshake with upstream {addr} (cluster {cluster}) failed: {e}"),
@@ -313,7 +301,7 @@ fn handshake_error(e: hyper::Error, addr: SocketAddr, cluster: &str) -> ProxyErr
 /// Explains a failed exchange on an HTTP/2 upstream connection from what
 /// the upstream actually sent.
 pub fn explain_h2_failure(
-    e: &hyper::Error,
+    e: &(dyn std::error::Error + 'static),
     first: &FirstBytes,
     addr: SocketAddr,
     cluster: &str,
@@ -351,7 +339,7 @@ pub fn explain_h2_failure(
 
 /// A failure after the request was handed to the upstream connection.
 pub fn reset_error(
-    e: &hyper::Error,
+    e: &(dyn std::error::Error + 'static),
     addr: SocketAddr,
     cluster: &str,
     nothing_received: bool,
@@ -379,31 +367,6 @@ pub fn h2_reason(e: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
         cur = err.source();
     }
     None
-}
-
-/// Spawns hyper's HTTP/2 client tasks so that each writes out what it
-/// buffered in the connection's [`coalesce`] buffer after each poll.
-struct FlushingExecutor<T> {
-    flusher: coalesce::Flusher<T>,
-}
-
-impl<T> Clone for FlushingExecutor<T> {
-    fn clone(&self) -> Self {
-        FlushingExecutor {
-            flusher: self.flusher.clone(),
-        }
-    }
-}
-
-impl<T, F> hyper::rt::Executor<F> for FlushingExecutor<T>
-where
-    T: AsyncWrite + Unpin + Send + 'static,
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::spawn(self.flusher.clone().run(fut));
-    }
 }
 
 pin_project_lite::pin_project! {

@@ -116,11 +116,18 @@ async fn exchange(
     req: Request<body::Body>,
 ) -> Result<(http::StatusCode, Bytes, Option<http::HeaderMap>), String> {
     let lease = ep.lease(c.connector(), wire).await.map_err(|e| e.message)?;
+    let failed = |e: &dyn std::fmt::Display| format!("the health check request failed: {e}");
     let resp = match lease {
-        Lease::H2 { mut send, .. } => send.send_request(req).await,
-        Lease::H1(mut send) => send.send_request(req).await,
-    }
-    .map_err(|e| format!("the health check request failed: {e}"))?;
+        Lease::H2 { mut send, .. } => {
+            send.ready().await.map_err(|e| failed(&e))?;
+            send.send(req).await.map_err(|e| failed(&e))?
+        }
+        Lease::H1(mut send) => send
+            .send_request(req)
+            .await
+            .map_err(|e| failed(&e))?
+            .map(crate::upstream::UpstreamBody::H1),
+    };
     let status = resp.status();
     let collected = resp
         .into_body()

@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod dns;
+pub mod h2client;
 pub mod health;
 pub mod original;
 pub mod pool;
@@ -16,7 +17,6 @@ use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use crate::config::{Cluster, LbPolicy};
 use crate::error::{ErrorCode, ProxyError};
@@ -26,6 +26,7 @@ use crate::telemetry::Metrics;
 use connect::Connector;
 pub use connect::Wire;
 use dns::Dns;
+pub use h2client::UpstreamBody;
 use pool::{CountGuard, Endpoint, Lease};
 
 /// At most this many endpoints are tried for one request when connecting
@@ -243,7 +244,7 @@ impl ClusterRuntime {
         self: &Arc<Self>,
         mut req: Request<Body>,
         wire: Wire,
-    ) -> Result<(Response<Incoming>, ExchangeGuard), ProxyError> {
+    ) -> Result<(Response<UpstreamBody>, ExchangeGuard), ProxyError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_err = None;
         let attempts = MAX_CONNECT_ATTEMPTS.min(self.endpoints.load().len().max(1));
@@ -268,41 +269,44 @@ impl ClusterRuntime {
                     mut send,
                     first,
                     guard,
-                } => match send.try_send_request(req).await {
-                    Ok(resp) => {
-                        return Ok((
-                            resp,
-                            ExchangeGuard {
-                                _active: active,
-                                ep: ep.clone(),
-                                cluster: self.clone(),
-                                _stream: Some(guard),
-                                h1: None,
-                            },
-                        ))
-                    }
-                    Err(mut e) => match e.take_message() {
-                        Some(back) if stale_retries > 0 => {
+                } => {
+                    if let Err(e) = send.ready().await {
+                        // Closed or going away before anything was sent:
+                        // another connection (or endpoint) may take it.
+                        if stale_retries > 0 {
                             stale_retries -= 1;
-                            req = back;
                             continue;
                         }
-                        _ => {
-                            let err = connect::explain_h2_failure(
-                                e.error(),
-                                &first,
-                                ep.addr,
-                                &self.config.name,
-                            );
+                        let err =
+                            connect::explain_h2_failure(&e, &first, ep.addr, &self.config.name);
+                        self.report(&ep, false, err.code.as_str());
+                        return Err(err);
+                    }
+                    match send.send(req).await {
+                        Ok(resp) => {
+                            return Ok((
+                                resp,
+                                ExchangeGuard {
+                                    _active: active,
+                                    ep: ep.clone(),
+                                    cluster: self.clone(),
+                                    _stream: Some(guard),
+                                    h1: None,
+                                },
+                            ))
+                        }
+                        Err(e) => {
+                            let err =
+                                connect::explain_h2_failure(&e, &first, ep.addr, &self.config.name);
                             self.report(&ep, false, err.code.as_str());
                             return Err(err);
                         }
-                    },
-                },
+                    }
+                }
                 Lease::H1(mut send) => match send.try_send_request(req).await {
                     Ok(resp) => {
                         return Ok((
-                            resp,
+                            resp.map(UpstreamBody::H1),
                             ExchangeGuard {
                                 _active: active,
                                 ep: ep.clone(),

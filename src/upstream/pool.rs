@@ -8,9 +8,10 @@ use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 
 use super::connect::{Connected, Connector, FirstBytes, Wire};
+use super::h2client::H2Client;
 use crate::error::ProxyError;
 use crate::http::body::Body;
 
@@ -35,7 +36,7 @@ pub struct Endpoint {
 
 #[derive(Clone)]
 struct H2Conn {
-    send: http2::SendRequest<Body>,
+    send: H2Client,
     streams: Arc<AtomicUsize>,
     first: FirstBytes,
 }
@@ -44,7 +45,7 @@ struct H2Conn {
 pub enum Lease {
     H1(http1::SendRequest<Body>),
     H2 {
-        send: http2::SendRequest<Body>,
+        send: H2Client,
         first: FirstBytes,
         guard: CountGuard,
     },
