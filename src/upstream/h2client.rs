@@ -143,6 +143,7 @@ impl H2Client {
                 body,
                 stream,
                 cancelled: None,
+                sent_any: false,
             };
             // Most request bodies are complete already: no task for those.
             if poll_fn(|cx| Poll::Ready(pipe.poll_pipe(cx)))
@@ -173,6 +174,10 @@ struct Pipe {
     stream: SendStream<Bytes>,
     /// Resolves when the exchange is over (its response body dropped).
     cancelled: Option<oneshot::Receiver<()>>,
+    /// The first frame goes without waiting for send capacity: a new stream
+    /// has none until the connection task has sent its HEADERS, and a
+    /// unary request's whole body is that one frame.
+    sent_any: bool,
 }
 
 impl Pipe {
@@ -186,8 +191,11 @@ impl Pipe {
             }
             // Room for at least a byte before taking the next frame from the
             // client: backpressure reaches the client through its window.
-            self.stream.reserve_capacity(1);
-            if self.stream.capacity() == 0 {
+            // (At most one frame is ever buffered beyond the upstream's window.)
+            if self.sent_any {
+                self.stream.reserve_capacity(1);
+            }
+            if self.sent_any && self.stream.capacity() == 0 {
                 match ready!(self.stream.poll_capacity(cx)) {
                     Some(Ok(_)) => continue,
                     Some(Err(_)) | None => return Poll::Ready(()),
@@ -209,6 +217,7 @@ impl Pipe {
                 }
                 Some(Ok(frame)) => frame,
             };
+            self.sent_any = true;
             match frame.into_data() {
                 Ok(data) => {
                     let eos = self.body.is_end_stream();
