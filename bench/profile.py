@@ -14,7 +14,8 @@
   --tool cpu        user and system CPU per request from /proc over COUNT
                     requests (no instrumentation; noisy like the bench).
   --tool rss        idle RSS and RSS per idle TLS+HTTP/2 connection, with
-                    CONNECTIONS held (the bench's memory scenario alone).
+                    CONNECTIONS held (the bench's memory scenario alone);
+                    PROFILE_SMAPS=1 also saves /proc/PID/smaps idle and held.
   --tool strace     counts torii's system calls per request (strace -c) over
                     COUNT requests: the kernel time callgrind does not see.
 
@@ -128,6 +129,16 @@ def main():
             # The bench's memory scenario, alone: idle RSS, then RSS per held
             # idle TLS+HTTP/2 connection.
             a.idle_connections = a.connections
+            if os.environ.get("PROFILE_SMAPS"):
+                # Where the memory is: the process's mappings while held.
+                orig = bench.rss_bytes
+
+                def rss_and_maps(pids):
+                    for p in pids:
+                        with open(f"/proc/{p}/smaps") as f:
+                            (a.work / f"smaps-{time.monotonic():.0f}.txt").write_text(f.read())
+                    return orig(pids)
+                bench.rss_bytes = rss_and_maps
             b.memory(t)
             m = {k: v[0] for k, v in b.samples.get("memory", {}).get("torii", {}).items()}
             text = (f"idle RSS {m.get('idle_rss_mb', 0):.2f} MB; {m.get('per_conn_kb', 0):.2f} KB per idle "

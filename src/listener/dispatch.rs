@@ -56,7 +56,12 @@ pub(super) async fn handle(
         None
     };
     let declared = original.and_then(|d| traffic.destination_protocols.get(&d.port()).copied());
-    let Some((io, detection)) = first_bytes(stream, l, original.is_some(), declared).await else {
+    // Each phase and path is boxed: a connection's task then holds only the
+    // state of the path it took (an idle TLS+HTTP/2 connection does not
+    // carry the relay's or the sniffer's state).
+    let Some((io, detection)) =
+        Box::pin(first_bytes(stream, l, original.is_some(), declared)).await
+    else {
         return;
     };
     if let Some(dst) = original.filter(|d| original_dst::is_own(peer, *d)) {
@@ -75,9 +80,9 @@ pub(super) async fn handle(
         ..ConnInfo::new(peer)
     };
     match detection.protocol {
-        Protocol::Tls => tls(io, conn, detection.hello, l, watch).await,
-        Protocol::Http1 | Protocol::Http2 => http(io, conn, l, watch).await,
-        Protocol::Tcp => opaque(io, conn, l, watch).await,
+        Protocol::Tls => Box::pin(tls(io, conn, detection.hello, l, watch)).await,
+        Protocol::Http1 | Protocol::Http2 => Box::pin(http(io, conn, l, watch)).await,
+        Protocol::Tcp => Box::pin(opaque(io, conn, l, watch)).await,
     }
 }
 
@@ -271,14 +276,14 @@ async fn tls(
             tracing::error!(listener = %l.rt.name, cluster = %rule.cluster.name, "tls_passthrough names a cluster that is not running");
             return;
         };
-        relay(io, &conn, cluster, Kind::TlsPassthrough, l).await;
+        Box::pin(relay(io, &conn, cluster, Kind::TlsPassthrough, l)).await;
         return;
     }
     if let Some(acceptor) = &l.tls {
         return terminate_tls(io, acceptor, conn, l, watch).await;
     }
     if let Some(dst) = conn.original_dst {
-        return to_original(io, &conn, dst, Kind::TlsPassthrough, l).await;
+        return Box::pin(to_original(io, &conn, dst, Kind::TlsPassthrough, l)).await;
     }
     tls_not_routed(l, conn.peer, sni);
 }
