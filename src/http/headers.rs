@@ -113,7 +113,11 @@ pub fn new_request_id() -> HeaderValue {
         buf[at] = HEX[((n >> (124 - 4 * i)) & 0xF) as usize];
         at += 1;
     }
-    HeaderValue::from_bytes(&buf).expect("hex and dashes are a valid header value")
+    let mut v = HeaderValue::from_bytes(&buf).expect("hex and dashes are a valid header value");
+    // Unique per request: HPACK would insert it in the upstream connection's
+    // table and evict reusable entries for it. Sent as a literal instead.
+    v.set_sensitive(true);
+    v
 }
 
 #[cfg(test)]
