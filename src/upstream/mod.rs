@@ -270,38 +270,34 @@ impl ClusterRuntime {
                     first,
                     guard,
                 } => {
-                    if let Err(e) = send.ready().await {
+                    let sent = match send.ready().await {
                         // Closed or going away before anything was sent:
                         // another connection (or endpoint) may take it.
-                        if stale_retries > 0 {
+                        Err(_) if stale_retries > 0 => {
                             stale_retries -= 1;
                             continue;
                         }
-                        let err =
-                            connect::explain_h2_failure(&e, &first, ep.addr, &self.config.name);
-                        self.report(&ep, false, err.code.as_str());
-                        return Err(err);
-                    }
-                    match send.send(req).await {
-                        Ok(resp) => {
-                            return Ok((
-                                resp,
-                                ExchangeGuard {
-                                    _active: active,
-                                    ep: ep.clone(),
-                                    cluster: self.clone(),
-                                    _stream: Some(guard),
-                                    h1: None,
-                                },
-                            ))
-                        }
+                        Err(e) => Err(e),
+                        Ok(()) => send.send(req).await,
+                    };
+                    return match sent {
+                        Ok(resp) => Ok((
+                            resp,
+                            ExchangeGuard {
+                                _active: active,
+                                ep: ep.clone(),
+                                cluster: self.clone(),
+                                _stream: Some(guard),
+                                h1: None,
+                            },
+                        )),
                         Err(e) => {
                             let err =
                                 connect::explain_h2_failure(&e, &first, ep.addr, &self.config.name);
                             self.report(&ep, false, err.code.as_str());
-                            return Err(err);
+                            Err(err)
                         }
-                    }
+                    };
                 }
                 Lease::H1(mut send) => match send.try_send_request(req).await {
                     Ok(resp) => {
