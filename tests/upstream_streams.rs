@@ -77,22 +77,37 @@ async fn answers_early() -> (SocketAddr, mpsc::UnboundedReceiver<BodyEnd>) {
     (addr, rx)
 }
 
-#[tokio::test]
-async fn a_body_still_streaming_is_cancelled_upstream_when_the_answer_is_complete() {
-    let (upstream, mut ends) = answers_early().await;
+/// One gRPC call through torii to [`answers_early`]: sends one 7-byte
+/// message (ending the request stream if `end`) and waits for the response
+/// head. Returns it with the open request stream, the upstream's reports and
+/// the proxy (the caller keeps it alive).
+async fn call(
+    path: &str,
+    end: bool,
+) -> (
+    Response<h2::RecvStream>,
+    h2::SendStream<Bytes>,
+    mpsc::UnboundedReceiver<BodyEnd>,
+    proxy_support::Proxy,
+) {
+    let (upstream, ends) = answers_early().await;
     let proxy = front(&[upstream.to_string()]).await;
     let send = raw_h2(proxy.addr("plain")).await;
-    let (response, mut body) =
-        raw_grpc_call(send, "example.test", "/torii.echo.v1.Echo/ClientStream").await;
-    body.send_data(Bytes::from_static(b"\0\0\0\0\x02hi"), false)
+    let (response, mut body) = raw_grpc_call(send, "example.test", path).await;
+    body.send_data(Bytes::from_static(b"\0\0\0\0\x02hi"), end)
         .unwrap();
-
-    // The client gets the upstream's answer while its own stream is open.
     let response = tokio::time::timeout(PATIENCE, response)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(response.status(), 200);
+    (response, body, ends, proxy)
+}
+
+#[tokio::test]
+async fn a_body_still_streaming_is_cancelled_upstream_when_the_answer_is_complete() {
+    // The client gets the upstream's answer while its own stream is open.
+    let (response, body, mut ends, _proxy) = call("/torii.echo.v1.Echo/ClientStream", false).await;
     let mut recv = response.into_body();
     while let Some(d) = recv.data().await {
         d.unwrap();
@@ -112,18 +127,7 @@ async fn a_body_still_streaming_is_cancelled_upstream_when_the_answer_is_complet
 
 #[tokio::test]
 async fn a_complete_body_goes_out_with_the_request() {
-    let (upstream, mut ends) = answers_early().await;
-    let proxy = front(&[upstream.to_string()]).await;
-    let send = raw_h2(proxy.addr("plain")).await;
-    let (response, mut body) =
-        raw_grpc_call(send, "example.test", "/torii.echo.v1.Echo/Unary").await;
-    body.send_data(Bytes::from_static(b"\0\0\0\0\x02hi"), true)
-        .unwrap();
-    let response = tokio::time::timeout(PATIENCE, response)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (_response, _body, mut ends, _proxy) = call("/torii.echo.v1.Echo/Unary", true).await;
     let end = tokio::time::timeout(PATIENCE, ends.recv())
         .await
         .unwrap()
