@@ -80,6 +80,8 @@ def main():
     b.probe(t)
     pid = t.proc.pid
 
+    unit = "request" if a.load == "unary" else "message"
+
     def load(count=None, seconds=None):
         if a.load == "idle":
             cmd = [b.tool, "idle", "--address", t.address, "--tls", "--connections", str(a.connections),
@@ -122,7 +124,7 @@ def main():
             report = a.work / "callgrind-annotate.txt"
             report.write_text(ann)
             print(f"{a.load} {a.size} B: {n} completed, {ir:,} instructions in torii, "
-                  f"{ir / max(n, 1):,.0f} per {'request' if a.load == 'unary' else 'message'}")
+                  f"{ir / max(n, 1):,.0f} per {unit}")
             print("\n".join(ann.splitlines()[:60]))
             print(f"\nfull annotation: {report}; raw profile: {dump} (kcachegrind / callgrind_annotate)")
         elif a.tool == "rss":
@@ -159,7 +161,7 @@ def main():
             u1, s1 = ticks()
             per = lambda t: t * 1e6 / hz / max(n, 1)
             text = (f"{a.load} {a.size} B: {n} completed; torii CPU per "
-                    f"{'request' if a.load == 'unary' else 'message'}: user {per(u1 - u0):.2f} µs, "
+                    f"{unit}: user {per(u1 - u0):.2f} µs, "
                     f"system {per(s1 - s0):.2f} µs, total {per(u1 - u0 + s1 - s0):.2f} µs")
             out.write_text(text + "\n")
             print(text)
@@ -175,7 +177,7 @@ def main():
             for line in text.splitlines():
                 m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
                 if m:
-                    print(f"  {m.group(2):<16} {int(m.group(1)) / max(n, 1):6.2f} per {'request' if a.load == 'unary' else 'message'}")
+                    print(f"  {m.group(2):<16} {int(m.group(1)) / max(n, 1):6.2f} per {unit}")
             print(f"\nfull table: {out}")
         else:
             load(seconds=1.0)

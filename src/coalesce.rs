@@ -79,14 +79,6 @@ pub struct Flusher<T> {
     state: Arc<Mutex<State<T>>>,
 }
 
-impl<T> Clone for Flusher<T> {
-    fn clone(&self) -> Self {
-        Flusher {
-            state: self.state.clone(),
-        }
-    }
-}
-
 pub fn split<T>(io: T) -> (Coalesced<T>, Flusher<T>) {
     let state = Arc::new(Mutex::new(State {
         io,

@@ -24,13 +24,10 @@ const HOP_BY_HOP: [HeaderName; 5] = [
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Nearly every request and response has nothing to strip (gRPC sends
     // `te: trailers`): one look at the names, no map edits.
-    let te_trailers_only = {
-        let mut te = headers.get_all(header::TE).iter();
-        matches!((te.next(), te.next()), (None, _) | (Some(_), None))
-            && headers
-                .get(header::TE)
-                .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    };
+    let mut te = headers.get_all(header::TE).iter();
+    let first_te = te.next();
+    let te_trailers_only = te.next().is_none()
+        && first_te.is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if te_trailers_only && !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
         return;
     }
