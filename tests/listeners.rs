@@ -210,3 +210,74 @@ clusters:
         .await
         .is_err());
 }
+
+/// A client that opens a connection and never finishes its first request
+/// (partial HTTP/1.1 head, partial HTTP/2 preface, or silence after an h2
+/// TLS handshake) is closed at the listener's `header_read_timeout`.
+#[tokio::test]
+async fn clients_that_never_finish_a_request_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let echo = start_echo().await;
+    let dir = TempDir::new("listeners-slow");
+    let pki = TestPki::new("slow clients CA");
+    pki.server_cert(&["localhost"])
+        .write_to(dir.path(), "server")
+        .unwrap();
+    let yaml = format!(
+        r#"
+listeners:
+  - name: plain
+    address: 127.0.0.1:0
+    header_read_timeout: 300ms
+    routes: [{{ match: {{ path: / }}, cluster: echo }}]
+  - name: tls
+    address: 127.0.0.1:0
+    header_read_timeout: 300ms
+    tls:
+      certificates:
+        - {{ cert: server.crt, key: server.key }}
+    routes: [{{ match: {{ path: / }}, cluster: echo }}]
+clusters:
+  - name: echo
+    endpoints: ["{}"]
+"#,
+        echo.addr
+    );
+    let proxy = start(&yaml, dir).await;
+
+    // Reads until the proxy closes the connection; a bound far above the
+    // timeout only keeps a broken build from hanging the suite.
+    async fn closed_by_proxy<S: AsyncReadExt + Unpin>(mut s: S) -> bool {
+        let mut buf = [0u8; 256];
+        let read_to_end = async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), read_to_end)
+            .await
+            .is_ok()
+    }
+
+    for partial in [&b"GET / HTTP/1.1\r\nhost: x\r\n"[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr("plain"))
+            .await
+            .unwrap();
+        s.write_all(partial).await.unwrap();
+        assert!(
+            closed_by_proxy(s).await,
+            "{:?} was left open",
+            String::from_utf8_lossy(partial)
+        );
+    }
+    let client = TlsClient::new(pki.ca_cert_pem()).with_alpn(&["h2"]);
+    let tls = client.handshake(proxy.addr("tls")).await.unwrap();
+    assert!(
+        closed_by_proxy(tls).await,
+        "a silent h2 client was left open"
+    );
+}

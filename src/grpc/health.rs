@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response};
 use http_body_util::{BodyExt, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use prost::Message;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
@@ -33,7 +33,7 @@ pub enum Verdict {
 }
 
 /// Reads the `HealthCheckRequest` (small; bounded).
-pub async fn read_request(body: Incoming) -> Result<String, String> {
+pub async fn read_request(body: crate::http::body::Received) -> Result<String, String> {
     let bytes = Limited::new(body, 64 * 1024)
         .collect()
         .await

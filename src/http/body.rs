@@ -1,8 +1,15 @@
-//! The body type torii hands to hyper, both directions.
+//! The body types torii hands around: [`Body`] for what it sends (both
+//! directions), [`Received`] for what arrives (from a client or an
+//! upstream, over HTTP/1.1 or HTTP/2).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 
+use super::h2::H2Received;
 use crate::error::BoxError;
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -17,6 +24,46 @@ pub fn full(data: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-pub fn incoming(b: hyper::body::Incoming) -> Body {
-    b.map_err(BoxError::from).boxed_unsync()
+/// A body as it arrives: from hyper (HTTP/1.1) or from an h2 stream.
+pub enum Received {
+    H1(hyper::body::Incoming),
+    H2(H2Received),
+}
+
+impl Received {
+    pub fn boxed(self) -> Body {
+        BodyExt::boxed_unsync(self)
+    }
+}
+
+impl HttpBody for Received {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Received::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            Received::H2(b) => b.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Received::H1(b) => b.is_end_stream(),
+            Received::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Received::H1(b) => b.size_hint(),
+            Received::H2(b) if b.is_end_stream() => SizeHint::with_exact(0),
+            Received::H2(_) => SizeHint::default(),
+        }
+    }
 }

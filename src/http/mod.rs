@@ -3,6 +3,8 @@
 
 pub mod body;
 pub mod counting;
+pub mod h2;
+pub mod h2server;
 pub mod headers;
 pub mod outcome;
 pub mod path;

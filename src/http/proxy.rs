@@ -12,9 +12,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
-use super::body::{self, Body};
+use super::body::{self, Body, Received};
 use super::headers;
 use super::outcome::Outcome;
 use super::path;
@@ -135,7 +134,7 @@ impl ListenerRuntime {
     /// Handles one request. Never fails: errors become responses.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<Received>,
         conn: Arc<ConnInfo>,
     ) -> Response<Body> {
         let start = Instant::now();
@@ -182,7 +181,7 @@ impl ListenerRuntime {
 
     async fn proxy(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<Received>,
         conn: &ConnInfo,
         grpc_req: bool,
         slot: &mut Option<Outcome>,
@@ -335,9 +334,9 @@ impl ListenerRuntime {
             Some(_) => {
                 let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
                 outcome.bytes_in = Some(count.clone());
-                super::counting::Counting::new(body::incoming(body), count).boxed_unsync()
+                super::counting::Counting::new(body.boxed(), count).boxed_unsync()
             }
-            None => body::incoming(body),
+            None => body.boxed(),
         };
         let upstream_req = Request::from_parts(parts, body);
         let send = cluster.send(upstream_req, wire);
@@ -412,7 +411,7 @@ impl ListenerRuntime {
     async fn serve_health(
         self: &Arc<Self>,
         watch: bool,
-        body: Incoming,
+        body: Received,
         host: String,
         headers: http::HeaderMap,
     ) -> Result<Response<Body>, ProxyError> {
@@ -684,7 +683,7 @@ mod size_tests {
 
     fn future_size<F, Fut>(_: F) -> usize
     where
-        F: FnOnce(Arc<ListenerRuntime>, Request<Incoming>, Arc<ConnInfo>) -> Fut,
+        F: FnOnce(Arc<ListenerRuntime>, Request<Received>, Arc<ConnInfo>) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

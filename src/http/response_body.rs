@@ -13,14 +13,15 @@ use http::{HeaderMap, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use super::body::Received;
 use super::outcome::Outcome;
 use crate::error::{BoxError, ErrorCode, ProxyError};
 use crate::grpc::status::{encode_message, Code};
 use crate::respond::X_TORII_ERROR;
-use crate::upstream::{ExchangeGuard, UpstreamBody};
+use crate::upstream::ExchangeGuard;
 
 pub struct ResponseBody {
-    inner: Option<UpstreamBody>,
+    inner: Option<Received>,
     grpc: bool,
     deadline: Option<(Pin<Box<Sleep>>, ProxyError)>,
     guard: Option<ExchangeGuard>,
@@ -30,7 +31,7 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub fn new(
-        inner: UpstreamBody,
+        inner: Received,
         grpc: bool,
         deadline: Option<(Pin<Box<Sleep>>, ProxyError)>,
         guard: ExchangeGuard,

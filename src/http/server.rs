@@ -1,20 +1,23 @@
 //! Serving HTTP on an accepted (and possibly TLS-terminated) connection:
 //! HTTP/1.1 and h2c on one port by looking at the preface, or the protocol
-//! ALPN chose.
+//! ALPN chose. HTTP/1.1 is served by hyper, HTTP/2 by [`super::h2server`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+use super::body::Received;
+use super::h2server;
 use super::proxy::{ConnInfo, ListenerRuntime};
 use crate::coalesce;
 use crate::drain;
-use crate::upstream::connect::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
+use crate::listener::prefixed::Prefixed;
 
 /// Concurrent streams one client connection may open. gRPC clients
 /// multiplex everything over one connection, so this is generous; a
@@ -22,9 +25,8 @@ use crate::upstream::connect::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Largest request header block accepted (HTTP/2 SETTINGS and HTTP/1.1).
 pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
-/// HTTP/2 PINGs to clients, so connections to vanished clients are closed.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Which protocol to serve on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,30 +39,21 @@ pub enum Serve {
 
 #[derive(Clone)]
 pub struct HttpServers {
-    auto: auto::Builder<TokioExecutor>,
-    h1: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
+    h1: http1::Builder,
+    /// Bounds the wait for a request head (HTTP/1.1) or the connection
+    /// preface (HTTP/2).
+    header_read_timeout: Duration,
 }
 
 impl HttpServers {
     pub fn new(header_read_timeout: Duration) -> Self {
-        let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1()
-            .timer(TokioTimer::new())
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
             .max_buf_size(MAX_HEADER_LIST_SIZE as usize * 2);
-        b.http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(MAX_HEADER_LIST_SIZE)
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
         HttpServers {
-            auto: b.clone(),
-            h1: b.clone().http1_only(),
-            h2: b.http2_only(),
+            h1,
+            header_read_timeout,
         }
     }
 
@@ -71,33 +64,83 @@ impl HttpServers {
         mode: Serve,
         rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
         conn: Arc<ConnInfo>,
+        drain: drain::Watch,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (h2, io) = match mode {
+            Serve::Http1 => (false, Prefixed::new(BytesMut::new(), io)),
+            Serve::Http2 => (true, Prefixed::new(BytesMut::new(), io)),
+            Serve::Auto => match self.sniff(io, &conn).await {
+                Some(found) => found,
+                None => return,
+            },
+        };
+        if h2 {
+            h2server::serve(io, rt, conn, drain, self.header_read_timeout).await
+        } else {
+            self.serve_h1(io, rt, conn, drain).await
+        }
+    }
+
+    /// Reads until the bytes either are the HTTP/2 preface or cannot be;
+    /// hands back the connection with what was read. None: the client
+    /// closed it or went quiet first.
+    async fn sniff<I: AsyncRead + Unpin>(
+        &self,
+        mut io: I,
+        conn: &ConnInfo,
+    ) -> Option<(bool, Prefixed<I>)> {
+        let mut buf = BytesMut::with_capacity(H2_PREFACE.len());
+        let read = async {
+            while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+                if io.read_buf(&mut buf).await? == 0 {
+                    return Ok(false);
+                }
+            }
+            Ok::<_, std::io::Error>(true)
+        };
+        match tokio::time::timeout(self.header_read_timeout, read).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return None,
+            Ok(Err(e)) => {
+                tracing::debug!(client = %conn.peer, error = %e, "client connection failed before its first request");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(client = %conn.peer, "no request within {:?}; closing", self.header_read_timeout);
+                return None;
+            }
+        }
+        Some((buf.starts_with(H2_PREFACE), Prefixed::new(buf, io)))
+    }
+
+    async fn serve_h1<I>(
+        &self,
+        io: I,
+        rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
+        conn: Arc<ConnInfo>,
         mut drain: drain::Watch,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let builder = match mode {
-            Serve::Auto => &self.auto,
-            Serve::Http1 => &self.h1,
-            Serve::Http2 => &self.h2,
-        };
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             // The listener's current routes: a reload applies to the next
             // request, even on a connection opened before it.
             let rt = rt.load_full();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(rt.handle(req, conn).await) }
+            async move { Ok::<_, Infallible>(rt.handle(req.map(Received::H1), conn).await) }
         });
-        // Whatever the connection writes in one poll leaves in one write.
         let (io, flusher) = coalesce::split(io);
-        let connection = builder.serve_connection(TokioIo::new(io), svc);
+        let connection = self.h1.serve_connection(TokioIo::new(io), svc);
         let result = flusher
             .run(async move {
                 tokio::pin!(connection);
                 tokio::select! {
                     r = connection.as_mut() => r,
                     _ = drain.signaled() => {
-                        // GOAWAY for HTTP/2, `connection: close` for HTTP/1.1;
-                        // then let in-flight requests finish.
+                        // `connection: close` on the response in flight (or
+                        // close now if idle).
                         connection.as_mut().graceful_shutdown();
                         connection.await
                     }

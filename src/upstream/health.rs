@@ -126,7 +126,7 @@ async fn exchange(
             .send_request(req)
             .await
             .map_err(|e| failed(&e))?
-            .map(crate::upstream::UpstreamBody::H1),
+            .map(crate::http::body::Received::H1),
     };
     let status = resp.status();
     let collected = resp

@@ -20,13 +20,12 @@ use http::{Request, Response};
 
 use crate::config::{Cluster, LbPolicy};
 use crate::error::{ErrorCode, ProxyError};
-use crate::http::body::Body;
+use crate::http::body::{Body, Received};
 use crate::telemetry::metrics::EndpointLabels;
 use crate::telemetry::Metrics;
 use connect::Connector;
 pub use connect::Wire;
 use dns::Dns;
-pub use h2client::UpstreamBody;
 use pool::{CountGuard, Endpoint, Lease};
 
 /// At most this many endpoints are tried for one request when connecting
@@ -244,7 +243,7 @@ impl ClusterRuntime {
         self: &Arc<Self>,
         mut req: Request<Body>,
         wire: Wire,
-    ) -> Result<(Response<UpstreamBody>, ExchangeGuard), ProxyError> {
+    ) -> Result<(Response<Received>, ExchangeGuard), ProxyError> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_err = None;
         let attempts = MAX_CONNECT_ATTEMPTS.min(self.endpoints.load().len().max(1));
@@ -302,7 +301,7 @@ impl ClusterRuntime {
                 Lease::H1(mut send) => match send.try_send_request(req).await {
                     Ok(resp) => {
                         return Ok((
-                            resp.map(UpstreamBody::H1),
+                            resp.map(Received::H1),
                             ExchangeGuard {
                                 _active: active,
                                 ep: ep.clone(),
