@@ -14,9 +14,11 @@
 //! keepalive PINGs; the same SETTINGS (stream limit, header list size,
 //! windows); h2's defences against reset floods.
 
+use std::cell::Cell;
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -84,11 +86,8 @@ pub async fn serve<I>(
             let signaled = drain.signaled();
             tokio::pin!(keepalive, signaled);
             let inline = Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
-            // Made when the first stream arrives and dropped when the last
-            // one ends: even empty, it holds room for one stream's state,
-            // and an idle connection should hold as little as it can.
             let start = |req, respond| serve_stream(rt.load_full(), conn.clone(), req, respond);
-            let mut streams = no_set_yet(&start);
+            let mut streams = StreamSet::for_futures_of(&start);
             let mut draining = false;
             poll_fn(|cx| {
                 if !draining && signaled.as_mut().poll(cx).is_ready() {
@@ -103,12 +102,7 @@ pub async fn serve<I>(
                 loop {
                     // Streams first: what they queue is written by the
                     // connection's poll below, in this same poll.
-                    if let Some(set) = &mut streams {
-                        while let Poll::Ready(Some(())) = set.poll_next_unpin(cx) {}
-                        if set.is_empty() {
-                            streams = None;
-                        }
-                    }
+                    streams.poll_all(cx);
                     let mut accepted = false;
                     loop {
                         match connection.poll_accept(cx) {
@@ -116,7 +110,7 @@ pub async fn serve<I>(
                                 accepted = true;
                                 let stream = start(req, respond);
                                 if inline {
-                                    streams.get_or_insert_with(FuturesUnordered::new).push(stream);
+                                    streams.push(stream);
                                 } else {
                                     tokio::spawn(stream);
                                 }
@@ -141,9 +135,78 @@ pub async fn serve<I>(
         .await
 }
 
-/// None, typed as the set of the futures `start` makes (they cannot be named).
-fn no_set_yet<A, B, F>(_start: &impl Fn(A, B) -> F) -> Option<FuturesUnordered<F>> {
-    None
+/// The streams of a connection polled by its own task.
+///
+/// Made when the first stream arrives and dropped when the last one ends:
+/// even empty, a `FuturesUnordered` holds room for one stream's state, and
+/// an idle connection should hold as little as it can.
+struct StreamSet<F> {
+    set: Option<FuturesUnordered<Counted<F>>>,
+}
+
+thread_local! {
+    /// Stream polls on this thread (see [`StreamSet::poll_all`]).
+    static STREAM_POLLS: Cell<u64> = const { Cell::new(0) };
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's future that counts its polls in [`STREAM_POLLS`].
+    struct Counted<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        STREAM_POLLS.with(|n| n.set(n.get() + 1));
+        self.project().fut.poll(cx)
+    }
+}
+
+impl<F: Future<Output = ()>> StreamSet<F> {
+    /// An empty set of the futures `start` makes (they cannot be named).
+    fn for_futures_of<A, B>(_start: &impl Fn(A, B) -> F) -> Self {
+        StreamSet { set: None }
+    }
+
+    fn push(&mut self, fut: F) {
+        self.set
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(Counted { fut });
+    }
+
+    /// Polls every stream that was woken, once. `FuturesUnordered` gives
+    /// up (wakes the task and returns Pending) after two streams that
+    /// woke themselves while polled — and h2 wakes a stream whenever it
+    /// gets send capacity, as a stream sending a message does. Stopping
+    /// there would end the connection's poll, and its write, after every
+    /// second stream; instead this asks again while asking still polls
+    /// streams, bounded so streams that always wake themselves cannot keep
+    /// the thread.
+    fn poll_all(&mut self, cx: &mut Context<'_>) {
+        let Some(set) = &mut self.set else { return };
+        let budget = 2 * set.len() as u64 + 16;
+        let start = STREAM_POLLS.with(Cell::get);
+        loop {
+            let before = STREAM_POLLS.with(Cell::get);
+            match set.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => continue,
+                Poll::Ready(None) => break,
+                Poll::Pending => {
+                    let now = STREAM_POLLS.with(Cell::get);
+                    if now == before || now - start >= budget {
+                        break;
+                    }
+                }
+            }
+        }
+        if set.is_empty() {
+            self.set = None;
+        }
+    }
 }
 
 /// One request on its stream: handled, answered, its body streamed back.
