@@ -4,7 +4,7 @@ pub mod health;
 pub mod status;
 pub mod timeout;
 
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 
 /// True when the request is gRPC (`application/grpc`, `application/grpc+proto`, …).
 /// gRPC-Web (`application/grpc-web…`) is not gRPC on the wire.
@@ -33,9 +33,65 @@ pub fn split_path(path: &str) -> Option<(&str, &str)> {
     Some((service, method))
 }
 
+/// A gRPC request's service and method, kept for its metrics and access
+/// log without copying: slices of the request's path as it arrived, or of
+/// its normalised form when normalising changed it.
+pub struct GrpcName {
+    path: GrpcPath,
+    /// Where the slash between service and method is.
+    slash: usize,
+}
+
+enum GrpcPath {
+    AsReceived(Uri),
+    Normalised(Box<str>),
+}
+
+impl GrpcName {
+    /// `path` is `uri`'s path normalised; None when it is not
+    /// `/service/method`.
+    pub fn new(uri: &Uri, path: &str) -> Option<Self> {
+        let (service, _) = split_path(path)?;
+        let path = if path == uri.path() {
+            GrpcPath::AsReceived(uri.clone())
+        } else {
+            GrpcPath::Normalised(path.into())
+        };
+        Some(GrpcName {
+            path,
+            slash: 1 + service.len(),
+        })
+    }
+
+    fn path(&self) -> &str {
+        match &self.path {
+            GrpcPath::AsReceived(uri) => uri.path(),
+            GrpcPath::Normalised(p) => p,
+        }
+    }
+
+    pub fn service(&self) -> &str {
+        &self.path()[1..self.slash]
+    }
+
+    pub fn method(&self) -> &str {
+        &self.path()[self.slash + 1..]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_name_slices_the_path() {
+        let uri: Uri = "/pkg.Echo/Unary?x=1".parse().unwrap();
+        let n = GrpcName::new(&uri, uri.path()).unwrap();
+        assert_eq!((n.service(), n.method()), ("pkg.Echo", "Unary"));
+        let n = GrpcName::new(&uri, "/a.B/C").unwrap();
+        assert_eq!((n.service(), n.method()), ("a.B", "C"));
+        assert!(GrpcName::new(&uri, "/nope").is_none());
+    }
 
     #[test]
     fn content_types() {

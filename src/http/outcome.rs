@@ -8,16 +8,17 @@ use std::time::Instant;
 
 use crate::error::ErrorCode;
 use crate::grpc::status::code_name;
+use crate::grpc::GrpcName;
 use crate::telemetry::access_log::{self, AccessLogger, Record};
-use crate::telemetry::metrics::{DurationLabels, RequestLabels};
+use crate::telemetry::metrics::RequestKey;
 use crate::telemetry::Metrics;
 
 pub struct Outcome {
     pub metrics: Arc<Metrics>,
     pub listener: Arc<str>,
     pub cluster: Option<Arc<str>>,
-    /// (service, method) of a gRPC request.
-    pub grpc: Option<(String, String)>,
+    /// Service and method of a gRPC request.
+    pub grpc: Option<GrpcName>,
     pub start: Instant,
     pub http_status: u16,
     pub grpc_status: Option<i32>,
@@ -71,37 +72,28 @@ impl Outcome {
             (None, true) => "NONE",
             (None, false) => "",
         };
-        // The access log needs the names too; take them only when it is off.
-        let (service, method) = match (&self.log, &self.grpc) {
-            (None, Some(_)) => self.grpc.take().unwrap_or_default(),
-            (_, Some((s, m))) => (s.clone(), m.clone()),
-            (_, None) => Default::default(),
+        let (service, method) = match &self.grpc {
+            Some(g) => (g.service(), g.method()),
+            None => ("", ""),
         };
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                listener: self.listener.clone(),
-                cluster: cluster.clone(),
+        self.metrics.record_request(
+            RequestKey {
+                listener: &self.listener,
+                cluster: &cluster,
                 grpc_service: service,
                 grpc_method: method,
                 grpc_status,
                 http_status: self.http_status,
                 error: self.error.map(ErrorCode::as_str).unwrap_or(""),
-            })
-            .inc();
-        self.metrics
-            .request_duration
-            .get_or_create(&DurationLabels {
-                listener: self.listener.clone(),
-                cluster,
-            })
-            .observe(elapsed.as_secs_f64());
+            },
+            elapsed.as_secs_f64(),
+        );
         if let Some(mut r) = self.log.take() {
             r.time = access_log::now();
             r.listener = self.listener.to_string();
-            if let Some((s, m)) = &self.grpc {
-                r.grpc_service = Some(s.clone());
-                r.grpc_method = Some(m.clone());
+            if let Some(g) = &self.grpc {
+                r.grpc_service = Some(g.service().to_string());
+                r.grpc_method = Some(g.method().to_string());
             }
             r.http_status = self.http_status;
             r.grpc_status = self.grpc_status;

@@ -214,13 +214,16 @@ impl ListenerRuntime {
         let path = path::normalize(uri.path(), self.config.allow_encoded_slashes)
             .map_err(|e| ProxyError::new(ErrorCode::InvalidPath, e.to_string()))?;
         let authority = request_authority(&parts);
-        let host = route::normalize_host(authority.as_deref().unwrap_or(""));
+        let authority = authority.as_ref().map(RequestAuthority::as_str);
+        let host = route::normalize_host(authority.unwrap_or(""));
         let grpc_names = if grpc_req {
             grpc::split_path(&path)
         } else {
             None
         };
-        outcome.grpc = grpc_names.map(|(s, m)| (s.to_string(), m.to_string()));
+        if grpc_names.is_some() {
+            outcome.grpc = grpc::GrpcName::new(&uri, &path);
+        }
 
         let facts = RequestFacts {
             host: &host,
@@ -243,7 +246,13 @@ impl ListenerRuntime {
                     outcome.http_status = 200;
                     outcome.grpc_status = Some(0);
                     let watch = path == grpc::health::WATCH;
-                    return Box::pin(self.serve_health(watch, body, host, parts.headers)).await;
+                    return Box::pin(self.serve_health(
+                        watch,
+                        body,
+                        host.into_owned(),
+                        parts.headers,
+                    ))
+                    .await;
                 }
                 let what = match grpc_names {
                     Some((s, m)) => format!("gRPC service {s} method {m}"),
@@ -279,7 +288,7 @@ impl ListenerRuntime {
             (route, cluster)
         };
         let cluster_name = cluster.config.name.as_str();
-        outcome.cluster = Some(Arc::from(cluster_name));
+        outcome.cluster = Some(cluster.name.clone());
 
         // Deadline: gRPC carries its own; other requests get the route's.
         let grpc_deadline = if grpc_req {
@@ -311,15 +320,7 @@ impl ListenerRuntime {
         let wire = self.choose_wire(&cluster, grpc_req, parts.version);
         let client_version = parts.version;
         let client_body_empty = body.is_end_stream();
-        self.rewrite_request(
-            &mut parts,
-            conn,
-            route,
-            &path,
-            authority.as_deref(),
-            &cluster,
-            wire,
-        )?;
+        self.rewrite_request(&mut parts, conn, route, &path, authority, &cluster, wire)?;
 
         let retry_parts = if wire == Wire::Http2
             && cluster.config.protocol == UpstreamProtocol::Auto
@@ -402,7 +403,7 @@ impl ListenerRuntime {
             deadline,
             guard,
             outcome,
-            cluster_name.to_string(),
+            cluster.name.clone(),
         );
         Ok(Response::from_parts(rparts, body.boxed_unsync()))
     }
@@ -622,7 +623,9 @@ fn fill_log(
         r.client_san = t.client_sans.clone();
     }
     r.method = parts.method.to_string();
-    r.authority = request_authority(parts).unwrap_or_default();
+    r.authority = request_authority(parts)
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
     r.path = parts.uri.path().to_string();
     r.protocol = format!("{:?}", parts.version);
     r.request_id = id.to_str().unwrap_or_default().to_string();
@@ -644,16 +647,32 @@ fn to_http1(p: &mut http::request::Parts) {
     p.version = Version::HTTP_11;
 }
 
-/// `:authority` for HTTP/2, `Host` for HTTP/1.1.
-fn request_authority(parts: &http::request::Parts) -> Option<String> {
+/// `:authority` for HTTP/2, `Host` for HTTP/1.1: shared with the request
+/// (no copy), and kept while the request is rewritten.
+enum RequestAuthority {
+    Uri(Authority),
+    Host(HeaderValue),
+}
+
+impl RequestAuthority {
+    fn as_str(&self) -> &str {
+        match self {
+            RequestAuthority::Uri(a) => a.as_str(),
+            // Only visible ASCII is kept (see request_authority).
+            RequestAuthority::Host(v) => v.to_str().unwrap_or_default(),
+        }
+    }
+}
+
+fn request_authority(parts: &http::request::Parts) -> Option<RequestAuthority> {
     if let Some(a) = parts.uri.authority() {
-        return Some(a.as_str().to_string());
+        return Some(RequestAuthority::Uri(a.clone()));
     }
     parts
         .headers
         .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+        .filter(|v| v.to_str().is_ok())
+        .map(|v| RequestAuthority::Host(v.clone()))
 }
 
 fn apply_edits(h: &mut http::HeaderMap, edits: &HeaderEdits) {

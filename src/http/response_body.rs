@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ pub struct ResponseBody {
     deadline: Option<(Pin<Box<Sleep>>, ProxyError)>,
     guard: Option<ExchangeGuard>,
     outcome: Outcome,
-    cluster: String,
+    cluster: Arc<str>,
 }
 
 impl ResponseBody {
@@ -36,7 +37,7 @@ impl ResponseBody {
         deadline: Option<(Pin<Box<Sleep>>, ProxyError)>,
         guard: ExchangeGuard,
         outcome: Outcome,
-        cluster: String,
+        cluster: Arc<str>,
     ) -> Self {
         ResponseBody {
             inner: Some(inner),

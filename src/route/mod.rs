@@ -1,6 +1,8 @@
 //! Route matching: picks the first route whose every condition holds.
 //! Routing only chooses what to do; clusters and endpoints do the rest.
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 
 use crate::config::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, Route, RouteMatch};
@@ -89,7 +91,7 @@ fn header_matches(m: &HeaderMatch, headers: &HeaderMap) -> bool {
 }
 
 /// Host from `:authority`/`Host`, lower-cased and without the port.
-pub fn normalize_host(authority: &str) -> String {
+pub fn normalize_host(authority: &str) -> Cow<'_, str> {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         // [v6]:port
         rest.split(']').next().unwrap_or(rest)
@@ -102,7 +104,12 @@ pub fn normalize_host(authority: &str) -> String {
             }
         })
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The metrics registry. Names and labels are a public contract
 //! (`shared/docs/interface.md`): users alert on them.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,8 +13,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-/// Built once per request: shared and static values, so recording a
-/// request allocates nothing when its label set has been seen before.
+/// Built only for a label set a thread has not recorded lately (see
+/// [`Metrics::record_request`]).
 pub struct RequestLabels {
     pub listener: Arc<str>,
     pub cluster: Arc<str>,
@@ -22,6 +24,47 @@ pub struct RequestLabels {
     pub http_status: u16,
     /// The `x-torii-error` code when torii failed the request, else empty.
     pub error: &'static str,
+}
+
+/// A request's labels, borrowed: what [`Metrics::record_request`] takes.
+pub struct RequestKey<'a> {
+    pub listener: &'a Arc<str>,
+    pub cluster: &'a Arc<str>,
+    pub grpc_service: &'a str,
+    pub grpc_method: &'a str,
+    pub grpc_status: &'static str,
+    pub http_status: u16,
+    pub error: &'static str,
+}
+
+impl RequestLabels {
+    fn is(&self, k: &RequestKey<'_>) -> bool {
+        self.http_status == k.http_status
+            && self.grpc_status == k.grpc_status
+            && self.error == k.error
+            && self.grpc_method == k.grpc_method
+            && self.grpc_service == k.grpc_service
+            && *self.cluster == **k.cluster
+            && *self.listener == **k.listener
+    }
+}
+
+/// The metrics of a label set recorded lately on this thread.
+struct Recent {
+    metrics: u64,
+    labels: RequestLabels,
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// Label sets a thread recorded lately. A proxy sees the same few over and
+/// over (one service, one method, OK); finding one here is a few compares,
+/// where the registry's families hash the whole set (SipHash) under a lock
+/// and need it owned.
+const RECENT: usize = 16;
+
+thread_local! {
+    static RECENT_SETS: RefCell<(Vec<Recent>, usize)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +125,9 @@ impl MetricConstructor<Histogram> for LatencyBuckets {
 }
 
 pub struct Metrics {
+    /// Tells registries apart in the per-thread cache of label sets (tests
+    /// run many in one process).
+    id: u64,
     pub registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<DurationLabels, Histogram, LatencyBuckets>,
@@ -183,7 +229,9 @@ impl Metrics {
             "Configuration reloads, by result",
             config_reloads.clone(),
         );
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             request_duration,
@@ -216,6 +264,53 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a finished request in `torii_requests_total` and its time in
+    /// `torii_request_duration_seconds`.
+    pub fn record_request(&self, key: RequestKey<'_>, seconds: f64) {
+        RECENT_SETS.with(|cell| {
+            let (recent, next) = &mut *cell.borrow_mut();
+            if let Some(r) = recent
+                .iter()
+                .find(|r| r.metrics == self.id && r.labels.is(&key))
+            {
+                r.requests.inc();
+                r.duration.observe(seconds);
+                return;
+            }
+            let labels = RequestLabels {
+                listener: key.listener.clone(),
+                cluster: key.cluster.clone(),
+                grpc_service: key.grpc_service.to_string(),
+                grpc_method: key.grpc_method.to_string(),
+                grpc_status: key.grpc_status,
+                http_status: key.http_status,
+                error: key.error,
+            };
+            let requests = self.requests.get_or_create(&labels).clone();
+            let duration = self
+                .request_duration
+                .get_or_create(&DurationLabels {
+                    listener: key.listener.clone(),
+                    cluster: key.cluster.clone(),
+                })
+                .clone();
+            requests.inc();
+            duration.observe(seconds);
+            let entry = Recent {
+                metrics: self.id,
+                labels,
+                requests,
+                duration,
+            };
+            if recent.len() < RECENT {
+                recent.push(entry);
+            } else {
+                recent[*next] = entry;
+                *next = (*next + 1) % RECENT;
+            }
+        })
+    }
+
     pub fn upstream_error(&self, cluster: &str, reason: &str) {
         self.upstream_errors
             .get_or_create(&UpstreamErrorLabels {
@@ -223,5 +318,59 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(m: &Metrics, method: &str, http_status: u16) {
+        let (listener, cluster) = (Arc::from("l"), Arc::from("c"));
+        m.record_request(
+            RequestKey {
+                listener: &listener,
+                cluster: &cluster,
+                grpc_service: "pkg.Echo",
+                grpc_method: method,
+                grpc_status: "OK",
+                http_status,
+                error: "",
+            },
+            0.001,
+        );
+    }
+
+    fn count(m: &Metrics, method: &str, http_status: u16) -> Option<String> {
+        let series =
+            format!("grpc_method=\"{method}\",grpc_status=\"OK\",http_status=\"{http_status}\"");
+        m.encode()
+            .lines()
+            .find(|l| l.starts_with("torii_requests_total{") && l.contains(&series))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    }
+
+    /// The per-thread cache of label sets must send every request to its
+    /// own registry and series, however many sets and registries there are.
+    #[test]
+    fn recent_label_sets_reach_the_right_series() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        record(&a, "Unary", 200);
+        record(&a, "Unary", 200);
+        record(&b, "Unary", 200);
+        record(&a, "Unary", 503);
+        for i in 0..2 * RECENT {
+            record(&a, &format!("M{i}"), 200);
+        }
+        record(&a, "Unary", 200);
+        assert_eq!(count(&a, "Unary", 200).as_deref(), Some("3"));
+        assert_eq!(count(&b, "Unary", 200).as_deref(), Some("1"));
+        assert_eq!(count(&a, "Unary", 503).as_deref(), Some("1"));
+        assert_eq!(count(&a, "M0", 200).as_deref(), Some("1"));
+        assert_eq!(count(&b, "M0", 200), None);
+        assert!(a
+            .encode()
+            .contains("torii_request_duration_seconds_count{listener=\"l\",cluster=\"c\"} 36"));
     }
 }

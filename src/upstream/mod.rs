@@ -34,6 +34,8 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 pub struct ClusterRuntime {
     pub config: Arc<Cluster>,
+    /// The cluster's name, shared (a metric label of every request).
+    pub name: Arc<str>,
     pub metrics: Arc<Metrics>,
     connector: Connector,
     /// True while no endpoint is available and traffic goes to all of them.
@@ -90,6 +92,7 @@ impl ClusterRuntime {
             }
         }
         let rt = Arc::new(ClusterRuntime {
+            name: Arc::from(config.name.as_str()),
             config,
             metrics,
             connector,
