@@ -17,6 +17,7 @@ use super::h2server;
 use super::proxy::{ConnInfo, ListenerRuntime};
 use crate::coalesce;
 use crate::drain;
+use crate::listener::detect::H2_PREFACE;
 use crate::listener::prefixed::Prefixed;
 
 /// Concurrent streams one client connection may open. gRPC clients
@@ -25,8 +26,6 @@ use crate::listener::prefixed::Prefixed;
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Largest request header block accepted (HTTP/2 SETTINGS and HTTP/1.1).
 pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
-/// What an HTTP/2 client sends first (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Which protocol to serve on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
