@@ -49,7 +49,10 @@ async fn client_cancel_resets_the_upstream_stream() {
     assert_eq!(seen.completed, 0);
 }
 
-#[tokio::test]
+/// On a multi-threaded runtime torii gives each client stream its own task
+/// (on the single-threaded one, as in the test above, streams run inside
+/// their connection's task): cancelling must reach the upstream either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_of_a_sleeping_unary_reaches_the_upstream() {
     let echo = start_echo().await;
     let proxy = front(&[echo.addr.to_string()]).await;
