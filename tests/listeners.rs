@@ -11,6 +11,11 @@ use support::*;
 /// localhost signed by the returned PKI), both routing gRPC to `echo` and
 /// `/version` to a direct response.
 async fn two_listeners(echo: std::net::SocketAddr) -> (Proxy, TestPki) {
+    two_listeners_with(echo, "").await
+}
+
+/// Like [`two_listeners`], with `extra` (one `key: value`) on both listeners.
+async fn two_listeners_with(echo: std::net::SocketAddr, extra: &str) -> (Proxy, TestPki) {
     let dir = TempDir::new("listeners");
     let pki = TestPki::new("listeners test CA");
     pki.server_cert(&["localhost", "127.0.0.1"])
@@ -21,6 +26,7 @@ async fn two_listeners(echo: std::net::SocketAddr) -> (Proxy, TestPki) {
 listeners:
   - name: plain
     address: 127.0.0.1:0
+    {extra}
     routes: &routes
       - match: {{ path: /version }}
         direct_response: {{ status: 200, body: "v1" }}
@@ -28,6 +34,7 @@ listeners:
         cluster: echo
   - name: tls
     address: 127.0.0.1:0
+    {extra}
     tls:
       certificates:
         - {{ cert: server.crt, key: server.key }}
@@ -219,32 +226,7 @@ async fn clients_that_never_finish_a_request_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let echo = start_echo().await;
-    let dir = TempDir::new("listeners-slow");
-    let pki = TestPki::new("slow clients CA");
-    pki.server_cert(&["localhost"])
-        .write_to(dir.path(), "server")
-        .unwrap();
-    let yaml = format!(
-        r#"
-listeners:
-  - name: plain
-    address: 127.0.0.1:0
-    header_read_timeout: 300ms
-    routes: [{{ match: {{ path: / }}, cluster: echo }}]
-  - name: tls
-    address: 127.0.0.1:0
-    header_read_timeout: 300ms
-    tls:
-      certificates:
-        - {{ cert: server.crt, key: server.key }}
-    routes: [{{ match: {{ path: / }}, cluster: echo }}]
-clusters:
-  - name: echo
-    endpoints: ["{}"]
-"#,
-        echo.addr
-    );
-    let proxy = start(&yaml, dir).await;
+    let (proxy, pki) = two_listeners_with(echo.addr, "header_read_timeout: 300ms").await;
 
     // Reads until the proxy closes the connection; a bound far above the
     // timeout only keeps a broken build from hanging the suite.
