@@ -10,6 +10,7 @@ pub mod drain;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod http2;
 pub mod listener;
 pub mod respond;
 pub mod route;

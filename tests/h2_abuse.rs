@@ -504,9 +504,6 @@ async fn malformed_request_is_a_stream_error(what: &str, block: Block) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "current server (h2 crate 0.4.20) answers an uppercase header name with \
-            GOAWAY(PROTOCOL_ERROR), closing the connection (its HPACK decoder fails); \
-            required: a stream error (RST_STREAM PROTOCOL_ERROR or 400) and the connection lives"]
 async fn uppercase_header_name_is_a_stream_error() {
     let block = Block::grpc(UNARY).field("X-Upper", "1");
     malformed_request_is_a_stream_error("uppercase header name", block).await;

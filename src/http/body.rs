@@ -24,7 +24,7 @@ pub fn full(data: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// A body as it arrives: from hyper (HTTP/1.1) or from an h2 stream.
+/// A body as it arrives: from hyper (HTTP/1.1) or from an HTTP/2 stream.
 pub enum Received {
     H1(hyper::body::Incoming),
     H2(H2Received),

@@ -1,18 +1,15 @@
-//! torii's HTTP/2 server for client connections, on the h2 crate.
+//! torii's HTTP/2 server for client connections, on torii's own HTTP/2
+//! implementation ([`crate::http2`]).
 //!
-//! hyper's server spawns a task for every stream; the stream task and the
-//! connection task then wake each other for every frame. On the
-//! single-threaded runtime (`--workers 1`) torii polls a connection's
-//! streams inside the connection's own task instead: in one poll the
-//! streams that can progress do so, and what they queued is written by the
+//! On the single-threaded runtime (`--workers 1`) a connection's streams
+//! are polled inside the connection's own task: in one poll the streams
+//! that can progress do so, and what they queued is written by the
 //! connection right after — one task, one write. With several worker
-//! threads each stream gets a task, as with hyper, so one busy client
-//! connection can use more than one core.
+//! threads each stream gets a task, so one busy client connection can use
+//! more than one core.
 //!
-//! Kept from hyper's server: a client that resets a stream (or goes away)
-//! cancels its exchange; GOAWAY on drain, then in-flight streams finish;
-//! keepalive PINGs; the same SETTINGS (stream limit, header list size,
-//! windows); h2's defences against reset floods.
+//! A client that resets a stream (or goes away) cancels its exchange;
+//! GOAWAY on drain, then in-flight streams finish; keepalive PINGs.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -22,21 +19,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use h2::server::SendResponse;
-use h2::{Reason, RecvStream};
-use http::{Request, Response};
+use http::Request;
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::body::Received;
-use super::h2::{keepalive, H2Received, Pipe};
+use super::h2::{H2Received, Pipe};
 use super::proxy::{ConnInfo, ListenerRuntime};
 use super::server::{MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE};
-use crate::coalesce;
 use crate::drain;
+use crate::http2::server::{Config, Respond, Server};
+use crate::http2::{Reason, RecvBody};
 use crate::upstream::connect::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 
 /// HTTP/2 PINGs to clients, so connections to vanished clients are closed.
@@ -55,84 +50,65 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Whatever the connection and its streams write in one poll leaves in
-    // one write.
-    let (io, flusher) = coalesce::split(io);
-    flusher
-        .run(async move {
-            let handshake = h2::server::Builder::new()
-                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                .max_header_list_size(MAX_HEADER_LIST_SIZE)
-                .initial_window_size(H2_STREAM_WINDOW)
-                .initial_connection_window_size(H2_CONNECTION_WINDOW)
-                .handshake::<_, Bytes>(io);
-            // Boxed: the connection's future keeps only what it needs after.
-            let handshake = Box::pin(tokio::time::timeout(preface_timeout, handshake));
-            let mut connection = tokio::select! {
-                r = handshake => match r {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        tracing::debug!(client = %conn.peer, error = %e, "HTTP/2 connection preface failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(client = %conn.peer, "no HTTP/2 connection preface within {preface_timeout:?}; closing");
-                        return;
-                    }
-                },
-                _ = drain.signaled() => return,
-            };
-            let keepalive = keepalive(connection.ping_pong(), KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT);
-            let signaled = drain.signaled();
-            tokio::pin!(keepalive, signaled);
-            let inline = Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
-            let start = |req, respond| serve_stream(rt.load_full(), conn.clone(), req, respond);
-            let mut streams = StreamSet::for_futures_of(&start);
-            let mut draining = false;
-            poll_fn(|cx| {
-                if !draining && signaled.as_mut().poll(cx).is_ready() {
-                    // GOAWAY: no new streams; the open ones finish.
-                    draining = true;
-                    connection.graceful_shutdown();
+    let config = Config {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        max_header_list_size: MAX_HEADER_LIST_SIZE,
+        stream_window: H2_STREAM_WINDOW,
+        connection_window: H2_CONNECTION_WINDOW,
+        keepalive_interval: KEEPALIVE_INTERVAL,
+        keepalive_timeout: KEEPALIVE_TIMEOUT,
+        handshake_timeout: preface_timeout,
+    };
+    let mut server = Server::new(io, config);
+    let signaled = drain.signaled();
+    tokio::pin!(signaled);
+    let inline = Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
+    let start = |req, respond| serve_stream(rt.load_full(), conn.clone(), req, respond);
+    let mut streams = StreamSet::for_futures_of(&start);
+    let mut draining = false;
+    poll_fn(|cx| {
+        if !draining && signaled.as_mut().poll(cx).is_ready() {
+            // GOAWAY: no new streams; the open ones finish.
+            draining = true;
+            server.graceful_shutdown();
+        }
+        server.begin_poll(cx, inline);
+        loop {
+            // Streams first: what they queue is written below, in this
+            // same poll.
+            streams.poll_all(cx);
+            let read = server.poll_read(cx);
+            let mut accepted = false;
+            while let Some((req, respond)) = server.accept() {
+                accepted = true;
+                let stream = start(req, respond);
+                if inline {
+                    streams.push(stream);
+                } else {
+                    tokio::spawn(stream);
                 }
-                if let Poll::Ready(t) = keepalive.as_mut().poll(cx) {
-                    tracing::debug!(client = %conn.peer, "closing a client connection: no answer to a PING within {t:?}");
-                    return Poll::Ready(());
-                }
-                loop {
-                    // Streams first: what they queue is written by the
-                    // connection's poll below, in this same poll.
-                    streams.poll_all(cx);
-                    let mut accepted = false;
-                    loop {
-                        match connection.poll_accept(cx) {
-                            Poll::Ready(Some(Ok((req, respond)))) => {
-                                accepted = true;
-                                let stream = start(req, respond);
-                                if inline {
-                                    streams.push(stream);
-                                } else {
-                                    tokio::spawn(stream);
-                                }
-                            }
-                            Poll::Ready(Some(Err(e))) => {
-                                tracing::debug!(client = %conn.peer, error = %e, "client HTTP/2 connection ended with an error");
-                                return Poll::Ready(());
-                            }
-                            // Closed by the client, or drained: streams
-                            // still here have lost their connection.
-                            Poll::Ready(None) => return Poll::Ready(()),
-                            Poll::Pending => break,
-                        }
-                    }
-                    if !accepted {
-                        return Poll::Pending;
-                    }
-                }
-            })
-            .await
-        })
-        .await
+            }
+            if !read && !accepted {
+                break;
+            }
+        }
+        server.end_poll();
+        if server.poll_timer(cx) {
+            return Poll::Ready(());
+        }
+        if let Poll::Ready(Err(e)) = server.poll_write(cx) {
+            tracing::debug!(client = %conn.peer, error = %e, "writing to a client HTTP/2 connection failed");
+            return Poll::Ready(());
+        }
+        if server.is_finished() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Some(why) = server.end_reason() {
+        tracing::debug!(client = %conn.peer, "client HTTP/2 connection ended: {why}");
+    }
 }
 
 /// The streams of a connection polled by its own task.
@@ -213,10 +189,10 @@ impl<F: Future<Output = ()>> StreamSet<F> {
 async fn serve_stream(
     rt: Arc<ListenerRuntime>,
     conn: Arc<ConnInfo>,
-    req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    req: Request<RecvBody>,
+    mut respond: Respond,
 ) {
-    let req = req.map(|recv| Received::H2(H2Received::new(recv, None)));
+    let req = req.map(|body| Received::H2(H2Received::new(body, None)));
     let mut handling = std::pin::pin!(rt.handle(req, conn));
     let response = poll_fn(|cx| {
         if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
@@ -233,16 +209,15 @@ async fn serve_stream(
     };
     let (parts, body) = response.into_parts();
     let eos = body.is_end_stream();
-    let stream = match respond.send_response(Response::from_parts(parts, ()), eos) {
-        Ok(stream) => stream,
+    let send = match respond.send_response(&parts, eos) {
+        Ok(send) => send,
         Err(e) => {
-            tracing::debug!(error = %e, "could not send a response head; resetting the stream");
-            respond.send_reset(Reason::INTERNAL_ERROR);
+            tracing::debug!(error = %e, "could not send a response head");
             return;
         }
     };
     if !eos {
-        let mut pipe = Pipe::new(body, stream, Reason::INTERNAL_ERROR, "client");
+        let mut pipe = Pipe::new(body, send, Reason::INTERNAL_ERROR, "client");
         poll_fn(|cx| pipe.poll_pipe(cx)).await;
     }
 }

@@ -19,6 +19,7 @@ use super::h2client::{self, H2Client};
 use crate::config::{Cluster, UpstreamTls};
 use crate::error::{ErrorCode, ProxyError};
 use crate::http::body::Body;
+use crate::http2::Reason;
 
 /// HTTP/2 flow-control windows towards upstreams. They cap how many bytes
 /// one stream (and one connection) may have in flight unread: 1 MiB per
@@ -346,7 +347,7 @@ pub fn reset_error(
 ) -> ProxyError {
     let reason = h2_reason(e);
     let what = match reason {
-        Some(h2::Reason::REFUSED_STREAM) => "refused the stream (REFUSED_STREAM)".to_string(),
+        Some(Reason::REFUSED_STREAM) => "refused the stream (REFUSED_STREAM)".to_string(),
         Some(r) => format!("reset the stream ({r:?})"),
         None if nothing_received => "closed the connection without answering".to_string(),
         None => format!("failed the request: {e}"),
@@ -357,11 +358,11 @@ pub fn reset_error(
     )
 }
 
-/// The HTTP/2 error code behind a hyper error, if there is one.
-pub fn h2_reason(e: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
+/// The HTTP/2 error code behind an error, if there is one.
+pub fn h2_reason(e: &(dyn std::error::Error + 'static)) -> Option<Reason> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(h2e) = err.downcast_ref::<h2::Error>() {
+        if let Some(h2e) = err.downcast_ref::<crate::http2::Error>() {
             return h2e.reason();
         }
         cur = err.source();

@@ -1,30 +1,25 @@
-//! torii's HTTP/2 client connection to an upstream, on the h2 crate.
+//! torii's HTTP/2 client connection to an upstream, on torii's own
+//! HTTP/2 implementation ([`crate::http2`]).
 //!
-//! hyper's HTTP/2 client spends two tasks and a channel on every request
-//! (the request is handed to the connection task through a channel, the
-//! request body is piped by one spawned task and the response awaited by
-//! another). A proxy needs none of that: the request's own task opens the
-//! stream, sends the body when it is already there — a unary gRPC request's
-//! is, by the time its handler runs — and waits for the response head. Only
-//! a body still streaming in gets a task of its own to pipe it.
+//! The request's own task opens the stream and encodes its head straight
+//! into the connection's write buffer, sends the body when it is already
+//! there — a unary gRPC request's is, by the time its handler runs — and
+//! waits for the response head. Only a body still streaming in gets a task
+//! of its own to pipe it. One task per connection reads and writes.
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use h2::client::{Connection, SendRequest};
-use h2::Reason;
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::coalesce;
 use crate::http::body::{Body, Received};
-use crate::http::h2::{keepalive, H2Received, Pipe};
+use crate::http::h2::{H2Received, Pipe};
+use crate::http2::client::{self, Client, Config};
+use crate::http2::{Error, Reason};
 
 /// Settings of an upstream HTTP/2 connection.
 pub struct Settings {
@@ -34,96 +29,65 @@ pub struct Settings {
     pub keepalive_timeout: Duration,
 }
 
+/// The largest response header list taken from an upstream.
+const MAX_RESPONSE_HEADERS: u32 = 256 * 1024;
+
 /// A handle on one upstream HTTP/2 connection; clones share it.
 #[derive(Clone)]
 pub struct H2Client {
-    send: SendRequest<Bytes>,
-    closed: Arc<AtomicBool>,
+    client: Client,
 }
 
-/// Performs the HTTP/2 handshake on `io` and starts the task that drives
-/// the connection (reads, writes through [`coalesce`], keepalive PINGs).
-pub async fn handshake<T>(
-    io: T,
-    settings: &Settings,
-    addr: SocketAddr,
-) -> Result<H2Client, h2::Error>
+/// Starts the HTTP/2 connection on `io` (torii's preface and SETTINGS are
+/// queued at once; requests may follow) and the task that drives it.
+pub async fn handshake<T>(io: T, settings: &Settings, addr: SocketAddr) -> Result<H2Client, Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, flusher) = coalesce::split(io);
-    let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(settings.stream_window)
-        .initial_connection_window_size(settings.connection_window)
-        .enable_push(false)
-        .handshake::<_, Bytes>(io)
-        .await?;
-    let closed = Arc::new(AtomicBool::new(false));
-    tokio::spawn(flusher.run(drive(
-        conn,
-        closed.clone(),
-        addr,
-        settings.keepalive_interval,
-        settings.keepalive_timeout,
-    )));
-    Ok(H2Client { send, closed })
-}
-
-/// Runs the connection until it ends or stops answering PINGs.
-async fn drive<T>(
-    mut conn: Connection<coalesce::Coalesced<T>, Bytes>,
-    closed: Arc<AtomicBool>,
-    addr: SocketAddr,
-    interval: Duration,
-    timeout: Duration,
-) where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let keepalive = keepalive(conn.ping_pong(), interval, timeout);
-    tokio::select! {
-        biased;
-        r = &mut conn => {
-            if let Err(e) = r {
-                tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
-            }
+    let config = Config {
+        max_concurrent_streams: 0,
+        max_header_list_size: MAX_RESPONSE_HEADERS,
+        stream_window: settings.stream_window,
+        connection_window: settings.connection_window,
+        keepalive_interval: settings.keepalive_interval,
+        keepalive_timeout: settings.keepalive_timeout,
+        // The upstream's SETTINGS must arrive within a keepalive timeout.
+        handshake_timeout: settings.keepalive_timeout,
+    };
+    let (client, conn) = client::handshake(io, config);
+    tokio::spawn(async move {
+        if let Some(why) = conn.drive().await {
+            tracing::debug!(%addr, "upstream HTTP/2 connection ended: {why}");
         }
-        t = keepalive => {
-            tracing::warn!(%addr, "upstream HTTP/2 connection closed: no answer to a PING within {t:?}");
-        }
-    }
-    closed.store(true, Ordering::Relaxed);
+    });
+    Ok(H2Client { client })
 }
 
 impl H2Client {
-    /// True once the connection has ended (or failed).
+    /// True once the connection has ended (or failed, or the upstream sent
+    /// GOAWAY).
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.client.is_closed()
     }
 
     /// Waits until the connection may open one more stream. An error means
     /// the connection is gone (closed, failed, or the upstream sent GOAWAY):
     /// nothing was sent, so the request may go elsewhere.
-    pub async fn ready(&mut self) -> Result<(), h2::Error> {
-        let r = poll_fn(|cx| self.send.poll_ready(cx)).await;
-        if r.is_err() {
-            self.closed.store(true, Ordering::Relaxed);
-        }
-        r
+    pub async fn ready(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.client.poll_ready(cx)).await
     }
 
     /// Sends `req` (call [`ready`](Self::ready) first) and waits for the
     /// response head. The body is sent from here if it is already
     /// complete; otherwise a task pipes it, and stops when the response
     /// body is dropped.
-    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Received>, h2::Error> {
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Received>, Error> {
         let (parts, body) = req.into_parts();
         let eos = body.is_end_stream();
-        let (response, stream) = self
-            .send
-            .send_request(Request::from_parts(parts, ()), eos)?;
+        let (response, send) = self.client.send_request(&parts, eos)?;
         let mut cancel = None;
-        if !eos {
-            let mut pipe = Pipe::new(body, stream, Reason::CANCEL, "upstream");
+        if let Some(send) = send {
+            let mut pipe = Pipe::new(body, send, Reason::CANCEL, "upstream");
             // Most request bodies are complete already: no task for those.
             if poll_fn(|cx| Poll::Ready(pipe.poll_pipe(cx)))
                 .await

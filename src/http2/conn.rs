@@ -1,0 +1,1820 @@
+//! One HTTP/2 connection: frames in, frames out, streams, flow control,
+//! settings, keepalive, and the defences RFC 9113 §10.5 and the known
+//! attacks call for.
+//!
+//! Two halves. [`Connection`] belongs to the task that drives the socket:
+//! it reads and handles frames and writes what is queued. [`Inner`],
+//! behind one mutex shared with the stream handles, holds everything both
+//! touch: the streams, the flow-control windows, the HPACK encoder and the
+//! bytes waiting to be written. A handle that sends encodes its frames
+//! straight into that buffer; the connection writes them out in one go.
+//!
+//! When the connection's task polls the streams itself (torii's
+//! single-threaded mode) the lock is never contended and handles need not
+//! wake the task: it writes after polling them anyway (`inline_poll`).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request};
+use http_body::Frame;
+use slab::Slab;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::fields::{self, RequestHead, ResponseHead, Trailers};
+use super::frame::{self, flag, kind, setting, Head};
+use super::hpack::{Decoder, Encoder};
+use super::{Error, Reason};
+
+/// Past this many bytes waiting to be written, streams stop adding DATA
+/// and the connection stops reading (a peer that does not read cannot make
+/// torii buffer without bound: SETTINGS/PING floods, zero windows).
+const WRITE_HIGH: usize = 64 * 1024;
+/// The most a peer may send of one header block (HEADERS + CONTINUATION),
+/// and how many frames it may use for it.
+const MAX_BLOCK: usize = 256 * 1024;
+const MAX_CONTINUATIONS: u32 = 256;
+/// Streams the peer may reset before finishing (rapid reset), streams torii
+/// may have to reset for broken rules, empty DATA frames: each a budget
+/// that finished streams (or real data) refill. Empty, the connection ends
+/// with GOAWAY ENHANCE_YOUR_CALM.
+const RESET_BUDGET: u32 = 200;
+const EMPTY_DATA_BUDGET: u32 = 100;
+/// Reads handled in one poll before the task yields to others.
+const READS_PER_POLL: usize = 16;
+/// The highest stream id (RFC 9113 §5.1.1).
+const MAX_STREAM_ID: u32 = (1 << 31) - 1;
+/// How long a closing connection may take to write its last frames.
+const LINGER: Duration = Duration::from_secs(1);
+/// Read size (a thread-local buffer; see `SCRATCH`).
+const READ_SIZE: usize = 32 * 1024;
+
+/// Settings of a connection.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS torii announces.
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE torii announces and enforces.
+    pub max_header_list_size: u32,
+    /// Receive windows torii gives the peer, per stream and in all.
+    pub stream_window: u32,
+    pub connection_window: u32,
+    /// PING the peer this often; close when one goes unanswered this long.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// The peer must send its preface (and SETTINGS) within this.
+    pub handshake_timeout: Duration,
+}
+
+thread_local! {
+    /// The buffer a connection reads into. One per thread, not one per
+    /// connection: an idle connection holds no read buffer, and only an
+    /// incomplete frame is kept (copied) between reads.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_SIZE]);
+}
+
+/// Stream ids are their own hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u32 stream ids are hashed")
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap = HashMap<u32, usize, BuildHasherDefault<IdHasher>>;
+
+struct Stream {
+    id: u32,
+    /// Live handles (body, responder); at 0 the stream is forgotten.
+    handles: u8,
+    /// Counted in `Inner::active` (open or half-closed).
+    counted: bool,
+    // Receiving.
+    recv_buf: BytesMut,
+    recv_trailers: Option<HeaderMap>,
+    recv_eos: bool,
+    /// What the peer may still send on this stream.
+    recv_window: i64,
+    /// Taken by the application, not yet given back with WINDOW_UPDATE.
+    recv_released: u32,
+    /// What is left of the body the content-length announced.
+    recv_expect: Option<u64>,
+    recv_waker: Option<Waker>,
+    // Sending.
+    send_window: i64,
+    send_pending: VecDeque<Bytes>,
+    /// END_STREAM goes with the last pending byte (or trailers).
+    send_eos: bool,
+    send_trailers: Option<HeaderMap>,
+    /// END_STREAM written (or the stream reset).
+    send_done: bool,
+    send_head_done: bool,
+    send_waker: Option<Waker>,
+    blocked: bool,
+    reset: Option<Error>,
+    /// Client side: the response head, once it arrived (taken by the
+    /// response future).
+    response: Option<http::response::Parts>,
+    head_received: bool,
+}
+
+impl Stream {
+    fn new(id: u32, recv_window: u32, send_window: u32) -> Stream {
+        Stream {
+            id,
+            handles: 0,
+            counted: true,
+            recv_buf: BytesMut::new(),
+            recv_trailers: None,
+            recv_eos: false,
+            recv_window: recv_window.into(),
+            recv_released: 0,
+            recv_expect: None,
+            recv_waker: None,
+            send_window: send_window.into(),
+            send_pending: VecDeque::new(),
+            send_eos: false,
+            send_trailers: None,
+            send_done: false,
+            send_head_done: false,
+            send_waker: None,
+            blocked: false,
+            reset: None,
+            response: None,
+            head_received: false,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.reset.is_some() || (self.recv_eos && self.send_done)
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.recv_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.send_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// What the connection and its stream handles share.
+pub(crate) struct Inner {
+    streams: Slab<Stream>,
+    ids: IdMap,
+    /// Frames waiting to be written.
+    wbuf: Vec<u8>,
+    /// The peer's connection-level window for what torii sends.
+    send_window: i64,
+    /// What the peer may still send on the connection.
+    recv_window: i64,
+    recv_released: u32,
+    peer_initial_window: u32,
+    peer_max_frame: usize,
+    our_stream_window: u32,
+    our_connection_window: u32,
+    encoder: Encoder,
+    /// Streams with DATA waiting for window or for room in `wbuf`.
+    blocked: VecDeque<usize>,
+    conn_waker: Option<Waker>,
+    /// The connection's task is polling (and will write afterwards).
+    inline_poll: bool,
+    /// The connection is over; every stream operation fails with this.
+    error: Option<Error>,
+    /// Open streams (for the concurrency limit and for ending a drain).
+    active: u32,
+    reset_budget: u32,
+    role: Role,
+    /// Client side: the next stream id, the server's stream limit, tasks
+    /// waiting for room under it, and whether the server sent GOAWAY.
+    next_stream_id: u32,
+    peer_max_concurrent: u32,
+    open_waiters: Vec<Waker>,
+    goaway_received: bool,
+    /// Client side: every client handle is gone.
+    client_gone: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    Server,
+    Client,
+}
+
+fn lock(shared: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Inner {
+    fn wake_conn(&self) {
+        if !self.inline_poll {
+            if let Some(w) = &self.conn_waker {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    fn wbuf(&mut self) -> &mut Vec<u8> {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf.reserve(2048);
+        }
+        &mut self.wbuf
+    }
+
+    /// Gives `n` received bytes back to the connection window.
+    fn release_connection(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.recv_released += n as u32;
+        if self.recv_released >= self.our_connection_window / 2 {
+            let inc = std::mem::take(&mut self.recv_released);
+            self.recv_window += i64::from(inc);
+            frame::put_window_update(self.wbuf(), 0, inc);
+            self.wake_conn();
+        }
+    }
+
+    /// Resets a stream (a rule broken on it, or the application gave up).
+    fn reset_stream(&mut self, key: usize, reason: Reason) {
+        let s = &mut self.streams[key];
+        if s.is_closed() {
+            return;
+        }
+        let id = s.id;
+        s.reset = Some(Error::LocalReset(reason));
+        s.send_pending.clear();
+        s.send_trailers = None;
+        s.send_done = true;
+        s.wake();
+        frame::put_rst_stream(self.wbuf(), id, reason);
+        self.after_change(key);
+        self.wake_conn();
+    }
+
+    /// Accounts for a stream that may have closed, and forgets it when no
+    /// handle is left.
+    fn after_change(&mut self, key: usize) {
+        let s = &mut self.streams[key];
+        if s.counted && s.is_closed() {
+            s.counted = false;
+            let clean = s.reset.is_none();
+            self.active -= 1;
+            if clean && self.reset_budget < RESET_BUDGET {
+                self.reset_budget += 1;
+            }
+            for w in self.open_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        let s = &self.streams[key];
+        if s.handles == 0 && !s.counted {
+            let s = self.streams.remove(key);
+            self.ids.remove(&s.id);
+            // Whatever the application never read goes back to the
+            // connection window.
+            let unread = s.recv_buf.len();
+            self.release_connection(unread);
+        }
+    }
+
+    /// Moves a stream's pending DATA into the write buffer as far as the
+    /// windows and the buffer allow, then its trailers.
+    fn flush_stream(&mut self, key: usize) {
+        let max_frame = self.peer_max_frame;
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
+        if s.reset.is_some() {
+            return;
+        }
+        let id = s.id;
+        let mut wrote = false;
+        while !s.send_pending.is_empty() {
+            let queued = s.send_pending.len();
+            let front = s.send_pending.front_mut().expect("not empty");
+            let room = s.send_window.min(self.send_window).min(max_frame as i64);
+            if room <= 0 || self.wbuf.len() >= WRITE_HIGH {
+                if !s.blocked {
+                    s.blocked = true;
+                    self.blocked.push_back(key);
+                }
+                break;
+            }
+            let n = (room as usize).min(front.len());
+            let last = n == front.len() && queued == 1;
+            let eos = last && s.send_eos && s.send_trailers.is_none();
+            if self.wbuf.capacity() == 0 {
+                self.wbuf.reserve(2048);
+            }
+            frame::put_data(&mut self.wbuf, id, &front[..n], eos);
+            wrote = true;
+            s.send_window -= n as i64;
+            self.send_window -= n as i64;
+            if n == front.len() {
+                s.send_pending.pop_front();
+            } else {
+                bytes::Buf::advance(front, n);
+            }
+            if eos {
+                s.send_done = true;
+            }
+        }
+        if s.send_pending.is_empty() {
+            if let Some(trailers) = s.send_trailers.take() {
+                let start = frame::reserve_head(&mut self.wbuf);
+                fields::encode_trailers(&mut self.encoder, &trailers, &mut self.wbuf);
+                frame::finish_headers(&mut self.wbuf, start, id, true, max_frame);
+                s.send_done = true;
+                wrote = true;
+            }
+            if let Some(w) = s.send_waker.take() {
+                w.wake();
+            }
+        }
+        if wrote {
+            self.after_change(key);
+            self.wake_conn();
+        }
+    }
+
+    /// Gives blocked streams another go (a window opened, or the write
+    /// buffer drained).
+    fn flush_blocked(&mut self) {
+        for _ in 0..self.blocked.len() {
+            if self.send_window <= 0 || self.wbuf.len() >= WRITE_HIGH {
+                return;
+            }
+            let Some(key) = self.blocked.pop_front() else {
+                return;
+            };
+            if let Some(s) = self.streams.get_mut(key) {
+                s.blocked = false;
+                self.flush_stream(key);
+            }
+        }
+    }
+
+    /// Ends the connection: every stream fails with `error`.
+    fn fail_all(&mut self, error: Error) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+        for (_, s) in self.streams.iter_mut() {
+            s.wake();
+        }
+        for w in self.open_waiters.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// A handle on one stream; the stream lives while a handle does.
+pub(crate) struct StreamRef {
+    shared: Arc<Mutex<Inner>>,
+    key: usize,
+}
+
+impl StreamRef {
+    fn new(shared: &Arc<Mutex<Inner>>, inner: &mut Inner, key: usize) -> StreamRef {
+        inner.streams[key].handles += 1;
+        StreamRef {
+            shared: shared.clone(),
+            key,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.shared)
+    }
+
+    /// Why the stream cannot go on, if it cannot.
+    fn error_of(inner: &Inner, s: &Stream) -> Option<Error> {
+        s.reset.clone().or_else(|| {
+            if s.is_closed() {
+                None
+            } else {
+                inner.error.clone()
+            }
+        })
+    }
+}
+
+impl Drop for StreamRef {
+    fn drop(&mut self) {
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        let failed = inner.error.is_some();
+        let s = &mut inner.streams[self.key];
+        s.handles -= 1;
+        if s.handles == 0 && !s.is_closed() {
+            // Abandoned: tell the peer. A response that is complete while
+            // the request is still coming ends the stream with NO_ERROR
+            // (the peer keeps the response).
+            let reason = if s.send_done {
+                Reason::NO_ERROR
+            } else {
+                Reason::CANCEL
+            };
+            if !failed {
+                // Forgets the stream too.
+                return inner.reset_stream(self.key, reason);
+            }
+            s.reset = Some(Error::Closed);
+        }
+        inner.after_change(self.key);
+    }
+}
+
+/// A body arriving on a stream. Bytes taken from it go back to the peer's
+/// windows, so the peer sends no faster than torii passes them on.
+pub struct RecvBody {
+    stream: StreamRef,
+}
+
+impl RecvBody {
+    pub(crate) fn new(stream: StreamRef) -> RecvBody {
+        RecvBody { stream }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        let inner = self.stream.lock();
+        let s = &inner.streams[self.stream.key];
+        s.recv_eos && s.recv_buf.is_empty() && s.recv_trailers.is_none()
+    }
+
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let mut guard = self.stream.lock();
+        let inner = &mut *guard;
+        let key = self.stream.key;
+        let s = &mut inner.streams[key];
+        if !s.recv_buf.is_empty() {
+            let data = s.recv_buf.split().freeze();
+            let n = data.len();
+            if !s.recv_eos && s.reset.is_none() {
+                s.recv_released += n as u32;
+                let half = inner.our_stream_window / 2;
+                if s.recv_released >= half {
+                    let inc = std::mem::take(&mut s.recv_released);
+                    s.recv_window += i64::from(inc);
+                    let id = s.id;
+                    frame::put_window_update(inner.wbuf(), id, inc);
+                    inner.wake_conn();
+                }
+            }
+            inner.release_connection(n);
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(t) = s.recv_trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        if s.recv_eos {
+            return Poll::Ready(None);
+        }
+        if let Some(e) = StreamRef::error_of(inner, &inner.streams[key]) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let s = &mut inner.streams[key];
+        match &s.recv_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.recv_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+/// The sending half of a stream, after its head was sent.
+pub struct SendBody {
+    stream: StreamRef,
+}
+
+impl SendBody {
+    pub(crate) fn new(stream: StreamRef) -> SendBody {
+        SendBody { stream }
+    }
+
+    /// Ready when everything handed over so far is on its way (within the
+    /// peer's windows): the moment to take the next frame from a body.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut inner = self.stream.lock();
+        let key = self.stream.key;
+        if let Some(e) = StreamRef::error_of(&inner, &inner.streams[key]) {
+            return Poll::Ready(Err(e));
+        }
+        let s = &mut inner.streams[key];
+        if s.send_pending.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        register(&mut s.send_waker, cx);
+        Poll::Pending
+    }
+
+    /// Ready with the peer's reason once it resets the stream (or the
+    /// connection ends).
+    pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+        poll_reset(&self.stream, cx)
+    }
+
+    pub fn send_data(&mut self, data: Bytes, end_stream: bool) -> Result<(), Error> {
+        let mut inner = self.stream.lock();
+        let key = self.stream.key;
+        if let Some(e) = StreamRef::error_of(&inner, &inner.streams[key]) {
+            return Err(e);
+        }
+        let s = &mut inner.streams[key];
+        if s.send_done || s.send_eos {
+            return Ok(());
+        }
+        s.send_eos = end_stream;
+        if data.is_empty() {
+            if end_stream && s.send_pending.is_empty() {
+                let id = s.id;
+                s.send_done = true;
+                frame::put_data(inner.wbuf(), id, &[], true);
+                inner.after_change(key);
+                inner.wake_conn();
+            }
+            return Ok(());
+        }
+        s.send_pending.push_back(data);
+        if !s.blocked {
+            inner.flush_stream(key);
+        }
+        Ok(())
+    }
+
+    pub fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), Error> {
+        let mut inner = self.stream.lock();
+        let key = self.stream.key;
+        if let Some(e) = StreamRef::error_of(&inner, &inner.streams[key]) {
+            return Err(e);
+        }
+        let s = &mut inner.streams[key];
+        if s.send_done || s.send_eos {
+            return Ok(());
+        }
+        s.send_eos = true;
+        s.send_trailers = Some(trailers);
+        if !s.blocked {
+            inner.flush_stream(key);
+        }
+        Ok(())
+    }
+
+    pub fn send_reset(&mut self, reason: Reason) {
+        send_reset(&self.stream, reason)
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+pub(crate) fn poll_reset(stream: &StreamRef, cx: &mut Context<'_>) -> Poll<Error> {
+    let mut inner = stream.lock();
+    let key = stream.key;
+    if let Some(e) = StreamRef::error_of(&inner, &inner.streams[key]) {
+        return Poll::Ready(e);
+    }
+    register(&mut inner.streams[key].send_waker, cx);
+    Poll::Pending
+}
+
+pub(crate) fn send_reset(stream: &StreamRef, reason: Reason) {
+    let mut inner = stream.lock();
+    if inner.error.is_none() {
+        inner.reset_stream(stream.key, reason);
+    }
+}
+
+/// Sends a response (or request) head on a stream.
+pub(crate) fn send_head(
+    stream: &StreamRef,
+    encode: impl FnOnce(&mut Encoder, &mut Vec<u8>),
+    end_stream: bool,
+) -> Result<(), Error> {
+    let mut guard = stream.lock();
+    let inner = &mut *guard;
+    let key = stream.key;
+    if let Some(e) = StreamRef::error_of(inner, &inner.streams[key]) {
+        return Err(e);
+    }
+    let max_frame = inner.peer_max_frame;
+    let s = &mut inner.streams[key];
+    let id = s.id;
+    s.send_head_done = true;
+    if end_stream {
+        s.send_eos = true;
+        s.send_done = true;
+    }
+    if inner.wbuf.capacity() == 0 {
+        inner.wbuf.reserve(2048);
+    }
+    let start = frame::reserve_head(&mut inner.wbuf);
+    encode(&mut inner.encoder, &mut inner.wbuf);
+    frame::finish_headers(&mut inner.wbuf, start, id, end_stream, max_frame);
+    if end_stream {
+        inner.after_change(key);
+    }
+    inner.wake_conn();
+    Ok(())
+}
+
+/// Client side: every client handle is gone; the connection ends when its
+/// streams have.
+pub(crate) fn client_gone(shared: &Mutex<Inner>) {
+    let mut inner = lock(shared);
+    inner.client_gone = true;
+    inner.inline_poll = false;
+    inner.wake_conn();
+}
+
+pub(crate) fn client_is_closed(shared: &Mutex<Inner>) -> bool {
+    let inner = lock(shared);
+    inner.error.is_some() || inner.goaway_received || inner.next_stream_id > MAX_STREAM_ID
+}
+
+pub(crate) fn client_poll_ready(
+    shared: &Mutex<Inner>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Error>> {
+    let mut inner = lock(shared);
+    if let Some(e) = &inner.error {
+        return Poll::Ready(Err(e.clone()));
+    }
+    if inner.goaway_received || inner.next_stream_id > MAX_STREAM_ID {
+        return Poll::Ready(Err(Error::GoAway {
+            reason: Reason::NO_ERROR,
+            remote: true,
+        }));
+    }
+    if inner.active < inner.peer_max_concurrent {
+        return Poll::Ready(Ok(()));
+    }
+    inner.open_waiters.push(cx.waker().clone());
+    Poll::Pending
+}
+
+/// Client side: opens a stream with a request head. Returns the handle
+/// for its response and, unless `end_stream`, the one for its body.
+pub(crate) fn open_stream(
+    shared: &Arc<Mutex<Inner>>,
+    head: &http::request::Parts,
+    end_stream: bool,
+) -> Result<(StreamRef, Option<StreamRef>), Error> {
+    let mut guard = lock(shared);
+    let inner = &mut *guard;
+    if let Some(e) = &inner.error {
+        return Err(e.clone());
+    }
+    if inner.goaway_received || inner.next_stream_id > MAX_STREAM_ID {
+        return Err(Error::GoAway {
+            reason: Reason::NO_ERROR,
+            remote: true,
+        });
+    }
+    let id = inner.next_stream_id;
+    inner.next_stream_id += 2;
+    let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
+    stream.send_head_done = true;
+    stream.send_eos = end_stream;
+    stream.send_done = end_stream;
+    let key = inner.streams.insert(stream);
+    inner.ids.insert(id, key);
+    inner.active += 1;
+    let max_frame = inner.peer_max_frame;
+    if inner.wbuf.capacity() == 0 {
+        inner.wbuf.reserve(2048);
+    }
+    let start = frame::reserve_head(&mut inner.wbuf);
+    fields::encode_request(&mut inner.encoder, head, &mut inner.wbuf);
+    frame::finish_headers(&mut inner.wbuf, start, id, end_stream, max_frame);
+    let response = StreamRef::new(shared, inner, key);
+    let body = (!end_stream).then(|| StreamRef::new(shared, inner, key));
+    inner.wake_conn();
+    Ok((response, body))
+}
+
+/// Client side: the response head, once it has arrived.
+pub(crate) fn poll_response(
+    stream: &StreamRef,
+    cx: &mut Context<'_>,
+) -> Poll<Result<http::response::Parts, Error>> {
+    let mut inner = stream.lock();
+    let key = stream.key;
+    if let Some(head) = inner.streams[key].response.take() {
+        return Poll::Ready(Ok(head));
+    }
+    let s = &inner.streams[key];
+    let error = s.reset.clone().or_else(|| inner.error.clone());
+    if let Some(e) = error {
+        return Poll::Ready(Err(e));
+    }
+    register(&mut inner.streams[key].recv_waker, cx);
+    Poll::Pending
+}
+
+/// How the connection is doing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// Waiting for the client's preface (server side): bytes still to come.
+    Preface(usize),
+    /// Waiting for the peer's first SETTINGS.
+    Settings,
+    Open,
+    /// GOAWAY sent or received: no new streams; ends when none are left.
+    Draining,
+    /// Over: write what is queued (GOAWAY), then close.
+    Closing,
+}
+
+/// A header block being collected across CONTINUATION frames.
+struct Continuation {
+    stream: u32,
+    end_stream: bool,
+    block: Vec<u8>,
+    frames: u32,
+}
+
+enum Ping {
+    /// The next PING is due at the timer.
+    Idle,
+    /// Sent; the answer is due at the timer.
+    Sent([u8; 8]),
+}
+
+/// A new stream opened by the peer: its request head and body, and the
+/// handle to answer it.
+pub(crate) struct Opened {
+    pub request: Request<RecvBody>,
+    pub stream: StreamRef,
+}
+
+/// The connection, as its task sees it.
+pub(crate) struct Connection<IO> {
+    io: IO,
+    shared: Arc<Mutex<Inner>>,
+    config: Config,
+    decoder: Decoder,
+    state: State,
+    role: Role,
+    /// Bytes being written (swapped out of `Inner::wbuf`).
+    out: Vec<u8>,
+    out_pos: usize,
+    /// An incomplete frame kept between reads.
+    partial: Vec<u8>,
+    continuation: Option<Continuation>,
+    /// Highest stream id the peer has opened.
+    last_peer_stream: u32,
+    opened: VecDeque<Opened>,
+    timer: Pin<Box<Sleep>>,
+    ping: Ping,
+    empty_data_budget: u32,
+    /// Reading stopped because too much was waiting to be written.
+    read_paused: bool,
+    /// Why the connection ended, for the log.
+    end: Option<String>,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
+    /// A server-side connection: the client's preface is expected first.
+    pub fn server(io: IO, config: Config) -> Self {
+        let mut wbuf = Vec::with_capacity(64);
+        frame::put_settings(
+            &mut wbuf,
+            &[
+                (
+                    setting::MAX_CONCURRENT_STREAMS,
+                    config.max_concurrent_streams,
+                ),
+                (setting::INITIAL_WINDOW_SIZE, config.stream_window),
+                (setting::MAX_HEADER_LIST_SIZE, config.max_header_list_size),
+                (setting::ENABLE_PUSH, 0),
+            ],
+        );
+        let state = State::Preface(frame::PREFACE.len());
+        Self::new(io, config, Role::Server, wbuf, state)
+    }
+
+    /// A client-side connection: torii's preface and SETTINGS are queued;
+    /// requests may follow at once.
+    pub fn client(io: IO, config: Config) -> Self {
+        let mut wbuf = Vec::with_capacity(128);
+        wbuf.extend_from_slice(frame::PREFACE);
+        frame::put_settings(
+            &mut wbuf,
+            &[
+                (setting::ENABLE_PUSH, 0),
+                (setting::INITIAL_WINDOW_SIZE, config.stream_window),
+                (setting::MAX_HEADER_LIST_SIZE, config.max_header_list_size),
+            ],
+        );
+        Self::new(io, config, Role::Client, wbuf, State::Settings)
+    }
+
+    fn new(io: IO, config: Config, role: Role, mut wbuf: Vec<u8>, state: State) -> Self {
+        if config.connection_window > frame::DEFAULT_WINDOW {
+            frame::put_window_update(
+                &mut wbuf,
+                0,
+                config.connection_window - frame::DEFAULT_WINDOW,
+            );
+        }
+        let inner = Inner {
+            streams: Slab::new(),
+            ids: IdMap::default(),
+            wbuf,
+            send_window: frame::DEFAULT_WINDOW.into(),
+            recv_window: config.connection_window.into(),
+            recv_released: 0,
+            peer_initial_window: frame::DEFAULT_WINDOW,
+            peer_max_frame: frame::DEFAULT_MAX_FRAME as usize,
+            our_stream_window: config.stream_window,
+            our_connection_window: config.connection_window,
+            encoder: Encoder::new(),
+            blocked: VecDeque::new(),
+            conn_waker: None,
+            inline_poll: false,
+            error: None,
+            active: 0,
+            reset_budget: RESET_BUDGET,
+            role,
+            next_stream_id: 1,
+            peer_max_concurrent: u32::MAX,
+            open_waiters: Vec::new(),
+            goaway_received: false,
+            client_gone: false,
+        };
+        let timer = Box::pin(tokio::time::sleep(config.handshake_timeout));
+        Connection {
+            io,
+            shared: Arc::new(Mutex::new(inner)),
+            decoder: Decoder::new(4096),
+            state,
+            role,
+            out: Vec::new(),
+            out_pos: 0,
+            partial: Vec::new(),
+            continuation: None,
+            last_peer_stream: 0,
+            opened: VecDeque::new(),
+            timer,
+            ping: Ping::Idle,
+            empty_data_budget: EMPTY_DATA_BUDGET,
+            read_paused: false,
+            end: None,
+            config,
+        }
+    }
+
+    /// The state shared with stream handles (client side: for the handle
+    /// that opens streams).
+    pub fn shared(&self) -> &Arc<Mutex<Inner>> {
+        &self.shared
+    }
+
+    /// A stream the peer opened, if one is waiting.
+    pub fn accept(&mut self) -> Option<Opened> {
+        self.opened.pop_front()
+    }
+
+    /// Why the connection ended (once it has).
+    pub fn end_reason(&self) -> Option<&str> {
+        self.end.as_deref()
+    }
+
+    /// Starts a poll of the connection's task. `inline`: the task polls the
+    /// streams itself, so handles need not wake it.
+    pub fn begin_poll(&mut self, cx: &Context<'_>, inline: bool) {
+        let mut inner = lock(&self.shared);
+        inner.inline_poll = inline;
+        register(&mut inner.conn_waker, cx);
+    }
+
+    pub fn end_poll(&mut self) {
+        lock(&self.shared).inline_poll = false;
+    }
+
+    /// GOAWAY: no new streams; the connection ends when the open ones have.
+    pub fn graceful_shutdown(&mut self) {
+        if matches!(self.state, State::Draining | State::Closing) {
+            return;
+        }
+        let mut inner = lock(&self.shared);
+        frame::put_goaway(inner.wbuf(), self.last_peer_stream, Reason::NO_ERROR, b"");
+        drop(inner);
+        if matches!(self.state, State::Preface(_) | State::Settings) {
+            self.close("drained before the HTTP/2 preface".into(), Error::Closed);
+        } else {
+            self.state = State::Draining;
+        }
+    }
+
+    /// Ends the connection with a connection error: GOAWAY with `reason`
+    /// and words on what the peer did.
+    fn connection_error(&mut self, reason: Reason, what: String) {
+        if self.state == State::Closing {
+            return;
+        }
+        {
+            let mut inner = lock(&self.shared);
+            let debug = what.as_bytes();
+            let debug = &debug[..debug.len().min(256)];
+            frame::put_goaway(inner.wbuf(), self.last_peer_stream, reason, debug);
+        }
+        self.close(
+            format!("{what}: GOAWAY {reason}"),
+            Error::GoAway {
+                reason,
+                remote: false,
+            },
+        );
+    }
+
+    fn close(&mut self, why: String, error: Error) {
+        self.state = State::Closing;
+        // What is queued (a GOAWAY) gets this long to leave.
+        self.timer.as_mut().reset(Instant::now() + LINGER);
+        self.end.get_or_insert(why);
+        lock(&self.shared).fail_all(error);
+    }
+
+    /// Records a failed write (the connection is over).
+    pub fn failed_write(&mut self, e: io::Error) {
+        let why = format!("write failed: {e}");
+        self.state = State::Closing;
+        self.end.get_or_insert(why);
+        lock(&self.shared).fail_all(Error::Io(Arc::new(e)));
+    }
+
+    /// True when the connection is over and everything queued was written.
+    pub fn is_finished(&self) -> bool {
+        let inner = lock(&self.shared);
+        let flushed = self.out_pos >= self.out.len() && inner.wbuf.is_empty();
+        match self.state {
+            State::Closing => flushed,
+            State::Draining => flushed && inner.active == 0,
+            _ => inner.client_gone && inner.active == 0 && flushed,
+        }
+    }
+
+    /// Reads what the peer sent and handles it. True if anything arrived
+    /// (streams may have been opened or woken: poll them, then call again).
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for _ in 0..READS_PER_POLL {
+            if self.state == State::Closing {
+                return progress;
+            }
+            if lock(&self.shared).wbuf.len() >= WRITE_HIGH {
+                // Written out first (`poll_write` asks for a poll when
+                // there is room again).
+                self.read_paused = true;
+                return progress;
+            }
+            let read = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut buf = ReadBuf::new(&mut scratch[..]);
+                match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {
+                        let n = buf.filled().len();
+                        if n > 0 {
+                            self.received(&scratch[..n]);
+                        }
+                        Poll::Ready(Ok(n))
+                    }
+                }
+            });
+            match read {
+                Poll::Pending => return progress,
+                Poll::Ready(Ok(0)) => {
+                    let why = match self.state {
+                        State::Preface(_) | State::Settings => {
+                            "the client closed the connection before its HTTP/2 preface"
+                        }
+                        _ => "the peer closed the connection",
+                    };
+                    self.close(why.into(), Error::Closed);
+                    return true;
+                }
+                Poll::Ready(Ok(_)) => progress = true,
+                Poll::Ready(Err(e)) => {
+                    self.close(format!("read failed: {e}"), Error::Io(Arc::new(e)));
+                    return true;
+                }
+            }
+        }
+        // More may be waiting; let other tasks run first.
+        cx.waker().wake_by_ref();
+        progress
+    }
+
+    /// Handles newly read bytes: whole frames, and what is left of an
+    /// incomplete one.
+    fn received(&mut self, mut data: &[u8]) {
+        if let State::Preface(left) = self.state {
+            let at = frame::PREFACE.len() - left;
+            let n = left.min(data.len());
+            if data[..n] != frame::PREFACE[at..at + n] {
+                self.close(
+                    "the client did not send the HTTP/2 connection preface".into(),
+                    Error::Closed,
+                );
+                return;
+            }
+            data = &data[n..];
+            self.state = if n == left {
+                State::Settings
+            } else {
+                State::Preface(left - n)
+            };
+        }
+        if !self.partial.is_empty() {
+            // Complete the kept frame first.
+            let need = if self.partial.len() < frame::HEADER_LEN {
+                frame::HEADER_LEN - self.partial.len()
+            } else {
+                0
+            };
+            let take = need.min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() < frame::HEADER_LEN {
+                return;
+            }
+            let head = Head::parse(&self.partial);
+            if !self.frame_size_ok(&head) {
+                return;
+            }
+            let total = frame::HEADER_LEN + head.len as usize;
+            let take = (total - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() < total {
+                return;
+            }
+            let partial = std::mem::take(&mut self.partial);
+            self.frame(head, &partial[frame::HEADER_LEN..]);
+        }
+        while self.state != State::Closing && data.len() >= frame::HEADER_LEN {
+            let head = Head::parse(data);
+            if !self.frame_size_ok(&head) {
+                return;
+            }
+            let total = frame::HEADER_LEN + head.len as usize;
+            if data.len() < total {
+                break;
+            }
+            self.frame(head, &data[frame::HEADER_LEN..total]);
+            data = &data[total..];
+        }
+        if self.state != State::Closing && !data.is_empty() {
+            self.partial.extend_from_slice(data);
+        }
+    }
+
+    /// A stream nobody has opened yet.
+    fn is_idle(&self, id: u32, inner: &Inner) -> bool {
+        match self.role {
+            Role::Server => id % 2 == 0 || id > self.last_peer_stream,
+            Role::Client => id % 2 == 0 || id >= inner.next_stream_id,
+        }
+    }
+
+    fn frame_size_ok(&mut self, head: &Head) -> bool {
+        if head.len > frame::DEFAULT_MAX_FRAME {
+            self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                format!(
+                    "a {}-byte frame (the limit is {})",
+                    head.len,
+                    frame::DEFAULT_MAX_FRAME
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Handles one whole frame.
+    fn frame(&mut self, head: Head, payload: &[u8]) {
+        if self.state == State::Settings && head.kind != kind::SETTINGS {
+            self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                "the first frame was not SETTINGS".into(),
+            );
+            return;
+        }
+        if let Some(c) = &self.continuation {
+            if head.kind != kind::CONTINUATION || head.stream != c.stream {
+                self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    "a header block was interrupted by another frame".into(),
+                );
+                return;
+            }
+        }
+        match head.kind {
+            kind::DATA => self.on_data(head, payload),
+            kind::HEADERS => self.on_headers(head, payload),
+            kind::PRIORITY => {
+                if head.stream == 0 {
+                    self.connection_error(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0".into());
+                } else if payload.len() != 5 {
+                    let mut inner = lock(&self.shared);
+                    frame::put_rst_stream(inner.wbuf(), head.stream, Reason::FRAME_SIZE_ERROR);
+                }
+            }
+            kind::RST_STREAM => self.on_rst_stream(head, payload),
+            kind::SETTINGS => self.on_settings(head, payload),
+            kind::PUSH_PROMISE => self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                "PUSH_PROMISE (push is disabled)".into(),
+            ),
+            kind::PING => self.on_ping(head, payload),
+            kind::GOAWAY => self.on_goaway(head, payload),
+            kind::WINDOW_UPDATE => self.on_window_update(head, payload),
+            kind::CONTINUATION => self.on_continuation(head, payload),
+            _ => {} // Unknown frame types are ignored (RFC 9113 §4.1).
+        }
+    }
+
+    fn on_settings(&mut self, head: Head, payload: &[u8]) {
+        if head.stream != 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "SETTINGS on a stream".into());
+        }
+        if head.has(flag::ACK) {
+            if !payload.is_empty() {
+                self.connection_error(
+                    Reason::FRAME_SIZE_ERROR,
+                    "a SETTINGS ACK with a payload".into(),
+                );
+            }
+            return;
+        }
+        if payload.len() % 6 != 0 {
+            return self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                "a SETTINGS frame of a bad length".into(),
+            );
+        }
+        if self.state == State::Settings {
+            self.state = State::Open;
+            // From the handshake timeout to the keepalive.
+            self.timer
+                .as_mut()
+                .reset(Instant::now() + self.config.keepalive_interval);
+        }
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        for s in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+            match id {
+                setting::HEADER_TABLE_SIZE => {
+                    inner.encoder.set_max_table_size((value as usize).min(4096))
+                }
+                setting::MAX_CONCURRENT_STREAMS if inner.role == Role::Client => {
+                    inner.peer_max_concurrent = value;
+                    for w in inner.open_waiters.drain(..) {
+                        w.wake();
+                    }
+                }
+                setting::ENABLE_PUSH if value > 1 => {
+                    drop(guard);
+                    return self
+                        .connection_error(Reason::PROTOCOL_ERROR, "ENABLE_PUSH above 1".into());
+                }
+                setting::INITIAL_WINDOW_SIZE => {
+                    if value > frame::MAX_WINDOW {
+                        drop(guard);
+                        return self.connection_error(
+                            Reason::FLOW_CONTROL_ERROR,
+                            "INITIAL_WINDOW_SIZE above 2^31-1".into(),
+                        );
+                    }
+                    let delta = i64::from(value) - i64::from(inner.peer_initial_window);
+                    inner.peer_initial_window = value;
+                    if delta != 0 {
+                        let mut grew = Vec::new();
+                        for (key, s) in inner.streams.iter_mut() {
+                            s.send_window += delta;
+                            if delta > 0 && !s.send_pending.is_empty() {
+                                grew.push(key);
+                            }
+                        }
+                        for key in grew {
+                            if let Some(s) = inner.streams.get_mut(key) {
+                                s.blocked = false;
+                            }
+                            inner.flush_stream(key);
+                        }
+                    }
+                }
+                setting::MAX_FRAME_SIZE => {
+                    if !(frame::DEFAULT_MAX_FRAME..=frame::MAX_MAX_FRAME).contains(&value) {
+                        drop(guard);
+                        return self.connection_error(
+                            Reason::PROTOCOL_ERROR,
+                            format!("MAX_FRAME_SIZE {value} out of range"),
+                        );
+                    }
+                    // Larger frames save little; 16 KiB keeps writes small.
+                    inner.peer_max_frame = (value as usize).min(frame::DEFAULT_MAX_FRAME as usize);
+                }
+                _ => {}
+            }
+        }
+        frame::put_settings_ack(inner.wbuf());
+    }
+
+    fn on_ping(&mut self, head: Head, payload: &[u8]) {
+        if head.stream != 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "PING on a stream".into());
+        }
+        let Ok(data) = <[u8; 8]>::try_from(payload) else {
+            return self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                "a PING that is not 8 bytes".into(),
+            );
+        };
+        if head.has(flag::ACK) {
+            if let Ping::Sent(sent) = self.ping {
+                if sent == data {
+                    self.ping = Ping::Idle;
+                    self.timer
+                        .as_mut()
+                        .reset(Instant::now() + self.config.keepalive_interval);
+                }
+            }
+            return;
+        }
+        frame::put_ping(lock(&self.shared).wbuf(), true, data);
+    }
+
+    fn on_goaway(&mut self, head: Head, payload: &[u8]) {
+        if head.stream != 0 || payload.len() < 8 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "a malformed GOAWAY".into());
+        }
+        let reason = Reason(u32::from_be_bytes([
+            payload[4], payload[5], payload[6], payload[7],
+        ]));
+        if reason != Reason::NO_ERROR {
+            let debug = String::from_utf8_lossy(&payload[8..]);
+            self.end
+                .get_or_insert(format!("the peer sent GOAWAY {reason} ({debug})"));
+        }
+        if self.role == Role::Client {
+            // Streams past the last one the server will process fail, as
+            // never processed: they may be sent again elsewhere.
+            let last =
+                u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+            let mut guard = lock(&self.shared);
+            let inner = &mut *guard;
+            inner.goaway_received = true;
+            let refused: Vec<usize> = inner
+                .streams
+                .iter()
+                .filter(|(_, s)| s.id > last && !s.is_closed())
+                .map(|(key, _)| key)
+                .collect();
+            for key in refused {
+                let s = &mut inner.streams[key];
+                s.reset = Some(Error::GoAway {
+                    reason,
+                    remote: true,
+                });
+                s.send_pending.clear();
+                s.wake();
+                inner.after_change(key);
+            }
+            for w in inner.open_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        if matches!(self.state, State::Open | State::Settings) {
+            self.state = State::Draining;
+        }
+    }
+
+    fn on_window_update(&mut self, head: Head, payload: &[u8]) {
+        let Ok(b) = <[u8; 4]>::try_from(payload) else {
+            return self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                "a WINDOW_UPDATE that is not 4 bytes".into(),
+            );
+        };
+        let inc = i64::from(u32::from_be_bytes(b) & 0x7fff_ffff);
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        if head.stream == 0 {
+            if inc == 0 {
+                drop(guard);
+                return self
+                    .connection_error(Reason::PROTOCOL_ERROR, "a WINDOW_UPDATE of 0".into());
+            }
+            inner.send_window += inc;
+            if inner.send_window > i64::from(frame::MAX_WINDOW) {
+                drop(guard);
+                return self.connection_error(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "the connection window grew past 2^31-1".into(),
+                );
+            }
+            inner.flush_blocked();
+            return;
+        }
+        let Some(&key) = inner.ids.get(&head.stream) else {
+            if self.is_idle(head.stream, inner) {
+                drop(guard);
+                self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    "WINDOW_UPDATE on an idle stream".into(),
+                );
+            }
+            return;
+        };
+        if inc == 0 {
+            return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+        }
+        let s = &mut inner.streams[key];
+        s.send_window += inc;
+        if s.send_window > i64::from(frame::MAX_WINDOW) {
+            return inner.reset_stream(key, Reason::FLOW_CONTROL_ERROR);
+        }
+        if !s.send_pending.is_empty() {
+            s.blocked = false;
+            inner.flush_stream(key);
+        }
+    }
+
+    fn on_rst_stream(&mut self, head: Head, payload: &[u8]) {
+        let Ok(b) = <[u8; 4]>::try_from(payload) else {
+            return self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                "an RST_STREAM that is not 4 bytes".into(),
+            );
+        };
+        if head.stream == 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "RST_STREAM on stream 0".into());
+        }
+        let reason = Reason(u32::from_be_bytes(b));
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        let Some(&key) = inner.ids.get(&head.stream) else {
+            if self.is_idle(head.stream, inner) {
+                drop(guard);
+                self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    "RST_STREAM on an idle stream".into(),
+                );
+            }
+            return;
+        };
+        let s = &mut inner.streams[key];
+        if s.is_closed() {
+            return;
+        }
+        let unfinished = !s.send_done;
+        s.reset = Some(Error::Reset(reason));
+        s.send_pending.clear();
+        s.send_trailers = None;
+        s.wake();
+        inner.after_change(key);
+        if unfinished {
+            inner.reset_budget = inner.reset_budget.saturating_sub(1);
+            if inner.reset_budget == 0 {
+                drop(guard);
+                self.connection_error(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "too many streams reset before their response (rapid reset)".into(),
+                );
+            }
+        }
+    }
+
+    fn on_data(&mut self, head: Head, payload: &[u8]) {
+        if head.stream == 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "DATA on stream 0".into());
+        }
+        let Some((from, to)) = frame::unpad(&head, payload) else {
+            return self
+                .connection_error(Reason::PROTOCOL_ERROR, "DATA with too much padding".into());
+        };
+        let data = &payload[from..to];
+        let eos = head.has(flag::END_STREAM);
+        if data.is_empty() && !eos {
+            self.empty_data_budget = self.empty_data_budget.saturating_sub(1);
+            if self.empty_data_budget == 0 {
+                return self.connection_error(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "too many empty DATA frames".into(),
+                );
+            }
+        } else if self.empty_data_budget < EMPTY_DATA_BUDGET {
+            self.empty_data_budget += 1;
+        }
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        // The whole frame, padding included, counts against the windows.
+        let len = payload.len();
+        inner.recv_window -= len as i64;
+        if inner.recv_window < 0 {
+            drop(guard);
+            return self.connection_error(
+                Reason::FLOW_CONTROL_ERROR,
+                "the peer sent more than the connection window allowed".into(),
+            );
+        }
+        let Some(&key) = inner.ids.get(&head.stream) else {
+            inner.release_connection(len);
+            if self.is_idle(head.stream, inner) {
+                drop(guard);
+                self.connection_error(Reason::PROTOCOL_ERROR, "DATA on an idle stream".into());
+            }
+            return;
+        };
+        let s = &mut inner.streams[key];
+        if s.recv_eos || s.reset.is_some() {
+            inner.release_connection(len);
+            if !inner.streams[key].is_closed() {
+                inner.reset_stream(key, Reason::STREAM_CLOSED);
+            }
+            return;
+        }
+        s.recv_window -= len as i64;
+        if s.recv_window < 0 {
+            inner.release_connection(len);
+            return inner.reset_stream(key, Reason::FLOW_CONTROL_ERROR);
+        }
+        if let Some(expect) = &mut s.recv_expect {
+            match expect.checked_sub(data.len() as u64) {
+                Some(left) if !eos || left == 0 => *expect = left,
+                _ => {
+                    inner.release_connection(len);
+                    return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+                }
+            }
+        }
+        s.recv_buf.extend_from_slice(data);
+        s.recv_eos = eos;
+        if let Some(w) = s.recv_waker.take() {
+            w.wake();
+        }
+        // Padding is not passed on: it goes back at once.
+        inner.release_connection(len - data.len());
+        if eos {
+            inner.after_change(key);
+        }
+    }
+
+    fn on_headers(&mut self, head: Head, payload: &[u8]) {
+        if head.stream == 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "HEADERS on stream 0".into());
+        }
+        let Some((mut from, to)) = frame::unpad(&head, payload) else {
+            return self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                "HEADERS with too much padding".into(),
+            );
+        };
+        if head.has(flag::PRIORITY) {
+            from += 5;
+            if from > to {
+                return self.connection_error(
+                    Reason::FRAME_SIZE_ERROR,
+                    "a HEADERS frame too short for its priority".into(),
+                );
+            }
+        }
+        let block = &payload[from..to];
+        let end_stream = head.has(flag::END_STREAM);
+        if head.has(flag::END_HEADERS) {
+            self.header_block(head.stream, end_stream, block);
+        } else {
+            self.continuation = Some(Continuation {
+                stream: head.stream,
+                end_stream,
+                block: block.to_vec(),
+                frames: 0,
+            });
+        }
+    }
+
+    fn on_continuation(&mut self, head: Head, payload: &[u8]) {
+        let Some(c) = &mut self.continuation else {
+            return self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                "CONTINUATION without HEADERS".into(),
+            );
+        };
+        c.frames += 1;
+        if c.block.len() + payload.len() > MAX_BLOCK || c.frames > MAX_CONTINUATIONS {
+            return self.connection_error(
+                Reason::ENHANCE_YOUR_CALM,
+                format!(
+                    "a header block of more than {} KiB or {MAX_CONTINUATIONS} CONTINUATION frames",
+                    MAX_BLOCK / 1024
+                ),
+            );
+        }
+        c.block.extend_from_slice(payload);
+        if head.has(flag::END_HEADERS) {
+            let c = self.continuation.take().expect("checked above");
+            self.header_block(c.stream, c.end_stream, &c.block);
+        }
+    }
+
+    /// A complete header block on `id`: a new request, a response head,
+    /// or trailers.
+    fn header_block(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+        let known = {
+            let inner = lock(&self.shared);
+            inner
+                .ids
+                .get(&id)
+                .map(|&key| (key, inner.streams[key].head_received))
+        };
+        match (self.role, known) {
+            (Role::Server, Some((key, _))) | (Role::Client, Some((key, true))) => {
+                self.trailers(key, end_stream, block)
+            }
+            (Role::Client, Some((key, false))) => self.response_head(key, end_stream, block),
+            (Role::Server, None) => self.request_head(id, end_stream, block),
+            (Role::Client, None) => {
+                // Decoded all the same: the HPACK state must stay in step.
+                let limit = self.config.max_header_list_size as usize;
+                if let Err(e) = self.decoder.decode(block, limit, |_| {}) {
+                    return self.connection_error(Reason::COMPRESSION_ERROR, e.to_string());
+                }
+                let idle = self.is_idle(id, &lock(&self.shared));
+                if idle {
+                    self.connection_error(
+                        Reason::PROTOCOL_ERROR,
+                        format!("HEADERS on stream {id}, which torii never opened"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Trailers: the last header block of a stream.
+    fn trailers(&mut self, key: usize, end_stream: bool, block: &[u8]) {
+        let limit = self.config.max_header_list_size as usize;
+        let mut trailers = Trailers::default();
+        let info = match self.decoder.decode(block, limit, |f| trailers.field(f)) {
+            Ok(info) => info,
+            Err(e) => return self.connection_error(Reason::COMPRESSION_ERROR, e.to_string()),
+        };
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        let s = &mut inner.streams[key];
+        if s.recv_eos || s.reset.is_some() {
+            if !s.is_closed() {
+                inner.reset_stream(key, Reason::STREAM_CLOSED);
+            }
+            return;
+        }
+        let trailers = match trailers.finish() {
+            Ok(t) if end_stream && !info.over_limit => t,
+            _ => return inner.reset_stream(key, Reason::PROTOCOL_ERROR),
+        };
+        if matches!(s.recv_expect, Some(n) if n != 0) {
+            return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+        }
+        s.recv_trailers = Some(trailers);
+        s.recv_eos = true;
+        if let Some(w) = s.recv_waker.take() {
+            w.wake();
+        }
+        inner.after_change(key);
+    }
+
+    /// Client side: the response head of one of torii's streams.
+    fn response_head(&mut self, key: usize, end_stream: bool, block: &[u8]) {
+        let limit = self.config.max_header_list_size as usize;
+        let mut head = ResponseHead::default();
+        let info = match self.decoder.decode(block, limit, |f| head.field(f)) {
+            Ok(info) => info,
+            Err(e) => return self.connection_error(Reason::COMPRESSION_ERROR, e.to_string()),
+        };
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        if inner.streams[key].reset.is_some() {
+            return;
+        }
+        let (parts, content_length) = match head.finish() {
+            Ok(h) if !info.over_limit => h,
+            Ok(_) => {
+                tracing::debug!(size = info.list_size, "response header list over the limit");
+                return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+            }
+            Err(why) => {
+                tracing::debug!("malformed response head from the upstream: {why}");
+                return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+            }
+        };
+        if parts.status.is_informational() {
+            // 100 Continue and friends: the real head follows.
+            if end_stream {
+                inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+            }
+            return;
+        }
+        let s = &mut inner.streams[key];
+        s.head_received = true;
+        s.response = Some(parts);
+        s.recv_expect = content_length;
+        s.recv_eos = end_stream;
+        if let Some(w) = s.recv_waker.take() {
+            w.wake();
+        }
+        if end_stream {
+            inner.after_change(key);
+        }
+    }
+
+    /// Server side: a HEADERS block that opens a stream (or arrives on one
+    /// that has closed and been forgotten).
+    fn request_head(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+        let limit = self.config.max_header_list_size as usize;
+        let mut request = RequestHead::default();
+        let decoded = self.decoder.decode(block, limit, |f| request.field(f));
+        let info = match decoded {
+            Ok(info) => info,
+            Err(e) => return self.connection_error(Reason::COMPRESSION_ERROR, e.to_string()),
+        };
+        if id <= self.last_peer_stream {
+            // Headers on a closed stream: already answered or reset.
+            return;
+        }
+        if id % 2 == 0 {
+            return self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                format!("the client opened stream {id} (even)"),
+            );
+        }
+        self.last_peer_stream = id;
+        if self.state != State::Open {
+            // Draining: streams after the GOAWAY are not processed.
+            return;
+        }
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        if inner.active >= self.config.max_concurrent_streams {
+            frame::put_rst_stream(inner.wbuf(), id, Reason::REFUSED_STREAM);
+            return;
+        }
+        if info.over_limit {
+            // 431, as HTTP/1.1 would answer; the connection goes on.
+            tracing::debug!(
+                stream = id,
+                size = info.list_size,
+                "request header list over the limit; answering 431"
+            );
+            let start = frame::reserve_head(inner.wbuf());
+            inner.encoder.begin_block(&mut inner.wbuf);
+            inner
+                .encoder
+                .encode_pseudo(super::hpack::Name::Status, b"431", &mut inner.wbuf);
+            frame::finish_headers(&mut inner.wbuf, start, id, true, inner.peer_max_frame);
+            if !end_stream {
+                frame::put_rst_stream(&mut inner.wbuf, id, Reason::NO_ERROR);
+            }
+            return;
+        }
+        let (parts, content_length) = match request.finish() {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::debug!(
+                    stream = id,
+                    "malformed request: {why}; resetting the stream"
+                );
+                frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+                inner.reset_budget = inner.reset_budget.saturating_sub(1);
+                if inner.reset_budget == 0 {
+                    drop(guard);
+                    self.connection_error(
+                        Reason::ENHANCE_YOUR_CALM,
+                        "too many malformed requests".into(),
+                    );
+                }
+                return;
+            }
+        };
+        if end_stream && matches!(content_length, Some(n) if n != 0) {
+            frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+            return;
+        }
+        let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
+        stream.recv_eos = end_stream;
+        stream.recv_expect = content_length;
+        let key = inner.streams.insert(stream);
+        inner.ids.insert(id, key);
+        inner.active += 1;
+        let body = RecvBody::new(StreamRef::new(&self.shared, inner, key));
+        let stream = StreamRef::new(&self.shared, inner, key);
+        self.opened.push_back(Opened {
+            request: Request::from_parts(parts, body),
+            stream,
+        });
+    }
+
+    /// Writes what is queued. Ready(Err) if the socket failed.
+    pub fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.out_pos >= self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+                let mut inner = lock(&self.shared);
+                inner.flush_blocked();
+                if inner.wbuf.is_empty() {
+                    if inner.active == 0 {
+                        // Idle connections hold no buffers.
+                        inner.wbuf = Vec::new();
+                        self.out = Vec::new();
+                    }
+                    break;
+                }
+                std::mem::swap(&mut inner.wbuf, &mut self.out);
+                if self.read_paused {
+                    self.read_paused = false;
+                    cx.waker().wake_by_ref();
+                }
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out_pos += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// The handshake deadline and keepalive PINGs. True when the
+    /// connection must end now (a closing connection had its time to
+    /// write its last frames).
+    pub fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            match (self.state, &self.ping) {
+                (State::Preface(_) | State::Settings, _) => {
+                    let t = self.config.handshake_timeout;
+                    self.close(
+                        format!("no HTTP/2 connection preface within {t:?}"),
+                        Error::Closed,
+                    );
+                    return true;
+                }
+                (State::Closing, _) => return true,
+                (_, Ping::Idle) => {
+                    let payload = rand::random::<[u8; 8]>();
+                    frame::put_ping(lock(&self.shared).wbuf(), false, payload);
+                    self.ping = Ping::Sent(payload);
+                    self.timer
+                        .as_mut()
+                        .reset(Instant::now() + self.config.keepalive_timeout);
+                }
+                (_, Ping::Sent(_)) => {
+                    let t = self.config.keepalive_timeout;
+                    self.close(format!("no answer to a PING within {t:?}"), Error::Closed);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+impl<IO> Drop for Connection<IO> {
+    fn drop(&mut self) {
+        lock(&self.shared).fail_all(Error::Closed);
+    }
+}
