@@ -31,7 +31,7 @@ struct Regular {
 }
 
 impl Regular {
-    fn add(&mut self, name: HeaderName, value: Bytes) {
+    fn add(&mut self, name: HeaderName, value: Bytes, never_indexed: bool) {
         if self.error.is_some() {
             return;
         }
@@ -43,13 +43,18 @@ impl Regular {
             self.error = Some("a te header other than \"trailers\"");
             return;
         }
-        let value = match HeaderValue::from_maybe_shared(value) {
+        let mut value = match HeaderValue::from_maybe_shared(value) {
             Ok(v) => v,
             Err(_) => {
                 self.error = Some("a header value with a control character (CR, LF or NUL)");
                 return;
             }
         };
+        // A field the sender marked never-indexed stays so on the next hop
+        // (RFC 7541 §7.1.3).
+        if never_indexed {
+            value.set_sensitive(true);
+        }
         if name == header::CONTENT_LENGTH {
             let n = value.to_str().ok().and_then(|s| s.parse::<u64>().ok());
             match (n, self.content_length) {
@@ -88,7 +93,7 @@ impl RequestHead {
         let slot = match f.name {
             Name::Header(name) => {
                 self.saw_regular = true;
-                self.regular.add(name, f.value);
+                self.regular.add(name, f.value, f.never_indexed);
                 return;
             }
             Name::Invalid(_) => {
@@ -184,7 +189,7 @@ impl ResponseHead {
         match f.name {
             Name::Header(name) => {
                 self.saw_regular = true;
-                self.regular.add(name, f.value);
+                self.regular.add(name, f.value, f.never_indexed);
             }
             Name::Status if self.saw_regular => {
                 self.regular.error = Some("a pseudo-header after a regular header");
@@ -221,7 +226,7 @@ pub struct Trailers {
 impl Trailers {
     pub fn field(&mut self, f: Field) {
         match f.name {
-            Name::Header(name) => self.regular.add(name, f.value),
+            Name::Header(name) => self.regular.add(name, f.value, f.never_indexed),
             _ if self.regular.error.is_some() => {}
             _ => self.regular.error = Some("a pseudo-header in trailers"),
         }
@@ -308,6 +313,7 @@ mod tests {
             head.field(Field {
                 name,
                 value: Bytes::copy_from_slice(v.as_bytes()),
+                never_indexed: false,
             });
         }
         head.finish()

@@ -8,8 +8,9 @@
 //! - literal stored in the dynamic table (incremental indexing): the value gets its own buffer
 //!   (plus `bytes`' shared header on its first clone), so that the entry keeps nothing else alive; a
 //!   new name that `http` does not know is allocated once and then found in a small cache;
-//! - literal not stored: the value is copied into a buffer shared by the block's other such values
-//!   (one allocation per block, usually), and a literal name comes from the same cache.
+//! - literal not stored: the value is copied into a 1 KiB chunk shared with other such values
+//!   (an allocation per kilobyte of them, not per field), and a literal name comes from the same
+//!   cache.
 //!
 //! Fields past the caller's header-list limit are parsed (so that the table stays in sync) but not
 //! materialised unless the dynamic table needs them: a reference to a table entry past the limit
@@ -21,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderName;
 
 use super::huffman::{self, HuffmanError};
-use super::table::{hash_bytes, DecTable, STATIC, STATIC_LEN};
+use super::table::{eq_bytes, hash_bytes, DecTable, STATIC, STATIC_LEN};
 use super::{field_size, Field, Name};
 
 /// Why a header block could not be decoded. Any of these is a connection error of type
@@ -112,9 +113,13 @@ pub struct Decoder {
     /// Huffman output, reused from string to string.
     scratch: Vec<u8>,
     names: NameCache,
+    values: ValueChunk,
 }
 
 impl Decoder {
+    /// The Huffman scratch buffer kept between blocks, at most.
+    const MAX_SCRATCH: usize = 16 << 10;
+
     /// `max_table_size` = our SETTINGS_HEADER_TABLE_SIZE (4096): the most a size update may ask.
     /// The table starts at that size (RFC 7541 §4.2 with RFC 9113 §6.5.2).
     pub fn new(max_table_size: usize) -> Self {
@@ -123,6 +128,7 @@ impl Decoder {
             max_table_size,
             scratch: Vec::new(),
             names: NameCache::new(),
+            values: ValueChunk::new(),
         }
     }
 
@@ -154,7 +160,6 @@ impl Decoder {
             max: max_list_size,
             over: false,
         };
-        let mut arena = Arena::new();
 
         // Dynamic table size updates come first, if at all (RFC 7541 §4.2).
         while let Some(&first) = block.get(pos) {
@@ -184,6 +189,7 @@ impl Decoder {
                         emit(Field {
                             name: entry.name.clone(),
                             value: Bytes::from_static(entry.value.as_bytes()),
+                            never_indexed: false,
                         });
                     }
                 } else {
@@ -192,6 +198,7 @@ impl Decoder {
                         emit(Field {
                             name: entry.name.clone(),
                             value: entry.value.clone(),
+                            never_indexed: false,
                         });
                     }
                 }
@@ -200,8 +207,7 @@ impl Decoder {
             let (prefix, store) = match first {
                 // Literal with incremental indexing (§6.2.1).
                 0x40..=0x7f => (6, true),
-                // Literal without indexing (§6.2.2) or never indexed (§6.2.3). Never-indexed is
-                // not passed on: torii's encoder decides by name and sensitivity for itself.
+                // Literal without indexing (§6.2.2) or never indexed (§6.2.3).
                 0x00..=0x1f => (4, false),
                 _ => return Err(DecodeError::SizeUpdateNotAtStart),
             };
@@ -247,13 +253,12 @@ impl Decoder {
                     Bytes::copy_from_slice(raw)
                 }
             } else if keep {
-                let hint = block.len() - pos + raw.len();
                 if huffman {
                     self.scratch.clear();
                     huffman::decode(raw, &mut self.scratch)?;
-                    arena.take(&self.scratch, hint)
+                    self.values.copy(&self.scratch)
                 } else {
-                    arena.take(raw, hint)
+                    self.values.copy(raw)
                 }
             } else {
                 // Past the limit and not for the table: only its length counts.
@@ -274,14 +279,23 @@ impl Decoder {
                     emit(Field {
                         name: name.clone(),
                         value: value.clone(),
+                        never_indexed: false,
                     });
                 }
                 self.table.insert(name, value, size);
             } else if wanted {
-                emit(Field { name, value });
+                emit(Field {
+                    name,
+                    value,
+                    never_indexed: first & 0x10 != 0,
+                });
             }
         }
 
+        if self.scratch.capacity() > Self::MAX_SCRATCH {
+            // One huge string must not pin its buffer for the connection's life.
+            self.scratch = Vec::new();
+        }
         Ok(BlockInfo {
             list_size: list.size,
             over_limit: list.over,
@@ -320,30 +334,35 @@ impl ListSize {
     }
 }
 
-/// The buffer that the block's literal values not stored in the dynamic table are copied into:
-/// one allocation serves several values, each handed out as a `Bytes` slice of it.
-struct Arena {
+/// Where the values of literal fields not stored in the dynamic table are copied: a chunk shared
+/// by the values of many fields (and blocks), each handed out as a `Bytes` slice of it, so that a
+/// steady connection allocates about once per kilobyte of such values rather than once per field.
+/// A value longer than [`ValueChunk::SHARED_MAX`] gets its own buffer, so a live value never keeps
+/// more than [`ValueChunk::SIZE`] bytes alive besides itself.
+struct ValueChunk {
     buf: BytesMut,
 }
 
-impl Arena {
-    /// A new buffer holds at least this much, unless the value needs more.
-    const MAX_CHUNK: usize = 4096;
+impl ValueChunk {
+    const SIZE: usize = 1024;
+    const SHARED_MAX: usize = 256;
 
     fn new() -> Self {
-        Arena {
+        ValueChunk {
             buf: BytesMut::new(),
         }
     }
 
-    /// Copies `bytes` in; `hint` is how much the rest of the block could still need.
     #[inline]
-    fn take(&mut self, bytes: &[u8], hint: usize) -> Bytes {
+    fn copy(&mut self, bytes: &[u8]) -> Bytes {
         if bytes.is_empty() {
             return Bytes::new();
         }
+        if bytes.len() > Self::SHARED_MAX {
+            return Bytes::copy_from_slice(bytes);
+        }
         if self.buf.capacity() - self.buf.len() < bytes.len() {
-            self.buf = BytesMut::with_capacity(bytes.len().max(hint.min(Self::MAX_CHUNK)));
+            self.buf = BytesMut::with_capacity(Self::SIZE);
         }
         self.buf.extend_from_slice(bytes);
         self.buf.split().freeze()
@@ -373,7 +392,7 @@ impl NameCache {
         }
         let slot = (hash_bytes(0, raw) >> 60) as usize;
         if let Some(name) = &self.slots[slot] {
-            if name.as_str().as_bytes() == raw {
+            if eq_bytes(name.as_str().as_bytes(), raw) {
                 return Name::Header(name.clone());
             }
         }
@@ -413,7 +432,7 @@ static LOWER_TOKEN: [bool; 256] = {
 };
 
 /// Reads an integer with a `prefix`-bit prefix (RFC 7541 §5.1); values must fit in 32 bits.
-#[inline]
+#[inline(always)]
 fn read_int(block: &[u8], pos: &mut usize, prefix: u32) -> Result<usize, DecodeError> {
     let mask = ((1u32 << prefix) - 1) as u8;
     let Some(&first) = block.get(*pos) else {
@@ -447,7 +466,7 @@ fn read_int(block: &[u8], pos: &mut usize, prefix: u32) -> Result<usize, DecodeE
 }
 
 /// Reads a string literal (RFC 7541 §5.2): whether it is Huffman-coded, and its bytes.
-#[inline]
+#[inline(always)]
 fn read_string<'b>(block: &'b [u8], pos: &mut usize) -> Result<(bool, &'b [u8]), DecodeError> {
     let Some(&first) = block.get(*pos) else {
         return Err(DecodeError::Truncated);
@@ -535,6 +554,7 @@ mod tests {
         let mut d = Decoder::new(4096);
         let f = decode(&mut d, &hex("040c 2f73 616d 706c 652f 7061 7468")).unwrap();
         assert_eq!(f[0].name, Name::Path);
+        assert!(!f[0].never_indexed);
         assert_eq!(text(&f), [":path: /sample/path"]);
         assert_eq!(d.table_len(), 0);
     }
@@ -544,6 +564,7 @@ mod tests {
         let mut d = Decoder::new(4096);
         let f = decode(&mut d, &hex("1008 7061 7373 776f 7264 0673 6563 7265 74")).unwrap();
         assert_eq!(text(&f), ["password: secret"]);
+        assert!(f[0].never_indexed);
         assert_eq!(d.table_len(), 0);
     }
 
@@ -555,7 +576,8 @@ mod tests {
             f,
             [Field {
                 name: Name::Method,
-                value: Bytes::from_static(b"GET")
+                value: Bytes::from_static(b"GET"),
+                never_indexed: false,
             }]
         );
         assert_eq!(d.table_len(), 0);

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::table::{
-    finish, hash_bytes, idx, static_exact, static_name_index, static_pseudo_index, EncName,
-    EncTable, EncValue,
+    eq_bytes, finish, hash_bytes, idx, static_exact, static_name_index, static_pseudo_index,
+    EncName, EncTable, EncValue, NameRef,
 };
 use super::{field_size, write_int, Name, DEFAULT_TABLE_SIZE};
 
@@ -38,14 +38,16 @@ impl Default for Encoder {
 enum Plan {
     /// An index if the dynamic table has the field, else a literal with incremental indexing.
     Index,
-    /// A literal without indexing (§6.2.2).
-    NoIndex,
+    /// A literal without indexing (§6.2.2); `by_name`: whether the dynamic table may have the
+    /// name (the churning names never go in, so they are not looked up).
+    NoIndex { by_name: bool },
     /// A literal never indexed (§6.2.3).
     Never,
 }
 
 /// The encoder's indexing policy: what it does with a field that is not an exact static-table
-/// match (those are always sent as an index):
+/// match (those are always sent as an index, sensitive or not: a static index reveals nothing and
+/// adds nothing to any table, so RFC 7541 §7.1.3 is kept):
 ///
 /// 1. **Never indexed**: sensitive fields — `value.is_sensitive()`, and the names `authorization`,
 ///    `proxy-authorization`, `cookie`, `set-cookie`. Credentials kept out of the table cannot be
@@ -60,7 +62,8 @@ enum Plan {
 ///    the static or dynamic table has the name.
 ///
 /// Fields of the first two kinds are not looked up in the dynamic table: the policy never puts
-/// them there (their plan depends only on their name, length and sensitivity).
+/// them there (their plan depends only on their name, length and sensitivity); for the churning
+/// names, not even their name is.
 fn plan(
     name: &[u8],
     static_name: Option<usize>,
@@ -75,13 +78,15 @@ fn plan(
         Some(idx::AUTHORIZATION | idx::PROXY_AUTHORIZATION | idx::COOKIE | idx::SET_COOKIE) => {
             return Plan::Never
         }
-        Some(idx::CONTENT_LENGTH | idx::DATE) => return Plan::NoIndex,
-        Some(idx::PATH) if value_len > 64 => return Plan::NoIndex,
-        None if churns(name) => return Plan::NoIndex,
+        Some(idx::CONTENT_LENGTH | idx::DATE) => return Plan::NoIndex { by_name: false },
+        Some(idx::PATH) if value_len > 64 => return Plan::NoIndex { by_name: false },
+        None if churns(name) => return Plan::NoIndex { by_name: false },
         _ => {}
     }
     if value_len > 128 || field_size(name.len(), value_len) > table_max {
-        return Plan::NoIndex;
+        return Plan::NoIndex {
+            by_name: static_name.is_none(),
+        };
     }
     Plan::Index
 }
@@ -90,14 +95,14 @@ fn plan(
 #[inline]
 fn churns(name: &[u8]) -> bool {
     match name.len() {
-        11 => name == b"traceparent" || name == b"x-b3-spanid",
+        11 => eq_bytes(name, b"traceparent") || eq_bytes(name, b"x-b3-spanid"),
         12 => {
-            name == b"x-request-id"
-                || name == b"grpc-timeout"
-                || name == b"x-b3-traceid"
-                || name == b"grpc-message"
+            eq_bytes(name, b"x-request-id")
+                || eq_bytes(name, b"grpc-timeout")
+                || eq_bytes(name, b"x-b3-traceid")
+                || eq_bytes(name, b"grpc-message")
         }
-        15 => name == b"x-forwarded-for",
+        15 => eq_bytes(name, b"x-forwarded-for"),
         _ => false,
     }
 }
@@ -152,6 +157,7 @@ impl Encoder {
             Name::Header(header) => {
                 let n = header.as_str().as_bytes();
                 self.encode(
+                    NameRef::Header(&header),
                     n,
                     static_name_index(n),
                     value,
@@ -169,6 +175,7 @@ impl Encoder {
         };
         let static_name = static_pseudo_index(&name);
         self.encode(
+            NameRef::Pseudo(name_str),
             name_str.as_bytes(),
             static_name,
             value,
@@ -183,6 +190,7 @@ impl Encoder {
     pub fn encode_header(&mut self, name: &HeaderName, value: &HeaderValue, dst: &mut Vec<u8>) {
         let n = name.as_str().as_bytes();
         self.encode(
+            NameRef::Header(name),
             n,
             static_name_index(n),
             value.as_bytes(),
@@ -197,6 +205,7 @@ impl Encoder {
     #[inline]
     fn encode(
         &mut self,
+        key: NameRef<'_>,
         name: &[u8],
         static_name: Option<usize>,
         value: &[u8],
@@ -221,20 +230,26 @@ impl Encoder {
                 let name_state = hash_bytes(0, name);
                 let name_hash = finish(name_state);
                 let field_hash = finish(hash_bytes(name_state, value));
-                if let Some(index) = self.table.find_field(name, value, field_hash) {
+                if let Some(index) = self.table.find_field(key, value, field_hash) {
                     write_int(dst, 0x80, 7, index);
                     return;
                 }
-                let name_index = static_name.or_else(|| self.table.find_name(name, name_hash));
+                let name_index = static_name.or_else(|| self.table.find_name(key, name_hash));
                 write_literal(dst, 0x40, 6, name_index, name, value);
                 self.table
                     .insert(entry_name(), entry_value(), name_hash, field_hash);
             }
-            Plan::NoIndex | Plan::Never => {
+            Plan::NoIndex { by_name } => {
+                let name_index = match static_name {
+                    None if by_name => self.table.find_name(key, finish(hash_bytes(0, name))),
+                    _ => static_name,
+                };
+                write_literal(dst, 0x00, 4, name_index, name, value);
+            }
+            Plan::Never => {
                 let name_index =
-                    static_name.or_else(|| self.table.find_name(name, finish(hash_bytes(0, name))));
-                let first = if plan == Plan::Never { 0x10 } else { 0x00 };
-                write_literal(dst, first, 4, name_index, name, value);
+                    static_name.or_else(|| self.table.find_name(key, finish(hash_bytes(0, name))));
+                write_literal(dst, 0x10, 4, name_index, name, value);
             }
         }
     }
@@ -276,6 +291,7 @@ mod tests {
                 name: Name::pseudo(n.as_bytes())
                     .unwrap_or_else(|| Name::Header(HeaderName::from_bytes(n.as_bytes()).unwrap())),
                 value: Bytes::copy_from_slice(v.as_bytes()),
+                never_indexed: false,
             })
             .collect()
     }
@@ -285,11 +301,12 @@ mod tests {
         enc.begin_block(&mut out);
         for f in list {
             match &f.name {
-                Name::Header(n) => enc.encode_header(
-                    n,
-                    &HeaderValue::from_maybe_shared(f.value.clone()).unwrap(),
-                    &mut out,
-                ),
+                Name::Header(n) => {
+                    // What a proxy does with a decoded field.
+                    let mut value = HeaderValue::from_maybe_shared(f.value.clone()).unwrap();
+                    value.set_sensitive(f.never_indexed);
+                    enc.encode_header(n, &value, &mut out)
+                }
                 other => enc.encode_pseudo(other.clone(), &f.value, &mut out),
             }
         }
@@ -350,8 +367,8 @@ mod tests {
         let literals = (2 + 12 + 1 + 5) + (2 + 12 + 1 + 36);
         assert_eq!(second.0, 8 + literals);
         assert!(second.0 * 2 < first.0, "{sizes:?}");
-        // The response: 3 indexes and the date literal (name from the static table).
-        assert_eq!(second.1, 3 + (1 + 1 + 29));
+        // The response: 3 indexes and the date literal (name by static index 33: 2 bytes).
+        assert_eq!(second.1, 3 + (2 + 1 + 29));
         assert!(second.1 * 2 < first.1, "{sizes:?}");
         // Trailers: grpc-status by index, grpc-message literal.
         assert_eq!(second.2, 1 + (2 + 12 + 1));
@@ -448,14 +465,25 @@ mod tests {
             "grpc-message",
             "x-forwarded-for",
         ] {
-            assert_eq!(p(name, 10, false), Plan::NoIndex, "{name}");
+            assert_eq!(
+                p(name, 10, false),
+                Plan::NoIndex { by_name: false },
+                "{name}"
+            );
         }
         assert_eq!(p("content-type", 16, false), Plan::Index);
         assert_eq!(p("x-custom", 128, false), Plan::Index);
-        assert_eq!(p("x-custom", 129, false), Plan::NoIndex);
+        assert_eq!(p("x-custom", 129, false), Plan::NoIndex { by_name: true });
+        assert_eq!(p("accept", 129, false), Plan::NoIndex { by_name: false });
         assert_eq!(plan(b":path", Some(4), 64, false, 4096), Plan::Index);
-        assert_eq!(plan(b":path", Some(4), 65, false, 4096), Plan::NoIndex);
-        assert_eq!(plan(b"x-custom", None, 10, false, 49), Plan::NoIndex);
+        assert_eq!(
+            plan(b":path", Some(4), 65, false, 4096),
+            Plan::NoIndex { by_name: false }
+        );
+        assert_eq!(
+            plan(b"x-custom", None, 10, false, 49),
+            Plan::NoIndex { by_name: true }
+        );
         assert_eq!(plan(b"x-custom", None, 9, false, 49), Plan::Index);
     }
 
@@ -498,6 +526,26 @@ mod tests {
         let mut again = Vec::new();
         enc.encode_header(&name, &key, &mut again);
         assert_eq!(again[0], 0x10);
+    }
+
+    #[test]
+    fn never_indexed_fields_stay_never_indexed_through_a_proxy() {
+        // RFC 7541 C.2.3 ("password: secret", never indexed) from a client, passed on upstream.
+        let mut from_client = Decoder::new(4096);
+        let mut fields = Vec::new();
+        let mut block = vec![0x10, 0x08];
+        block.extend_from_slice(b"password");
+        block.push(0x06);
+        block.extend_from_slice(b"secret");
+        from_client
+            .decode(&block, usize::MAX, |f| fields.push(f))
+            .unwrap();
+        assert!(fields[0].never_indexed);
+        let mut upstream = Encoder::new();
+        let mut upstream_dec = Decoder::new(4096);
+        let out = round_trip(&mut upstream, &mut upstream_dec, &fields);
+        assert_eq!(out, block);
+        assert_eq!(upstream.table.len(), 0);
     }
 
     #[test]
@@ -560,6 +608,7 @@ mod tests {
                         name: Name::Header(HeaderName::from_bytes(names[n].as_bytes()).unwrap()),
                         // Some values repeat across blocks, most do not.
                         value: Bytes::from(format!("value-{}-{}", n, (block + i) % 9)),
+                        never_indexed: false,
                     }
                 })
                 .collect();
@@ -570,6 +619,100 @@ mod tests {
         }
         assert!(evicted_any);
         assert!(dec.table_len() > 50);
+    }
+
+    #[test]
+    fn random_fields_and_table_sizes_round_trip() {
+        // A deterministic xorshift: many blocks of fields drawn from a small vocabulary (so
+        // that entries repeat, get evicted and come back), values of every length class, and
+        // table-size changes between blocks; both tables must agree after every block.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let names = [
+            "content-type",
+            "te",
+            "user-agent",
+            "x-request-id",
+            "x-custom-a",
+            "x-custom-b",
+            "authorization",
+            "grpc-timeout",
+            "accept-encoding",
+            "cache-control",
+        ];
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new(4096));
+        // The same blocks through a decoder with a small header-list limit: it emits a prefix
+        // of the fields and keeps the same table.
+        let mut limited = Decoder::new(4096);
+        for _ in 0..400 {
+            if next(10) == 0 {
+                enc.set_max_table_size([0, 64, 256, 1000, 4096, 8192][next(6) as usize] as usize);
+            }
+            let mut list = Vec::new();
+            for _ in 0..next(12) {
+                let len = [0, 1, 5, 20, 64, 65, 128, 129, 300][next(9) as usize] as usize;
+                let value: String = (0..len)
+                    .map(|i| (b'a' + ((i as u64 + next(3)) % 26) as u8) as char)
+                    .collect();
+                let field = match next(14) {
+                    0 => Field {
+                        name: Name::Path,
+                        value: Bytes::from(format!("/{value}")),
+                        never_indexed: false,
+                    },
+                    1 => Field {
+                        name: Name::Status,
+                        value: Bytes::from_static([b"200", b"404", b"503"][next(3) as usize]),
+                        never_indexed: false,
+                    },
+                    2 => Field {
+                        name: Name::Authority,
+                        value: Bytes::from(value),
+                        never_indexed: false,
+                    },
+                    _ => Field {
+                        name: Name::Header(HeaderName::from_static(
+                            names[next(names.len() as u64) as usize],
+                        )),
+                        value: Bytes::from(value),
+                        never_indexed: next(8) == 0,
+                    },
+                };
+                list.push(field);
+            }
+            let block = encode_block(&mut enc, &list);
+            let mut got = Vec::new();
+            dec.decode(&block, usize::MAX, |f| got.push(f)).unwrap();
+            let mut prefix = Vec::new();
+            let limit = [0, 100, 400][next(3) as usize] as usize;
+            let info = limited.decode(&block, limit, |f| prefix.push(f)).unwrap();
+            assert_eq!(prefix[..], got[..prefix.len()]);
+            assert_eq!(info.over_limit, prefix.len() < got.len());
+            assert_eq!(limited.table_size(), dec.table_size());
+            assert_eq!(limited.table_len(), dec.table_len());
+            // Never-indexed comes back as sent, except for exact static matches (an index), and
+            // also for the names the policy never indexes.
+            for (g, f) in got.iter_mut().zip(&list) {
+                if g.never_indexed && !f.never_indexed {
+                    assert_eq!(g.name.as_bytes(), b"authorization");
+                    g.never_indexed = false;
+                }
+                if f.never_indexed && !g.never_indexed {
+                    let name = static_name_index(f.name.as_bytes()).unwrap();
+                    assert!(static_exact(name, &f.value).is_some(), "{f:?}");
+                    g.never_indexed = true;
+                }
+            }
+            assert_eq!(got, list);
+            assert_eq!(enc.table.len(), dec.table_len());
+            assert_eq!(enc.table.size(), dec.table_size());
+            assert!(dec.table_size() <= enc.table.max_size());
+        }
     }
 
     #[test]

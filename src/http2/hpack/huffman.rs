@@ -4,7 +4,7 @@
 //! Decoding runs a state machine 4 bits at a time. Its states are the 256 internal nodes of the
 //! code's tree; for each state and nibble a precomputed step says where the walk ends, which
 //! symbol (at most one: the shortest code has 5 bits) it completed, and whether it ran into EOS.
-//! The tables (about 12 KiB) are built once, at first use, from [`CODES`].
+//! The tables (16 KiB) are built once, at first use, from [`CODES`].
 
 use std::sync::OnceLock;
 
@@ -91,18 +91,14 @@ pub(crate) enum HuffmanError {
     Padding,
 }
 
-/// One step of the decoder: the state after 4 more bits, and the symbol they completed.
-#[derive(Clone, Copy, Default)]
-struct Step {
-    next: u8,
-    sym: u8,
-    flags: u8,
-}
+/// One step of the decoder, packed so that it is one load: bits 0-7 the state after 4 more bits,
+/// 8-15 the symbol they completed, and the flags above.
+type Step = u32;
 
-/// [`Step::flags`]: the nibble completed `sym`.
-const EMIT: u8 = 1;
-/// [`Step::flags`]: the nibble completed EOS; the string is malformed.
-const FAIL: u8 = 2;
+/// The nibble completed a symbol.
+const EMIT: Step = 1 << 16;
+/// The nibble completed EOS: the string is malformed.
+const FAIL: Step = 1 << 17;
 
 struct Tables {
     /// Indexed by state (an internal node of the code tree, 0 = root) and the next 4 bits.
@@ -148,12 +144,13 @@ fn build() -> Box<Tables> {
     );
 
     let mut tables = Box::new(Tables {
-        steps: [[Step::default(); 16]; 256],
+        steps: [[0; 16]; 256],
         accept: [false; 256],
     });
     for (state, row) in tables.steps.iter_mut().enumerate() {
         for (nibble, step) in row.iter_mut().enumerate() {
             let mut node = state;
+            let mut flags = 0;
             for shift in (0..4).rev() {
                 let child = nodes[node][(nibble >> shift) & 1];
                 if child & LEAF == 0 {
@@ -161,14 +158,13 @@ fn build() -> Box<Tables> {
                     continue;
                 }
                 if child & !LEAF == EOS {
-                    step.flags = FAIL;
+                    flags = FAIL;
                     break;
                 }
-                step.flags = EMIT;
-                step.sym = (child & !LEAF) as u8;
+                flags = EMIT | ((child & !LEAF) as Step) << 8;
                 node = 0;
             }
-            step.next = node as u8;
+            *step = flags | node as Step;
         }
     }
     let mut node = 0usize;
@@ -188,13 +184,13 @@ fn run(src: &[u8], mut out: impl FnMut(u8)) -> Result<(), HuffmanError> {
     for &byte in src {
         for nibble in [byte >> 4, byte & 0x0f] {
             let step = tables.steps[state as usize][nibble as usize];
-            if step.flags != 0 {
-                if step.flags & FAIL != 0 {
+            if step & (EMIT | FAIL) != 0 {
+                if step & FAIL != 0 {
                     return Err(HuffmanError::Eos);
                 }
-                out(step.sym);
+                out((step >> 8) as u8);
             }
-            state = step.next;
+            state = step as u8;
         }
     }
     if tables.accept[state as usize] {

@@ -6,8 +6,8 @@
 //!
 //! - [`Decoder`] hands out each field as a [`Field`]: names from the static table are `http`'s
 //!   constants or the pseudo-header variants, values from the tables are `Bytes` clones (a static
-//!   pointer or a reference count, never a copy), and the literal values of one block that are not
-//!   stored in the dynamic table share one buffer per block. Huffman strings are decoded by a
+//!   pointer or a reference count, never a copy), and literal values that are not stored in the
+//!   dynamic table are carved out of a shared 1 KiB chunk. Huffman strings are decoded by a
 //!   4-bits-at-a-time state machine.
 //! - [`Encoder`] finds static entries by a `match` and dynamic ones through a small open-addressing
 //!   map keyed by an Fx-style hash, and writes strings raw (no Huffman: CPU matters more than bytes
@@ -90,6 +90,10 @@ impl Name {
 pub struct Field {
     pub name: Name,
     pub value: Bytes,
+    /// The field came as a never-indexed literal (RFC 7541 §6.2.3). An intermediary must send it
+    /// on never-indexed too (§7.1.3): mark the `HeaderValue` built from it sensitive, and
+    /// [`Encoder`] does.
+    pub never_indexed: bool,
 }
 
 /// The size of a field for the dynamic table and the header list (RFC 7541 §4.1).

@@ -183,7 +183,7 @@ pub(crate) fn static_name_index(name: &[u8]) -> Option<usize> {
         (27, _, _) => 20,
         _ => return None,
     };
-    (STATIC[i - 1].name_str.as_bytes() == name).then_some(i)
+    eq_bytes(STATIC[i - 1].name_str.as_bytes(), name).then_some(i)
 }
 
 /// The static-table index of a pseudo-header field's name, if the table has it.
@@ -200,13 +200,19 @@ pub(crate) fn static_pseudo_index(name: &Name) -> Option<usize> {
 }
 
 /// The static-table index of the exact field (`name_index`'s name, `value`), if the table has it.
-/// `name_index` is the first static index with that name.
+/// `name_index` is the first static index with that name; only pseudo-header names have more
+/// than one entry.
 #[inline]
 pub(crate) fn static_exact(name_index: usize, value: &[u8]) -> Option<usize> {
-    let name = STATIC[name_index - 1].name_str;
-    (name_index..=STATIC_LEN)
-        .take_while(|&i| STATIC[i - 1].name_str == name)
-        .find(|&i| STATIC[i - 1].value.as_bytes() == value)
+    let last = match name_index {
+        idx::METHOD | idx::PATH | idx::SCHEME => name_index + 1,
+        idx::STATUS => name_index + 6,
+        _ => {
+            let entry = STATIC.get(name_index.wrapping_sub(1))?;
+            return eq_bytes(entry.value.as_bytes(), value).then_some(name_index);
+        }
+    };
+    (name_index..=last).find(|&i| eq_bytes(STATIC[i - 1].value.as_bytes(), value))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -219,22 +225,28 @@ fn fx(hash: u64, word: u64) -> u64 {
     (hash.rotate_left(5) ^ word).wrapping_mul(FX_K)
 }
 
-/// Fx-style hashing, 8 bytes per multiply; the length goes in first so that the name/value
-/// boundary counts. Not DoS-resistant, which a per-connection table of at most 128 entries with
-/// bounded probing does not need (a peer cannot choose what torii's encoder inserts anyway).
+/// Fx-style hashing, 8 bytes per multiply; the length goes in first, so that the name/value
+/// boundary counts and the last word may overlap the one before it. Not DoS-resistant, which the
+/// encoder's table does not need: it holds at most 124 entries, so even values crafted to collide
+/// cost at most a scan of 124 slots per lookup, never more.
 #[inline]
 pub(crate) fn hash_bytes(mut hash: u64, bytes: &[u8]) -> u64 {
-    hash = fx(hash, bytes.len() as u64);
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        hash = fx(hash, u64::from_le_bytes(chunk.try_into().unwrap()));
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut word = 0u64;
-        for &b in rest {
-            word = (word << 8) | b as u64;
+    let n = bytes.len();
+    hash = fx(hash, n as u64);
+    if n >= 8 {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            hash = fx(hash, u64::from_le_bytes(chunk.try_into().unwrap()));
         }
+        if !chunks.remainder().is_empty() {
+            hash = fx(hash, u64::from_le_bytes(bytes[n - 8..].try_into().unwrap()));
+        }
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as u64;
+        let hi = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as u64;
+        hash = fx(hash, lo | hi << 32);
+    } else if n > 0 {
+        let word = bytes[0] as u64 | (bytes[n / 2] as u64) << 8 | (bytes[n - 1] as u64) << 16;
         hash = fx(hash, word);
     }
     hash
@@ -246,11 +258,38 @@ pub(crate) fn finish(hash: u64) -> u32 {
     (hash >> 32) as u32 | 1
 }
 
+/// Byte-string equality without a `memcmp` call for the short strings that header names and
+/// values mostly are: up to 32 bytes are compared as two overlapping words.
+#[inline(always)]
+pub(crate) fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    fn w4(s: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(s[at..at + 4].try_into().unwrap())
+    }
+    fn w8(s: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(s[at..at + 8].try_into().unwrap())
+    }
+    fn w16(s: &[u8], at: usize) -> u128 {
+        u128::from_le_bytes(s[at..at + 16].try_into().unwrap())
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        8..=16 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
+        17..=32 => w16(a, 0) == w16(b, 0) && w16(a, n - 16) == w16(b, n - 16),
+        _ => a == b,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The decoder's dynamic table
 
-/// One entry of the decoder's dynamic table. The value is its own allocation (not a slice of a
-/// block's buffer) so that a long-lived entry keeps only itself alive.
+/// One entry of the decoder's dynamic table. The value is its own allocation (not a slice of the
+/// chunk that other literal values share) so that a long-lived entry keeps only itself alive.
 pub(crate) struct DecEntry {
     pub name: Name,
     pub value: Bytes,
@@ -320,11 +359,38 @@ pub(crate) enum EncName {
 }
 
 impl EncName {
-    #[inline]
-    fn as_bytes(&self) -> &[u8] {
+    #[inline(always)]
+    fn as_ref(&self) -> NameRef<'_> {
         match self {
-            EncName::Pseudo(s) => s.as_bytes(),
-            EncName::Header(name) => name.as_str().as_bytes(),
+            EncName::Pseudo(s) => NameRef::Pseudo(s),
+            EncName::Header(name) => NameRef::Header(name),
+        }
+    }
+}
+
+/// A name to look up in the encoder's table. Regular names compare as `HeaderName`s: two
+/// standard names by their tag, without turning them into strings.
+#[derive(Clone, Copy)]
+pub(crate) enum NameRef<'a> {
+    Pseudo(&'static str),
+    Header(&'a HeaderName),
+}
+
+impl<'a> NameRef<'a> {
+    #[inline]
+    pub fn as_bytes(self) -> &'a [u8] {
+        match self {
+            NameRef::Pseudo(s) => s.as_bytes(),
+            NameRef::Header(name) => name.as_str().as_bytes(),
+        }
+    }
+
+    #[inline(always)]
+    fn is(self, other: NameRef<'_>) -> bool {
+        match (self, other) {
+            (NameRef::Pseudo(a), NameRef::Pseudo(b)) => eq_bytes(a.as_bytes(), b.as_bytes()),
+            (NameRef::Header(a), NameRef::Header(b)) => a == b,
+            _ => false,
         }
     }
 }
@@ -337,7 +403,7 @@ pub(crate) enum EncValue {
 }
 
 impl EncValue {
-    #[inline]
+    #[inline(always)]
     fn as_bytes(&self) -> &[u8] {
         match self {
             EncValue::Header(v) => v.as_bytes(),
@@ -349,15 +415,10 @@ impl EncValue {
 struct EncEntry {
     name: EncName,
     value: EncValue,
+    size: usize,
     /// [`finish`]ed hashes of the name, and of the name and value.
     name_hash: u32,
     field_hash: u32,
-}
-
-impl EncEntry {
-    fn size(&self) -> usize {
-        field_size(self.name.as_bytes().len(), self.value.as_bytes().len())
-    }
 }
 
 /// Map slots: a [`finish`]ed hash (0 = free) and the insertion number of the entry it leads to.
@@ -376,14 +437,14 @@ const MASK: usize = SLOTS - 1;
 /// A linear-probing map from a hash to an insertion number. Lookups compare the candidate entry
 /// themselves; removal shifts later slots back (no tombstones), so the map never degrades.
 struct Map {
-    slots: Box<[Slot; SLOTS]>,
+    /// Empty until the first insert: a connection that never sends a
+    /// header block (most idle ones) holds no slots.
+    slots: Vec<Slot>,
 }
 
 impl Map {
     fn new() -> Self {
-        Map {
-            slots: Box::new([Slot::default(); SLOTS]),
-        }
+        Map { slots: Vec::new() }
     }
 
     #[inline]
@@ -395,7 +456,11 @@ impl Map {
     #[inline]
     fn candidates(&self, hash: u32) -> impl Iterator<Item = (usize, u32)> + '_ {
         let mut i = Self::home(hash);
+        let empty = self.slots.is_empty();
         std::iter::from_fn(move || loop {
+            if empty {
+                return None;
+            }
             let slot = self.slots[i];
             let at = i;
             i = (i + 1) & MASK;
@@ -409,6 +474,9 @@ impl Map {
     }
 
     fn insert(&mut self, hash: u32, id: u32) {
+        if self.slots.is_empty() {
+            self.slots = vec![Slot::default(); SLOTS];
+        }
         let mut i = Self::home(hash);
         while self.slots[i].hash != 0 {
             i = (i + 1) & MASK;
@@ -503,22 +571,32 @@ impl EncTable {
 
     /// The HPACK index of the entry (name, value), if the table has it.
     #[inline]
-    pub fn find_field(&self, name: &[u8], value: &[u8], field_hash: u32) -> Option<usize> {
-        self.by_field
-            .candidates(field_hash)
-            .find(|&(_, id)| {
-                let entry = &self.entries[self.position(id)];
-                entry.value.as_bytes() == value && entry.name.as_bytes() == name
-            })
-            .map(|(_, id)| self.hpack_index(id))
+    pub fn find_field(&self, name: NameRef<'_>, value: &[u8], field_hash: u32) -> Option<usize> {
+        if self.by_field.slots.is_empty() {
+            return None;
+        }
+        let mut i = Map::home(field_hash);
+        loop {
+            let slot = self.by_field.slots[i];
+            if slot.hash == 0 {
+                return None;
+            }
+            if slot.hash == field_hash {
+                let entry = &self.entries[self.position(slot.id)];
+                if eq_bytes(entry.value.as_bytes(), value) && entry.name.as_ref().is(name) {
+                    return Some(self.hpack_index(slot.id));
+                }
+            }
+            i = (i + 1) & MASK;
+        }
     }
 
     /// The HPACK index of the newest entry named `name`, if the table has one.
     #[inline]
-    pub fn find_name(&self, name: &[u8], name_hash: u32) -> Option<usize> {
+    pub fn find_name(&self, name: NameRef<'_>, name_hash: u32) -> Option<usize> {
         self.by_name
             .candidates(name_hash)
-            .find(|&(_, id)| self.entries[self.position(id)].name.as_bytes() == name)
+            .find(|&(_, id)| self.entries[self.position(id)].name.as_ref().is(name))
             .map(|(_, id)| self.hpack_index(id))
     }
 
@@ -534,7 +612,7 @@ impl EncTable {
             let Some(old) = self.entries.pop_front() else {
                 break;
             };
-            self.size -= old.size();
+            self.size -= old.size;
             self.by_field.remove(old.field_hash, id);
             // Only if the name map still points at this entry: a newer one may have taken over.
             self.by_name.remove(old.name_hash, id);
@@ -543,13 +621,14 @@ impl EncTable {
 
     /// Adds an entry (RFC 7541 §4.4), evicting old ones; one larger than the table empties it.
     pub fn insert(&mut self, name: EncName, value: EncValue, name_hash: u32, field_hash: u32) {
+        let size = field_size(name.as_ref().as_bytes().len(), value.as_bytes().len());
         let entry = EncEntry {
             name,
             value,
+            size,
             name_hash,
             field_hash,
         };
-        let size = entry.size();
         if size > self.max_size {
             self.entries.clear();
             self.by_field.clear();
@@ -561,15 +640,15 @@ impl EncTable {
         // The maps stay at most half full whatever the size limit (only reachable with more than
         // 4096 bytes of table, which the encoder never uses).
         while self.entries.len() >= SLOTS / 2 {
-            self.evict_to(self.size - self.entries[0].size());
+            self.evict_to(self.size - self.entries[0].size);
         }
         let id = self.next_id;
         // A newer entry with the same name takes over the name map's slot.
-        let name_bytes = entry.name.as_bytes();
+        let name = entry.name.as_ref();
         let older = self
             .by_name
             .candidates(name_hash)
-            .find(|&(_, old)| self.entries[self.position(old)].name.as_bytes() == name_bytes)
+            .find(|&(_, old)| self.entries[self.position(old)].name.as_ref().is(name))
             .map(|(at, _)| at);
         match older {
             Some(at) => self.by_name.slots[at].id = id,
@@ -651,11 +730,29 @@ mod tests {
 
     fn find(t: &EncTable, name: &str, value: &str) -> Option<usize> {
         let (_, fh) = hashes(name, value);
-        t.find_field(name.as_bytes(), value.as_bytes(), fh)
+        let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+        t.find_field(NameRef::Header(&name), value.as_bytes(), fh)
     }
 
     fn find_name(t: &EncTable, name: &str) -> Option<usize> {
-        t.find_name(name.as_bytes(), hashes(name, "").0)
+        let hash = hashes(name, "").0;
+        let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+        t.find_name(NameRef::Header(&name), hash)
+    }
+
+    #[test]
+    fn short_equality() {
+        let long = b"0123456789abcdefghijklmnopqrstuvwxyz-0123456789";
+        for n in 0..long.len() {
+            let a = &long[..n];
+            assert!(eq_bytes(a, a));
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!eq_bytes(a, &b), "{n} {i}");
+            }
+            assert!(!eq_bytes(a, &long[..n + 1]));
+        }
     }
 
     #[test]
