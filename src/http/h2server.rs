@@ -41,13 +41,18 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Serves HTTP/2 on `io` until the client closes it, it fails, or the
 /// listener drains. `preface_timeout` bounds the wait for the client's
 /// connection preface and SETTINGS.
-pub async fn serve<I>(
+///
+/// The [`Server`] (which holds `io`) is boxed: an `async fn` keeps its
+/// arguments twice (as captured, and as moved into its body), and every
+/// idle connection would carry the copy.
+pub fn serve<I>(
     io: I,
     rt: Arc<ArcSwap<ListenerRuntime>>,
     conn: Arc<ConnInfo>,
-    mut drain: drain::Watch,
+    drain: drain::Watch,
     preface_timeout: Duration,
-) where
+) -> impl Future<Output = ()> + Send
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = Config {
@@ -59,7 +64,17 @@ pub async fn serve<I>(
         keepalive_timeout: KEEPALIVE_TIMEOUT,
         handshake_timeout: preface_timeout,
     };
-    let mut server = Server::new(io, config);
+    run(Box::new(Server::new(io, config)), rt, conn, drain)
+}
+
+async fn run<I>(
+    mut server: Box<Server<I>>,
+    rt: Arc<ArcSwap<ListenerRuntime>>,
+    conn: Arc<ConnInfo>,
+    mut drain: drain::Watch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let signaled = drain.signaled();
     tokio::pin!(signaled);
     let inline = Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;

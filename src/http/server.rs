@@ -3,10 +3,12 @@
 //! ALPN chose. HTTP/1.1 is served by hyper, HTTP/2 by [`super::h2server`].
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::future::Either;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -57,7 +59,54 @@ impl HttpServers {
     }
 
     /// Serves `io` until the client closes it or the listener drains.
-    pub async fn serve<I>(
+    /// Serves HTTP on `io` in `mode`. Not an `async fn`, so that the
+    /// connection's future is just the HTTP/2 server's (holding `io` once)
+    /// — the common case, and the one sidecars hold thousands of; sniffing
+    /// and HTTP/1.1 are boxed.
+    pub fn serve<'a, I>(
+        &'a self,
+        io: I,
+        mode: Serve,
+        rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
+        conn: Arc<ConnInfo>,
+        drain: drain::Watch,
+    ) -> impl Future<Output = ()> + Send + 'a
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        match mode {
+            Serve::Http2 => Either::Left(h2server::serve(
+                Prefixed::new(BytesMut::new(), io),
+                rt,
+                conn,
+                drain,
+                self.header_read_timeout,
+            )),
+            mode => Either::Right(Box::pin(self.serve_other(io, mode, rt, conn, drain))),
+        }
+    }
+
+    /// HTTP/2 on `io`, as a future that owns all it needs (to be spawned).
+    pub fn serve_h2<I>(
+        &self,
+        io: I,
+        rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
+        conn: Arc<ConnInfo>,
+        drain: drain::Watch,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        h2server::serve(
+            Prefixed::new(BytesMut::new(), io),
+            rt,
+            conn,
+            drain,
+            self.header_read_timeout,
+        )
+    }
+
+    async fn serve_other<I>(
         &self,
         io: I,
         mode: Serve,
@@ -68,12 +117,11 @@ impl HttpServers {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (h2, io) = match mode {
-            Serve::Http1 => (false, Prefixed::new(BytesMut::new(), io)),
-            Serve::Http2 => (true, Prefixed::new(BytesMut::new(), io)),
             Serve::Auto => match self.sniff(io, &conn).await {
                 Some(found) => found,
                 None => return,
             },
+            _ => (false, Prefixed::new(BytesMut::new(), io)),
         };
         if h2 {
             h2server::serve(io, rt, conn, drain, self.header_read_timeout).await

@@ -100,7 +100,7 @@ impl Client {
     /// [`SendBody`].
     pub fn send_request(
         &self,
-        head: &request::Parts,
+        head: request::Parts,
         end_stream: bool,
     ) -> Result<(ResponseFuture, Option<SendBody>), Error> {
         let (response, send) = conn::open_stream(&self.handle.shared, head, end_stream)?;

@@ -132,6 +132,11 @@ struct Stream {
     /// response future).
     response: Option<http::response::Parts>,
     head_received: bool,
+    /// Client side: the request head, until the connection's task encodes
+    /// it. A stream reset before then never reaches the wire at all (as a
+    /// client that cancels at once would otherwise make torii look like a
+    /// rapid-reset attacker to the upstream).
+    pending_head: Option<Box<http::request::Parts>>,
 }
 
 impl Stream {
@@ -158,6 +163,7 @@ impl Stream {
             reset: None,
             response: None,
             head_received: false,
+            pending_head: None,
         }
     }
 
@@ -207,6 +213,8 @@ pub(crate) struct Inner {
     next_stream_id: u32,
     peer_max_concurrent: u32,
     open_waiters: Vec<Waker>,
+    /// Client side: streams whose head is waiting to be encoded.
+    heads: VecDeque<usize>,
     goaway_received: bool,
     /// Client side: every client handle is gone.
     client_gone: bool,
@@ -266,7 +274,10 @@ impl Inner {
         s.send_trailers = None;
         s.send_done = true;
         s.wake();
-        frame::put_rst_stream(self.wbuf(), id, reason);
+        // A stream whose head was never written needs no RST_STREAM.
+        if s.pending_head.take().is_none() {
+            frame::put_rst_stream(self.wbuf(), id, reason);
+        }
         self.after_change(key);
         self.wake_conn();
     }
@@ -304,7 +315,7 @@ impl Inner {
         let Some(s) = self.streams.get_mut(key) else {
             return;
         };
-        if s.reset.is_some() {
+        if s.reset.is_some() || !s.send_head_done {
             return;
         }
         let id = s.id;
@@ -346,6 +357,14 @@ impl Inner {
                 frame::finish_headers(&mut self.wbuf, start, id, true, max_frame);
                 s.send_done = true;
                 wrote = true;
+            } else if s.send_eos && !s.send_done {
+                // The body ended after its last DATA went out.
+                if self.wbuf.capacity() == 0 {
+                    self.wbuf.reserve(2048);
+                }
+                frame::put_data(&mut self.wbuf, id, &[], true);
+                s.send_done = true;
+                wrote = true;
             }
             if let Some(w) = s.send_waker.take() {
                 w.wake();
@@ -354,6 +373,30 @@ impl Inner {
         if wrote {
             self.after_change(key);
             self.wake_conn();
+        }
+    }
+
+    /// Client side: encodes the heads of new streams (in the order they
+    /// were opened, so stream ids rise on the wire), then their bodies.
+    fn write_heads(&mut self) {
+        while let Some(key) = self.heads.pop_front() {
+            let max_frame = self.peer_max_frame;
+            let Some(s) = self.streams.get_mut(key) else {
+                continue;
+            };
+            let Some(head) = s.pending_head.take() else {
+                continue;
+            };
+            let id = s.id;
+            let end_stream = s.send_done;
+            s.send_head_done = true;
+            if self.wbuf.capacity() == 0 {
+                self.wbuf.reserve(2048);
+            }
+            let start = frame::reserve_head(&mut self.wbuf);
+            fields::encode_request(&mut self.encoder, &head, &mut self.wbuf);
+            frame::finish_headers(&mut self.wbuf, start, id, end_stream, max_frame);
+            self.flush_stream(key);
         }
     }
 
@@ -524,7 +567,9 @@ impl SendBody {
             return Poll::Ready(Err(e));
         }
         let s = &mut inner.streams[key];
-        if s.send_pending.is_empty() {
+        // A body may go ahead of its head (a client stream's head is
+        // encoded by the connection's task): the window has refused nothing.
+        if s.send_pending.is_empty() || !s.send_head_done {
             return Poll::Ready(Ok(()));
         }
         register(&mut s.send_waker, cx);
@@ -548,17 +593,11 @@ impl SendBody {
             return Ok(());
         }
         s.send_eos = end_stream;
-        if data.is_empty() {
-            if end_stream && s.send_pending.is_empty() {
-                let id = s.id;
-                s.send_done = true;
-                frame::put_data(inner.wbuf(), id, &[], true);
-                inner.after_change(key);
-                inner.wake_conn();
-            }
+        if !data.is_empty() {
+            s.send_pending.push_back(data);
+        } else if !end_stream {
             return Ok(());
         }
-        s.send_pending.push_back(data);
         if !s.blocked {
             inner.flush_stream(key);
         }
@@ -684,7 +723,7 @@ pub(crate) fn client_poll_ready(
 /// for its response and, unless `end_stream`, the one for its body.
 pub(crate) fn open_stream(
     shared: &Arc<Mutex<Inner>>,
-    head: &http::request::Parts,
+    head: http::request::Parts,
     end_stream: bool,
 ) -> Result<(StreamRef, Option<StreamRef>), Error> {
     let mut guard = lock(shared);
@@ -701,19 +740,13 @@ pub(crate) fn open_stream(
     let id = inner.next_stream_id;
     inner.next_stream_id += 2;
     let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
-    stream.send_head_done = true;
     stream.send_eos = end_stream;
     stream.send_done = end_stream;
+    stream.pending_head = Some(Box::new(head));
     let key = inner.streams.insert(stream);
     inner.ids.insert(id, key);
     inner.active += 1;
-    let max_frame = inner.peer_max_frame;
-    if inner.wbuf.capacity() == 0 {
-        inner.wbuf.reserve(2048);
-    }
-    let start = frame::reserve_head(&mut inner.wbuf);
-    fields::encode_request(&mut inner.encoder, head, &mut inner.wbuf);
-    frame::finish_headers(&mut inner.wbuf, start, id, end_stream, max_frame);
+    inner.heads.push_back(key);
     let response = StreamRef::new(shared, inner, key);
     let body = (!end_stream).then(|| StreamRef::new(shared, inner, key));
     inner.wake_conn();
@@ -867,6 +900,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             next_stream_id: 1,
             peer_max_concurrent: u32::MAX,
             open_waiters: Vec::new(),
+            heads: VecDeque::new(),
             goaway_received: false,
             client_gone: false,
         };
@@ -1103,8 +1137,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// A stream nobody has opened yet.
     fn is_idle(&self, id: u32, inner: &Inner) -> bool {
         match self.role {
-            Role::Server => id % 2 == 0 || id > self.last_peer_stream,
-            Role::Client => id % 2 == 0 || id >= inner.next_stream_id,
+            Role::Server => id.is_multiple_of(2) || id > self.last_peer_stream,
+            Role::Client => id.is_multiple_of(2) || id >= inner.next_stream_id,
         }
     }
 
@@ -1179,7 +1213,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
             return;
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return self.connection_error(
                 Reason::FRAME_SIZE_ERROR,
                 "a SETTINGS frame of a bad length".into(),
@@ -1675,7 +1709,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             // Headers on a closed stream: already answered or reset.
             return;
         }
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return self.connection_error(
                 Reason::PROTOCOL_ERROR,
                 format!("the client opened stream {id} (even)"),
@@ -1754,6 +1788,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 self.out.clear();
                 self.out_pos = 0;
                 let mut inner = lock(&self.shared);
+                inner.write_heads();
                 inner.flush_blocked();
                 if inner.wbuf.is_empty() {
                     if inner.active == 0 {

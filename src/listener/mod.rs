@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -109,7 +110,10 @@ async fn terminate_tls<I>(
     let name = l.rt.name.clone();
     let peer = conn.peer;
     let started = std::time::Instant::now();
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+    // Boxed: the handshake's state is freed once it is done, instead of
+    // sizing the connection's future for as long as the connection lives.
+    let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)));
+    let tls = match handshake.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let (reason, sentence) = tls::classify(&e);
@@ -144,6 +148,26 @@ async fn terminate_tls<I>(
         _ => Serve::Auto,
     };
     conn.tls = Some(facts);
+    if mode == Serve::Http2 {
+        // The connection goes on in a task of its own, so that what the
+        // accept and the handshake needed is freed now rather than held for
+        // as long as the connection lives (sidecars hold thousands idle).
+        let serving = l
+            .servers
+            .serve_h2(tls, l.live.clone(), Arc::new(conn), watch);
+        let gauge =
+            l.rt.metrics
+                .downstream_connections_active
+                .get_or_create(&ListenerLabels {
+                    listener: l.rt.name.to_string(),
+                })
+                .clone();
+        gauge.inc();
+        tokio::spawn(serving.map(move |()| {
+            gauge.dec();
+        }));
+        return;
+    }
     l.servers
         .serve(tls, mode, l.live.clone(), Arc::new(conn), watch)
         .await;

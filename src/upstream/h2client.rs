@@ -84,7 +84,7 @@ impl H2Client {
     pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Received>, Error> {
         let (parts, body) = req.into_parts();
         let eos = body.is_end_stream();
-        let (response, send) = self.client.send_request(&parts, eos)?;
+        let (response, send) = self.client.send_request(parts, eos)?;
         let mut cancel = None;
         if let Some(send) = send {
             let mut pipe = Pipe::new(body, send, Reason::CANCEL, "upstream");

@@ -372,16 +372,16 @@ impl ValueChunk {
 /// Turns literal names into [`Name`]s, remembering the last few regular ones so that a name sent
 /// literally on every message (e.g. without indexing) is allocated once, not every time.
 struct NameCache {
-    slots: [Option<HeaderName>; NameCache::SLOTS],
+    /// Allocated with the first literal name: most connections never send
+    /// one, and an idle connection should hold as little as it can.
+    slots: Option<Box<[Option<HeaderName>; NameCache::SLOTS]>>,
 }
 
 impl NameCache {
     const SLOTS: usize = 16;
 
     fn new() -> Self {
-        NameCache {
-            slots: Default::default(),
-        }
+        NameCache { slots: None }
     }
 
     /// Validates a literal name: one of the six pseudo-headers, or a lowercase token (RFC 9113
@@ -391,7 +391,8 @@ impl NameCache {
             return Name::pseudo(raw).unwrap_or_else(|| Name::Invalid(Bytes::copy_from_slice(raw)));
         }
         let slot = (hash_bytes(0, raw) >> 60) as usize;
-        if let Some(name) = &self.slots[slot] {
+        let slots = self.slots.get_or_insert_with(Default::default);
+        if let Some(name) = &slots[slot] {
             if eq_bytes(name.as_str().as_bytes(), raw) {
                 return Name::Header(name.clone());
             }
@@ -401,7 +402,7 @@ impl NameCache {
         }
         match HeaderName::from_lowercase(raw) {
             Ok(name) => {
-                self.slots[slot] = Some(name.clone());
+                slots[slot] = Some(name.clone());
                 Name::Header(name)
             }
             Err(_) => Name::Invalid(Bytes::copy_from_slice(raw)),
