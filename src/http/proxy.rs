@@ -64,8 +64,8 @@ impl ConnInfo {
 #[derive(Debug, Clone, Default)]
 pub struct TlsFacts {
     pub sni: Option<String>,
-    pub alpn: Option<String>,
-    pub version: Option<String>,
+    pub alpn: Option<std::borrow::Cow<'static, str>>,
+    pub version: Option<std::borrow::Cow<'static, str>>,
     /// SANs of a verified client certificate (`DNS:…`, `URI:…`, `IP:…`).
     pub client_sans: Vec<String>,
     /// `x-forwarded-client-cert` for a verified client certificate.

@@ -97,13 +97,7 @@ impl HttpServers {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        h2server::serve(
-            Prefixed::new(BytesMut::new(), io),
-            rt,
-            conn,
-            drain,
-            self.header_read_timeout,
-        )
+        h2server::serve(io, rt, conn, drain, self.header_read_timeout)
     }
 
     async fn serve_other<I>(

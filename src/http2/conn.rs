@@ -821,7 +821,7 @@ pub(crate) struct Connection<IO> {
     out_pos: usize,
     /// An incomplete frame kept between reads.
     partial: Vec<u8>,
-    continuation: Option<Continuation>,
+    continuation: Option<Box<Continuation>>,
     /// Highest stream id the peer has opened.
     last_peer_stream: u32,
     opened: VecDeque<Opened>,
@@ -1553,12 +1553,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if head.has(flag::END_HEADERS) {
             self.header_block(head.stream, end_stream, block);
         } else {
-            self.continuation = Some(Continuation {
+            self.continuation = Some(Box::new(Continuation {
                 stream: head.stream,
                 end_stream,
                 block: block.to_vec(),
                 frames: 0,
-            });
+            }));
         }
     }
 

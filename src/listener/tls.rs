@@ -2,6 +2,7 @@
 //! checked against a CA and an allow-list of SANs, and plain-words reasons
 //! for every handshake that fails.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -225,10 +226,18 @@ pub fn cert_sans(der: &CertificateDer<'_>) -> Vec<(&'static str, String)> {
 pub fn facts(conn: &rustls::ServerConnection) -> TlsFacts {
     let mut f = TlsFacts {
         sni: conn.server_name().map(str::to_string),
-        alpn: conn
-            .alpn_protocol()
-            .map(|p| String::from_utf8_lossy(p).into_owned()),
-        version: conn.protocol_version().map(|v| format!("{v:?}")),
+        // The common values are static strings: every connection keeps
+        // these for its lifetime.
+        alpn: conn.alpn_protocol().map(|p| match p {
+            b"h2" => Cow::Borrowed("h2"),
+            b"http/1.1" => Cow::Borrowed("http/1.1"),
+            other => Cow::Owned(String::from_utf8_lossy(other).into_owned()),
+        }),
+        version: conn.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => Cow::Borrowed("TLSv1_3"),
+            rustls::ProtocolVersion::TLSv1_2 => Cow::Borrowed("TLSv1_2"),
+            other => Cow::Owned(format!("{other:?}")),
+        }),
         ..Default::default()
     };
     if let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) {

@@ -29,11 +29,11 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_dst: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_version: Option<String>,
+    pub tls_version: Option<std::borrow::Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub alpn: Option<String>,
+    pub alpn: Option<std::borrow::Cow<'static, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_san: Vec<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
