@@ -115,7 +115,7 @@ async fn run<I>(
             tracing::debug!(client = %conn.peer, error = %e, "writing to a client HTTP/2 connection failed");
             return Poll::Ready(());
         }
-        if server.is_finished() {
+        if server.poll_done(cx).is_ready() {
             return Poll::Ready(());
         }
         Poll::Pending

@@ -73,7 +73,7 @@ where
             conn.failed_write(e);
             return Poll::Ready(());
         }
-        if conn.is_finished() {
+        if conn.poll_done(cx).is_ready() {
             return Poll::Ready(());
         }
         Poll::Pending

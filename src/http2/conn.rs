@@ -42,12 +42,52 @@ const WRITE_HIGH: usize = 64 * 1024;
 /// and how many frames it may use for it.
 const MAX_BLOCK: usize = 256 * 1024;
 const MAX_CONTINUATIONS: u32 = 256;
-/// Streams the peer may reset before finishing (rapid reset), streams torii
-/// may have to reset for broken rules, empty DATA frames: each a budget
-/// that finished streams (or real data) refill. Empty, the connection ends
-/// with GOAWAY ENHANCE_YOUR_CALM.
-const RESET_BUDGET: u32 = 200;
+/// Streams a client may reset before their response, or make torii reset
+/// for broken rules: a burst, refilled at a rate — far more than real
+/// cancellations (deadlines, a user leaving), far less than a rapid-reset
+/// attack sends. Past it, GOAWAY ENHANCE_YOUR_CALM.
+const RESET_BURST: u32 = 1000;
+const RESET_RATE: u32 = 1000;
+/// Empty DATA frames (without END_STREAM) a peer may send; real data
+/// refills it.
 const EMPTY_DATA_BUDGET: u32 = 100;
+
+/// A token bucket for resets.
+struct Bucket {
+    tokens: u32,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn new() -> Bucket {
+        Bucket {
+            tokens: RESET_BURST,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes a token; false when there is none.
+    fn take(&mut self) -> bool {
+        if self.tokens == 0 {
+            let now = Instant::now();
+            let earned =
+                now.duration_since(self.refilled).as_millis() as u64 * u64::from(RESET_RATE) / 1000;
+            if earned > 0 {
+                self.tokens = earned.min(u64::from(RESET_BURST)) as u32;
+                self.refilled = now;
+            }
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        if self.tokens == RESET_BURST - 1 {
+            // Refills count from the first token taken out of a full bucket.
+            self.refilled = Instant::now();
+        }
+        true
+    }
+}
 /// Reads handled in one poll before the task yields to others.
 const READS_PER_POLL: usize = 16;
 /// The highest stream id (RFC 9113 §5.1.1).
@@ -126,6 +166,7 @@ struct Stream {
     send_done: bool,
     send_head_done: bool,
     send_waker: Option<Waker>,
+    /// In `Inner::blocked` (queued once, however often it is flushed).
     blocked: bool,
     reset: Option<Error>,
     /// Client side: the response head, once it arrived (taken by the
@@ -137,6 +178,9 @@ struct Stream {
     /// client that cancels at once would otherwise make torii look like a
     /// rapid-reset attacker to the upstream).
     pending_head: Option<Box<http::request::Parts>>,
+    /// Client side: a HEAD request (its response has no body, whatever
+    /// its content-length says).
+    head_request: bool,
 }
 
 impl Stream {
@@ -164,6 +208,7 @@ impl Stream {
             response: None,
             head_received: false,
             pending_head: None,
+            head_request: false,
         }
     }
 
@@ -206,15 +251,14 @@ pub(crate) struct Inner {
     error: Option<Error>,
     /// Open streams (for the concurrency limit and for ending a drain).
     active: u32,
-    reset_budget: u32,
     role: Role,
     /// Client side: the next stream id, the server's stream limit, tasks
     /// waiting for room under it, and whether the server sent GOAWAY.
     next_stream_id: u32,
     peer_max_concurrent: u32,
     open_waiters: Vec<Waker>,
-    /// Client side: streams whose head is waiting to be encoded.
-    heads: VecDeque<usize>,
+    /// Client side: streams (key, id) whose head is waiting to be encoded.
+    heads: VecDeque<(usize, u32)>,
     goaway_received: bool,
     /// Client side: every client handle is gone.
     client_gone: bool,
@@ -246,6 +290,24 @@ impl Inner {
             self.wbuf.reserve(2048);
         }
         &mut self.wbuf
+    }
+
+    /// Gives `n` received bytes back to a stream's window (WINDOW_UPDATE
+    /// once half of it is back, unless the peer is done sending).
+    fn release_stream(&mut self, key: usize, n: usize) {
+        let half = self.our_stream_window / 2;
+        let s = &mut self.streams[key];
+        if s.recv_eos || s.reset.is_some() || n == 0 {
+            return;
+        }
+        s.recv_released += n as u32;
+        if s.recv_released >= half {
+            let inc = std::mem::take(&mut s.recv_released);
+            s.recv_window += i64::from(inc);
+            let id = s.id;
+            frame::put_window_update(self.wbuf(), id, inc);
+            self.wake_conn();
+        }
     }
 
     /// Gives `n` received bytes back to the connection window.
@@ -288,13 +350,12 @@ impl Inner {
         let s = &mut self.streams[key];
         if s.counted && s.is_closed() {
             s.counted = false;
-            let clean = s.reset.is_none();
             self.active -= 1;
-            if clean && self.reset_budget < RESET_BUDGET {
-                self.reset_budget += 1;
-            }
-            for w in self.open_waiters.drain(..) {
+            if let Some(w) = self.open_waiters.pop() {
                 w.wake();
+            }
+            if !self.heads.is_empty() {
+                self.wake_conn();
             }
         }
         let s = &self.streams[key];
@@ -379,17 +440,26 @@ impl Inner {
     /// Client side: encodes the heads of new streams (in the order they
     /// were opened, so stream ids rise on the wire), then their bodies.
     fn write_heads(&mut self) {
-        while let Some(key) = self.heads.pop_front() {
+        while let Some(&(key, id)) = self.heads.front() {
             let max_frame = self.peer_max_frame;
-            let Some(s) = self.streams.get_mut(key) else {
+            // A key freed (the stream reset before its head went out) may
+            // have been reused by a later stream: the id tells.
+            let Some(s) = self.streams.get_mut(key).filter(|s| s.id == id) else {
+                self.heads.pop_front();
                 continue;
             };
+            if s.pending_head.is_some() && self.active >= self.peer_max_concurrent {
+                // The upstream's stream limit: the rest wait for a slot.
+                return;
+            }
+            self.heads.pop_front();
             let Some(head) = s.pending_head.take() else {
                 continue;
             };
-            let id = s.id;
             let end_stream = s.send_done;
             s.send_head_done = true;
+            s.counted = true;
+            self.active += 1;
             if self.wbuf.capacity() == 0 {
                 self.wbuf.reserve(2048);
             }
@@ -516,17 +586,7 @@ impl RecvBody {
         if !s.recv_buf.is_empty() {
             let data = s.recv_buf.split().freeze();
             let n = data.len();
-            if !s.recv_eos && s.reset.is_none() {
-                s.recv_released += n as u32;
-                let half = inner.our_stream_window / 2;
-                if s.recv_released >= half {
-                    let inc = std::mem::take(&mut s.recv_released);
-                    s.recv_window += i64::from(inc);
-                    let id = s.id;
-                    frame::put_window_update(inner.wbuf(), id, inc);
-                    inner.wake_conn();
-                }
-            }
+            inner.release_stream(key, n);
             inner.release_connection(n);
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
@@ -569,7 +629,7 @@ impl SendBody {
         let s = &mut inner.streams[key];
         // A body may go ahead of its head (a client stream's head is
         // encoded by the connection's task): the window has refused nothing.
-        if s.send_pending.is_empty() || !s.send_head_done {
+        if s.send_pending.is_empty() || (!s.send_head_done && s.send_pending.len() < 2) {
             return Poll::Ready(Ok(()));
         }
         register(&mut s.send_waker, cx);
@@ -712,7 +772,7 @@ pub(crate) fn client_poll_ready(
             remote: true,
         }));
     }
-    if inner.active < inner.peer_max_concurrent {
+    if (inner.active as usize + inner.heads.len()) < inner.peer_max_concurrent as usize {
         return Poll::Ready(Ok(()));
     }
     inner.open_waiters.push(cx.waker().clone());
@@ -742,11 +802,13 @@ pub(crate) fn open_stream(
     let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
     stream.send_eos = end_stream;
     stream.send_done = end_stream;
+    stream.head_request = head.method == http::Method::HEAD;
     stream.pending_head = Some(Box::new(head));
+    // Counted against the upstream's stream limit once its head is written.
+    stream.counted = false;
     let key = inner.streams.insert(stream);
     inner.ids.insert(id, key);
-    inner.active += 1;
-    inner.heads.push_back(key);
+    inner.heads.push_back((key, id));
     let response = StreamRef::new(shared, inner, key);
     let body = (!end_stream).then(|| StreamRef::new(shared, inner, key));
     inner.wake_conn();
@@ -828,8 +890,11 @@ pub(crate) struct Connection<IO> {
     timer: Pin<Box<Sleep>>,
     ping: Ping,
     empty_data_budget: u32,
+    resets: Bucket,
     /// Reading stopped because too much was waiting to be written.
     read_paused: bool,
+    /// Everything written has been flushed (TLS buffers its records).
+    flushed: bool,
     /// Why the connection ended, for the log.
     end: Option<String>,
 }
@@ -895,7 +960,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             inline_poll: false,
             error: None,
             active: 0,
-            reset_budget: RESET_BUDGET,
             role,
             next_stream_id: 1,
             peer_max_concurrent: u32::MAX,
@@ -920,7 +984,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             timer,
             ping: Ping::Idle,
             empty_data_budget: EMPTY_DATA_BUDGET,
+            resets: Bucket::new(),
             read_paused: false,
+            flushed: false,
             end: None,
             config,
         }
@@ -1009,11 +1075,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// True when the connection is over and everything queued was written.
     pub fn is_finished(&self) -> bool {
         let inner = lock(&self.shared);
-        let flushed = self.out_pos >= self.out.len() && inner.wbuf.is_empty();
+        let flushed = self.flushed && self.out_pos >= self.out.len() && inner.wbuf.is_empty();
         match self.state {
             State::Closing => flushed,
             State::Draining => flushed && inner.active == 0,
-            _ => inner.client_gone && inner.active == 0 && flushed,
+            _ => inner.client_gone && inner.active == 0 && inner.heads.is_empty() && flushed,
         }
     }
 
@@ -1258,16 +1324,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     inner.peer_initial_window = value;
                     if delta != 0 {
                         let mut grew = Vec::new();
+                        let mut overflow = false;
                         for (key, s) in inner.streams.iter_mut() {
                             s.send_window += delta;
+                            overflow |= s.send_window > i64::from(frame::MAX_WINDOW);
                             if delta > 0 && !s.send_pending.is_empty() {
                                 grew.push(key);
                             }
                         }
+                        if overflow {
+                            drop(guard);
+                            return self.connection_error(
+                                Reason::FLOW_CONTROL_ERROR,
+                                "INITIAL_WINDOW_SIZE pushed a stream window past 2^31-1".into(),
+                            );
+                        }
                         for key in grew {
-                            if let Some(s) = inner.streams.get_mut(key) {
-                                s.blocked = false;
-                            }
                             inner.flush_stream(key);
                         }
                     }
@@ -1345,6 +1417,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     reason,
                     remote: true,
                 });
+                // Never written: it stays off the wire (no new streams
+                // after GOAWAY).
+                s.pending_head = None;
                 s.send_pending.clear();
                 s.wake();
                 inner.after_change(key);
@@ -1404,7 +1479,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return inner.reset_stream(key, Reason::FLOW_CONTROL_ERROR);
         }
         if !s.send_pending.is_empty() {
-            s.blocked = false;
             inner.flush_stream(key);
         }
     }
@@ -1436,21 +1510,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if s.is_closed() {
             return;
         }
-        let unfinished = !s.send_done;
+        // Rapid reset (CVE-2023-44487) is a client opening streams and
+        // resetting them before they are answered, faster than anyone
+        // cancels for real. Counted only on the server side, only before a
+        // response head, never for NO_ERROR.
+        let counts = self.role == Role::Server && !s.send_head_done && reason != Reason::NO_ERROR;
         s.reset = Some(Error::Reset(reason));
         s.send_pending.clear();
         s.send_trailers = None;
         s.wake();
         inner.after_change(key);
-        if unfinished {
-            inner.reset_budget = inner.reset_budget.saturating_sub(1);
-            if inner.reset_budget == 0 {
-                drop(guard);
-                self.connection_error(
-                    Reason::ENHANCE_YOUR_CALM,
-                    "too many streams reset before their response (rapid reset)".into(),
-                );
-            }
+        drop(guard);
+        if counts && !self.resets.take() {
+            self.connection_error(
+                Reason::ENHANCE_YOUR_CALM,
+                format!(
+                    "more than {RESET_BURST} streams reset before their response, faster than {RESET_RATE} a second (rapid reset)"
+                ),
+            );
         }
     }
 
@@ -1523,6 +1600,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             w.wake();
         }
         // Padding is not passed on: it goes back at once.
+        inner.release_stream(key, len - data.len());
         inner.release_connection(len - data.len());
         if eos {
             inner.after_change(key);
@@ -1597,10 +1675,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 .map(|&key| (key, inner.streams[key].head_received))
         };
         match (self.role, known) {
-            (Role::Server, Some((key, _))) | (Role::Client, Some((key, true))) => {
-                self.trailers(key, end_stream, block)
+            // By id, not key: the lock is released while the block is
+            // decoded, and another thread may drop the stream meanwhile.
+            (Role::Server, Some(_)) | (Role::Client, Some((_, true))) => {
+                self.trailers(id, end_stream, block)
             }
-            (Role::Client, Some((key, false))) => self.response_head(key, end_stream, block),
+            (Role::Client, Some((_, false))) => self.response_head(id, end_stream, block),
             (Role::Server, None) => self.request_head(id, end_stream, block),
             (Role::Client, None) => {
                 // Decoded all the same: the HPACK state must stay in step.
@@ -1620,7 +1700,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     /// Trailers: the last header block of a stream.
-    fn trailers(&mut self, key: usize, end_stream: bool, block: &[u8]) {
+    fn trailers(&mut self, id: u32, end_stream: bool, block: &[u8]) {
         let limit = self.config.max_header_list_size as usize;
         let mut trailers = Trailers::default();
         let info = match self.decoder.decode(block, limit, |f| trailers.field(f)) {
@@ -1629,6 +1709,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         };
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
+        let Some(&key) = inner.ids.get(&id) else {
+            return;
+        };
         let s = &mut inner.streams[key];
         if s.recv_eos || s.reset.is_some() {
             if !s.is_closed() {
@@ -1652,7 +1735,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     /// Client side: the response head of one of torii's streams.
-    fn response_head(&mut self, key: usize, end_stream: bool, block: &[u8]) {
+    fn response_head(&mut self, id: u32, end_stream: bool, block: &[u8]) {
         let limit = self.config.max_header_list_size as usize;
         let mut head = ResponseHead::default();
         let info = match self.decoder.decode(block, limit, |f| head.field(f)) {
@@ -1661,6 +1744,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         };
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
+        let Some(&key) = inner.ids.get(&id) else {
+            return;
+        };
         if inner.streams[key].reset.is_some() {
             return;
         }
@@ -1683,9 +1769,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return;
         }
         let s = &mut inner.streams[key];
+        let bodiless = s.head_request
+            || parts.status == http::StatusCode::NO_CONTENT
+            || parts.status == http::StatusCode::NOT_MODIFIED;
         s.head_received = true;
         s.response = Some(parts);
-        s.recv_expect = content_length;
+        s.recv_expect = if bodiless { None } else { content_length };
         s.recv_eos = end_stream;
         if let Some(w) = s.recv_waker.take() {
             w.wake();
@@ -1752,9 +1841,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     "malformed request: {why}; resetting the stream"
                 );
                 frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
-                inner.reset_budget = inner.reset_budget.saturating_sub(1);
-                if inner.reset_budget == 0 {
-                    drop(guard);
+                drop(guard);
+                if !self.resets.take() {
                     self.connection_error(
                         Reason::ENHANCE_YOUR_CALM,
                         "too many malformed requests".into(),
@@ -1806,12 +1894,35 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
             match Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.out_pos += n,
+                Poll::Ready(Ok(n)) => {
+                    self.out_pos += n;
+                    self.flushed = false;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        if self.flushed {
+            return Poll::Ready(Ok(()));
+        }
+        let flushed = std::task::ready!(Pin::new(&mut self.io).poll_flush(cx));
+        self.flushed = flushed.is_ok();
+        Poll::Ready(flushed)
+    }
+
+    /// Ready once the connection is over, everything queued was written
+    /// and flushed, and the stream was shut down (TLS close_notify). A
+    /// peer that never reads does not hold it longer than `LINGER`: see
+    /// [`poll_timer`](Self::poll_timer).
+    pub fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.is_finished() {
+            return Poll::Pending;
+        }
+        if self.state != State::Closing {
+            self.state = State::Closing;
+            self.timer.as_mut().reset(Instant::now() + LINGER);
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx).map(|_| ())
     }
 
     /// The handshake deadline and keepalive PINGs. True when the
@@ -1853,3 +1964,7 @@ impl<IO> Drop for Connection<IO> {
         lock(&self.shared).fail_all(Error::Closed);
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -56,7 +56,16 @@ impl Regular {
             value.set_sensitive(true);
         }
         if name == header::CONTENT_LENGTH {
-            let n = value.to_str().ok().and_then(|s| s.parse::<u64>().ok());
+            // Digits only (`parse` would take "+12", which an HTTP/1.1
+            // upstream might read differently).
+            let digits = value.as_bytes();
+            let n = if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+                std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+            } else {
+                None
+            };
             match (n, self.content_length) {
                 (None, _) => {
                     self.error = Some("a content-length that is not a number");
@@ -355,6 +364,7 @@ mod tests {
         assert!(with(("x-crlf", "a\r\nb")).is_err());
         assert!(with((":path", "/again")).is_err(), "pseudo after regular");
         assert!(with(("content-length", "12x")).is_err());
+        assert!(with(("content-length", "+12")).is_err());
         assert_eq!(with(("content-length", "12")).unwrap().1, Some(12));
         assert!(request(&GOOD[1..]).is_err(), "no :method");
         assert!(

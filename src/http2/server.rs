@@ -61,8 +61,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Server<IO> {
         self.conn.graceful_shutdown()
     }
 
-    pub fn is_finished(&self) -> bool {
-        self.conn.is_finished()
+    /// Ready once the connection is over and closed (see
+    /// `Connection::poll_done`).
+    pub fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.conn.poll_done(cx)
     }
 
     /// Why the connection ended, in words, once it has.

@@ -1,0 +1,499 @@
+//! Connection tests with a raw peer on an in-memory pipe: each pins down a bug a review found (stream ids out of order, stale keys, resets budget, padding and the stream window, flushing before close, the blocked queue, the upstream stream limit).
+use super::*;
+use std::future::poll_fn;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+
+fn config(stream_window: u32, connection_window: u32) -> Config {
+    Config {
+        max_concurrent_streams: 1024,
+        max_header_list_size: 64 * 1024,
+        stream_window,
+        connection_window,
+        keepalive_interval: Duration::from_secs(600),
+        keepalive_timeout: Duration::from_secs(600),
+        handshake_timeout: Duration::from_secs(600),
+    }
+}
+
+fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    frame::put_head(&mut v, payload.len(), kind, flags, stream);
+    v.extend_from_slice(payload);
+    v
+}
+
+struct Peer {
+    io: DuplexStream,
+}
+
+impl Peer {
+    async fn send(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.unwrap();
+    }
+    async fn frame(&mut self) -> Option<(Head, Vec<u8>)> {
+        let mut h = [0u8; 9];
+        if self.io.read_exact(&mut h).await.is_err() {
+            return None;
+        }
+        let head = Head::parse(&h);
+        let mut p = vec![0u8; head.len as usize];
+        self.io.read_exact(&mut p).await.ok()?;
+        Some((head, p))
+    }
+    /// Frames until `pred` matches, or None after `t`.
+    async fn until(
+        &mut self,
+        t: Duration,
+        mut pred: impl FnMut(&Head, &[u8]) -> bool,
+    ) -> Option<(Head, Vec<u8>)> {
+        tokio::time::timeout(t, async {
+            loop {
+                let (h, p) = self.frame().await?;
+                if pred(&h, &p) {
+                    return Some((h, p));
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// Drives a connection (non-inline), handing opened streams to `tx`.
+fn spawn_driver(mut conn: Connection<DuplexStream>, tx: Option<mpsc::UnboundedSender<Opened>>) {
+    tokio::spawn(async move {
+        poll_fn(|cx| {
+            conn.begin_poll(cx, false);
+            loop {
+                let read = conn.poll_read(cx);
+                let mut acc = false;
+                while let Some(o) = conn.accept() {
+                    acc = true;
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(o);
+                    }
+                }
+                if !read && !acc {
+                    break;
+                }
+            }
+            conn.end_poll();
+            if conn.poll_timer(cx) {
+                return Poll::Ready(());
+            }
+            if let Poll::Ready(Err(_)) = conn.poll_write(cx) {
+                return Poll::Ready(());
+            }
+            if conn.is_finished() {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await
+    });
+}
+
+/// POST / with :authority a (static indexes + one literal).
+const POST: [u8; 6] = [0x83, 0x86, 0x84, 0x01, 0x01, b'a'];
+
+fn server(
+    stream_window: u32,
+    connection_window: u32,
+) -> (Peer, Arc<Mutex<Inner>>, mpsc::UnboundedReceiver<Opened>) {
+    let (a, b) = tokio::io::duplex(4 << 20);
+    let conn = Connection::server(a, config(stream_window, connection_window));
+    let shared = conn.shared().clone();
+    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_driver(conn, Some(tx));
+    (Peer { io: b }, shared, rx)
+}
+
+async fn handshake_as_client(peer: &mut Peer) {
+    let mut hello = frame::PREFACE.to_vec();
+    hello.extend(raw(kind::SETTINGS, 0, 0, &[]));
+    peer.send(&hello).await;
+}
+
+/// Padding is counted against the stream window but never given back to
+/// it: a client that pads its DATA stalls once the padding adds up to the
+/// stream window, although the application read everything.
+#[tokio::test]
+async fn padding_leaks_the_stream_window() {
+    let (mut peer, _shared, mut opened) = server(65_535, 65_535);
+    handshake_as_client(&mut peer).await;
+    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST))
+        .await;
+    let o = opened.recv().await.unwrap();
+    let mut body = o.request.into_body();
+    let _respond = o.stream;
+    // 257 frames of 255 bytes = 65 535 (the whole stream window), 1 data byte each.
+    let mut p = vec![253u8, b'x'];
+    p.resize(255, 0);
+    let mut out = Vec::new();
+    for _ in 0..257 {
+        out.extend(raw(kind::DATA, flag::PADDED, 1, &p));
+    }
+    peer.send(&out).await;
+    // The application reads all 257 bytes.
+    let mut got = 0;
+    while got < 257 {
+        match poll_fn(|cx| body.poll_frame(cx)).await {
+            Some(Ok(f)) => got += f.into_data().unwrap().len(),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The peer has no stream window left; torii must open it again.
+    let wu = peer
+        .until(Duration::from_millis(500), |h, _| {
+            h.kind == kind::WINDOW_UPDATE && h.stream == 1
+        })
+        .await;
+    assert!(
+        wu.is_some(),
+        "no WINDOW_UPDATE on stream 1: the stream is stuck forever"
+    );
+}
+
+/// A client that cancels streams that were not answered yet (deadlines,
+/// cancelled watches), however slowly, loses the connection after 200:
+/// the rapid-reset budget counts every cancel, not only rapid ones.
+#[tokio::test]
+async fn slow_ordinary_cancels_end_the_connection() {
+    let (mut peer, _shared, mut opened) = server(65_535, 65_535);
+    handshake_as_client(&mut peer).await;
+    let mut held = Vec::new();
+    for i in 0..200u32 {
+        let id = 2 * i + 1;
+        peer.send(&raw(
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            id,
+            &POST,
+        ))
+        .await;
+        // The request is accepted and being handled (e.g. waiting for the upstream)...
+        held.push(opened.recv().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // ...when the client's deadline passes.
+        peer.send(&raw(
+            kind::RST_STREAM,
+            0,
+            id,
+            &Reason::CANCEL.0.to_be_bytes(),
+        ))
+        .await;
+    }
+    let goaway = peer
+        .until(Duration::from_millis(500), |h, _| h.kind == kind::GOAWAY)
+        .await;
+    assert!(
+        goaway.is_none(),
+        "GOAWAY {:?} after 200 ordinary cancellations",
+        goaway.map(|(_, p)| p)
+    );
+}
+
+/// Stream-level WINDOW_UPDATEs on a stream blocked on the connection
+/// window push its key into `Inner::blocked` again each time.
+#[tokio::test]
+async fn blocked_queue_grows_with_window_updates() {
+    let (mut peer, shared, mut opened) = server(65_535, 65_535);
+    handshake_as_client(&mut peer).await;
+    peer.send(&raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &POST,
+    ))
+    .await;
+    let o = opened.recv().await.unwrap();
+    let head = http::Response::new(()).into_parts().0;
+    let stream = o.stream;
+    send_head(&stream, |e, d| fields::encode_response(e, &head, d), false).unwrap();
+    let mut send = SendBody::new(stream);
+    send.send_data(Bytes::from(vec![0u8; 100_000]), true)
+        .unwrap();
+    // Drain what torii writes (the first 65 535 bytes).
+    let mut n = 0;
+    while n < 65_535 {
+        let (h, p) = peer.frame().await.unwrap();
+        if h.kind == kind::DATA {
+            n += p.len();
+        }
+    }
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        out.extend(raw(kind::WINDOW_UPDATE, 0, 1, &1u32.to_be_bytes()));
+    }
+    peer.send(&out).await;
+    // Sync: a PING's ACK means the updates were handled.
+    peer.send(&raw(kind::PING, 0, 0, b"syncsync")).await;
+    peer.until(Duration::from_secs(5), |h, _| h.kind == kind::PING)
+        .await
+        .unwrap();
+    let queued = lock(&shared).blocked.len();
+    assert!(queued <= 1, "one blocked stream is queued {queued} times");
+}
+
+/// An IO whose writes are buffered (as tokio-rustls does when the socket
+/// would block) until a flush that stays pending.
+struct Buffered {
+    inner: DuplexStream,
+    unflushed: usize,
+}
+
+impl AsyncRead for Buffered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+impl AsyncWrite for Buffered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.unflushed += buf.len();
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Pending // the socket is full
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+/// `is_finished` ignores a pending flush: the connection is dropped with
+/// its last frames still in the TLS buffer.
+#[tokio::test]
+async fn finished_before_flushed() {
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut conn = Connection::server(
+        Buffered {
+            inner: a,
+            unflushed: 0,
+        },
+        config(65_535, 65_535),
+    );
+    let mut hello = frame::PREFACE.to_vec();
+    hello.extend(raw(kind::SETTINGS, 0, 0, &[]));
+    b.write_all(&hello).await.unwrap();
+    poll_fn(|cx| {
+        conn.begin_poll(cx, false);
+        while conn.poll_read(cx) {}
+        conn.end_poll();
+        conn.graceful_shutdown(); // drain: GOAWAY, no streams
+        let w = conn.poll_write(cx);
+        assert!(w.is_pending(), "flush is pending");
+        assert!(conn.io.unflushed > 0);
+        assert!(
+            !conn.is_finished(),
+            "finished while the GOAWAY is still unflushed"
+        );
+        Poll::Ready(())
+    })
+    .await;
+}
+
+fn client_conn() -> (Peer, Arc<Mutex<Inner>>) {
+    let (a, b) = tokio::io::duplex(4 << 20);
+    let conn = Connection::client(a, config(65_535, 65_535));
+    let shared = conn.shared().clone();
+    spawn_driver(conn, None);
+    (Peer { io: b }, shared)
+}
+
+fn post() -> http::request::Parts {
+    http::Request::post("http://a/x")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0
+}
+
+/// Server side of the raw peer: reads torii's preface, sends SETTINGS,
+/// waits for torii's ACK of them.
+async fn handshake_as_server(peer: &mut Peer, settings: &[(u16, u32)]) {
+    let mut preface = [0u8; 24];
+    peer.io.read_exact(&mut preface).await.unwrap();
+    let mut s = Vec::new();
+    frame::put_settings(&mut s, settings);
+    peer.send(&s).await;
+    peer.until(Duration::from_secs(5), |h, _| {
+        h.kind == kind::SETTINGS && h.has(flag::ACK)
+    })
+    .await
+    .unwrap();
+}
+
+/// gRPC servers (grpc-go) end a client-/bidi-streaming call that they
+/// answer before the client half-closed with RST_STREAM(NO_ERROR) after
+/// the trailers (RFC 9113 §8.1). torii, as the client, counts each as a
+/// "rapid reset" and kills the upstream connection after 200 of them.
+#[tokio::test]
+async fn upstream_no_error_resets_kill_the_connection() {
+    let (mut peer, shared) = client_conn();
+    handshake_as_server(&mut peer, &[]).await;
+    for _ in 0..200 {
+        let (response, body) = open_stream(&shared, post(), false).unwrap();
+        let (h, _) = peer
+            .until(Duration::from_secs(5), |h, _| h.kind == kind::HEADERS)
+            .await
+            .unwrap();
+        // Trailers-only response (:status 200), then RST_STREAM(NO_ERROR).
+        let mut out = raw(
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            h.stream,
+            &[0x88],
+        );
+        out.extend(raw(kind::RST_STREAM, 0, h.stream, &0u32.to_be_bytes()));
+        peer.send(&out).await;
+        let mut send = SendBody::new(body.unwrap());
+        let e = poll_fn(|cx| send.poll_reset(cx)).await;
+        assert!(matches!(e, Error::Reset(Reason::NO_ERROR)), "{e}");
+        poll_fn(|cx| poll_response(&response, cx)).await.unwrap();
+    }
+    let goaway = peer
+        .until(Duration::from_millis(500), |h, _| h.kind == kind::GOAWAY)
+        .await;
+    assert!(
+        goaway.is_none(),
+        "torii sent the upstream GOAWAY {:?}",
+        goaway.map(|(_, p)| p[7])
+    );
+}
+
+/// poll_ready is not a reservation: every waiter is woken when one stream
+/// ends, and on a multi-threaded runtime several can see room before any
+/// of them opens its stream: the upstream's MAX_CONCURRENT_STREAMS is
+/// exceeded (the extra streams get REFUSED_STREAM, not retried by torii).
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn poll_ready_waiters_exceed_max_concurrent_streams() {
+    let (mut peer, shared) = client_conn();
+    handshake_as_server(&mut peer, &[(setting::MAX_CONCURRENT_STREAMS, 1)]).await;
+    let get = http::Request::get("http://a/")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let (first, _) = open_stream(&shared, get.clone(), true).unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..64 {
+        let shared = shared.clone();
+        let get = get.clone();
+        waiters.push(tokio::spawn(async move {
+            poll_fn(|cx| client_poll_ready(&shared, cx)).await.unwrap();
+            let r = open_stream(&shared, get.clone(), true)
+                .map(|(r, _)| r)
+                .unwrap();
+            std::future::pending::<()>().await;
+            drop(r);
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (h, _) = peer
+        .until(Duration::from_secs(5), |h, _| h.kind == kind::HEADERS)
+        .await
+        .unwrap();
+    peer.send(&raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        h.stream,
+        &[0x88],
+    ))
+    .await;
+    poll_fn(|cx| poll_response(&first, cx)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let active = lock(&shared).active;
+    for w in waiters {
+        w.abort();
+    }
+    assert!(
+        active <= 1,
+        "{active} streams open under MAX_CONCURRENT_STREAMS 1"
+    );
+}
+
+/// header_block() looks the stream's slab key up, drops the lock, decodes
+/// the block, and trailers() indexes `streams[key]` again: a handle
+/// dropped on another thread in between removes the stream, and the
+/// connection task panics on the stale key (or, on the client side after
+/// the key is reused, delivers the trailers to another request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_race_with_a_dropped_stream() {
+    let (mut peer, _shared, mut opened) = server(65_535, 65_535);
+    handshake_as_client(&mut peer).await;
+    // A trailer block that takes a while to decode: many literal fields
+    // without indexing, 40 KiB in all (under the 64 KiB list limit).
+    let mut block = Vec::new();
+    for i in 0..1000 {
+        let name = format!("x-t{i:04}");
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(30);
+        block.extend_from_slice(&[b'v'; 30]);
+    }
+    for i in 0..3000u32 {
+        let id = 2 * i + 1;
+        peer.send(&raw(kind::HEADERS, flag::END_HEADERS, id, &POST))
+            .await;
+        let Some(o) = opened.recv().await else {
+            panic!("the connection task died (panicked) at stream {id}");
+        };
+        // HEADERS (no END_HEADERS) + CONTINUATIONs, END_STREAM: trailers.
+        let mut out = Vec::new();
+        let start = frame::reserve_head(&mut out);
+        out.extend_from_slice(&block);
+        frame::finish_headers(&mut out, start, id, true, 16_384);
+        let spin = (i % 50) as u64 * 2;
+        let dropper = tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_micros(spin) {}
+            drop(o);
+        });
+        peer.send(&out).await;
+        dropper.await.unwrap();
+    }
+}
+
+/// `Inner::heads` keeps slab keys. A stream dropped before its head was
+/// written leaves its key there; the next stream opened reuses the key,
+/// and write_heads() writes that (higher) stream id first: ids go down
+/// on the wire, a connection PROTOCOL_ERROR for the upstream
+/// (RFC 9113 §5.1.1) that fails every request on the connection.
+#[tokio::test]
+async fn a_cancelled_unwritten_stream_reorders_stream_ids() {
+    let (mut peer, shared) = client_conn();
+    handshake_as_server(&mut peer, &[]).await;
+    let get = || {
+        http::Request::get("http://a/")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    };
+    // No await in between: the connection task does not run.
+    let (a, _) = open_stream(&shared, get(), true).unwrap(); // id 1
+    let (b, _) = open_stream(&shared, get(), true).unwrap(); // id 3
+    drop(a); // cancelled before its head went out: key freed
+    let (c, _) = open_stream(&shared, get(), true).unwrap(); // id 5, A's key
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        let (h, _) = peer
+            .until(Duration::from_secs(5), |h, _| h.kind == kind::HEADERS)
+            .await
+            .unwrap();
+        ids.push(h.stream);
+    }
+    drop((b, c));
+    assert_eq!(ids, [3, 5], "stream ids on the wire");
+}
