@@ -1,19 +1,13 @@
-//! Write coalescing for HTTP/2 connections.
+//! Write coalescing for HTTP/1.1 client connections (hyper).
 //!
-//! h2 writes every DATA frame of 256 bytes or more as its own `writev`
-//! (it chains the payload instead of copying it, and must flush before it
-//! can queue the next frame), and flushes whenever its 16 KiB buffer fills.
-//! With many small streams on a connection that is one system call — and,
-//! under TLS, one record — per message: measured with `bench/profile
-//! --tool strace`, 2.9 `writev` per proxied 1 KiB request.
-//!
-//! [`split`] puts a buffer between the connection and its socket. Writes
+//! [`split`] puts a buffer between a connection and its socket. Writes
 //! land in the buffer; a flush asked for by the connection is deferred;
 //! [`Flusher::run`] writes the buffer out once, after each poll of the task
 //! that drives the connection. Everything the connection produced in one
 //! poll leaves in one write, and still leaves before the task yields, so no
 //! latency is added. Backpressure is kept: past [`LIMIT`] buffered bytes a
-//! write waits for the socket.
+//! write waits for the socket. (torii's own HTTP/2 writes one buffer per
+//! poll by itself and needs none of this.)
 
 use std::future::Future;
 use std::io::{self, IoSlice};
