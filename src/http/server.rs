@@ -58,8 +58,8 @@ impl HttpServers {
         }
     }
 
-    /// Serves `io` until the client closes it or the listener drains.
-    /// Serves HTTP on `io` in `mode`. Not an `async fn`, so that the
+    /// Serves HTTP on `io` in `mode` until the client closes it or the
+    /// listener drains. Not an `async fn`, so that the
     /// connection's future is just the HTTP/2 server's (holding `io` once)
     /// — the common case, and the one sidecars hold thousands of; sniffing
     /// and HTTP/1.1 are boxed.
@@ -75,13 +75,7 @@ impl HttpServers {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         match mode {
-            Serve::Http2 => Either::Left(h2server::serve(
-                Prefixed::new(BytesMut::new(), io),
-                rt,
-                conn,
-                drain,
-                self.header_read_timeout,
-            )),
+            Serve::Http2 => Either::Left(self.serve_h2(io, rt, conn, drain)),
             mode => Either::Right(Box::pin(self.serve_other(io, mode, rt, conn, drain))),
         }
     }

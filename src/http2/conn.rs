@@ -31,7 +31,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::fields::{self, RequestHead, ResponseHead, Trailers};
 use super::frame::{self, flag, kind, setting, Head};
-use super::hpack::{Decoder, Encoder};
+use super::hpack::{BlockInfo, Decoder, Encoder, Field};
 use super::{Error, Reason};
 
 /// Past this many bytes waiting to be written, streams stop adding DATA
@@ -1684,9 +1684,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             (Role::Server, None) => self.request_head(id, end_stream, block),
             (Role::Client, None) => {
                 // Decoded all the same: the HPACK state must stay in step.
-                let limit = self.config.max_header_list_size as usize;
-                if let Err(e) = self.decoder.decode(block, limit, |_| {}) {
-                    return self.connection_error(Reason::COMPRESSION_ERROR, e.to_string());
+                if self.decode(block, |_| {}).is_none() {
+                    return;
                 }
                 let idle = self.is_idle(id, &lock(&self.shared));
                 if idle {
@@ -1699,13 +1698,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
+    /// Decodes a header block (up to our header list limit); a block HPACK
+    /// cannot decode ends the connection (COMPRESSION_ERROR): None.
+    fn decode(&mut self, block: &[u8], emit: impl FnMut(Field)) -> Option<BlockInfo> {
+        let limit = self.config.max_header_list_size as usize;
+        match self.decoder.decode(block, limit, emit) {
+            Ok(info) => Some(info),
+            Err(e) => {
+                self.connection_error(Reason::COMPRESSION_ERROR, e.to_string());
+                None
+            }
+        }
+    }
+
     /// Trailers: the last header block of a stream.
     fn trailers(&mut self, id: u32, end_stream: bool, block: &[u8]) {
-        let limit = self.config.max_header_list_size as usize;
         let mut trailers = Trailers::default();
-        let info = match self.decoder.decode(block, limit, |f| trailers.field(f)) {
-            Ok(info) => info,
-            Err(e) => return self.connection_error(Reason::COMPRESSION_ERROR, e.to_string()),
+        let Some(info) = self.decode(block, |f| trailers.field(f)) else {
+            return;
         };
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
@@ -1736,11 +1746,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Client side: the response head of one of torii's streams.
     fn response_head(&mut self, id: u32, end_stream: bool, block: &[u8]) {
-        let limit = self.config.max_header_list_size as usize;
         let mut head = ResponseHead::default();
-        let info = match self.decoder.decode(block, limit, |f| head.field(f)) {
-            Ok(info) => info,
-            Err(e) => return self.connection_error(Reason::COMPRESSION_ERROR, e.to_string()),
+        let Some(info) = self.decode(block, |f| head.field(f)) else {
+            return;
         };
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
@@ -1787,12 +1795,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Server side: a HEADERS block that opens a stream (or arrives on one
     /// that has closed and been forgotten).
     fn request_head(&mut self, id: u32, end_stream: bool, block: &[u8]) {
-        let limit = self.config.max_header_list_size as usize;
         let mut request = RequestHead::default();
-        let decoded = self.decoder.decode(block, limit, |f| request.field(f));
-        let info = match decoded {
-            Ok(info) => info,
-            Err(e) => return self.connection_error(Reason::COMPRESSION_ERROR, e.to_string()),
+        let Some(info) = self.decode(block, |f| request.field(f)) else {
+            return;
         };
         if id <= self.last_peer_stream {
             // Headers on a closed stream: already answered or reset.

@@ -58,6 +58,16 @@ pub struct Listening {
     pub live: Arc<ArcSwap<ListenerRuntime>>,
 }
 
+/// The listener's `torii_downstream_connections_active` gauge.
+fn connections_gauge(rt: &ListenerRuntime) -> prometheus_client::metrics::gauge::Gauge {
+    rt.metrics
+        .downstream_connections_active
+        .get_or_create(&ListenerLabels {
+            listener: rt.name.to_string(),
+        })
+        .clone()
+}
+
 /// Accepts connections until draining starts.
 pub async fn accept_loop(
     tcp: TcpListener,
@@ -75,13 +85,7 @@ pub async fn accept_loop(
                 let watch = drain.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    let gauge =
-                        l.rt.metrics
-                            .downstream_connections_active
-                            .get_or_create(&ListenerLabels {
-                                listener: l.rt.name.to_string(),
-                            })
-                            .clone();
+                    let gauge = connections_gauge(&l.rt);
                     gauge.inc();
                     dispatch::handle(stream, peer, &l, watch).await;
                     gauge.dec();
@@ -155,13 +159,7 @@ async fn terminate_tls<I>(
         let serving = l
             .servers
             .serve_h2(tls, l.live.clone(), Arc::new(conn), watch);
-        let gauge =
-            l.rt.metrics
-                .downstream_connections_active
-                .get_or_create(&ListenerLabels {
-                    listener: l.rt.name.to_string(),
-                })
-                .clone();
+        let gauge = connections_gauge(&l.rt);
         gauge.inc();
         tokio::spawn(serving.map(move |()| {
             gauge.dec();
