@@ -643,28 +643,28 @@ impl SendBody {
     }
 
     pub fn send_data(&mut self, data: Bytes, end_stream: bool) -> Result<(), Error> {
-        let mut inner = self.stream.lock();
-        let key = self.stream.key;
-        if let Some(e) = StreamRef::error_of(&inner, &inner.streams[key]) {
-            return Err(e);
-        }
-        let s = &mut inner.streams[key];
-        if s.send_done || s.send_eos {
-            return Ok(());
-        }
-        s.send_eos = end_stream;
-        if !data.is_empty() {
+        self.queue(|s| {
+            s.send_eos = end_stream;
+            if data.is_empty() {
+                return end_stream;
+            }
             s.send_pending.push_back(data);
-        } else if !end_stream {
-            return Ok(());
-        }
-        if !s.blocked {
-            inner.flush_stream(key);
-        }
-        Ok(())
+            true
+        })
     }
 
     pub fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), Error> {
+        self.queue(|s| {
+            s.send_eos = true;
+            s.send_trailers = Some(trailers);
+            true
+        })
+    }
+
+    /// Hands the stream what `add` queues (unless it is done sending, or
+    /// failed), then moves it toward the wire if `add` says there is
+    /// anything to move.
+    fn queue(&mut self, add: impl FnOnce(&mut Stream) -> bool) -> Result<(), Error> {
         let mut inner = self.stream.lock();
         let key = self.stream.key;
         if let Some(e) = StreamRef::error_of(&inner, &inner.streams[key]) {
@@ -674,9 +674,7 @@ impl SendBody {
         if s.send_done || s.send_eos {
             return Ok(());
         }
-        s.send_eos = true;
-        s.send_trailers = Some(trailers);
-        if !s.blocked {
+        if add(s) && !s.blocked {
             inner.flush_stream(key);
         }
         Ok(())
