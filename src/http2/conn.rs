@@ -241,7 +241,7 @@ pub(crate) struct Inner {
     peer_max_frame: usize,
     our_stream_window: u32,
     our_connection_window: u32,
-    encoder: Encoder,
+    encoder: OnDemand<Encoder>,
     /// Streams with DATA waiting for window or for room in `wbuf`.
     blocked: VecDeque<usize>,
     conn_waker: Option<Waker>,
@@ -268,6 +268,26 @@ pub(crate) struct Inner {
 pub(crate) enum Role {
     Server,
     Client,
+}
+
+/// Our SETTINGS_HEADER_TABLE_SIZE (the default; never announced).
+const DECODER_TABLE_SIZE: usize = 4096;
+
+/// An HPACK encoder or decoder, allocated when the connection's first
+/// header block needs it: ~120 bytes each that an idle connection (a
+/// sidecar holds thousands) would otherwise carry from its first byte.
+struct OnDemand<T>(Option<Box<T>>);
+
+impl<T> Default for OnDemand<T> {
+    fn default() -> Self {
+        OnDemand(None)
+    }
+}
+
+impl<T> OnDemand<T> {
+    fn get(&mut self, make: impl FnOnce() -> T) -> &mut T {
+        self.0.get_or_insert_with(|| Box::new(make()))
+    }
 }
 
 fn lock(shared: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -414,7 +434,7 @@ impl Inner {
         if s.send_pending.is_empty() {
             if let Some(trailers) = s.send_trailers.take() {
                 let start = frame::reserve_head(&mut self.wbuf);
-                fields::encode_trailers(&mut self.encoder, &trailers, &mut self.wbuf);
+                fields::encode_trailers(self.encoder.get(Encoder::new), &trailers, &mut self.wbuf);
                 frame::finish_headers(&mut self.wbuf, start, id, true, max_frame);
                 s.send_done = true;
                 wrote = true;
@@ -464,7 +484,7 @@ impl Inner {
                 self.wbuf.reserve(2048);
             }
             let start = frame::reserve_head(&mut self.wbuf);
-            fields::encode_request(&mut self.encoder, &head, &mut self.wbuf);
+            fields::encode_request(self.encoder.get(Encoder::new), &head, &mut self.wbuf);
             frame::finish_headers(&mut self.wbuf, start, id, end_stream, max_frame);
             self.flush_stream(key);
         }
@@ -733,7 +753,7 @@ pub(crate) fn send_head(
         inner.wbuf.reserve(2048);
     }
     let start = frame::reserve_head(&mut inner.wbuf);
-    encode(&mut inner.encoder, &mut inner.wbuf);
+    encode(inner.encoder.get(Encoder::new), &mut inner.wbuf);
     frame::finish_headers(&mut inner.wbuf, start, id, end_stream, max_frame);
     if end_stream {
         inner.after_change(key);
@@ -873,7 +893,7 @@ pub(crate) struct Connection<IO> {
     io: IO,
     shared: Arc<Mutex<Inner>>,
     config: Config,
-    decoder: Decoder,
+    decoder: OnDemand<Decoder>,
     state: State,
     role: Role,
     /// Bytes being written (swapped out of `Inner::wbuf`).
@@ -952,7 +972,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             peer_max_frame: frame::DEFAULT_MAX_FRAME as usize,
             our_stream_window: config.stream_window,
             our_connection_window: config.connection_window,
-            encoder: Encoder::new(),
+            encoder: OnDemand::default(),
             blocked: VecDeque::new(),
             conn_waker: None,
             inline_poll: false,
@@ -970,7 +990,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Connection {
             io,
             shared: Arc::new(Mutex::new(inner)),
-            decoder: Decoder::new(4096),
+            decoder: OnDemand::default(),
             state,
             role,
             out: Vec::new(),
@@ -1296,9 +1316,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let id = u16::from_be_bytes([s[0], s[1]]);
             let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
             match id {
-                setting::HEADER_TABLE_SIZE => {
-                    inner.encoder.set_max_table_size((value as usize).min(4096))
-                }
+                setting::HEADER_TABLE_SIZE => inner
+                    .encoder
+                    .get(Encoder::new)
+                    .set_max_table_size((value as usize).min(4096)),
                 setting::MAX_CONCURRENT_STREAMS if inner.role == Role::Client => {
                     inner.peer_max_concurrent = value;
                     for w in inner.open_waiters.drain(..) {
@@ -1700,7 +1721,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// cannot decode ends the connection (COMPRESSION_ERROR): None.
     fn decode(&mut self, block: &[u8], emit: impl FnMut(Field)) -> Option<BlockInfo> {
         let limit = self.config.max_header_list_size as usize;
-        match self.decoder.decode(block, limit, emit) {
+        match self
+            .decoder
+            .get(|| Decoder::new(DECODER_TABLE_SIZE))
+            .decode(block, limit, emit)
+        {
             Ok(info) => Some(info),
             Err(e) => {
                 self.connection_error(Reason::COMPRESSION_ERROR, e.to_string());
@@ -1826,10 +1851,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 "request header list over the limit; answering 431"
             );
             let start = frame::reserve_head(inner.wbuf());
-            inner.encoder.begin_block(&mut inner.wbuf);
-            inner
-                .encoder
-                .encode_pseudo(super::hpack::Name::Status, b"431", &mut inner.wbuf);
+            let encoder = inner.encoder.get(Encoder::new);
+            encoder.begin_block(&mut inner.wbuf);
+            encoder.encode_pseudo(super::hpack::Name::Status, b"431", &mut inner.wbuf);
             frame::finish_headers(&mut inner.wbuf, start, id, true, inner.peer_max_frame);
             if !end_stream {
                 frame::put_rst_stream(&mut inner.wbuf, id, Reason::NO_ERROR);
