@@ -75,14 +75,12 @@ async fn run<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let signaled = drain.signaled();
-    tokio::pin!(signaled);
     let inline = Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
     let start = |req, respond| serve_stream(rt.load_full(), conn.clone(), req, respond);
     let mut streams = StreamSet::for_futures_of(&start);
     let mut draining = false;
     poll_fn(|cx| {
-        if !draining && signaled.as_mut().poll(cx).is_ready() {
+        if !draining && drain.poll_signaled(cx).is_ready() {
             // GOAWAY: no new streams; the open ones finish.
             draining = true;
             server.graceful_shutdown();
