@@ -188,9 +188,9 @@ impl ListenerRuntime {
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let outcome = slot.as_mut().expect("the outcome is taken only on success");
-        let request_id = headers::ensure_request_id(&mut parts.headers);
+        headers::ensure_request_id(&mut parts.headers);
         if let Some(r) = outcome.log.as_deref_mut() {
-            fill_log(r, &parts, conn, &request_id);
+            fill_log(r, &parts, conn);
         }
 
         // Redirected traffic is headed elsewhere: its /healthz is not ours.
@@ -610,7 +610,6 @@ fn fill_log(
     r: &mut crate::telemetry::access_log::Record,
     parts: &http::request::Parts,
     conn: &ConnInfo,
-    id: &HeaderValue,
 ) {
     r.client = conn.peer.to_string();
     r.detected = conn.detected;
@@ -628,7 +627,12 @@ fn fill_log(
         .unwrap_or_default();
     r.path = parts.uri.path().to_string();
     r.protocol = format!("{:?}", parts.version);
-    r.request_id = id.to_str().unwrap_or_default().to_string();
+    r.request_id = parts
+        .headers
+        .get(&headers::X_REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
 }
 
 /// Turns a request prepared for an HTTP/2 upstream into one for HTTP/1.1.

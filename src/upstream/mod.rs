@@ -136,6 +136,13 @@ impl ClusterRuntime {
 
     fn pick(&self, exclude: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let all = self.endpoints.load();
+        // The common case, every endpoint in rotation and none excluded:
+        // pick among them all without collecting candidates.
+        if exclude.is_empty() && !all.is_empty() && all.iter().all(|e| e.available()) {
+            self.panic_over();
+            let i = self.choose(all.len(), |i| all[i].active.load(Ordering::Relaxed));
+            return Some(all[i].clone());
+        }
         let mut candidates: Vec<&Arc<Endpoint>> = all
             .iter()
             .filter(|e| e.available() && !exclude.contains(&e.addr))
@@ -146,11 +153,8 @@ impl ClusterRuntime {
             if !self.in_panic.swap(true, Ordering::Relaxed) {
                 tracing::warn!(cluster = %self.config.name, endpoints = all.len(), "no endpoint of the cluster is healthy: sending to all of them (panic mode) rather than failing every request");
             }
-        } else if !candidates.is_empty()
-            && exclude.is_empty()
-            && self.in_panic.swap(false, Ordering::Relaxed)
-        {
-            tracing::info!(cluster = %self.config.name, "an endpoint is healthy again: panic mode over");
+        } else if !candidates.is_empty() && exclude.is_empty() {
+            self.panic_over();
         }
         if candidates.is_empty() {
             candidates = all.iter().filter(|e| !exclude.contains(&e.addr)).collect();
@@ -158,23 +162,36 @@ impl ClusterRuntime {
         if candidates.is_empty() {
             return None;
         }
-        let n = candidates.len();
-        let i = match self.config.lb {
+        let i = self.choose(candidates.len(), |i| {
+            candidates[i].active.load(Ordering::Relaxed)
+        });
+        Some(candidates[i].clone())
+    }
+
+    /// Ends panic mode (logged once) when an endpoint is healthy again.
+    fn panic_over(&self) {
+        if self.in_panic.load(Ordering::Relaxed) && self.in_panic.swap(false, Ordering::Relaxed) {
+            tracing::info!(cluster = %self.config.name, "an endpoint is healthy again: panic mode over");
+        }
+    }
+
+    /// The index of the endpoint to use among `n` candidates, by the
+    /// cluster's policy; `load(i)` is candidate i's active requests.
+    fn choose(&self, n: usize, load: impl Fn(usize) -> usize) -> usize {
+        match self.config.lb {
             LbPolicy::RoundRobin => self.rr.fetch_add(1, Ordering::Relaxed) % n,
             LbPolicy::Random => rand::random_range(0..n),
             LbPolicy::LeastRequest => {
                 // Power of two choices: two random endpoints, the less busy wins.
                 let a = rand::random_range(0..n);
                 let b = rand::random_range(0..n);
-                let load = |i: usize| candidates[i].active.load(Ordering::Relaxed);
                 if load(b) < load(a) {
                     b
                 } else {
                     a
                 }
             }
-        };
-        Some(candidates[i].clone())
+        }
     }
 
     fn no_endpoint_error(&self) -> ProxyError {
