@@ -203,6 +203,7 @@ async fn serve(config: crate::config::Config, path: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    tokio::spawn(crate::heap::trim_after_spikes());
     let mut last_seen = file_fingerprint(&path);
     let mut poll = tokio::time::interval(CONFIG_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

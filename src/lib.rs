@@ -9,6 +9,7 @@ pub mod demo;
 pub mod drain;
 pub mod error;
 pub mod grpc;
+pub mod heap;
 pub mod http;
 pub mod http2;
 pub mod listener;
