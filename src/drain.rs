@@ -117,13 +117,15 @@ impl Watch {
             return Poll::Ready(());
         }
         {
+            // An entry is removed only when its own Watch drops, so a key
+            // this Watch holds always finds its entry.
             let mut waiting = self.shared.waiting();
-            match self.key {
-                Some(key) => match waiting.get_mut(key) {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    Some(w) => w.clone_from(cx.waker()),
-                    None => self.key = Some(waiting.insert(cx.waker().clone())),
-                },
+            match self.key.and_then(|key| waiting.get_mut(key)) {
+                Some(w) => {
+                    if !w.will_wake(cx.waker()) {
+                        w.clone_from(cx.waker());
+                    }
+                }
                 None => self.key = Some(waiting.insert(cx.waker().clone())),
             }
         }
