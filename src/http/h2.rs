@@ -3,12 +3,15 @@
 //! pipe that sends a body into a stream no faster than the peer's windows
 //! allow.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
 use super::body::Body;
@@ -79,6 +82,21 @@ impl Pipe {
 
     /// Ready when the body has been sent, or can no longer be.
     pub fn poll_pipe(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_inner(cx, None)
+    }
+
+    /// [`poll_pipe`](Self::poll_pipe), keeping (refcounted) in `record`
+    /// what it takes from the body, to send it again.
+    pub fn poll_pipe_recording(&mut self, cx: &mut Context<'_>, record: &mut Recorded) -> Poll<()> {
+        self.poll_inner(cx, Some(record))
+    }
+
+    /// The body, with what the pipe has not taken from it yet.
+    pub fn take_body(&mut self) -> Body {
+        std::mem::replace(&mut self.body, super::body::empty())
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>, mut record: Option<&mut Recorded>) -> Poll<()> {
         loop {
             if let Some(rx) = &mut self.cancelled {
                 if Pin::new(rx).poll(cx).is_ready() {
@@ -95,10 +113,16 @@ impl Pipe {
             }
             let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 None => {
+                    if let Some(r) = record {
+                        r.ended = true;
+                    }
                     let _ = self.send.send_data(Bytes::new(), true);
                     return Poll::Ready(());
                 }
                 Some(Err(e)) => {
+                    if let Some(r) = record {
+                        r.give_up();
+                    }
                     tracing::debug!(peer = self.peer, error = %e, "a body broke off; resetting the stream");
                     self.send.send_reset(self.on_error);
                     return Poll::Ready(());
@@ -108,17 +132,139 @@ impl Pipe {
             match frame.into_data() {
                 Ok(data) => {
                     let eos = self.body.is_end_stream();
+                    if let Some(r) = record.as_deref_mut() {
+                        r.push(&data, eos);
+                    }
                     if self.send.send_data(data, eos).is_err() || eos {
                         return Poll::Ready(());
                     }
                 }
                 Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        let _ = self.send.send_trailers(trailers);
+                    match frame.into_trailers() {
+                        Ok(trailers) => {
+                            if let Some(r) = record {
+                                r.trailers = Some(Box::new(trailers.clone()));
+                                r.ended = true;
+                            }
+                            let _ = self.send.send_trailers(trailers);
+                        }
+                        Err(_) => {
+                            if let Some(r) = record {
+                                r.give_up();
+                            }
+                        }
                     }
                     return Poll::Ready(());
                 }
             }
         }
+    }
+}
+
+/// The most of a request body kept to send it again.
+pub const RECORD_LIMIT: usize = 64 * 1024;
+
+/// What a pipe took from a request body (its chunks refcounted, not
+/// copied), kept so that a stream the upstream refused unprocessed can be
+/// sent again: this, then what is left of the body. Given up past
+/// [`RECORD_LIMIT`] bytes, or when the body broke off.
+#[derive(Default)]
+pub struct Recorded {
+    first: Option<Bytes>,
+    more: Vec<Bytes>,
+    trailers: Option<Box<HeaderMap>>,
+    size: usize,
+    /// The body ended: all of it is here.
+    ended: bool,
+    /// Nothing can be sent again.
+    given_up: bool,
+}
+
+impl Recorded {
+    /// The record of a body that is empty (the request head ended the
+    /// stream).
+    pub fn empty() -> Self {
+        Recorded {
+            ended: true,
+            ..Recorded::default()
+        }
+    }
+
+    pub fn is_given_up(&self) -> bool {
+        self.given_up
+    }
+
+    /// Drops what is kept; nothing can be sent again.
+    pub fn give_up(&mut self) {
+        *self = Recorded {
+            given_up: true,
+            ..Recorded::default()
+        };
+    }
+
+    fn push(&mut self, data: &Bytes, eos: bool) {
+        if self.given_up {
+            return;
+        }
+        self.size += data.len();
+        if self.size > RECORD_LIMIT {
+            return self.give_up();
+        }
+        self.ended = eos;
+        if data.is_empty() {
+            return;
+        }
+        if self.first.is_none() {
+            self.first = Some(data.clone());
+        } else {
+            self.more.push(data.clone());
+        }
+    }
+
+    /// The body to send again: what was recorded, then `rest` (what the
+    /// pipe had not taken yet) unless the body had ended.
+    pub fn into_body(self, rest: Option<Body>) -> Option<Body> {
+        if self.given_up || (!self.ended && rest.is_none()) {
+            return None;
+        }
+        let mut chunks = VecDeque::with_capacity(1 + self.more.len());
+        chunks.extend(self.first);
+        chunks.extend(self.more);
+        Some(BodyExt::boxed_unsync(Replay {
+            chunks,
+            rest: rest.filter(|_| !self.ended),
+            trailers: self.trailers.map(|t| *t),
+        }))
+    }
+}
+
+/// A recorded body sent again, followed by the rest of the original.
+struct Replay {
+    chunks: VecDeque<Bytes>,
+    rest: Option<Body>,
+    trailers: Option<HeaderMap>,
+}
+
+impl HttpBody for Replay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(data) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(rest) = &mut self.rest {
+            return Pin::new(rest).poll_frame(cx);
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 }

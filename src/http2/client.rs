@@ -97,12 +97,14 @@ impl Client {
 
     /// Opens a stream with `head`. The response arrives through the
     /// future; the body (unless `end_stream`) goes through the
-    /// [`SendBody`].
+    /// [`SendBody`]. When the connection can open no stream, the error
+    /// comes with the head, unsent.
+    #[allow(clippy::result_large_err)] // the error path hands the head back
     pub fn send_request(
         &self,
         head: request::Parts,
         end_stream: bool,
-    ) -> Result<(ResponseFuture, Option<SendBody>), Error> {
+    ) -> Result<(ResponseFuture, Option<SendBody>), (Error, request::Parts)> {
         let (response, send) = conn::open_stream(&self.handle.shared, head, end_stream)?;
         Ok((
             ResponseFuture {
@@ -116,6 +118,17 @@ impl Client {
 /// The response head of a stream torii opened.
 pub struct ResponseFuture {
     stream: Option<StreamRef>,
+}
+
+impl ResponseFuture {
+    /// After the future failed: the request head, when the upstream
+    /// certainly did not process the stream — it refused it
+    /// (REFUSED_STREAM), it was above the last stream id of the upstream's
+    /// GOAWAY, or the connection ended before it was written (RFC 9113
+    /// §8.7). Such a request may be sent again, whatever its method.
+    pub fn take_unprocessed(&mut self) -> Option<Box<request::Parts>> {
+        conn::take_unprocessed(self.stream.as_ref()?)
+    }
 }
 
 impl Future for ResponseFuture {

@@ -178,6 +178,10 @@ struct Stream {
     /// client that cancels at once would otherwise make torii look like a
     /// rapid-reset attacker to the upstream).
     pending_head: Option<Box<http::request::Parts>>,
+    /// Client side: the request head once written, kept until the response
+    /// head arrives: a stream the upstream refuses unprocessed (RFC 9113
+    /// §8.7) hands it back to be sent again.
+    sent_head: Option<Box<http::request::Parts>>,
     /// Client side: a HEAD request (its response has no body, whatever
     /// its content-length says).
     head_request: bool,
@@ -208,12 +212,30 @@ impl Stream {
             response: None,
             head_received: false,
             pending_head: None,
+            sent_head: None,
             head_request: false,
         }
     }
 
     fn is_closed(&self) -> bool {
         self.reset.is_some() || (self.recv_eos && self.send_done)
+    }
+
+    /// Client side: the stream failed and the upstream certainly did not
+    /// process it — refused (REFUSED_STREAM), above a GOAWAY's last stream
+    /// id, or never written at all (RFC 9113 §8.7) — so it may be sent
+    /// again, whatever its method.
+    fn unprocessed(&self, connection_error: bool) -> bool {
+        if self.head_received {
+            return false;
+        }
+        match &self.reset {
+            Some(Error::Reset(Reason::REFUSED_STREAM)) => true,
+            // Set only by a received GOAWAY, on streams above its last id.
+            Some(Error::GoAway { remote: true, .. }) => true,
+            Some(_) => false,
+            None => connection_error && self.pending_head.is_some(),
+        }
     }
 
     fn wake(&mut self) {
@@ -486,6 +508,7 @@ impl Inner {
             let start = frame::reserve_head(&mut self.wbuf);
             fields::encode_request(self.encoder.get(Encoder::new), &head, &mut self.wbuf);
             frame::finish_headers(&mut self.wbuf, start, id, end_stream, max_frame);
+            s.sent_head = Some(head);
             self.flush_stream(key);
         }
     }
@@ -798,22 +821,25 @@ pub(crate) fn client_poll_ready(
 }
 
 /// Client side: opens a stream with a request head. Returns the handle
-/// for its response and, unless `end_stream`, the one for its body.
+/// for its response and, unless `end_stream`, the one for its body; or,
+/// when the connection can open no stream, why and the head untouched.
+#[allow(clippy::result_large_err)] // the error path hands the head back
 pub(crate) fn open_stream(
     shared: &Arc<Mutex<Inner>>,
     head: http::request::Parts,
     end_stream: bool,
-) -> Result<(StreamRef, Option<StreamRef>), Error> {
+) -> Result<(StreamRef, Option<StreamRef>), (Error, http::request::Parts)> {
     let mut guard = lock(shared);
     let inner = &mut *guard;
     if let Some(e) = &inner.error {
-        return Err(e.clone());
+        return Err((e.clone(), head));
     }
     if inner.goaway_received || inner.next_stream_id > MAX_STREAM_ID {
-        return Err(Error::GoAway {
+        let e = Error::GoAway {
             reason: Reason::NO_ERROR,
             remote: true,
-        });
+        };
+        return Err((e, head));
     }
     let id = inner.next_stream_id;
     inner.next_stream_id += 2;
@@ -850,6 +876,20 @@ pub(crate) fn poll_response(
     }
     register(&mut inner.streams[key].recv_waker, cx);
     Poll::Pending
+}
+
+/// Client side, after the response future failed: the request head, when
+/// the upstream certainly did not process the stream (see
+/// [`Stream::unprocessed`]).
+pub(crate) fn take_unprocessed(stream: &StreamRef) -> Option<Box<http::request::Parts>> {
+    let mut guard = stream.lock();
+    let inner = &mut *guard;
+    let connection_error = inner.error.is_some();
+    let s = &mut inner.streams[stream.key];
+    if !s.unprocessed(connection_error) {
+        return None;
+    }
+    s.pending_head.take().or_else(|| s.sent_head.take())
 }
 
 /// How the connection is doing.
@@ -1437,8 +1477,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     remote: true,
                 });
                 // Never written: it stays off the wire (no new streams
-                // after GOAWAY).
-                s.pending_head = None;
+                // after GOAWAY), kept to be sent elsewhere.
+                if let Some(head) = s.pending_head.take() {
+                    s.sent_head = Some(head);
+                }
                 s.send_pending.clear();
                 s.wake();
                 inner.after_change(key);
@@ -1805,6 +1847,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             || parts.status == http::StatusCode::NOT_MODIFIED;
         s.head_received = true;
         s.response = Some(parts);
+        s.sent_head = None;
         s.recv_expect = if bodiless { None } else { content_length };
         s.recv_eos = end_stream;
         if let Some(w) = s.recv_waker.take() {

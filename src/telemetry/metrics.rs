@@ -135,6 +135,7 @@ pub struct Metrics {
     pub tls_handshakes: Family<TlsLabels, Counter>,
     pub protocol_detections: Family<DetectionLabels, Counter>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub upstream_retries: Family<UpstreamErrorLabels, Counter>,
     pub endpoint_healthy: Family<EndpointLabels, Gauge>,
     pub endpoint_ejections: Family<EndpointLabels, Counter>,
     pub upstream_connect_duration: Family<ClusterLabels, Histogram, LatencyBuckets>,
@@ -186,6 +187,12 @@ impl Metrics {
             "upstream_errors",
             "Failures talking to upstreams, by reason code",
             upstream_errors.clone(),
+        );
+        let upstream_retries = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Requests sent again because an upstream did not process them (reason: refused_stream, goaway, not_sent)",
+            upstream_retries.clone(),
         );
         let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
         registry.register(
@@ -239,6 +246,7 @@ impl Metrics {
             tls_handshakes,
             protocol_detections,
             upstream_errors,
+            upstream_retries,
             endpoint_healthy,
             endpoint_ejections,
             upstream_connect_duration,

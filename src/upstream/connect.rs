@@ -346,7 +346,14 @@ pub fn reset_error(
     nothing_received: bool,
 ) -> ProxyError {
     let reason = h2_reason(e);
+    let goaway = matches!(
+        e.downcast_ref::<crate::http2::Error>(),
+        Some(crate::http2::Error::GoAway { remote: true, .. })
+    );
     let what = match reason {
+        Some(r) if goaway => {
+            format!("closed the connection with GOAWAY ({r}) without processing the stream")
+        }
         Some(Reason::REFUSED_STREAM) => "refused the stream (REFUSED_STREAM)".to_string(),
         Some(r) => format!("reset the stream ({r:?})"),
         None if nothing_received => "closed the connection without answering".to_string(),

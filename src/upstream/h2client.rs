@@ -9,15 +9,16 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::task::Poll;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 use crate::http::body::{Body, Received};
-use crate::http::h2::{H2Received, Pipe};
+use crate::http::h2::{H2Received, Pipe, Recorded};
 use crate::http2::client::{self, Client, Config};
 use crate::http2::{Error, Reason};
 
@@ -80,24 +81,95 @@ impl H2Client {
     /// Sends `req` (call [`ready`](Self::ready) first) and waits for the
     /// response head. The body is sent from here if it is already
     /// complete; otherwise a task pipes it, and stops when the response
-    /// body is dropped.
-    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Received>, Error> {
+    /// body is dropped. A request the upstream certainly did not process
+    /// comes back in the error, to be sent again, when all of it can be:
+    /// its head, and its body if that was complete when sent.
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Received>, SendError> {
         let (parts, body) = req.into_parts();
         let eos = body.is_end_stream();
-        let (response, send) = self.client.send_request(parts, eos)?;
+        let (mut response, send) = match self.client.send_request(parts, eos) {
+            Ok(r) => r,
+            Err((error, parts)) => {
+                return Err(SendError {
+                    error,
+                    unprocessed: Some(Request::from_parts(parts, body)),
+                })
+            }
+        };
         let mut cancel = None;
+        // What was taken from the body, refcounted, to send the request
+        // again if the upstream refuses the stream unprocessed. A body
+        // still streaming in is recorded by its pipe's task until the
+        // response head arrives (the receiver is dropped) or the record
+        // outgrows RECORD_LIMIT; the task hands the record back, with the
+        // rest of the body, when the pipe ends before.
+        let mut record = Recorded::empty();
+        let mut streaming = None;
         if let Some(send) = send {
+            record = Recorded::default();
             let mut pipe = Pipe::new(body, send, Reason::CANCEL, "upstream");
             // Most request bodies are complete already: no task for those.
-            if poll_fn(|cx| Poll::Ready(pipe.poll_pipe(cx)))
+            if poll_fn(|cx| Poll::Ready(pipe.poll_pipe_recording(cx, &mut record)))
                 .await
                 .is_pending()
             {
                 cancel = Some(pipe.cancel_on_drop());
-                tokio::spawn(poll_fn(move |cx| pipe.poll_pipe(cx)));
+                let (tx, rx) = oneshot::channel();
+                streaming = Some(rx);
+                let mut record = Some(std::mem::take(&mut record));
+                let mut tx = Some(tx);
+                tokio::spawn(poll_fn(move |cx| {
+                    if tx.as_ref().is_some_and(|tx| tx.is_closed()) {
+                        // Answered: nothing will be sent again.
+                        tx = None;
+                        record = None;
+                    }
+                    match &mut record {
+                        Some(r) if !r.is_given_up() => ready!(pipe.poll_pipe_recording(cx, r)),
+                        _ => ready!(pipe.poll_pipe(cx)),
+                    }
+                    if let (Some(tx), Some(r)) = (tx.take(), record.take()) {
+                        if !r.is_given_up() {
+                            let _ = tx.send((r, pipe.take_body()));
+                        }
+                    }
+                    Poll::Ready(())
+                }));
             }
         }
-        let response = response.await?;
-        Ok(response.map(|recv| Received::H2(H2Received::new(recv, cancel))))
+        match (&mut response).await {
+            Ok(r) => Ok(r.map(|recv| Received::H2(H2Received::new(recv, cancel)))),
+            Err(error) => {
+                let Some(head) = response.take_unprocessed() else {
+                    return Err(SendError {
+                        error,
+                        unprocessed: None,
+                    });
+                };
+                // The stream is over, so its pipe ends (and hands back its
+                // record) at once.
+                let body = match streaming {
+                    None => record.into_body(None),
+                    Some(rx) => match rx.await {
+                        Ok((record, rest)) => record.into_body(Some(rest)),
+                        Err(_) => None,
+                    },
+                };
+                drop(cancel);
+                Err(SendError {
+                    error,
+                    unprocessed: body.map(|body| Request::from_parts(*head, body)),
+                })
+            }
+        }
     }
+}
+
+/// A request that failed on an upstream HTTP/2 connection.
+pub struct SendError {
+    pub error: Error,
+    /// The request, when the upstream certainly did not process it (it
+    /// refused the stream, or the stream was above its GOAWAY's last
+    /// stream id, or never left torii) and it can be sent whole again.
+    pub unprocessed: Option<Request<Body>>,
 }

@@ -21,16 +21,39 @@ use http::{Request, Response};
 use crate::config::{Cluster, LbPolicy};
 use crate::error::{ErrorCode, ProxyError};
 use crate::http::body::{Body, Received};
-use crate::telemetry::metrics::EndpointLabels;
+use crate::telemetry::metrics::{EndpointLabels, UpstreamErrorLabels};
 use crate::telemetry::Metrics;
 use connect::Connector;
 pub use connect::Wire;
 use dns::Dns;
+use h2client::SendError;
 use pool::{CountGuard, Endpoint, Lease};
 
 /// At most this many endpoints are tried for one request when connecting
 /// fails (the request has not been sent, so trying another is safe).
 const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// How often a request refused unprocessed by upstreams (REFUSED_STREAM,
+/// GOAWAY) is sent again.
+const MAX_REFUSED_RETRIES: u32 = 2;
+
+/// The upstream said it did not process the stream (RFC 9113 §8.7).
+fn refused_unprocessed(e: &crate::http2::Error) -> bool {
+    matches!(
+        e,
+        crate::http2::Error::Reset(crate::http2::Reason::REFUSED_STREAM)
+            | crate::http2::Error::GoAway { remote: true, .. }
+    )
+}
+
+/// The `reason` label of a retry: how the upstream refused.
+fn refusal(e: &crate::http2::Error) -> &'static str {
+    match e {
+        crate::http2::Error::Reset(_) => "refused_stream",
+        crate::http2::Error::GoAway { remote: true, .. } => "goaway",
+        // The connection ended before the request was written.
+        _ => "not_sent",
+    }
+}
 
 pub struct ClusterRuntime {
     pub config: Arc<Cluster>,
@@ -270,6 +293,10 @@ impl ClusterRuntime {
         // Stale pooled connections give the request back unsent: those retries
         // do not count as attempts, but are bounded too.
         let mut stale_retries = 4;
+        // Streams the upstream refused unprocessed are sent again, this many
+        // times; the endpoints that refused, for the final error.
+        let mut refused_retries = MAX_REFUSED_RETRIES;
+        let mut refused: Vec<SocketAddr> = Vec::new();
         while tried.len() < attempts {
             let Some(ep) = self.pick(&tried) else { break };
             let active = CountGuard::new(&ep.active);
@@ -289,6 +316,8 @@ impl ClusterRuntime {
                     first,
                     guard,
                 } => {
+                    let mut on_stream = false;
+                    let still_streaming;
                     let sent = match send.ready().await {
                         // Closed or going away before anything was sent:
                         // another connection (or endpoint) may take it.
@@ -296,27 +325,78 @@ impl ClusterRuntime {
                             stale_retries -= 1;
                             continue;
                         }
-                        Err(e) => Err(e),
-                        Ok(()) => send.send(req).await,
-                    };
-                    return match sent {
-                        Ok(resp) => Ok((
-                            resp,
-                            ExchangeGuard {
-                                _active: active,
-                                ep: ep.clone(),
-                                cluster: self.clone(),
-                                _stream: Some(guard),
-                                h1: None,
-                            },
-                        )),
-                        Err(e) => {
-                            let err =
-                                connect::explain_h2_failure(&e, &first, ep.addr, &self.config.name);
-                            self.report(&ep, false, err.code.as_str());
-                            Err(err)
+                        Err(error) => Err(SendError {
+                            error,
+                            unprocessed: None,
+                        }),
+                        Ok(()) => {
+                            on_stream = true;
+                            send.send(req).await
                         }
                     };
+                    let error = match sent {
+                        Ok(resp) => {
+                            return Ok((
+                                resp,
+                                ExchangeGuard {
+                                    _active: active,
+                                    ep: ep.clone(),
+                                    cluster: self.clone(),
+                                    _stream: Some(guard),
+                                    h1: None,
+                                },
+                            ))
+                        }
+                        // Refused unprocessed (RFC 9113 §8.7): safe to send
+                        // again, whatever the method — to another endpoint
+                        // when there is one.
+                        Err(SendError {
+                            error,
+                            unprocessed: Some(back),
+                        }) if refused_retries > 0 => {
+                            refused_retries -= 1;
+                            let why = refusal(&error);
+                            tracing::debug!(cluster = %self.config.name, endpoint = %ep.addr, %error, "the upstream did not process the request ({why}); sending it again");
+                            self.metrics
+                                .upstream_retries
+                                .get_or_create(&UpstreamErrorLabels {
+                                    cluster: self.config.name.clone(),
+                                    reason: why.to_string(),
+                                })
+                                .inc();
+                            refused.push(ep.addr);
+                            if tried.len() + 1 < attempts {
+                                tried.push(ep.addr);
+                            }
+                            req = back;
+                            continue;
+                        }
+                        Err(e) => {
+                            // Refused, but not kept to be sent again (a body
+                            // too long to keep).
+                            still_streaming = on_stream
+                                && e.unprocessed.is_none()
+                                && refused_unprocessed(&e.error);
+                            e.error
+                        }
+                    };
+                    let mut err =
+                        connect::explain_h2_failure(&error, &first, ep.addr, &self.config.name);
+                    if still_streaming {
+                        err.message.push_str(&format!(
+                            "; torii could not send it again: it keeps at most {} KiB of a request body for that, and more of this one had gone out (or it broke off)",
+                            crate::http::h2::RECORD_LIMIT / 1024
+                        ));
+                    }
+                    if !refused.is_empty() {
+                        err.message.push_str(&format!(
+                            "; it was the request's attempt {} (earlier ones refused unprocessed by {})",
+                            refused.len() + 1,
+                            refused.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                    self.report(&ep, false, err.code.as_str());
+                    return Err(err);
                 }
                 Lease::H1(mut send) => match send.try_send_request(req).await {
                     Ok(resp) => {
