@@ -92,7 +92,7 @@ impl H2Client {
             Err((error, parts)) => {
                 return Err(SendError {
                     error,
-                    unprocessed: Some(Request::from_parts(parts, body)),
+                    unprocessed: Some(Box::new(Request::from_parts(parts, body))),
                 })
             }
         };
@@ -158,7 +158,7 @@ impl H2Client {
                 drop(cancel);
                 Err(SendError {
                     error,
-                    unprocessed: body.map(|body| Request::from_parts(*head, body)),
+                    unprocessed: body.map(|body| Box::new(Request::from_parts(*head, body))),
                 })
             }
         }
@@ -171,5 +171,5 @@ pub struct SendError {
     /// The request, when the upstream certainly did not process it (it
     /// refused the stream, or the stream was above its GOAWAY's last
     /// stream id, or never left torii) and it can be sent whole again.
-    pub unprocessed: Option<Request<Body>>,
+    pub unprocessed: Option<Box<Request<Body>>>,
 }

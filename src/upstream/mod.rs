@@ -368,7 +368,7 @@ impl ClusterRuntime {
                             if tried.len() + 1 < attempts {
                                 tried.push(ep.addr);
                             }
-                            req = back;
+                            req = *back;
                             continue;
                         }
                         Err(e) => {
