@@ -8,6 +8,7 @@ pub mod h2client;
 pub mod health;
 pub mod original;
 pub mod pool;
+mod send;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -16,45 +17,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
 
 use crate::config::{Cluster, LbPolicy};
 use crate::error::{ErrorCode, ProxyError};
-use crate::http::body::{Body, Received};
-use crate::telemetry::metrics::{EndpointLabels, UpstreamErrorLabels};
+use crate::http::body::Body;
+use crate::telemetry::metrics::EndpointLabels;
 use crate::telemetry::Metrics;
 use connect::Connector;
 pub use connect::Wire;
 use dns::Dns;
-use h2client::SendError;
-use pool::{CountGuard, Endpoint, Lease};
+use pool::{CountGuard, Endpoint};
 
 /// At most this many endpoints are tried for one request when connecting
 /// fails (the request has not been sent, so trying another is safe).
 const MAX_CONNECT_ATTEMPTS: usize = 3;
-/// How often a request refused unprocessed by upstreams (REFUSED_STREAM,
-/// GOAWAY) is sent again.
-const MAX_REFUSED_RETRIES: u32 = 2;
-
-/// The upstream said it did not process the stream (RFC 9113 §8.7).
-fn refused_unprocessed(e: &crate::http2::Error) -> bool {
-    matches!(
-        e,
-        crate::http2::Error::Reset(crate::http2::Reason::REFUSED_STREAM)
-            | crate::http2::Error::GoAway { remote: true, .. }
-    )
-}
-
-/// The `reason` label of a retry: how the upstream refused.
-fn refusal(e: &crate::http2::Error) -> &'static str {
-    match e {
-        crate::http2::Error::Reset(_) => "refused_stream",
-        crate::http2::Error::GoAway { remote: true, .. } => "goaway",
-        // The connection ended before the request was written.
-        _ => "not_sent",
-    }
-}
-
 pub struct ClusterRuntime {
     pub config: Arc<Cluster>,
     /// The cluster's name, shared (a metric label of every request).
@@ -240,8 +216,6 @@ impl ClusterRuntime {
         }
     }
 
-    /// Sends `req` to an endpoint, trying others when connecting fails.
-    /// Returns the response head with a guard that must live as long as the
     /// Records how a request to `ep` went, for passive health (ejection).
     pub fn report(&self, ep: &Endpoint, ok: bool, why: &str) {
         if ok {
@@ -279,157 +253,6 @@ impl ClusterRuntime {
             .endpoint_healthy
             .get_or_create(&self.endpoint_labels(ep))
             .set(i64::from(healthy));
-    }
-
-    /// response body.
-    pub async fn send(
-        self: &Arc<Self>,
-        mut req: Request<Body>,
-        wire: Wire,
-    ) -> Result<(Response<Received>, ExchangeGuard), ProxyError> {
-        let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut last_err = None;
-        let attempts = MAX_CONNECT_ATTEMPTS.min(self.endpoints.load().len().max(1));
-        // Stale pooled connections give the request back unsent: those retries
-        // do not count as attempts, but are bounded too.
-        let mut stale_retries = 4;
-        // Streams the upstream refused unprocessed are sent again, this many
-        // times; the endpoints that refused, for the final error.
-        let mut refused_retries = MAX_REFUSED_RETRIES;
-        let mut refused: Vec<SocketAddr> = Vec::new();
-        while tried.len() < attempts {
-            let Some(ep) = self.pick(&tried) else { break };
-            let active = CountGuard::new(&ep.active);
-            let lease = match ep.lease(&self.connector, wire).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(cluster = %self.config.name, endpoint = %ep.addr, error = %e, "connect failed; trying another endpoint");
-                    self.report(&ep, false, e.code.as_str());
-                    tried.push(ep.addr);
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            match lease {
-                Lease::H2 {
-                    mut send,
-                    first,
-                    guard,
-                } => {
-                    let mut on_stream = false;
-                    let still_streaming;
-                    let sent = match send.ready().await {
-                        // Closed or going away before anything was sent:
-                        // another connection (or endpoint) may take it.
-                        Err(_) if stale_retries > 0 => {
-                            stale_retries -= 1;
-                            continue;
-                        }
-                        Err(error) => Err(SendError {
-                            error,
-                            unprocessed: None,
-                        }),
-                        Ok(()) => {
-                            on_stream = true;
-                            send.send(req).await
-                        }
-                    };
-                    let error = match sent {
-                        Ok(resp) => {
-                            return Ok((
-                                resp,
-                                ExchangeGuard {
-                                    _active: active,
-                                    ep: ep.clone(),
-                                    cluster: self.clone(),
-                                    _stream: Some(guard),
-                                    h1: None,
-                                },
-                            ))
-                        }
-                        // Refused unprocessed (RFC 9113 §8.7): safe to send
-                        // again, whatever the method — to another endpoint
-                        // when there is one.
-                        Err(SendError {
-                            error,
-                            unprocessed: Some(back),
-                        }) if refused_retries > 0 => {
-                            refused_retries -= 1;
-                            let why = refusal(&error);
-                            tracing::debug!(cluster = %self.config.name, endpoint = %ep.addr, %error, "the upstream did not process the request ({why}); sending it again");
-                            self.metrics
-                                .upstream_retries
-                                .get_or_create(&UpstreamErrorLabels {
-                                    cluster: self.config.name.clone(),
-                                    reason: why.to_string(),
-                                })
-                                .inc();
-                            refused.push(ep.addr);
-                            if tried.len() + 1 < attempts {
-                                tried.push(ep.addr);
-                            }
-                            req = *back;
-                            continue;
-                        }
-                        Err(e) => {
-                            // Refused, but not kept to be sent again (a body
-                            // too long to keep).
-                            still_streaming = on_stream
-                                && e.unprocessed.is_none()
-                                && refused_unprocessed(&e.error);
-                            e.error
-                        }
-                    };
-                    let mut err =
-                        connect::explain_h2_failure(&error, &first, ep.addr, &self.config.name);
-                    if still_streaming {
-                        err.message.push_str(&format!(
-                            "; torii could not send it again: it keeps at most {} KiB of a request body for that, and more of this one had gone out (or it broke off)",
-                            crate::http::h2::RECORD_LIMIT / 1024
-                        ));
-                    }
-                    if !refused.is_empty() {
-                        err.message.push_str(&format!(
-                            "; it was the request's attempt {} (earlier ones refused unprocessed by {})",
-                            refused.len() + 1,
-                            refused.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                        ));
-                    }
-                    self.report(&ep, false, err.code.as_str());
-                    return Err(err);
-                }
-                Lease::H1(mut send) => match send.try_send_request(req).await {
-                    Ok(resp) => {
-                        return Ok((
-                            resp.map(Received::H1),
-                            ExchangeGuard {
-                                _active: active,
-                                ep: ep.clone(),
-                                cluster: self.clone(),
-                                _stream: None,
-                                h1: Some(send),
-                            },
-                        ))
-                    }
-                    Err(mut e) => match e.take_message() {
-                        Some(back) if stale_retries > 0 => {
-                            stale_retries -= 1;
-                            req = back;
-                            continue;
-                        }
-                        _ => {
-                            return Err(connect::reset_error(
-                                e.error(),
-                                ep.addr,
-                                &self.config.name,
-                                false,
-                            ))
-                        }
-                    },
-                },
-            }
-        }
-        Err(last_err.unwrap_or_else(|| self.no_endpoint_error()))
     }
 }
 

@@ -1,0 +1,217 @@
+//! Sending a request to a cluster: pick an endpoint, lease a connection,
+//! send; try again where that is safe — another endpoint when connecting
+//! fails, another connection when a pooled one turns out closed, and the
+//! same request again when the upstream did not process it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+
+use super::connect::{self, Wire};
+use super::h2client::{H2Client, SendError};
+use super::pool::{CountGuard, Endpoint, Lease};
+use super::{ClusterRuntime, ExchangeGuard, MAX_CONNECT_ATTEMPTS};
+use crate::error::ProxyError;
+use crate::http::body::{Body, Received};
+use crate::http::h2::RECORD_LIMIT;
+use crate::http2::{Error as H2Error, Reason};
+use crate::telemetry::metrics::UpstreamErrorLabels;
+
+/// How often a request refused unprocessed by upstreams (REFUSED_STREAM,
+/// GOAWAY) is sent again: as often as connecting is tried, so a cluster
+/// where one endpoint restarts still answers.
+const MAX_REFUSED_RETRIES: u32 = 2;
+
+/// Pooled connections found closed give the request back unsent; those
+/// retries do not count as attempts, but are bounded too.
+const MAX_STALE_RETRIES: u32 = 4;
+
+type Exchange = Result<(Response<Received>, ExchangeGuard), ProxyError>;
+
+/// How one attempt on a leased connection ended.
+enum Attempt {
+    Done(Exchange),
+    /// The connection was closed before anything was sent.
+    Stale(Request<Body>),
+    /// The upstream did not process the request (the retry's `reason`).
+    Refused(Request<Body>, &'static str),
+}
+
+/// What an attempt may do when it fails.
+#[derive(Clone, Copy)]
+struct Budget {
+    stale: bool,
+    refused: bool,
+}
+
+impl ClusterRuntime {
+    /// Sends `req` to an endpoint, trying others when connecting fails.
+    /// Returns the response head with a guard that must live as long as the
+    /// response body.
+    pub async fn send(self: &Arc<Self>, mut req: Request<Body>, wire: Wire) -> Exchange {
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last_err = None;
+        let attempts = MAX_CONNECT_ATTEMPTS.min(self.endpoints.load().len().max(1));
+        let mut stale_left = MAX_STALE_RETRIES;
+        let mut refused_left = MAX_REFUSED_RETRIES;
+        // The endpoints that refused the request, for the final error.
+        let mut refused: Vec<SocketAddr> = Vec::new();
+        while tried.len() < attempts {
+            let Some(ep) = self.pick(&tried) else { break };
+            let active = CountGuard::new(&ep.active);
+            let lease = match ep.lease(&self.connector, wire).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(cluster = %self.config.name, endpoint = %ep.addr, error = %e, "connect failed; trying another endpoint");
+                    self.report(&ep, false, e.code.as_str());
+                    tried.push(ep.addr);
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            let budget = Budget {
+                stale: stale_left > 0,
+                refused: refused_left > 0,
+            };
+            let attempt = match lease {
+                Lease::H2 { send, first, guard } => {
+                    let guard = self.guard(&ep, active, Some(guard), None);
+                    self.attempt_h2(send, req, guard, budget, &refused, &first)
+                        .await
+                }
+                Lease::H1(mut send) => match send.try_send_request(req).await {
+                    Ok(resp) => {
+                        let guard = self.guard(&ep, active, None, Some(send));
+                        Attempt::Done(Ok((resp.map(Received::H1), guard)))
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(back) if budget.stale => Attempt::Stale(back),
+                        _ => Attempt::Done(Err(connect::reset_error(
+                            e.error(),
+                            ep.addr,
+                            &self.config.name,
+                            false,
+                        ))),
+                    },
+                },
+            };
+            match attempt {
+                Attempt::Done(exchange) => return exchange,
+                Attempt::Stale(back) => {
+                    stale_left -= 1;
+                    req = back;
+                }
+                Attempt::Refused(back, why) => {
+                    refused_left -= 1;
+                    self.count_retry(why);
+                    refused.push(ep.addr);
+                    // Another endpoint next, when there is one to try.
+                    if tried.len() + 1 < attempts {
+                        tried.push(ep.addr);
+                    }
+                    req = back;
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| self.no_endpoint_error()))
+    }
+
+    fn guard(
+        self: &Arc<Self>,
+        ep: &Arc<Endpoint>,
+        active: CountGuard,
+        stream: Option<CountGuard>,
+        h1: Option<hyper::client::conn::http1::SendRequest<Body>>,
+    ) -> ExchangeGuard {
+        ExchangeGuard {
+            _active: active,
+            ep: ep.clone(),
+            cluster: self.clone(),
+            _stream: stream,
+            h1,
+        }
+    }
+
+    /// One attempt on an HTTP/2 connection.
+    async fn attempt_h2(
+        &self,
+        mut send: H2Client,
+        req: Request<Body>,
+        guard: ExchangeGuard,
+        budget: Budget,
+        refused_before: &[SocketAddr],
+        first: &connect::FirstBytes,
+    ) -> Attempt {
+        let sent = match send.ready().await {
+            // Closed or going away before anything was sent: another
+            // connection (or endpoint) may take it.
+            Err(_) if budget.stale => return Attempt::Stale(req),
+            Err(error) => Err(SendError {
+                error,
+                unprocessed: None,
+            }),
+            Ok(()) => send.send(req).await,
+        };
+        let e = match sent {
+            Ok(resp) => return Attempt::Done(Ok((resp, guard))),
+            // Not processed (RFC 9113 §8.7): safe to send again, whatever
+            // the method.
+            Err(SendError {
+                error,
+                unprocessed: Some(back),
+            }) if budget.refused => {
+                let why = refusal(&error);
+                tracing::debug!(cluster = %self.config.name, endpoint = %guard.ep.addr, %error, "the upstream did not process the request ({why}); sending it again");
+                return Attempt::Refused(*back, why);
+            }
+            Err(e) => e,
+        };
+        let ep = &guard.ep;
+        let mut err = connect::explain_h2_failure(&e.error, first, ep.addr, &self.config.name);
+        if e.unprocessed.is_none() && refused_unprocessed(&e.error) {
+            err.message.push_str(&format!(
+                "; torii could not send it again: it keeps at most {} KiB of a request body for that, and more of this one had gone out (or it broke off)",
+                RECORD_LIMIT / 1024
+            ));
+        }
+        if !refused_before.is_empty() {
+            let who: Vec<String> = refused_before.iter().map(ToString::to_string).collect();
+            err.message.push_str(&format!(
+                "; it was the request's attempt {} (earlier ones refused unprocessed by {})",
+                refused_before.len() + 1,
+                who.join(", ")
+            ));
+        }
+        self.report(ep, false, err.code.as_str());
+        Attempt::Done(Err(err))
+    }
+
+    fn count_retry(&self, why: &'static str) {
+        self.metrics
+            .upstream_retries
+            .get_or_create(&UpstreamErrorLabels {
+                cluster: self.config.name.clone(),
+                reason: why.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The upstream said it did not process the stream (RFC 9113 §8.7).
+fn refused_unprocessed(e: &H2Error) -> bool {
+    matches!(
+        e,
+        H2Error::Reset(Reason::REFUSED_STREAM) | H2Error::GoAway { remote: true, .. }
+    )
+}
+
+/// The `reason` label of a retry: how the upstream refused.
+fn refusal(e: &H2Error) -> &'static str {
+    match e {
+        H2Error::Reset(_) => "refused_stream",
+        H2Error::GoAway { remote: true, .. } => "goaway",
+        // The connection ended before the request was written.
+        _ => "not_sent",
+    }
+}
