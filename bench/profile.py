@@ -155,14 +155,31 @@ def main():
                     fields = f.read().rsplit(")", 1)[1].split()
                 return int(fields[11]), int(fields[12])
 
+            def switches():
+                # Context switches of all torii's threads (each sleep in
+                # epoll_wait is a voluntary one).
+                vol = invol = 0
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/status") as f:
+                        for line in f:
+                            if line.startswith("voluntary_ctxt_switches"):
+                                vol += int(line.split()[1])
+                            elif line.startswith("nonvoluntary_ctxt_switches"):
+                                invol += int(line.split()[1])
+                return vol, invol
+
             hz = os.sysconf("SC_CLK_TCK")
             u0, s0 = ticks()
+            v0, i0 = switches()
             n = load(count=a.count)
             u1, s1 = ticks()
+            v1, i1 = switches()
             per = lambda t: t * 1e6 / hz / max(n, 1)
             text = (f"{a.load} {a.size} B: {n} completed; torii CPU per "
                     f"{unit}: user {per(u1 - u0):.2f} µs, "
-                    f"system {per(s1 - s0):.2f} µs, total {per(u1 - u0 + s1 - s0):.2f} µs")
+                    f"system {per(s1 - s0):.2f} µs, total {per(u1 - u0 + s1 - s0):.2f} µs; "
+                    f"context switches per {unit}: {(v1 - v0) / max(n, 1):.3f} voluntary, "
+                    f"{(i1 - i0) / max(n, 1):.3f} involuntary")
             out.write_text(text + "\n")
             print(text)
         elif a.tool == "strace":
