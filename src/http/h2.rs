@@ -268,3 +268,68 @@ impl HttpBody for Replay {
             && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// The body's data, joined, and its trailers.
+    async fn whole(body: Body) -> (Bytes, Option<HeaderMap>) {
+        let collected = body.collect().await.expect("a whole body");
+        let trailers = collected.trailers().cloned();
+        (collected.to_bytes(), trailers)
+    }
+
+    #[tokio::test]
+    async fn a_recorded_body_is_sent_again_then_the_rest() {
+        let mut r = Recorded::default();
+        r.push(&Bytes::from_static(b"ab"), false);
+        r.push(&Bytes::from_static(b"cd"), false);
+        // Not ended: without the rest there is nothing whole to send.
+        let rest = super::super::body::full(Bytes::from_static(b"ef"));
+        let (data, trailers) = whole(r.into_body(Some(rest)).expect("replayable")).await;
+        assert_eq!(data, Bytes::from_static(b"abcdef"));
+        assert!(trailers.is_none());
+
+        let mut r = Recorded::default();
+        r.push(&Bytes::from_static(b"ab"), false);
+        assert!(r.into_body(None).is_none(), "the rest is needed");
+
+        let mut r = Recorded::default();
+        r.push(&Bytes::from_static(b"ab"), true);
+        let rest = super::super::body::full(Bytes::from_static(b"never"));
+        let (data, _) = whole(r.into_body(Some(rest)).unwrap()).await;
+        assert_eq!(
+            data,
+            Bytes::from_static(b"ab"),
+            "an ended body ignores the rest"
+        );
+
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", "0".parse().unwrap());
+        let mut r = Recorded::default();
+        r.push(&Bytes::from_static(b"x"), false);
+        r.trailers = Some(Box::new(t));
+        r.ended = true;
+        let (data, trailers) = whole(r.into_body(None).unwrap()).await;
+        assert_eq!(data, Bytes::from_static(b"x"));
+        assert_eq!(trailers.unwrap()["grpc-status"], "0");
+
+        let (data, _) = whole(Recorded::empty().into_body(None).unwrap()).await;
+        assert!(data.is_empty());
+    }
+
+    #[test]
+    fn a_record_past_its_limit_is_given_up() {
+        let mut r = Recorded::default();
+        let chunk = Bytes::from(vec![0u8; 16 * 1024]);
+        for _ in 0..4 {
+            r.push(&chunk, false);
+        }
+        assert!(!r.is_given_up(), "64 KiB is kept");
+        r.push(&Bytes::from_static(b"!"), true);
+        assert!(r.is_given_up());
+        assert!(r.into_body(None).is_none());
+    }
+}

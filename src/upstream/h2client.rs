@@ -83,7 +83,8 @@ impl H2Client {
     /// complete; otherwise a task pipes it, and stops when the response
     /// body is dropped. A request the upstream certainly did not process
     /// comes back in the error, to be sent again, when all of it can be:
-    /// its head, and its body if that was complete when sent.
+    /// its head, and its body unless more than `RECORD_LIMIT` of it had
+    /// gone out (what went out, then the rest of the original).
     pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Received>, SendError> {
         let (parts, body) = req.into_parts();
         let eos = body.is_end_stream();
