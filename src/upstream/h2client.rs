@@ -117,19 +117,21 @@ impl H2Client {
                 cancel = Some(pipe.cancel_on_drop());
                 let (tx, rx) = oneshot::channel();
                 streaming = Some(rx);
-                let mut record = Some(std::mem::take(&mut record));
-                let mut tx = Some(tx);
+                let mut keep = Some((tx, std::mem::take(&mut record)));
                 tokio::spawn(poll_fn(move |cx| {
-                    if tx.as_ref().is_some_and(|tx| tx.is_closed()) {
-                        // Answered: nothing will be sent again.
-                        tx = None;
-                        record = None;
+                    // Answered (the receiver is gone), or too much to keep:
+                    // nothing will be sent again.
+                    if keep
+                        .as_ref()
+                        .is_some_and(|(tx, r)| tx.is_closed() || r.is_given_up())
+                    {
+                        keep = None;
                     }
-                    match &mut record {
-                        Some(r) if !r.is_given_up() => ready!(pipe.poll_pipe_recording(cx, r)),
-                        _ => ready!(pipe.poll_pipe(cx)),
+                    match &mut keep {
+                        Some((_, r)) => ready!(pipe.poll_pipe_recording(cx, r)),
+                        None => ready!(pipe.poll_pipe(cx)),
                     }
-                    if let (Some(tx), Some(r)) = (tx.take(), record.take()) {
+                    if let Some((tx, r)) = keep.take() {
                         if !r.is_given_up() {
                             let _ = tx.send((r, pipe.take_body()));
                         }
