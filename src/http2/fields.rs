@@ -83,7 +83,12 @@ impl Regular {
 }
 
 /// Builds a request head from the fields of a HEADERS block.
-#[derive(Default)]
+/// Room made for a request's regular fields up front: a gRPC client's usual
+/// five to eight and the three a proxy adds (`x-request-id`,
+/// `x-forwarded-for`, `x-forwarded-proto`). A `HeaderMap` starts with room
+/// for 6 and grows (reallocates and rehashes) at the 7th.
+const REQUEST_FIELDS: usize = 12;
+
 pub struct RequestHead {
     method: Option<Bytes>,
     scheme: Option<Bytes>,
@@ -92,6 +97,23 @@ pub struct RequestHead {
     protocol: bool,
     regular: Regular,
     saw_regular: bool,
+}
+
+impl Default for RequestHead {
+    fn default() -> Self {
+        RequestHead {
+            method: None,
+            scheme: None,
+            authority: None,
+            path: None,
+            protocol: false,
+            regular: Regular {
+                headers: HeaderMap::with_capacity(REQUEST_FIELDS),
+                ..Regular::default()
+            },
+            saw_regular: false,
+        }
+    }
 }
 
 impl RequestHead {
