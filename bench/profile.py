@@ -18,6 +18,10 @@
                     PROFILE_SMAPS=1 also saves /proc/PID/smaps idle and held.
   --tool strace     counts torii's system calls per request (strace -c) over
                     COUNT requests: the kernel time callgrind does not see.
+  --of backend      (callgrind, unary) counts the backend's instructions
+                    instead, per request through torii and then direct: what
+                    torii's way of forwarding (headers, HPACK choices, frame
+                    batching) costs the service behind it.
 
 Same setup as bench.py: one worker, TLS 1.3 ECDSA P-256 in, h2c to the
 torii-bench backend. Everything started here is stopped on exit.
@@ -45,6 +49,8 @@ def main():
     ap.add_argument("--size", type=int, default=100, choices=bench.SIZES)
     ap.add_argument("--count", type=int, default=5000, help="callgrind: requests measured")
     ap.add_argument("--seconds", type=float, default=10.0, help="perf: seconds of load")
+    ap.add_argument("--of", choices=["torii", "backend"], default="torii",
+                    help="callgrind: the process measured")
     ap.add_argument("--work", type=Path, default=bench.ROOT / "bench" / "work")
     ap.add_argument("--pgid-file", type=Path)
     a = ap.parse_args()
@@ -58,8 +64,16 @@ def main():
     a.nofile, a.maxconn = 4096, 1000
     b = bench.Bench(a)
     b.certs = bench.last_json(bench.run_tool([b.tool, "setup", "--dir", a.work / "certs"], 60, "setup"), "setup")
-    b.backend = bench.start([b.tool, "backend"], name="backend", workdir=a.work, stdout=subprocess.PIPE)
-    m = re.search(r"address=127\.0\.0\.1:(\d+)", bench._readline(b.backend.stdout, timeout=15) or "")
+    if a.of == "backend" and (a.tool != "callgrind" or a.load != "unary"):
+        sys.exit("profile: --of backend counts instructions per unary request: --tool callgrind --load unary")
+    backend_argv = [b.tool, "backend"]
+    backend_out = a.work / "callgrind-backend.out"
+    if a.of == "backend":
+        # Two workers, as in the bench (valgrind runs them one at a time).
+        backend_argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={backend_out}",
+                        *backend_argv, "--workers", "2"]
+    b.backend = bench.start(backend_argv, name="backend", workdir=a.work, stdout=subprocess.PIPE)
+    m = re.search(r"address=127\.0\.0\.1:(\d+)", bench._readline(b.backend.stdout, timeout=60) or "")
     if not m:
         sys.exit("profile: the backend did not start")
     b.backend_port = int(m.group(1))
@@ -70,7 +84,7 @@ def main():
     argv, _ = t.command(conf)
     out = a.work / {"callgrind": "callgrind.out", "perf": "perf.data", "massif": "massif.out",
                    "strace": "strace.txt", "cpu": "cpu.txt", "rss": "rss.txt"}[a.tool]
-    if a.tool == "callgrind":
+    if a.tool == "callgrind" and a.of == "torii":
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
     elif a.tool == "massif":
         argv = ["valgrind", "--tool=massif", f"--massif-out-file={out}", *argv]
@@ -82,7 +96,7 @@ def main():
 
     unit = "request" if a.load == "unary" else "message"
 
-    def load(count=None, seconds=None):
+    def load(count=None, seconds=None, target=t):
         if a.load == "idle":
             cmd = [b.tool, "idle", "--address", t.address, "--tls", "--connections", str(a.connections),
                    "--parallel", "8", "--hold", "5"]
@@ -91,7 +105,7 @@ def main():
             body = b.certs["bodies"][str(a.size)]
             limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
             cmd = ["h2load", "-t1", "-c4", "-m16", *limit, "-d", body,
-                   "-H", "content-type: application/grpc", "-H", "te: trailers", t.url()]
+                   "-H", "content-type: application/grpc", "-H", "te: trailers", target.url()]
             o = bench.run_tool(cmd, 600, "h2load")
             r = re.search(r"(\d+) succeeded", o)
             return int(r.group(1)) if r else 0
@@ -110,6 +124,30 @@ def main():
             print(f"{a.load}: {n} {'connections held' if a.load == 'idle' else 'completed'}")
             print("\n".join(ms.splitlines()[:40]))
             print(f"\nfull report (the peak snapshot's allocation tree): {report}")
+        elif a.tool == "callgrind" and a.of == "backend":
+            direct = bench.Direct("direct", b)
+            direct.port = b.backend_port
+            lines = []
+            for name, target in (("through torii", t), ("direct", direct)):
+                load(count=500, target=target)
+                bench.run_tool(["callgrind_control", "--zero", str(b.backend.pid)], 60, "callgrind_control --zero")
+                n = load(count=a.count, target=target)
+                before = set(a.work.glob("callgrind-backend.out.*"))
+                bench.run_tool(["callgrind_control", "--dump=measured", str(b.backend.pid)], 120,
+                               "callgrind_control --dump")
+                deadline = time.monotonic() + 30
+                while not set(a.work.glob("callgrind-backend.out.*")) - before and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                time.sleep(1)
+                dump = sorted(set(a.work.glob("callgrind-backend.out.*")) - before, key=os.path.getmtime)[-1]
+                ann = bench.run_tool(["callgrind_annotate", "--inclusive=no", dump], 120, "callgrind_annotate")
+                total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann)
+                ir = int(total.group(1).replace(",", "")) if total else 0
+                (a.work / f"callgrind-backend-{name.split()[-1]}.txt").write_text(ann)
+                lines.append(f"{a.load} {a.size} B {name}: {n} completed, {ir:,} instructions in the backend, "
+                             f"{ir / max(n, 1):,.0f} per {unit} ({dump.name})")
+                print(lines[-1], flush=True)
+            out.write_text("\n".join(lines) + "\n")
         elif a.tool == "callgrind":
             load(count=500)
             bench.run_tool(["callgrind_control", "--zero", str(pid)], 60, "callgrind_control --zero")

@@ -107,11 +107,10 @@ pub fn new_request_id() -> HeaderValue {
         buf[at] = HEX[((n >> (124 - 4 * i)) & 0xF) as usize];
         at += 1;
     }
-    let mut v = HeaderValue::from_bytes(&buf).expect("hex and dashes are a valid header value");
-    // Unique per request: HPACK would insert it in the upstream connection's
-    // table and evict reusable entries for it. Sent as a literal instead.
-    v.set_sensitive(true);
-    v
+    // Unique per request, yet not sensitive: HPACK sends the value as a
+    // literal (its name by index) and keeps it out of the table, where it
+    // would only evict entries that repeat (see the encoder's policy).
+    HeaderValue::from_bytes(&buf).expect("hex and dashes are a valid header value")
 }
 
 #[cfg(test)]
@@ -187,6 +186,8 @@ mod tests {
         let id = h[&X_REQUEST_ID].clone();
         assert_eq!(id.len(), 36);
         assert_eq!(&id.to_str().unwrap()[14..15], "4");
+        // Not a secret: the next hop may index its name (HPACK) and log it.
+        assert!(!id.is_sensitive());
         ensure_request_id(&mut h);
         assert_eq!(h[&X_REQUEST_ID], id);
     }
