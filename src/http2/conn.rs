@@ -139,6 +139,48 @@ impl Hasher for IdHasher {
 
 type IdMap = HashMap<u32, usize, BuildHasherDefault<IdHasher>>;
 
+/// A stream's body chunks waiting to be sent, in order. Nearly always
+/// one at a time (a unary message, or a streamed one the window lets
+/// through): the first is held inline, and only a second one allocates.
+#[derive(Default)]
+struct Chunks {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Bytes> {
+        self.first.as_mut()
+    }
+
+    fn push_back(&mut self, chunk: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        let front = self.first.take();
+        self.first = self.rest.pop_front();
+        front
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
+}
+
 struct Stream {
     id: u32,
     /// Live handles (body, responder); at 0 the stream is forgotten.
@@ -158,7 +200,7 @@ struct Stream {
     recv_waker: Option<Waker>,
     // Sending.
     send_window: i64,
-    send_pending: VecDeque<Bytes>,
+    send_pending: Chunks,
     /// END_STREAM goes with the last pending byte (or trailers).
     send_eos: bool,
     send_trailers: Option<HeaderMap>,
@@ -201,7 +243,7 @@ impl Stream {
             recv_expect: None,
             recv_waker: None,
             send_window: send_window.into(),
-            send_pending: VecDeque::new(),
+            send_pending: Chunks::default(),
             send_eos: false,
             send_trailers: None,
             send_done: false,

@@ -497,3 +497,27 @@ async fn a_cancelled_unwritten_stream_reorders_stream_ids() {
     drop((b, c));
     assert_eq!(ids, [3, 5], "stream ids on the wire");
 }
+
+#[test]
+fn pending_chunks_keep_their_order() {
+    let mut c = Chunks::default();
+    assert!(c.is_empty());
+    assert_eq!(c.len(), 0);
+    for s in ["a", "b", "c"] {
+        c.push_back(Bytes::from_static(s.as_bytes()));
+    }
+    assert_eq!(c.len(), 3);
+    bytes::Buf::advance(c.front_mut().unwrap(), 0);
+    assert_eq!(c.pop_front().unwrap(), "a");
+    c.push_back(Bytes::from_static(b"d"));
+    assert_eq!(c.pop_front().unwrap(), "b");
+    assert_eq!(c.pop_front().unwrap(), "c");
+    assert_eq!(c.len(), 1);
+    assert_eq!(c.pop_front().unwrap(), "d");
+    assert!(c.is_empty() && c.pop_front().is_none());
+    c.push_back(Bytes::from_static(b"e"));
+    c.push_back(Bytes::from_static(b"f"));
+    c.clear();
+    assert!(c.is_empty());
+    assert_eq!(c.len(), 0);
+}
