@@ -290,12 +290,24 @@ impl Stream {
     }
 }
 
+/// Gives an empty write buffer (an idle connection holds none) the room the
+/// last write took, at least 2 KiB: a burst like the last one then fills it
+/// without growing it step by step, each step copying all written so far
+/// (callgrind, unary 1 KiB: 2,300 instructions per request of such copies).
+fn ready(wbuf: &mut Vec<u8>, hint: usize) {
+    if wbuf.capacity() == 0 {
+        wbuf.reserve(hint.max(2048));
+    }
+}
+
 /// What the connection and its stream handles share.
 pub(crate) struct Inner {
     streams: Slab<Stream>,
     ids: IdMap,
     /// Frames waiting to be written.
     wbuf: Vec<u8>,
+    /// How much the last write took: the room an empty `wbuf` is given.
+    wbuf_hint: usize,
     /// The peer's connection-level window for what torii sends.
     send_window: i64,
     /// What the peer may still send on the connection.
@@ -370,9 +382,7 @@ impl Inner {
     }
 
     fn wbuf(&mut self) -> &mut Vec<u8> {
-        if self.wbuf.capacity() == 0 {
-            self.wbuf.reserve(2048);
-        }
+        ready(&mut self.wbuf, self.wbuf_hint);
         &mut self.wbuf
     }
 
@@ -479,9 +489,7 @@ impl Inner {
             let n = (room as usize).min(front.len());
             let last = n == front.len() && queued == 1;
             let eos = last && s.send_eos && s.send_trailers.is_none();
-            if self.wbuf.capacity() == 0 {
-                self.wbuf.reserve(2048);
-            }
+            ready(&mut self.wbuf, self.wbuf_hint);
             frame::put_data(&mut self.wbuf, id, &front[..n], eos);
             wrote = true;
             s.send_window -= n as i64;
@@ -504,9 +512,7 @@ impl Inner {
                 wrote = true;
             } else if s.send_eos && !s.send_done {
                 // The body ended after its last DATA went out.
-                if self.wbuf.capacity() == 0 {
-                    self.wbuf.reserve(2048);
-                }
+                ready(&mut self.wbuf, self.wbuf_hint);
                 frame::put_data(&mut self.wbuf, id, &[], true);
                 s.send_done = true;
                 wrote = true;
@@ -544,9 +550,7 @@ impl Inner {
             s.send_head_done = true;
             s.counted = true;
             self.active += 1;
-            if self.wbuf.capacity() == 0 {
-                self.wbuf.reserve(2048);
-            }
+            ready(&mut self.wbuf, self.wbuf_hint);
             let start = frame::reserve_head(&mut self.wbuf);
             fields::encode_request(self.encoder.get(Encoder::new), &head, &mut self.wbuf);
             frame::finish_headers(&mut self.wbuf, start, id, end_stream, max_frame);
@@ -814,9 +818,7 @@ pub(crate) fn send_head(
         s.send_eos = true;
         s.send_done = true;
     }
-    if inner.wbuf.capacity() == 0 {
-        inner.wbuf.reserve(2048);
-    }
+    ready(&mut inner.wbuf, inner.wbuf_hint);
     let start = frame::reserve_head(&mut inner.wbuf);
     encode(inner.encoder.get(Encoder::new), &mut inner.wbuf);
     frame::finish_headers(&mut inner.wbuf, start, id, end_stream, max_frame);
@@ -1047,6 +1049,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             streams: Slab::new(),
             ids: IdMap::default(),
             wbuf,
+            wbuf_hint: 0,
             send_window: frame::DEFAULT_WINDOW.into(),
             recv_window: config.connection_window.into(),
             recv_released: 0,
@@ -1998,6 +2001,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     }
                     break;
                 }
+                // The larger of this write and most of the hint before
+                // (bursts vary); below glibc's 128 KiB mmap threshold.
+                let keep = inner.wbuf_hint - inner.wbuf_hint / 4;
+                inner.wbuf_hint = inner.wbuf.len().max(keep).min(WRITE_HIGH + 16 * 1024);
                 std::mem::swap(&mut inner.wbuf, &mut self.out);
                 if self.read_paused {
                     self.read_paused = false;
