@@ -97,15 +97,17 @@ pub fn new_request_id() -> HeaderValue {
     // Version 4, variant 10xx.
     let n =
         (n & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
-    let mut buf = [0u8; 36];
+    // Two hex digits per byte, a dash after bytes 4, 6, 8 and 10
+    // (8-4-4-4-12 digits).
+    let mut buf = [b'-'; 36];
     let mut at = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            buf[at] = b'-';
+    for (i, b) in n.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
             at += 1;
         }
-        buf[at] = HEX[((n >> (124 - 4 * i)) & 0xF) as usize];
-        at += 1;
+        buf[at] = HEX[usize::from(b >> 4)];
+        buf[at + 1] = HEX[usize::from(b & 0xF)];
+        at += 2;
     }
     // Unique per request, yet not sensitive: HPACK sends the value as a
     // literal (its name by index) and keeps it out of the table, where it
@@ -185,7 +187,16 @@ mod tests {
         ensure_request_id(&mut h);
         let id = h[&X_REQUEST_ID].clone();
         assert_eq!(id.len(), 36);
-        assert_eq!(&id.to_str().unwrap()[14..15], "4");
+        let text = id.to_str().unwrap();
+        assert_eq!(&text[14..15], "4");
+        assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"), "{text}");
+        for (i, c) in text.char_indices() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, '-', "{text}");
+            } else {
+                assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{text}");
+            }
+        }
         // Not a secret: the next hop may index its name (HPACK) and log it.
         assert!(!id.is_sensitive());
         ensure_request_id(&mut h);
