@@ -98,14 +98,27 @@ fn utf8_len(first: u8) -> usize {
 /// True when `path` is already canonical: no escapes, no backslash, no
 /// empty or dot segments, no control characters. The common case, checked
 /// without allocating.
+/// One pass over the bytes: absolute, no byte that needs decoding or
+/// rejecting, no empty segment but a trailing one, no `.` or `..` segment.
 fn is_canonical(path: &str) -> bool {
     let b = path.as_bytes();
-    b.first() == Some(&b'/')
-        && !b
-            .iter()
-            .any(|&c| c == b'%' || c == b'\\' || c <= 0x20 || c == 0x7f)
-        && !path.contains("//")
-        && !path.split('/').any(|seg| seg == "." || seg == "..")
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segment = 1;
+    for i in 1..=b.len() {
+        let c = b.get(i).copied().unwrap_or(b'/');
+        if c == b'/' {
+            let seg = &b[segment..i];
+            if (seg.is_empty() && i < b.len()) || seg == b"." || seg == b".." {
+                return false;
+            }
+            segment = i + 1;
+        } else if c == b'%' || c == b'\\' || c <= 0x20 || c == 0x7f {
+            return false;
+        }
+    }
+    true
 }
 
 /// Normalises the path part (no query) of a request target; borrows it
@@ -151,6 +164,43 @@ mod tests {
 
     fn n(p: &str) -> Result<String, PathError> {
         normalize(p, false).map(Cow::into_owned)
+    }
+
+    /// The definition `is_canonical` implements in one pass.
+    fn canonical_by_definition(path: &str) -> bool {
+        let b = path.as_bytes();
+        b.first() == Some(&b'/')
+            && !b
+                .iter()
+                .any(|&c| c == b'%' || c == b'\\' || c <= 0x20 || c == 0x7f)
+            && !path.contains("//")
+            && !path.split('/').any(|seg| seg == "." || seg == "..")
+    }
+
+    #[test]
+    fn canonical_check_matches_its_definition() {
+        // Every path of up to 6 bytes from an alphabet of the bytes that matter.
+        let alphabet = [b'/', b'.', b'a', b'%', b' ', b'\\'];
+        let mut paths = vec![Vec::new()];
+        for _ in 0..6 {
+            let longer: Vec<Vec<u8>> = paths
+                .iter()
+                .filter(|p| p.len() == paths.last().map_or(0, Vec::len))
+                .flat_map(|p| {
+                    alphabet.iter().map(move |&c| {
+                        let mut q = p.clone();
+                        q.push(c);
+                        q
+                    })
+                })
+                .collect();
+            paths.extend(longer);
+        }
+        assert!(paths.len() > 50_000);
+        for p in &paths {
+            let p = std::str::from_utf8(p).unwrap();
+            assert_eq!(is_canonical(p), canonical_by_definition(p), "{p:?}");
+        }
     }
 
     #[test]
