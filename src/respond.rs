@@ -35,10 +35,10 @@ pub fn grpc_trailers_only(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    h.insert("grpc-status", status.as_header());
+    h.insert(crate::grpc::GRPC_STATUS, status.as_header());
     if !message.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&encode_message(message)) {
-            h.insert("grpc-message", v);
+            h.insert(crate::grpc::GRPC_MESSAGE, v);
         }
     }
     if let Some(code) = torii_error {

@@ -4,7 +4,13 @@ pub mod health;
 pub mod status;
 pub mod timeout;
 
-use http::{HeaderMap, Uri};
+use http::{HeaderMap, HeaderName, Uri};
+
+/// gRPC's header names, made once: a `&str` name is parsed and checked on
+/// every map lookup or insert.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// True when the request is gRPC (`application/grpc`, `application/grpc+proto`, …).
 /// gRPC-Web (`application/grpc-web…`) is not gRPC on the wire.

@@ -294,7 +294,7 @@ impl ListenerRuntime {
         let grpc_deadline = if grpc_req {
             parts
                 .headers
-                .get("grpc-timeout")
+                .get(&grpc::GRPC_TIMEOUT)
                 .and_then(|v| grpc::timeout::parse(v.as_bytes()))
         } else {
             None
@@ -375,7 +375,7 @@ impl ListenerRuntime {
         outcome.http_status = rparts.status.as_u16();
         let head_grpc_status: Option<i32> = rparts
             .headers
-            .get("grpc-status")
+            .get(&grpc::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         if let Some(code) = head_grpc_status {

@@ -76,16 +76,20 @@ impl ResponseBody {
 
 fn error_trailers(code: Code, err: &ProxyError) -> HeaderMap {
     let mut t = HeaderMap::new();
-    t.insert("grpc-status", code.as_header());
+    t.insert(crate::grpc::GRPC_STATUS, code.as_header());
     if let Ok(v) = HeaderValue::from_str(&encode_message(&err.message)) {
-        t.insert("grpc-message", v);
+        t.insert(crate::grpc::GRPC_MESSAGE, v);
     }
     t.insert(X_TORII_ERROR, HeaderValue::from_static(err.code.as_str()));
     t
 }
 
 fn grpc_status_of(h: &HeaderMap) -> Option<i32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+    h.get(&crate::grpc::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 impl HttpBody for ResponseBody {

@@ -182,13 +182,13 @@ async fn grpc_probe(c: &ClusterRuntime, ep: &Endpoint, service: &str) -> Result<
     }
     let code = trailers
         .as_ref()
-        .and_then(|t| t.get("grpc-status"))
+        .and_then(|t| t.get(&crate::grpc::GRPC_STATUS))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("missing");
     if code != "0" {
         let message = trailers
             .as_ref()
-            .and_then(|t| t.get("grpc-message"))
+            .and_then(|t| t.get(&crate::grpc::GRPC_MESSAGE))
             .map(|m| crate::grpc::status::decode_message(m.as_bytes()))
             .unwrap_or_default();
         return Err(format!(
