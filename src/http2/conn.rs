@@ -290,8 +290,8 @@ impl Stream {
     }
 }
 
-/// Gives an empty write buffer (an idle connection holds none) the room the
-/// last write took, at least 2 KiB: a burst like the last one then fills it
+/// Gives an empty write buffer (an idle connection holds none) the room
+/// recent writes took, at least 2 KiB: a burst like those then fills it
 /// without growing it step by step, each step copying all written so far
 /// (callgrind, unary 1 KiB: 2,300 instructions per request of such copies).
 fn ready(wbuf: &mut Vec<u8>, hint: usize) {
@@ -306,7 +306,8 @@ pub(crate) struct Inner {
     ids: IdMap,
     /// Frames waiting to be written.
     wbuf: Vec<u8>,
-    /// How much the last write took: the room an empty `wbuf` is given.
+    /// The room an empty `wbuf` is given: the last write's size, or three
+    /// quarters of the hint before when that was larger (bursts vary).
     wbuf_hint: usize,
     /// The peer's connection-level window for what torii sends.
     send_window: i64,
@@ -2001,8 +2002,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     }
                     break;
                 }
-                // The larger of this write and most of the hint before
-                // (bursts vary); below glibc's 128 KiB mmap threshold.
+                // Capped below glibc's 128 KiB mmap threshold.
                 let keep = inner.wbuf_hint - inner.wbuf_hint / 4;
                 inner.wbuf_hint = inner.wbuf.len().max(keep).min(WRITE_HIGH + 16 * 1024);
                 std::mem::swap(&mut inner.wbuf, &mut self.out);

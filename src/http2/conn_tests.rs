@@ -507,7 +507,7 @@ fn pending_chunks_keep_their_order() {
         c.push_back(Bytes::from_static(s.as_bytes()));
     }
     assert_eq!(c.len(), 3);
-    bytes::Buf::advance(c.front_mut().unwrap(), 0);
+    assert_eq!(*c.front_mut().unwrap(), "a");
     assert_eq!(c.pop_front().unwrap(), "a");
     c.push_back(Bytes::from_static(b"d"));
     assert_eq!(c.pop_front().unwrap(), "b");
