@@ -40,6 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
 
+def annotate(dump):
+    """callgrind_annotate's self-cost listing of a dump, and its total instructions."""
+    ann = bench.run_tool(["callgrind_annotate", "--inclusive=no", dump], 120, "callgrind_annotate")
+    total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann)
+    return ann, int(total.group(1).replace(",", "")) if total else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin-dir", type=Path, required=True)
@@ -140,9 +147,7 @@ def main():
                     time.sleep(0.2)
                 time.sleep(1)
                 dump = sorted(set(a.work.glob("callgrind-backend.out.*")) - before, key=os.path.getmtime)[-1]
-                ann = bench.run_tool(["callgrind_annotate", "--inclusive=no", dump], 120, "callgrind_annotate")
-                total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann)
-                ir = int(total.group(1).replace(",", "")) if total else 0
+                ann, ir = annotate(dump)
                 (a.work / f"callgrind-backend-{name.split()[-1]}.txt").write_text(ann)
                 lines.append(f"{a.load} {a.size} B {name}: {n} completed, {ir:,} instructions in the backend, "
                              f"{ir / max(n, 1):,.0f} per {unit} ({dump.name})")
@@ -156,9 +161,7 @@ def main():
             time.sleep(1)
             dumps = sorted(a.work.glob("callgrind.out*"), key=os.path.getmtime)
             dump = [d for d in dumps if d.name != "callgrind.out"][-1]
-            ann = bench.run_tool(["callgrind_annotate", "--inclusive=no", dump], 120, "callgrind_annotate")
-            total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann)
-            ir = int(total.group(1).replace(",", "")) if total else 0
+            ann, ir = annotate(dump)
             report = a.work / "callgrind-annotate.txt"
             report.write_text(ann)
             print(f"{a.load} {a.size} B: {n} completed, {ir:,} instructions in torii, "
