@@ -1,4 +1,5 @@
-//! Clusters: DNS-named endpoints and load balancing.
+//! Clusters: DNS-named endpoints, load balancing and the connections kept
+//! to endpoints.
 
 mod proxy_support;
 mod support;
@@ -97,5 +98,62 @@ async fn many_concurrent_streams_open_more_connections() {
     assert!(
         (2..=8).contains(&conns),
         "connections to the upstream: {conns}"
+    );
+}
+
+/// A connect in progress belongs to the endpoint, not to the request that
+/// started it: requests cancelled while it is under way (a client's
+/// RST_STREAM, a deadline) leave it running for the requests after them,
+/// instead of each starting over. Tied to its request, a client resetting
+/// streams made torii open a connection to the upstream per reset — a
+/// flood that overflowed the upstream's accept queue.
+#[tokio::test]
+async fn cancelled_requests_do_not_abandon_the_upstream_connect() {
+    // The TLS handshake with a backend that accepts and never answers
+    // stays under way for connect_timeout (far beyond the test).
+    let (hole_addr, hole) = spawn_blackhole().await;
+    let pki = TestPki::new("upstream CA");
+    let dir = TempDir::new("connect-shared");
+    pki.write_ca(dir.path(), "upstream-ca").unwrap();
+    let yaml = format!(
+        r#"
+listeners:
+  - name: plain
+    address: 127.0.0.1:0
+    routes:
+      - cluster: up
+clusters:
+  - name: up
+    endpoints: ["{hole_addr}"]
+    connect_timeout: 60s
+    tls:
+      ca: upstream-ca.crt
+"#
+    );
+    let proxy = proxy_support::start(&yaml, dir).await;
+    let client = h2c_client(proxy.addr("plain")).await;
+    // The first request starts the connect; it is cancelled once the
+    // backend has the connection.
+    let mut first = client.clone();
+    let call = tokio::spawn(async move { first.unary(EchoRequest::default()).await });
+    assert!(
+        hole.wait_connections(1, PATIENCE).await,
+        "torii connects for the first request"
+    );
+    call.abort();
+    // Ten more, each given up by its client after 100 ms.
+    for _ in 0..10 {
+        let mut c = client.clone();
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            c.unary(EchoRequest::default()),
+        )
+        .await;
+        assert!(gave_up.is_err(), "no answer while the connect is under way");
+    }
+    assert_eq!(
+        hole.connections(),
+        1,
+        "every request waits for the one connect under way"
     );
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -43,7 +43,7 @@ pub const HTTP1_GREETING: &str = "hello from http/1.1";
 /// connection it holds.
 #[derive(Debug)]
 pub struct BackendHandle {
-    connections: Arc<AtomicU64>,
+    connections: Arc<watch::Sender<u64>>,
     task: Option<JoinHandle<()>>,
     _shutdown: Option<watch::Sender<bool>>,
 }
@@ -51,7 +51,16 @@ pub struct BackendHandle {
 impl BackendHandle {
     /// TCP connections the backend has accepted.
     pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::SeqCst)
+        *self.connections.borrow()
+    }
+
+    /// Waits until the backend has accepted at least `n` connections, at
+    /// most `timeout`; false if it had not by then.
+    pub async fn wait_connections(&self, n: u64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.connections.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|&c| c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -78,11 +87,11 @@ where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let connections = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(watch::Sender::new(0));
     let counter = connections.clone();
     let (shutdown, stop) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, stop, move |tcp, _peer, _stop| {
-        counter.fetch_add(1, Ordering::SeqCst);
+        counter.send_modify(|c| *c += 1);
         serve(tcp)
     }));
     BackendHandle {
@@ -151,7 +160,7 @@ pub async fn spawn_refusing() -> (SocketAddr, BackendHandle) {
     let (listener, addr) = bind().await;
     drop(listener);
     let handle = BackendHandle {
-        connections: Arc::default(),
+        connections: Arc::new(watch::Sender::new(0)),
         task: None,
         _shutdown: None,
     };

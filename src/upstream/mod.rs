@@ -36,7 +36,7 @@ pub struct ClusterRuntime {
     /// The cluster's name, shared (a metric label of every request).
     pub name: Arc<str>,
     pub metrics: Arc<Metrics>,
-    connector: Connector,
+    connector: Arc<Connector>,
     /// True while no endpoint is available and traffic goes to all of them.
     in_panic: AtomicBool,
     /// Set when this `auto` cluster's upstream answered h2c with HTTP/1.1:
@@ -76,7 +76,7 @@ impl ClusterRuntime {
         dns: &Dns,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
-        let connector = Connector::new(&config, metrics.clone())?;
+        let connector = Arc::new(Connector::new(&config, metrics.clone())?);
         let mut statics = Vec::new();
         let mut names = Vec::new();
         for ep in &config.endpoints {
@@ -129,7 +129,7 @@ impl ClusterRuntime {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|done| *done)).await;
     }
 
-    pub fn connector(&self) -> &Connector {
+    pub fn connector(&self) -> &Arc<Connector> {
         &self.connector
     }
 

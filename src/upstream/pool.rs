@@ -12,7 +12,7 @@ use hyper::client::conn::http1;
 
 use super::connect::{Connected, Connector, FirstBytes, Wire};
 use super::h2client::H2Client;
-use crate::error::ProxyError;
+use crate::error::{ErrorCode, ProxyError};
 use crate::http::body::Body;
 
 pub struct Endpoint {
@@ -27,8 +27,9 @@ pub struct Endpoint {
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
-    h2: Mutex<Vec<H2Conn>>,
-    h2_connecting: tokio::sync::Mutex<()>,
+    h2: Arc<Mutex<Vec<H2Conn>>>,
+    /// Held by the one HTTP/2 connect in progress (its task owns it).
+    h2_connecting: Arc<tokio::sync::Mutex<()>>,
     h1_idle: Mutex<Vec<http1::SendRequest<Body>>>,
     max_streams: usize,
     max_conns: usize,
@@ -77,8 +78,8 @@ impl Endpoint {
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
-            h2: Mutex::new(Vec::new()),
-            h2_connecting: tokio::sync::Mutex::new(()),
+            h2: Arc::new(Mutex::new(Vec::new())),
+            h2_connecting: Arc::new(tokio::sync::Mutex::new(())),
             h1_idle: Mutex::new(Vec::new()),
             max_streams,
             max_conns,
@@ -146,7 +147,7 @@ impl Endpoint {
         Some(time)
     }
 
-    pub async fn lease(&self, connector: &Connector, wire: Wire) -> Result<Lease, ProxyError> {
+    pub async fn lease(&self, connector: &Arc<Connector>, wire: Wire) -> Result<Lease, ProxyError> {
         match wire {
             Wire::Http2 => self.lease_h2(connector).await,
             Wire::Http1 => self.lease_h1(connector).await,
@@ -173,35 +174,50 @@ impl Endpoint {
         })
     }
 
-    async fn lease_h2(&self, connector: &Connector) -> Result<Lease, ProxyError> {
+    async fn lease_h2(&self, connector: &Arc<Connector>) -> Result<Lease, ProxyError> {
         if let Some(l) = self.pick_h2(false) {
             return Ok(l);
         }
         // One connect at a time per endpoint: a burst of requests shares
         // the connection the first of them opens.
-        let _connecting = self.h2_connecting.lock().await;
+        let connecting = self.h2_connecting.clone().lock_owned().await;
         if let Some(l) = self.pick_h2(true) {
             return Ok(l);
         }
-        // Boxed: connecting is rare and its future is large; inline, it
-        // would grow every request's future.
-        match Box::pin(connector.connect(self.addr, &self.host, Wire::Http2)).await? {
-            Connected::H2(send, first) => {
-                let conn = H2Conn {
-                    send,
-                    streams: Arc::new(AtomicUsize::new(0)),
-                    first,
-                };
-                let lease = Lease::H2 {
-                    send: conn.send.clone(),
-                    first: conn.first.clone(),
-                    guard: CountGuard::new(&conn.streams),
-                };
-                self.h2.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-                Ok(lease)
+        // The connect is a task of its own, holding the connecting lock
+        // until the connection is in the pool: the request that started it
+        // may be cancelled (a client's reset, a deadline) and the next one
+        // uses the connection instead of starting over. Tied to the
+        // request, a flood of cancelled requests became a flood of
+        // half-made connections to the upstream.
+        let connector = connector.clone();
+        let (addr, host, conns) = (self.addr, self.host.clone(), self.h2.clone());
+        let connect = tokio::spawn(async move {
+            let _connecting = connecting;
+            match connector.connect(addr, &host, Wire::Http2).await? {
+                Connected::H2(send, first) => {
+                    let conn = H2Conn {
+                        send,
+                        streams: Arc::new(AtomicUsize::new(0)),
+                        first,
+                    };
+                    let lease = Lease::H2 {
+                        send: conn.send.clone(),
+                        first: conn.first.clone(),
+                        guard: CountGuard::new(&conn.streams),
+                    };
+                    conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                    Ok(lease)
+                }
+                Connected::H1(_) => unreachable!("asked for HTTP/2"),
             }
-            Connected::H1(_) => unreachable!("asked for HTTP/2"),
-        }
+        });
+        connect.await.unwrap_or_else(|e| {
+            Err(ProxyError::new(
+                ErrorCode::Internal,
+                format!("connecting to upstream {}: {e}", self.addr),
+            ))
+        })
     }
 
     async fn lease_h1(&self, connector: &Connector) -> Result<Lease, ProxyError> {
