@@ -107,10 +107,12 @@ async fn many_concurrent_streams_open_more_connections() {
 /// instead of each starting over. Tied to its request, a client resetting
 /// streams made torii open a connection to the upstream per reset — a
 /// flood that overflowed the upstream's accept queue.
-#[tokio::test]
-async fn cancelled_requests_do_not_abandon_the_upstream_connect() {
-    // The TLS handshake with a backend that accepts and never answers
-    // stays under way for connect_timeout (far beyond the test).
+/// torii in front of a backend that accepts TCP connections and never
+/// answers, over TLS: a connect stays under way (in the TLS handshake)
+/// until `connect_timeout`.
+async fn front_of_a_silent_tls_backend(
+    connect_timeout: &str,
+) -> (proxy_support::Proxy, BackendHandle) {
     let (hole_addr, hole) = spawn_blackhole().await;
     let pki = TestPki::new("upstream CA");
     let dir = TempDir::new("connect-shared");
@@ -125,12 +127,24 @@ listeners:
 clusters:
   - name: up
     endpoints: ["{hole_addr}"]
-    connect_timeout: 60s
+    connect_timeout: {connect_timeout}
     tls:
       ca: upstream-ca.crt
 "#
     );
-    let proxy = proxy_support::start(&yaml, dir).await;
+    (proxy_support::start(&yaml, dir).await, hole)
+}
+
+/// A connect in progress belongs to the endpoint, not to the request that
+/// started it: requests cancelled while it is under way (a client's
+/// RST_STREAM, a deadline) leave it running for the requests after them,
+/// instead of each starting over. Tied to its request, a client resetting
+/// streams made torii open a connection to the upstream per reset — a
+/// flood that overflowed the upstream's accept queue.
+#[tokio::test]
+async fn cancelled_requests_do_not_abandon_the_upstream_connect() {
+    // Far beyond the test: the connect stays under way throughout.
+    let (proxy, hole) = front_of_a_silent_tls_backend("60s").await;
     let client = h2c_client(proxy.addr("plain")).await;
     // The first request starts the connect; it is cancelled once the
     // backend has the connection.
@@ -155,5 +169,37 @@ clusters:
         hole.connections(),
         1,
         "every request waits for the one connect under way"
+    );
+}
+
+/// Requests waiting for the same connect share its failure: each is told
+/// why at once, instead of connecting in turn after the one before it timed
+/// out (the tenth would wait ten connect_timeouts).
+#[tokio::test]
+async fn requests_waiting_for_a_failed_connect_fail_together() {
+    let (proxy, hole) = front_of_a_silent_tls_backend("1s").await;
+    let client = h2c_client(proxy.addr("plain")).await;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.unary(EchoRequest::default()).await })
+        })
+        .collect();
+    for call in calls {
+        let err = call
+            .await
+            .unwrap()
+            .expect_err("the upstream never finishes the handshake");
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(
+            err.message().contains("connect_timeout 1s"),
+            "says which limit ran out: {}",
+            err.message()
+        );
+    }
+    assert_eq!(
+        hole.connections(),
+        1,
+        "the ten requests waited for one connect"
     );
 }

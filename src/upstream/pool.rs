@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use hyper::client::conn::http1;
 
 use super::connect::{Connected, Connector, FirstBytes, Wire};
@@ -28,12 +29,19 @@ pub struct Endpoint {
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
     h2: Arc<Mutex<Vec<H2Conn>>>,
-    /// Held by the one HTTP/2 connect in progress (its task owns it).
-    h2_connecting: Arc<tokio::sync::Mutex<()>>,
+    /// The HTTP/2 connect under way, if any: every request that needs a
+    /// new connection meanwhile waits for this one's outcome.
+    h2_connecting: Arc<Mutex<Option<Attempt>>>,
     h1_idle: Mutex<Vec<http1::SendRequest<Body>>>,
     max_streams: usize,
     max_conns: usize,
 }
+
+/// A connect shared by the requests waiting for it.
+type Attempt = Shared<BoxFuture<'static, Result<H2Conn, ProxyError>>>;
+
+/// New connections a request may wait for before it queues on a full one.
+const CONNECTS_PER_LEASE: usize = 3;
 
 #[derive(Clone)]
 struct H2Conn {
@@ -79,7 +87,7 @@ impl Endpoint {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             h2: Arc::new(Mutex::new(Vec::new())),
-            h2_connecting: Arc::new(tokio::sync::Mutex::new(())),
+            h2_connecting: Arc::new(Mutex::new(None)),
             h1_idle: Mutex::new(Vec::new()),
             max_streams,
             max_conns,
@@ -175,49 +183,77 @@ impl Endpoint {
     }
 
     async fn lease_h2(&self, connector: &Arc<Connector>) -> Result<Lease, ProxyError> {
-        if let Some(l) = self.pick_h2(false) {
-            return Ok(l);
+        let mut waited = 0;
+        loop {
+            if let Some(l) = self.pick_h2(true) {
+                return Ok(l);
+            }
+            // No connection with room (or none at all) and fewer than
+            // max_connections: wait for a new one. A burst shares it; when
+            // it fills before this request's turn, another is opened, up to
+            // CONNECTS_PER_LEASE, then the stream queues on it.
+            let conn = self.connect_h2(connector).await?;
+            waited += 1;
+            if waited == CONNECTS_PER_LEASE {
+                return Ok(Lease::H2 {
+                    guard: CountGuard::new(&conn.streams),
+                    send: conn.send,
+                    first: conn.first,
+                });
+            }
         }
-        // One connect at a time per endpoint: a burst of requests shares
-        // the connection the first of them opens.
-        let connecting = self.h2_connecting.clone().lock_owned().await;
-        if let Some(l) = self.pick_h2(true) {
-            return Ok(l);
+    }
+
+    /// The connect under way, or a new one. It runs as a task of its own
+    /// and puts the connection in the pool whoever still waits: the
+    /// request that started it may be cancelled (a client's reset, a
+    /// deadline) and the ones behind it use the connection instead of
+    /// starting over — tied to its request, a flood of cancelled requests
+    /// became a flood of half-made connections to the upstream. A failed
+    /// connect fails every request waiting for it at once, rather than
+    /// each in turn after its own connect_timeout.
+    fn connect_h2(&self, connector: &Arc<Connector>) -> Attempt {
+        let mut slot = self.h2_connecting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(attempt) = &*slot {
+            return attempt.clone();
         }
-        // The connect is a task of its own, holding the connecting lock
-        // until the connection is in the pool: the request that started it
-        // may be cancelled (a client's reset, a deadline) and the next one
-        // uses the connection instead of starting over. Tied to the
-        // request, a flood of cancelled requests became a flood of
-        // half-made connections to the upstream.
         let connector = connector.clone();
-        let (addr, host, conns) = (self.addr, self.host.clone(), self.h2.clone());
-        let connect = tokio::spawn(async move {
-            let _connecting = connecting;
-            match connector.connect(addr, &host, Wire::Http2).await? {
-                Connected::H2(send, first) => {
+        let (addr, host) = (self.addr, self.host.clone());
+        let (conns, connecting) = (self.h2.clone(), self.h2_connecting.clone());
+        // The slot is set before the task can clear it: the task takes
+        // the same lock, held until this function returns.
+        let task = tokio::spawn(async move {
+            let result = match connector.connect(addr, &host, Wire::Http2).await {
+                Ok(Connected::H2(send, first)) => {
                     let conn = H2Conn {
                         send,
                         streams: Arc::new(AtomicUsize::new(0)),
                         first,
                     };
-                    let lease = Lease::H2 {
-                        send: conn.send.clone(),
-                        first: conn.first.clone(),
-                        guard: CountGuard::new(&conn.streams),
-                    };
-                    conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-                    Ok(lease)
+                    conns
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(conn.clone());
+                    Ok(conn)
                 }
-                Connected::H1(_) => unreachable!("asked for HTTP/2"),
-            }
+                Ok(Connected::H1(_)) => unreachable!("asked for HTTP/2"),
+                Err(e) => Err(e),
+            };
+            *connecting.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            result
         });
-        connect.await.unwrap_or_else(|e| {
-            Err(ProxyError::new(
-                ErrorCode::Internal,
-                format!("connecting to upstream {}: {e}", self.addr),
-            ))
-        })
+        let attempt = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(ProxyError::new(
+                    ErrorCode::Internal,
+                    format!("connecting to upstream {addr}: {e}"),
+                ))
+            })
+        }
+        .boxed()
+        .shared();
+        *slot = Some(attempt.clone());
+        attempt
     }
 
     async fn lease_h1(&self, connector: &Connector) -> Result<Lease, ProxyError> {
