@@ -189,6 +189,10 @@ struct Stream {
     counted: bool,
     // Receiving.
     recv_buf: BytesMut,
+    /// Data was handed to the application before: `recv_buf` is split
+    /// from then on (its spare room is reused), instead of handed over
+    /// whole.
+    recv_split: bool,
     recv_trailers: Option<HeaderMap>,
     recv_eos: bool,
     /// What the peer may still send on this stream.
@@ -236,6 +240,7 @@ impl Stream {
             handles: 0,
             counted: true,
             recv_buf: BytesMut::new(),
+            recv_split: false,
             recv_trailers: None,
             recv_eos: false,
             recv_window: recv_window.into(),
@@ -674,7 +679,17 @@ impl RecvBody {
         let key = self.stream.key;
         let s = &mut inner.streams[key];
         if !s.recv_buf.is_empty() {
-            let data = s.recv_buf.split().freeze();
+            // The first data goes whole: a buffer filled by one frame is
+            // exactly its size, and freezing it allocates nothing, where a
+            // split would allocate the shared header a split needs. That is
+            // a unary body, whole. Later data is split off, so a stream of
+            // messages reuses one buffer.
+            let data = if s.recv_split {
+                s.recv_buf.split().freeze()
+            } else {
+                s.recv_split = true;
+                std::mem::take(&mut s.recv_buf).freeze()
+            };
             let n = data.len();
             inner.release_stream(key, n);
             inner.release_connection(n);
