@@ -4,7 +4,7 @@
 mod proxy_support;
 mod support;
 
-use proxy_support::{front, front_with};
+use proxy_support::{front, front_with, tls_front};
 use support::*;
 
 #[tokio::test]
@@ -101,12 +101,6 @@ async fn many_concurrent_streams_open_more_connections() {
     );
 }
 
-/// A connect in progress belongs to the endpoint, not to the request that
-/// started it: requests cancelled while it is under way (a client's
-/// RST_STREAM, a deadline) leave it running for the requests after them,
-/// instead of each starting over. Tied to its request, a client resetting
-/// streams made torii open a connection to the upstream per reset — a
-/// flood that overflowed the upstream's accept queue.
 /// torii in front of a backend that accepts TCP connections and never
 /// answers, over TLS: a connect stays under way (in the TLS handshake)
 /// until `connect_timeout`.
@@ -115,24 +109,8 @@ async fn front_of_a_silent_tls_backend(
 ) -> (proxy_support::Proxy, BackendHandle) {
     let (hole_addr, hole) = spawn_blackhole().await;
     let pki = TestPki::new("upstream CA");
-    let dir = TempDir::new("connect-shared");
-    pki.write_ca(dir.path(), "upstream-ca").unwrap();
-    let yaml = format!(
-        r#"
-listeners:
-  - name: plain
-    address: 127.0.0.1:0
-    routes:
-      - cluster: up
-clusters:
-  - name: up
-    endpoints: ["{hole_addr}"]
-    connect_timeout: {connect_timeout}
-    tls:
-      ca: upstream-ca.crt
-"#
-    );
-    (proxy_support::start(&yaml, dir).await, hole)
+    let cluster_line = format!("    connect_timeout: {connect_timeout}");
+    (tls_front(hole_addr, &cluster_line, &pki).await, hole)
 }
 
 /// A connect in progress belongs to the endpoint, not to the request that

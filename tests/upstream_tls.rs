@@ -4,33 +4,8 @@
 mod proxy_support;
 mod support;
 
-use proxy_support::start;
+use proxy_support::{start, tls_front};
 use support::*;
-
-async fn tls_front(
-    upstream: std::net::SocketAddr,
-    tls_lines: &str,
-    pki_for_ca: &TestPki,
-) -> proxy_support::Proxy {
-    let dir = TempDir::new("upstream-tls");
-    pki_for_ca.write_ca(dir.path(), "upstream-ca").unwrap();
-    let yaml = format!(
-        r#"
-listeners:
-  - name: plain
-    address: 127.0.0.1:0
-    routes:
-      - cluster: secure
-clusters:
-  - name: secure
-    endpoints: ["{upstream}"]
-    tls:
-      ca: upstream-ca.crt
-{tls_lines}
-"#
-    );
-    start(&yaml, dir).await
-}
 
 #[tokio::test]
 async fn grpc_to_a_tls_upstream_uses_alpn_h2() {

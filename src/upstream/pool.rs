@@ -162,17 +162,17 @@ impl Endpoint {
         }
     }
 
-    /// Picks the least busy open connection with room, if any. With
-    /// `any_open`, also one that is full (h2 queues the stream until the
+    /// Picks the least busy open connection with room, if any; at
+    /// max_connections, also one that is full (the stream queues until the
     /// upstream's concurrency limit allows it).
-    fn pick_h2(&self, any_open: bool) -> Option<Lease> {
+    fn pick_h2(&self) -> Option<Lease> {
         let mut conns = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         conns.retain(|c| !c.send.is_closed());
         let best = conns
             .iter()
             .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
         let load = best.streams.load(Ordering::Relaxed);
-        if load >= self.max_streams && !(any_open && conns.len() >= self.max_conns) {
+        if load >= self.max_streams && conns.len() < self.max_conns {
             return None;
         }
         Some(Lease::H2 {
@@ -185,7 +185,7 @@ impl Endpoint {
     async fn lease_h2(&self, connector: &Arc<Connector>) -> Result<Lease, ProxyError> {
         let mut waited = 0;
         loop {
-            if let Some(l) = self.pick_h2(true) {
+            if let Some(l) = self.pick_h2() {
                 return Ok(l);
             }
             // No connection with room (or none at all) and fewer than

@@ -78,3 +78,31 @@ clusters:
     );
     start(&yaml, TempDir::new("front")).await
 }
+
+/// A plaintext listener `plain` sending everything to cluster `secure`, whose
+/// one endpoint `upstream` is reached over TLS trusting `pki_for_ca`'s CA;
+/// `tls_lines` follow `ca:` (indented 6 spaces for `tls`, 4 for the cluster).
+pub async fn tls_front(
+    upstream: SocketAddr,
+    tls_lines: &str,
+    pki_for_ca: &crate::support::TestPki,
+) -> Proxy {
+    let dir = TempDir::new("upstream-tls");
+    pki_for_ca.write_ca(dir.path(), "upstream-ca").unwrap();
+    let yaml = format!(
+        r#"
+listeners:
+  - name: plain
+    address: 127.0.0.1:0
+    routes:
+      - cluster: secure
+clusters:
+  - name: secure
+    endpoints: ["{upstream}"]
+    tls:
+      ca: upstream-ca.crt
+{tls_lines}
+"#
+    );
+    start(&yaml, dir).await
+}
