@@ -60,8 +60,13 @@ pub async fn front(endpoints: &[String]) -> Proxy {
 
 /// Like [`front`], with extra lines for the cluster (indented 4 spaces).
 pub async fn front_with(endpoints: &[String], cluster_extra: &str) -> Proxy {
+    start(&front_yaml(endpoints, cluster_extra), TempDir::new("front")).await
+}
+
+/// The config of [`front_with`].
+fn front_yaml(endpoints: &[String], cluster_extra: &str) -> String {
     let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    let yaml = format!(
+    format!(
         r#"
 listeners:
   - name: plain
@@ -75,13 +80,12 @@ clusters:
 {cluster_extra}
 "#,
         eps.join(", ")
-    );
-    start(&yaml, TempDir::new("front")).await
+    )
 }
 
-/// A plaintext listener `plain` sending everything to cluster `secure`, whose
-/// one endpoint `upstream` is reached over TLS trusting `pki_for_ca`'s CA;
-/// `tls_lines` follow `ca:` (indented 6 spaces for `tls`, 4 for the cluster).
+/// Like [`front`], with the one endpoint `upstream` reached over TLS
+/// trusting `pki_for_ca`'s CA; `tls_lines` follow `ca:` (indented 6 spaces
+/// for `tls`, 4 for the cluster).
 pub async fn tls_front(
     upstream: SocketAddr,
     tls_lines: &str,
@@ -89,20 +93,6 @@ pub async fn tls_front(
 ) -> Proxy {
     let dir = TempDir::new("upstream-tls");
     pki_for_ca.write_ca(dir.path(), "upstream-ca").unwrap();
-    let yaml = format!(
-        r#"
-listeners:
-  - name: plain
-    address: 127.0.0.1:0
-    routes:
-      - cluster: secure
-clusters:
-  - name: secure
-    endpoints: ["{upstream}"]
-    tls:
-      ca: upstream-ca.crt
-{tls_lines}
-"#
-    );
-    start(&yaml, dir).await
+    let tls = format!("    tls:\n      ca: upstream-ca.crt\n{tls_lines}");
+    start(&front_yaml(&[upstream.to_string()], &tls), dir).await
 }
