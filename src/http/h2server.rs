@@ -222,7 +222,9 @@ async fn serve_stream(
     };
     let (parts, body) = response.into_parts();
     let eos = body.is_end_stream();
-    let send = match respond.send_response(&parts, eos) {
+    let sent = respond.send_response(&parts, eos);
+    crate::http2::maps::give(parts.headers);
+    let send = match sent {
         Ok(send) => send,
         Err(e) => {
             tracing::debug!(error = %e, "could not send a response head");

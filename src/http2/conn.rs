@@ -513,6 +513,7 @@ impl Inner {
             if let Some(trailers) = s.send_trailers.take() {
                 let start = frame::reserve_head(&mut self.wbuf);
                 fields::encode_trailers(self.encoder.get(Encoder::new), &trailers, &mut self.wbuf);
+                super::maps::give(trailers);
                 frame::finish_headers(&mut self.wbuf, start, id, true, max_frame);
                 s.send_done = true;
                 wrote = true;
@@ -1908,7 +1909,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             || parts.status == http::StatusCode::NOT_MODIFIED;
         s.head_received = true;
         s.response = Some(parts);
-        s.sent_head = None;
+        if let Some(head) = s.sent_head.take() {
+            // Kept until now only to send it again (a stream refused
+            // unprocessed); done with.
+            super::maps::give(head.headers);
+        }
         s.recv_expect = if bodiless { None } else { content_length };
         s.recv_eos = end_stream;
         if let Some(w) = s.recv_waker.take() {

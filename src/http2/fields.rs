@@ -9,6 +9,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{request, response, Method, Request, Response, StatusCode, Uri, Version};
 
 use super::hpack::{Encoder, Field, Name};
+use super::maps;
 
 /// Why a header block is malformed, in words for a log line.
 pub type Malformed = &'static str;
@@ -22,12 +23,22 @@ fn connection_specific(name: &HeaderName) -> bool {
         || name == "proxy-connection"
 }
 
-/// Collects the regular fields of a block (after its pseudo-headers).
-#[derive(Default)]
+/// Collects the regular fields of a block (after its pseudo-headers), in a
+/// map from [`maps`].
 struct Regular {
     headers: HeaderMap,
     content_length: Option<u64>,
     error: Option<Malformed>,
+}
+
+impl Default for Regular {
+    fn default() -> Self {
+        Regular {
+            headers: maps::take(),
+            content_length: None,
+            error: None,
+        }
+    }
 }
 
 impl Regular {
@@ -83,12 +94,7 @@ impl Regular {
 }
 
 /// Builds a request head from the fields of a HEADERS block.
-/// Room made for a request's regular fields up front: a gRPC client's usual
-/// five to eight and the three a proxy adds (`x-request-id`,
-/// `x-forwarded-for`, `x-forwarded-proto`). A `HeaderMap` starts with room
-/// for 6 and grows (reallocates and rehashes) at the 7th.
-const REQUEST_FIELDS: usize = 12;
-
+#[derive(Default)]
 pub struct RequestHead {
     method: Option<Bytes>,
     scheme: Option<Bytes>,
@@ -97,23 +103,6 @@ pub struct RequestHead {
     protocol: bool,
     regular: Regular,
     saw_regular: bool,
-}
-
-impl Default for RequestHead {
-    fn default() -> Self {
-        RequestHead {
-            method: None,
-            scheme: None,
-            authority: None,
-            path: None,
-            protocol: false,
-            regular: Regular {
-                headers: HeaderMap::with_capacity(REQUEST_FIELDS),
-                ..Regular::default()
-            },
-            saw_regular: false,
-        }
-    }
 }
 
 impl RequestHead {

@@ -19,6 +19,7 @@ mod conn;
 pub mod fields;
 pub mod frame;
 pub mod hpack;
+pub mod maps;
 pub mod server;
 
 use std::fmt;
