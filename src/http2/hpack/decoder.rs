@@ -114,6 +114,7 @@ pub struct Decoder {
     scratch: Vec<u8>,
     names: NameCache,
     values: ValueChunk,
+    last_path: LastPath,
 }
 
 impl Decoder {
@@ -129,6 +130,7 @@ impl Decoder {
             scratch: Vec::new(),
             names: NameCache::new(),
             values: ValueChunk::new(),
+            last_path: LastPath::default(),
         }
     }
 
@@ -253,7 +255,9 @@ impl Decoder {
                     Bytes::copy_from_slice(raw)
                 }
             } else if keep {
-                if huffman {
+                if huffman && matches!(name, Some(Name::Path)) && raw.len() <= LastPath::MAX {
+                    self.last_path.get(raw, &mut self.scratch)?
+                } else if huffman {
                     self.scratch.clear();
                     huffman::decode(raw, &mut self.scratch)?;
                     self.values.copy(&self.scratch)
@@ -366,6 +370,36 @@ impl ValueChunk {
         }
         self.buf.extend_from_slice(bytes);
         self.buf.split().freeze()
+    }
+}
+
+/// The last Huffman-coded `:path` sent as a literal not to be indexed, and
+/// what it decoded to. Some encoders (nghttp2, so curl, h2load and Envoy's
+/// HTTP/2 codec) never index `:path`, and a gRPC client calls the same
+/// method again and again: the same bytes, ~800 instructions of Huffman
+/// decoding each time. Empty until such a `:path` arrives; holds one path
+/// (at most [`LastPath::MAX`] bytes, twice) after.
+#[derive(Default)]
+struct LastPath {
+    raw: Vec<u8>,
+    value: Bytes,
+}
+
+impl LastPath {
+    const MAX: usize = 256;
+
+    /// The decoded value of `raw` (Huffman-coded), from the last time if
+    /// it is the same.
+    fn get(&mut self, raw: &[u8], scratch: &mut Vec<u8>) -> Result<Bytes, DecodeError> {
+        if !self.raw.is_empty() && self.raw == raw {
+            return Ok(self.value.clone());
+        }
+        scratch.clear();
+        huffman::decode(raw, scratch)?;
+        self.value = Bytes::copy_from_slice(scratch);
+        self.raw.clear();
+        self.raw.extend_from_slice(raw);
+        Ok(self.value.clone())
     }
 }
 
@@ -832,6 +866,37 @@ mod tests {
         block.extend_from_slice(&value);
         let f = decode(&mut d, &block).unwrap();
         assert_eq!(text(&f), ["x-trace: abc/DEF"]);
+        assert_eq!(d.table_len(), 0);
+    }
+
+    #[test]
+    fn a_repeated_huffman_path_decodes_the_same_from_the_last_one() {
+        let mut d = Decoder::new(4096);
+        let path_block = |p: &[u8]| {
+            // :path (static name 4), literal without indexing, Huffman.
+            let v = huffman::encode(p);
+            let mut block = vec![0x04, 0x80 | v.len() as u8];
+            block.extend_from_slice(&v);
+            block
+        };
+        let a = path_block(b"/torii.echo.v1.Echo/Unary");
+        let b = path_block(b"/torii.echo.v1.Echo/Other");
+        for block in [&a, &a, &b, &a] {
+            let want = if std::ptr::eq(block, &b) {
+                "Other"
+            } else {
+                "Unary"
+            };
+            let f = decode(&mut d, block).unwrap();
+            assert_eq!(f.len(), 1);
+            assert!(matches!(f[0].name, Name::Path));
+            assert_eq!(f[0].value, format!("/torii.echo.v1.Echo/{want}").as_bytes());
+        }
+        // A bad Huffman string is still an error, cached path or not.
+        let mut bad = vec![0x04, 0x81, 0x00];
+        assert!(decode(&mut d, &bad).is_err());
+        bad[2] = 0xff;
+        assert!(decode(&mut d, &bad).is_err());
         assert_eq!(d.table_len(), 0);
     }
 
