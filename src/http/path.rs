@@ -105,21 +105,54 @@ fn is_canonical(path: &str) -> bool {
     if b.first() != Some(&b'/') {
         return false;
     }
+    // Segment by segment: a byte class table, then a look at the segment's
+    // length only when it is 0 to 2 bytes long (empty, `.` or `..`).
     let mut segment = 1;
-    for i in 1..=b.len() {
-        let c = b.get(i).copied().unwrap_or(b'/');
-        if c == b'/' {
-            let seg = &b[segment..i];
-            if (seg.is_empty() && i < b.len()) || seg == b"." || seg == b".." {
-                return false;
+    for (i, &c) in b.iter().enumerate().skip(1) {
+        match BYTE_CLASS[usize::from(c)] {
+            PLAIN => {}
+            SLASH => {
+                if !segment_ok(&b[segment..i], false) {
+                    return false;
+                }
+                segment = i + 1;
             }
-            segment = i + 1;
-        } else if c == b'%' || c == b'\\' || c <= 0x20 || c == 0x7f {
-            return false;
+            _ => return false,
         }
     }
-    true
+    segment_ok(&b[segment..], true)
 }
+
+/// A segment of a canonical path: not `.` or `..`, and empty only at the
+/// end (a trailing slash).
+#[inline]
+fn segment_ok(seg: &[u8], last: bool) -> bool {
+    match seg {
+        [] => last,
+        [b'.'] | [b'.', b'.'] => false,
+        _ => true,
+    }
+}
+
+const PLAIN: u8 = 0;
+const SLASH: u8 = 1;
+const REJECT: u8 = 2;
+
+/// What `is_canonical` does with each byte: `%` and `\` need decoding or
+/// rejecting, as do controls, space and DEL.
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut c = 0;
+    while c <= 0x20 {
+        t[c] = REJECT;
+        c += 1;
+    }
+    t[0x7f] = REJECT;
+    t[b'%' as usize] = REJECT;
+    t[b'\\' as usize] = REJECT;
+    t[b'/' as usize] = SLASH;
+    t
+};
 
 /// Normalises the path part (no query) of a request target; borrows it
 /// when it is already canonical.
