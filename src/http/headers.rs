@@ -92,7 +92,6 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
 /// A random UUIDv4 as text, formatted without intermediate strings (it is
 /// made for every request that arrives without one).
 pub fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u128 = rand::random();
     // Version 4, variant 10xx.
     let n =
@@ -100,20 +99,32 @@ pub fn new_request_id() -> HeaderValue {
     // Two hex digits per byte, a dash after bytes 4, 6, 8 and 10
     // (8-4-4-4-12 digits).
     let mut buf = [b'-'; 36];
-    let mut at = 0;
-    for (i, b) in n.to_be_bytes().into_iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
-        buf[at] = HEX[usize::from(b >> 4)];
-        buf[at + 1] = HEX[usize::from(b & 0xF)];
-        at += 2;
+    let bytes = n.to_be_bytes();
+    for (i, &at) in UUID_DIGITS.iter().enumerate() {
+        let [hi, lo] = HEX_PAIRS[usize::from(bytes[i])];
+        buf[at] = hi;
+        buf[at + 1] = lo;
     }
     // Unique per request, yet not sensitive: HPACK sends the value as a
     // literal (its name by index) and keeps it out of the table, where it
     // would only evict entries that repeat (see the encoder's policy).
     HeaderValue::from_bytes(&buf).expect("hex and dashes are a valid header value")
 }
+
+/// Where each byte's two hex digits go in a UUID's text.
+const UUID_DIGITS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// Each byte's two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xF]];
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {
