@@ -58,15 +58,21 @@ impl GrpcName {
     /// `/service/method`.
     pub fn new(uri: &Uri, path: &str) -> Option<Self> {
         let (service, _) = split_path(path)?;
+        Some(Self::split(uri, path, service.len()))
+    }
+
+    /// As [`GrpcName::new`], for a `path` already split by [`split_path`]
+    /// (its service `service_len` bytes long).
+    pub fn split(uri: &Uri, path: &str, service_len: usize) -> Self {
         let path = if path == uri.path() {
             GrpcPath::AsReceived(uri.clone())
         } else {
             GrpcPath::Normalised(path.into())
         };
-        Some(GrpcName {
+        GrpcName {
             path,
-            slash: 1 + service.len(),
-        })
+            slash: 1 + service_len,
+        }
     }
 
     fn path(&self) -> &str {

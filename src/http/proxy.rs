@@ -221,8 +221,8 @@ impl ListenerRuntime {
         } else {
             None
         };
-        if grpc_names.is_some() {
-            outcome.grpc = grpc::GrpcName::new(&uri, &path);
+        if let Some((service, _)) = grpc_names {
+            outcome.grpc = Some(grpc::GrpcName::split(&uri, &path, service.len()));
         }
 
         let facts = RequestFacts {
