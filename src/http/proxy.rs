@@ -369,7 +369,10 @@ impl ListenerRuntime {
 
         outcome.upstream = Some(guard.ep.addr);
         let (mut rparts, rbody) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut rparts.headers);
+        if rparts.version != Version::HTTP_2 {
+            // As for requests: an HTTP/2 head has none (see rewrite_request).
+            headers::strip_hop_by_hop(&mut rparts.headers);
+        }
         apply_edits(&mut rparts.headers, &route.response_headers);
         rparts.version = client_version;
         outcome.http_status = rparts.status.as_u16();
@@ -508,7 +511,12 @@ impl ListenerRuntime {
         wire: Wire,
     ) -> Result<(), ProxyError> {
         let h = &mut parts.headers;
-        headers::strip_hop_by_hop(h);
+        if parts.version != Version::HTTP_2 {
+            // Over HTTP/2 they never got this far: torii's HTTP/2 refuses
+            // a head with a connection-specific field or a `te` other than
+            // `trailers` as malformed (RFC 9113 §8.2.2).
+            headers::strip_hop_by_hop(h);
+        }
         // Identity headers are torii's to set, never the client's.
         h.remove(&headers::X_FORWARDED_CLIENT_CERT);
         if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
