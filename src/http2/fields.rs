@@ -14,13 +14,18 @@ use super::maps;
 /// Why a header block is malformed, in words for a log line.
 pub type Malformed = &'static str;
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Is `name` a connection-specific field, forbidden in HTTP/2 (§8.2.2)?
+/// Compared as `HeaderName`s (a standard name against a custom one is one
+/// tag compare), not as text: it runs for every field in and out.
 fn connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
+    *name == header::CONNECTION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
 }
 
 /// Collects the regular fields of a block (after its pseudo-headers), in a
