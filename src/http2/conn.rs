@@ -29,6 +29,7 @@ use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::chunk::Chunk;
 use super::fields::{self, RequestHead, ResponseHead, Trailers};
 use super::frame::{self, flag, kind, setting, Head};
 use super::hpack::{BlockInfo, Decoder, Encoder, Field};
@@ -1002,6 +1003,8 @@ pub(crate) struct Connection<IO> {
     out_pos: usize,
     /// An incomplete frame kept between reads.
     partial: Vec<u8>,
+    /// Where the first DATA of streams is copied (short ones share it).
+    data_chunk: Chunk,
     continuation: Option<Box<Continuation>>,
     /// Highest stream id the peer has opened.
     last_peer_stream: u32,
@@ -1098,6 +1101,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             out: Vec::new(),
             out_pos: 0,
             partial: Vec::new(),
+            data_chunk: Chunk::new(),
             continuation: None,
             last_peer_stream: 0,
             opened: VecDeque::new(),
@@ -1717,7 +1721,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
             }
         }
-        s.recv_buf.extend_from_slice(data);
+        if s.recv_buf.is_empty() && !s.recv_split {
+            // A stream's first data, a unary body in one frame most often:
+            // a slice of the connection's chunk (see `chunk`).
+            s.recv_buf = self.data_chunk.copy(data);
+        } else {
+            s.recv_buf.extend_from_slice(data);
+        }
         s.recv_eos = eos;
         if let Some(w) = s.recv_waker.take() {
             w.wake();

@@ -14,6 +14,7 @@
 //! checks), `conn` (the connection: streams, flow control, settings,
 //! defences), [`server`] (the client-facing side).
 
+mod chunk;
 pub mod client;
 mod conn;
 pub mod fields;

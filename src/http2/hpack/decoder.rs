@@ -18,12 +18,13 @@
 
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderName;
 
 use super::huffman::{self, HuffmanError};
 use super::table::{eq_bytes, hash_bytes, DecTable, STATIC, STATIC_LEN};
 use super::{field_size, Field, Name};
+use crate::http2::chunk::Chunk;
 
 /// Why a header block could not be decoded. Any of these is a connection error of type
 /// COMPRESSION_ERROR (RFC 9113 §4.3): the dynamic table can no longer be trusted.
@@ -113,7 +114,9 @@ pub struct Decoder {
     /// Huffman output, reused from string to string.
     scratch: Vec<u8>,
     names: NameCache,
-    values: ValueChunk,
+    /// Where the values of literal fields not stored in the dynamic table are copied: slices of
+    /// a chunk shared by many fields (and blocks).
+    values: Chunk,
     last_path: LastPath,
 }
 
@@ -129,7 +132,7 @@ impl Decoder {
             max_table_size,
             scratch: Vec::new(),
             names: NameCache::new(),
-            values: ValueChunk::new(),
+            values: Chunk::new(),
             last_path: LastPath::default(),
         }
     }
@@ -260,9 +263,9 @@ impl Decoder {
                 } else if huffman {
                     self.scratch.clear();
                     huffman::decode(raw, &mut self.scratch)?;
-                    self.values.copy(&self.scratch)
+                    self.values.copy(&self.scratch).freeze()
                 } else {
-                    self.values.copy(raw)
+                    self.values.copy(raw).freeze()
                 }
             } else {
                 // Past the limit and not for the table: only its length counts.
@@ -335,41 +338,6 @@ impl ListSize {
         }
         self.over = true;
         false
-    }
-}
-
-/// Where the values of literal fields not stored in the dynamic table are copied: a chunk shared
-/// by the values of many fields (and blocks), each handed out as a `Bytes` slice of it, so that a
-/// steady connection allocates about once per kilobyte of such values rather than once per field.
-/// A value longer than [`ValueChunk::SHARED_MAX`] gets its own buffer, so a live value never keeps
-/// more than [`ValueChunk::SIZE`] bytes alive besides itself.
-struct ValueChunk {
-    buf: BytesMut,
-}
-
-impl ValueChunk {
-    const SIZE: usize = 1024;
-    const SHARED_MAX: usize = 256;
-
-    fn new() -> Self {
-        ValueChunk {
-            buf: BytesMut::new(),
-        }
-    }
-
-    #[inline]
-    fn copy(&mut self, bytes: &[u8]) -> Bytes {
-        if bytes.is_empty() {
-            return Bytes::new();
-        }
-        if bytes.len() > Self::SHARED_MAX {
-            return Bytes::copy_from_slice(bytes);
-        }
-        if self.buf.capacity() - self.buf.len() < bytes.len() {
-            self.buf = BytesMut::with_capacity(Self::SIZE);
-        }
-        self.buf.extend_from_slice(bytes);
-        self.buf.split().freeze()
     }
 }
 
