@@ -12,8 +12,9 @@
 //! head decoded on this thread.
 //!
 //! Bounded both ways: at most [`KEEP`] maps per thread, and a map that
-//! grew past [`MAX_ROOM`] fields (a client's unusual head) is freed rather
-//! than kept, so a few big heads cannot pin memory for good.
+//! grew past [`MAX_ROOM`] fields or held more values than that (a client's
+//! unusual head) is freed rather than kept, so a few big heads cannot pin
+//! memory for good.
 
 use std::cell::RefCell;
 
@@ -46,8 +47,11 @@ pub fn take() -> HeaderMap {
 
 /// Gives a map that is done with back to this thread's pool.
 pub fn give(mut map: HeaderMap) {
+    // `len` counts every value, so a head that repeated a name many times
+    // (values kept outside the entries, in room `capacity` does not show)
+    // is not kept either.
     let room = map.capacity();
-    if !(ROOM..=MAX_ROOM).contains(&room) {
+    if !(ROOM..=MAX_ROOM).contains(&room) || map.len() > MAX_ROOM {
         return;
     }
     map.clear();
@@ -86,6 +90,12 @@ mod tests {
         let mut big = HeaderMap::with_capacity(200);
         big.insert("x-a", "1".parse().unwrap());
         give(big);
+        let mut repeated = take();
+        for i in 0..=MAX_ROOM {
+            repeated.append("x-a", i.into());
+        }
+        assert!(repeated.capacity() <= MAX_ROOM);
+        give(repeated);
         assert_eq!(POOL.with(|p| p.borrow().len()), 0);
     }
 }
