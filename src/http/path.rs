@@ -95,11 +95,10 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
-/// True when `path` is already canonical: no escapes, no backslash, no
-/// empty or dot segments, no control characters. The common case, checked
-/// without allocating.
-/// One pass over the bytes: absolute, no byte that needs decoding or
-/// rejecting, no empty segment but a trailing one, no `.` or `..` segment.
+/// True when `path` is already canonical: absolute, no escapes, backslash,
+/// control characters, space or DEL, no empty segment but a trailing one,
+/// no `.` or `..` segment. The common case, checked in one pass without
+/// allocating.
 fn is_canonical(path: &str) -> bool {
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {

@@ -54,10 +54,10 @@ pub fn give(mut map: HeaderMap) {
     if !(ROOM..=MAX_ROOM).contains(&room) || map.len() > MAX_ROOM {
         return;
     }
-    map.clear();
     let _ = POOL.try_with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < KEEP {
+            map.clear();
             p.push(map);
         }
     });

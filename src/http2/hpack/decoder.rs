@@ -359,7 +359,9 @@ impl LastPath {
     /// The decoded value of `raw` (Huffman-coded), from the last time if
     /// it is the same.
     fn get(&mut self, raw: &[u8], scratch: &mut Vec<u8>) -> Result<Bytes, DecodeError> {
-        if !self.raw.is_empty() && self.raw == raw {
+        // Empty until the first path: an empty Huffman string decodes to
+        // the empty value it starts with.
+        if self.raw == raw {
             return Ok(self.value.clone());
         }
         scratch.clear();
@@ -847,6 +849,9 @@ mod tests {
             block.extend_from_slice(&v);
             block
         };
+        // An empty Huffman :path, first thing: empty.
+        let f = decode(&mut d, &[0x04, 0x80]).unwrap();
+        assert!(f[0].value.is_empty());
         let a = path_block(b"/torii.echo.v1.Echo/Unary");
         let b = path_block(b"/torii.echo.v1.Echo/Other");
         for block in [&a, &a, &b, &a] {
