@@ -18,9 +18,10 @@ pub const DEFAULT_ALPN: [&str; 2] = ["h2", "http/1.1"];
 /// because a refused or silent endpoint should fail over quickly.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Streams per upstream HTTP/2 connection before torii opens another one to
-/// the same endpoint: h2 serialises a connection behind one lock, so spreading
-/// busy endpoints over a few connections scales better.
-pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 100;
+/// the same endpoint: most gRPC servers handle a connection in one place
+/// (h2's lock, grpc-go's writer), so a busy endpoint over a few connections
+/// uses more of its cores (README, "Why these defaults").
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 32;
 /// Upper bound of HTTP/2 connections per endpoint.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: usize = 8;
 /// Health path answered on every listener unless configured otherwise.
