@@ -199,40 +199,47 @@ impl<F: Future<Output = ()>> StreamSet<F> {
 }
 
 /// One request on its stream: handled, answered, its body streamed back.
-async fn serve_stream(
+///
+/// Not an `async fn`: the request is handed to the listener at once (routed,
+/// rewritten, sent on its way), so the stream's future does not also keep
+/// it, and stays small for the connection to hold.
+fn serve_stream(
     rt: Arc<ListenerRuntime>,
     conn: Arc<ConnInfo>,
     req: Request<RecvBody>,
     mut respond: Respond,
-) {
+) -> impl Future<Output = ()> + Send {
     let req = req.map(|body| Received::H2(H2Received::new(body, None)));
-    let mut handling = std::pin::pin!(rt.handle(req, conn));
-    let response = poll_fn(|cx| {
-        if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
-            return Poll::Ready(Some(resp));
-        }
-        // A client that resets the stream cancels the exchange (dropping
-        // it resets the upstream stream too).
-        respond.poll_reset(cx).map(|_| None)
-    })
-    .await;
-    let Some(response) = response else {
-        tracing::debug!("the client reset a stream before its response");
-        return;
-    };
-    let (parts, body) = response.into_parts();
-    let eos = body.is_end_stream();
-    let sent = respond.send_response(&parts, eos);
-    crate::http2::maps::give(parts.headers);
-    let send = match sent {
-        Ok(send) => send,
-        Err(e) => {
-            tracing::debug!(error = %e, "could not send a response head");
+    let mut handling = rt.handle(req, conn);
+    async move {
+        let response = poll_fn(|cx| {
+            if let Poll::Ready(resp) = Pin::new(&mut handling).poll(cx) {
+                return Poll::Ready(Some(resp));
+            }
+            // A client that resets the stream cancels the exchange (dropping
+            // it resets the upstream stream too).
+            respond.poll_reset(cx).map(|_| None)
+        })
+        .await;
+        drop(handling);
+        let Some(response) = response else {
+            tracing::debug!("the client reset a stream before its response");
             return;
+        };
+        let (parts, body) = response.into_parts();
+        let eos = body.is_end_stream();
+        let sent = respond.send_response(&parts, eos);
+        crate::http2::maps::give(parts.headers);
+        let send = match sent {
+            Ok(send) => send,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not send a response head");
+                return;
+            }
+        };
+        if !eos {
+            let mut pipe = Pipe::new(body, send, Reason::INTERNAL_ERROR, "client");
+            poll_fn(|cx| pipe.poll_pipe(cx)).await;
         }
-    };
-    if !eos {
-        let mut pipe = Pipe::new(body, send, Reason::INTERNAL_ERROR, "client");
-        poll_fn(|cx| pipe.poll_pipe(cx)).await;
     }
 }

@@ -28,6 +28,69 @@ use crate::telemetry::Metrics;
 use crate::upstream::original::OriginalDestinations;
 use crate::upstream::{ClusterRuntime, Wire};
 
+/// What [`ListenerRuntime::prepare`] decided for a request.
+enum Step {
+    /// torii answers it itself (its health path, a direct response).
+    Answer(Response<Body>),
+    /// torii's own `grpc.health.v1.Health`, for a request no route takes.
+    Health {
+        watch: bool,
+        body: Received,
+        host: String,
+        headers: http::HeaderMap,
+    },
+    /// To a cluster.
+    Forward(Forward),
+}
+
+/// A request ready to go upstream, and what answering from the upstream's
+/// response needs.
+struct Forward {
+    /// Boxed: the request passes through the futures that send it, and an
+    /// `async fn` keeps what it is given by value twice.
+    req: Box<Request<Body>>,
+    cluster: Arc<ClusterRuntime>,
+    /// The route's place in the listener's routes (its response header
+    /// edits); None for the original-destination passthrough.
+    route: Option<usize>,
+    wire: Wire,
+    client_version: Version,
+    limit: Option<std::time::Duration>,
+    limit_err: ProxyError,
+    /// For an HTTP/1.1 retry when an `auto` upstream turns out not to
+    /// speak h2c (plain HTTP requests without a body).
+    retry_parts: Option<Box<http::request::Parts>>,
+}
+
+/// A request being handled (see [`ListenerRuntime::handle`]): answered
+/// already, or waiting for the upstream.
+pub enum Handling {
+    Ready(Option<Response<Body>>),
+    Waiting(std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>),
+}
+
+impl std::future::Future for Handling {
+    type Output = Response<Body>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response<Body>> {
+        match self.get_mut() {
+            Handling::Ready(resp) => {
+                std::task::Poll::Ready(resp.take().expect("a Handling is polled until ready, once"))
+            }
+            Handling::Waiting(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+/// A response torii made itself: its size is known up front.
+fn answered(resp: Response<Body>, mut outcome: Outcome) -> Response<Body> {
+    outcome.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+    resp
+}
+
 /// What torii knows about the client connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -132,62 +195,76 @@ impl ListenerRuntime {
     }
 
     /// Handles one request. Never fails: errors become responses.
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Received>,
-        conn: Arc<ConnInfo>,
-    ) -> Response<Body> {
+    ///
+    /// Everything up to sending upstream (health, path, route, header
+    /// rewrites) happens here, synchronously; only the exchange with the
+    /// upstream is a future, boxed. So the future a connection keeps per
+    /// stream is small, and the boxed one holds only what lives across the
+    /// upstream's answer: an `async fn` would keep its arguments twice (as
+    /// captured and as moved into its body), and every local that a borrow
+    /// keeps alive until an `.await`.
+    pub fn handle(self: Arc<Self>, req: Request<Received>, conn: Arc<ConnInfo>) -> Handling {
         let start = Instant::now();
         let grpc_req = grpc::is_grpc(req.headers());
-        let mut slot = Some(Outcome::new(
-            self.metrics.clone(),
-            self.name.clone(),
-            start,
-            &self.logger,
-        ));
-        // Boxed: hyper and tokio move the request future around (into the
-        // stream task and back); boxed, only a pointer moves, and the large
-        // state of the pipeline is built in place when first polled.
-        match Box::pin(self.proxy(req, &conn, grpc_req, &mut slot)).await {
-            Ok(resp) => {
-                // Answered by torii itself (health, direct response): the
-                // body size is known up front.
-                if let Some(o) = slot.as_mut() {
-                    o.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        let mut outcome =
+            Outcome::new(self.metrics.clone(), self.name.clone(), start, &self.logger);
+        match self.prepare(req, &conn, grpc_req, &mut outcome) {
+            Ok(Step::Answer(resp)) => Handling::Ready(Some(answered(resp, outcome))),
+            Err(err) => Handling::Ready(Some(self.failed(err, grpc_req, Some(outcome)))),
+            Ok(Step::Health {
+                watch,
+                body,
+                host,
+                headers,
+            }) => Handling::Waiting(Box::pin(async move {
+                match self.serve_health(watch, body, host, headers).await {
+                    Ok(resp) => answered(resp, outcome),
+                    Err(err) => self.failed(err, grpc_req, Some(outcome)),
                 }
-                resp
-            }
-            Err(err) => {
-                let Some(mut outcome) = slot else {
-                    return respond::error_response(&err, grpc_req);
-                };
-                let resp = respond::error_response(&err, grpc_req);
-                outcome.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
-                outcome.error = Some(err.code);
-                outcome.http_status = resp.status().as_u16();
-                if grpc_req {
-                    outcome.grpc_status = Some(err.code.grpc_code().as_i32());
-                }
-                if let Some(cluster) = &outcome.cluster {
-                    if err.code != ErrorCode::NoRoute {
-                        self.metrics.upstream_error(cluster, err.code.as_str());
+            })),
+            Ok(Step::Forward(fwd)) => {
+                let mut slot = Some(outcome);
+                Handling::Waiting(Box::pin(async move {
+                    match self.forward(fwd, grpc_req, &mut slot).await {
+                        Ok(resp) => resp,
+                        Err(err) => self.failed(err, grpc_req, slot),
                     }
-                }
-                tracing::debug!(listener = %self.name, code = %err.code, error = %err.message, "request failed");
-                resp
+                }))
             }
         }
     }
 
-    async fn proxy(
-        self: &Arc<Self>,
+    /// The error response for `err`, recorded in `outcome` (None once the
+    /// response body owns it).
+    fn failed(&self, err: ProxyError, grpc_req: bool, outcome: Option<Outcome>) -> Response<Body> {
+        let resp = respond::error_response(&err, grpc_req);
+        let Some(mut outcome) = outcome else {
+            return resp;
+        };
+        outcome.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        outcome.error = Some(err.code);
+        outcome.http_status = resp.status().as_u16();
+        if grpc_req {
+            outcome.grpc_status = Some(err.code.grpc_code().as_i32());
+        }
+        if let Some(cluster) = &outcome.cluster {
+            if err.code != ErrorCode::NoRoute {
+                self.metrics.upstream_error(cluster, err.code.as_str());
+            }
+        }
+        tracing::debug!(listener = %self.name, code = %err.code, error = %err.message, "request failed");
+        resp
+    }
+
+    /// Health, path, route and header rewrites: what to do with `req`.
+    fn prepare(
+        &self,
         req: Request<Received>,
         conn: &ConnInfo,
         grpc_req: bool,
-        slot: &mut Option<Outcome>,
-    ) -> Result<Response<Body>, ProxyError> {
+        outcome: &mut Outcome,
+    ) -> Result<Step, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let outcome = slot.as_mut().expect("the outcome is taken only on success");
         headers::ensure_request_id(&mut parts.headers);
         if let Some(r) = outcome.log.as_deref_mut() {
             fill_log(r, &parts, conn);
@@ -205,7 +282,7 @@ impl ListenerRuntime {
                 (503, "draining")
             };
             outcome.http_status = status;
-            return Ok(respond::text_response(status, text));
+            return Ok(Step::Answer(respond::text_response(status, text)));
         }
 
         // A cheap clone (shared bytes) so the path can be borrowed while
@@ -245,14 +322,12 @@ impl ListenerRuntime {
                 if grpc_req && (path == grpc::health::CHECK || path == grpc::health::WATCH) {
                     outcome.http_status = 200;
                     outcome.grpc_status = Some(0);
-                    let watch = path == grpc::health::WATCH;
-                    return Box::pin(self.serve_health(
-                        watch,
+                    return Ok(Step::Health {
+                        watch: path == grpc::health::WATCH,
                         body,
-                        host.into_owned(),
-                        parts.headers,
-                    ))
-                    .await;
+                        host: host.into_owned(),
+                        headers: parts.headers,
+                    });
                 }
                 let what = match grpc_names {
                     Some((s, m)) => format!("gRPC service {s} method {m}"),
@@ -274,7 +349,7 @@ impl ListenerRuntime {
                     *resp.status_mut() =
                         http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
                     apply_edits(resp.headers_mut(), &route.response_headers);
-                    return Ok(resp);
+                    return Ok(Step::Answer(resp));
                 }
                 RouteAction::Cluster(c) => c.name.as_str(),
                 RouteAction::Weighted(list) => pick_weighted(list),
@@ -287,7 +362,6 @@ impl ListenerRuntime {
             })?;
             (route, cluster)
         };
-        let cluster_name = cluster.config.name.as_str();
         outcome.cluster = Some(cluster.name.clone());
 
         // Deadline: gRPC carries its own; other requests get the route's.
@@ -327,7 +401,7 @@ impl ListenerRuntime {
             && !grpc_req
             && client_body_empty
         {
-            Some(parts.clone())
+            Some(Box::new(parts.clone()))
         } else {
             None
         };
@@ -339,8 +413,46 @@ impl ListenerRuntime {
             }
             None => body.boxed(),
         };
-        let upstream_req = Request::from_parts(parts, body);
-        let send = cluster.send(upstream_req, wire);
+        // The route again after the upstream answers, by its place (None:
+        // the original-destination passthrough, which edits nothing).
+        let route = self
+            .config
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route));
+        Ok(Step::Forward(Forward {
+            req: Box::new(Request::from_parts(parts, body)),
+            cluster,
+            route,
+            wire,
+            client_version,
+            limit,
+            limit_err,
+            retry_parts,
+        }))
+    }
+
+    /// Sends a prepared request upstream and makes the client's response
+    /// of the upstream's. `slot` holds the request's outcome until the
+    /// response body takes it.
+    async fn forward(
+        &self,
+        fwd: Forward,
+        grpc_req: bool,
+        slot: &mut Option<Outcome>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let Forward {
+            req,
+            cluster,
+            route,
+            wire,
+            client_version,
+            limit,
+            limit_err,
+            retry_parts,
+        } = fwd;
+        let cluster_name = cluster.config.name.as_str();
+        let send = cluster.send(req, wire);
         let result = match limit {
             Some(d) => match tokio::time::timeout(d, send).await {
                 Ok(r) => r,
@@ -360,20 +472,24 @@ impl ListenerRuntime {
                     cluster = cluster_name,
                     "upstream does not speak h2c; using HTTP/1.1 for its non-gRPC requests"
                 );
-                let mut p = retry_parts.expect("checked");
+                let mut p = *retry_parts.expect("checked");
                 to_http1(&mut p);
-                Box::pin(cluster.send(Request::from_parts(p, body::empty()), Wire::Http1)).await?
+                let req = Box::new(Request::from_parts(p, body::empty()));
+                Box::pin(cluster.send(req, Wire::Http1)).await?
             }
             Err(e) => return Err(e),
         };
 
+        let outcome = slot.as_mut().expect("the outcome is taken only on success");
         outcome.upstream = Some(guard.ep.addr);
         let (mut rparts, rbody) = resp.into_parts();
         if rparts.version != Version::HTTP_2 {
             // As for requests: an HTTP/2 head has none (see rewrite_request).
             headers::strip_hop_by_hop(&mut rparts.headers);
         }
-        apply_edits(&mut rparts.headers, &route.response_headers);
+        if let Some(i) = route {
+            apply_edits(&mut rparts.headers, &self.config.routes[i].response_headers);
+        }
         rparts.version = client_version;
         outcome.http_status = rparts.status.as_u16();
         let head_grpc_status: Option<i32> = rparts

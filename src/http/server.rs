@@ -162,9 +162,8 @@ impl HttpServers {
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             // The listener's current routes: a reload applies to the next
             // request, even on a connection opened before it.
-            let rt = rt.load_full();
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(rt.handle(req.map(Received::H1), conn).await) }
+            let handling = rt.load_full().handle(req.map(Received::H1), conn.clone());
+            async move { Ok::<_, Infallible>(handling.await) }
         });
         let (io, flusher) = coalesce::split(io);
         let connection = self.h1.serve_connection(TokioIo::new(io), svc);

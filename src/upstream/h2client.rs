@@ -85,8 +85,8 @@ impl H2Client {
     /// comes back in the error, to be sent again, when all of it can be:
     /// its head, and its body unless more than `RECORD_LIMIT` of it had
     /// gone out (what went out, then the rest of the original).
-    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Received>, SendError> {
-        let (parts, body) = req.into_parts();
+    pub async fn send(&mut self, req: Box<Request<Body>>) -> Result<Response<Received>, SendError> {
+        let (parts, body) = (*req).into_parts();
         let eos = body.is_end_stream();
         let (mut response, send) = match self.client.send_request(parts, eos) {
             Ok(r) => r,

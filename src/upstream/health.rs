@@ -120,7 +120,9 @@ async fn exchange(
     let resp = match lease {
         Lease::H2 { mut send, .. } => {
             send.ready().await.map_err(|e| failed(&e))?;
-            send.send(req).await.map_err(|e| failed(&e.error))?
+            send.send(Box::new(req))
+                .await
+                .map_err(|e| failed(&e.error))?
         }
         Lease::H1(mut send) => send
             .send_request(req)

@@ -33,9 +33,9 @@ type Exchange = Result<(Response<Received>, ExchangeGuard), ProxyError>;
 enum Attempt {
     Done(Exchange),
     /// The connection was closed before anything was sent.
-    Stale(Request<Body>),
+    Stale(Box<Request<Body>>),
     /// The upstream did not process the request (the retry's `reason`).
-    Refused(Request<Body>, &'static str),
+    Refused(Box<Request<Body>>, &'static str),
 }
 
 /// What an attempt may do when it fails.
@@ -48,8 +48,9 @@ struct Budget {
 impl ClusterRuntime {
     /// Sends `req` to an endpoint, trying others when connecting fails.
     /// Returns the response head with a guard that must live as long as the
-    /// response body.
-    pub async fn send(self: &Arc<Self>, mut req: Request<Body>, wire: Wire) -> Exchange {
+    /// response body. The request is boxed: it passes through several
+    /// futures, and each would otherwise hold a copy of it.
+    pub async fn send(self: &Arc<Self>, mut req: Box<Request<Body>>, wire: Wire) -> Exchange {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_err = None;
         let attempts = MAX_CONNECT_ATTEMPTS.min(self.endpoints.load().len().max(1));
@@ -80,13 +81,13 @@ impl ClusterRuntime {
                     self.attempt_h2(send, req, guard, budget, &refused, &first)
                         .await
                 }
-                Lease::H1(mut send) => match send.try_send_request(req).await {
+                Lease::H1(mut send) => match send.try_send_request(*req).await {
                     Ok(resp) => {
                         let guard = self.guard(&ep, active, None, Some(send));
                         Attempt::Done(Ok((resp.map(Received::H1), guard)))
                     }
                     Err(mut e) => match e.take_message() {
-                        Some(back) if budget.stale => Attempt::Stale(back),
+                        Some(back) if budget.stale => Attempt::Stale(Box::new(back)),
                         _ => Attempt::Done(Err(connect::reset_error(
                             e.error(),
                             ep.addr,
@@ -137,7 +138,7 @@ impl ClusterRuntime {
     async fn attempt_h2(
         &self,
         mut send: H2Client,
-        req: Request<Body>,
+        req: Box<Request<Body>>,
         guard: ExchangeGuard,
         budget: Budget,
         refused_before: &[SocketAddr],
@@ -163,7 +164,7 @@ impl ClusterRuntime {
             }) if budget.refused => {
                 let why = refusal(&error);
                 tracing::debug!(cluster = %self.config.name, endpoint = %guard.ep.addr, %error, "the upstream did not process the request ({why}); sending it again");
-                return Attempt::Refused(*back, why);
+                return Attempt::Refused(back, why);
             }
             Err(e) => e,
         };
