@@ -441,28 +441,22 @@ impl ListenerRuntime {
         grpc_req: bool,
         slot: &mut Option<Outcome>,
     ) -> Result<Response<Body>, ProxyError> {
-        let Forward {
-            req,
-            cluster,
-            route,
-            wire,
-            client_version,
-            limit,
-            limit_err,
-            retry_parts,
-        } = fwd;
+        let cluster = &fwd.cluster;
         let cluster_name = cluster.config.name.as_str();
-        let send = cluster.send(req, wire);
-        let result = match limit {
+        let send = cluster.send(fwd.req, fwd.wire);
+        let result = match fwd.limit {
             Some(d) => match tokio::time::timeout(d, send).await {
                 Ok(r) => r,
-                Err(_) => return Err(limit_err),
+                Err(_) => return Err(fwd.limit_err),
             },
             None => send.await,
         };
         let (resp, guard) = match result {
             Ok(ok) => ok,
-            Err(e) if e.code == ErrorCode::UpstreamProtocolMismatch && retry_parts.is_some() => {
+            Err(e) if e.code == ErrorCode::UpstreamProtocolMismatch => {
+                let Some(retry) = fwd.retry_parts else {
+                    return Err(e);
+                };
                 // An HTTP/1.1-only upstream behind `protocol: auto`: plain HTTP
                 // requests fall back to HTTP/1.1 from now on.
                 cluster
@@ -472,7 +466,7 @@ impl ListenerRuntime {
                     cluster = cluster_name,
                     "upstream does not speak h2c; using HTTP/1.1 for its non-gRPC requests"
                 );
-                let mut p = *retry_parts.expect("checked");
+                let mut p = *retry;
                 to_http1(&mut p);
                 let req = Box::new(Request::from_parts(p, body::empty()));
                 Box::pin(cluster.send(req, Wire::Http1)).await?
@@ -487,10 +481,10 @@ impl ListenerRuntime {
             // As for requests: an HTTP/2 head has none (see rewrite_request).
             headers::strip_hop_by_hop(&mut rparts.headers);
         }
-        if let Some(i) = route {
+        if let Some(i) = fwd.route {
             apply_edits(&mut rparts.headers, &self.config.routes[i].response_headers);
         }
-        rparts.version = client_version;
+        rparts.version = fwd.client_version;
         outcome.http_status = rparts.status.as_u16();
         let head_grpc_status: Option<i32> = rparts
             .headers
@@ -511,9 +505,9 @@ impl ListenerRuntime {
                 "the upstream answered UNAVAILABLE or a gateway error",
             );
         }
-        let deadline = limit.map(|d| {
+        let deadline = fwd.limit.map(|d| {
             let remaining = d.saturating_sub(outcome.start.elapsed());
-            (Box::pin(tokio::time::sleep(remaining)), limit_err)
+            (Box::pin(tokio::time::sleep(remaining)), fwd.limit_err)
         });
         let outcome = slot.take().expect("present until here");
         let body = ResponseBody::new(
