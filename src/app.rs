@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::listener::tls_stream::TlsAcceptor;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Cluster, Config, Listener};

@@ -280,7 +280,7 @@ async fn tls(
         return;
     }
     if let Some(acceptor) = &l.tls {
-        return terminate_tls(io, acceptor, conn, l, watch).await;
+        return terminate_tls(io, acceptor, hello.and_then(|h| h.sni), conn, l, watch).await;
     }
     if let Some(dst) = conn.original_dst {
         return Box::pin(to_original(io, &conn, dst, Kind::TlsPassthrough, l)).await;

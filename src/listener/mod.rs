@@ -6,6 +6,7 @@ pub mod detect;
 mod dispatch;
 pub mod prefixed;
 pub mod tls;
+pub mod tls_stream;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,9 +14,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
+use tls_stream::TlsAcceptor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::drain;
 use crate::http::proxy::{ConnInfo, ListenerRuntime};
@@ -105,6 +106,7 @@ pub async fn accept_loop(
 async fn terminate_tls<I>(
     io: I,
     acceptor: &TlsAcceptor,
+    sni: Option<String>,
     mut conn: ConnInfo,
     l: &Listening,
     watch: drain::Watch,
@@ -134,7 +136,7 @@ async fn terminate_tls<I>(
             return;
         }
     };
-    let facts = tls::facts(tls.get_ref().1);
+    let facts = tls::facts(tls.connection(), sni);
     l.rt.metrics.tls_handshake(&name, "success", "");
     l.rt.metrics
         .tls_handshake_duration

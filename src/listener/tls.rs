@@ -223,9 +223,11 @@ pub fn cert_sans(der: &CertificateDer<'_>) -> Vec<(&'static str, String)> {
 }
 
 /// Handshake facts for logs and upstream headers.
-pub fn facts(conn: &rustls::ServerConnection) -> TlsFacts {
+/// What the handshake on `conn` settled; `sni` as the ClientHello sent it
+/// (rustls's unbuffered connection does not say).
+pub fn facts(conn: &rustls::server::UnbufferedServerConnection, sni: Option<String>) -> TlsFacts {
     let mut f = TlsFacts {
-        sni: conn.server_name().map(str::to_string),
+        sni,
         // The common values are static strings: every connection keeps
         // these for its lifetime.
         alpn: conn.alpn_protocol().map(|p| match p {
