@@ -33,13 +33,18 @@ const READ_SIZE: usize = 32 * 1024;
 const MAX_INCOMING: usize = 0x1_0000 + 16 * 1024 + 512;
 /// Encrypted bytes waiting for the socket above which writes wait.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// Plaintext taken per write: what the write buffer grows by at most.
-const MAX_WRITE: usize = 64 * 1024;
+/// Plaintext taken per write (two full records): what one write grows
+/// the write buffer by at most.
+const MAX_WRITE: usize = 32 * 1024;
 
-/// Buffers of each kind kept per thread for the next connection that needs one.
-const POOLED: usize = 8;
-/// Buffers larger than this are freed rather than pooled.
-const POOLED_MAX: usize = MAX_WRITE + 4 * 1024;
+/// Buffers of each kind kept per thread for the next connection that needs
+/// one: at most 2 × 4 × [`POOLED_MAX`] per worker thread, however many
+/// connections there are.
+const POOLED: usize = 4;
+/// Buffers larger than this (a read that had to grow around a partial
+/// record, writes that piled up behind a slow client) are freed rather
+/// than pooled.
+const POOLED_MAX: usize = 36 * 1024;
 
 thread_local! {
     /// Read buffers (their length means nothing).
