@@ -300,18 +300,24 @@ where
     }
 
     /// After a TLS failure: the alert rustls queued goes to the write
-    /// buffer (rustls hands it out before repeating the error).
+    /// buffer. rustls hands out what it has to send before it looks at
+    /// the bytes read, so while it has something to send, asking it again
+    /// does not process (and fail on) them a second time; once it has
+    /// nothing, it is not asked again. (The bytes stay: rustls may hold
+    /// ranges into them.)
     fn queue_alert(&mut self) {
-        for _ in 0..4 {
-            match self.process(None, &[], &mut 0) {
-                Next::Again => continue,
-                _ => break,
+        for _ in 0..16 {
+            if !self.conn.wants_write() {
+                break;
+            }
+            if let Next::Failed(_) = self.process(None, &[], &mut 0) {
+                break;
             }
         }
     }
 
     /// Fails with `e`, after writing the alert for it as far as the socket
-    /// takes it now and later.
+    /// takes it now and later. Nothing is processed after a failure.
     fn poll_fail(&mut self, cx: &mut Context<'_>, e: rustls::Error) -> Poll<io::Error> {
         if self.failed.is_none() {
             self.queue_alert();
@@ -372,7 +378,7 @@ where
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(e) = self.failed.take() {
+        if let Some(e) = self.failed.clone() {
             return self.poll_fail(cx, e).map(Err);
         }
         loop {
@@ -426,6 +432,9 @@ where
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.failed.clone() {
+            return this.poll_fail(cx, e).map(Err);
+        }
         loop {
             if !this.plain.is_empty() {
                 let n = this.plain.len().min(buf.remaining());
@@ -477,6 +486,9 @@ where
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(e) = this.failed.clone() {
+            return this.poll_fail(cx, e).map(Err);
+        }
         if this.out_end - this.out_pos >= WRITE_HIGH_WATER {
             ready!(this.poll_write_out(cx))?;
         }
@@ -488,7 +500,7 @@ where
         // Records that came in meanwhile are kept for the reader; what
         // rustls must send goes ahead of this data.
         match this.process_all(None, data, &mut wrote) {
-            Err(e) => return Poll::Ready(Err(invalid(e))),
+            Err(e) => return this.poll_fail(cx, e).map(Err),
             Ok(_) if wrote == 0 => {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
@@ -511,7 +523,8 @@ where
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.close_queued {
+        // After a failure the alert was the last word.
+        if !this.close_queued && this.failed.is_none() {
             this.close_queued = true;
             let _ = this.process_all(None, &[], &mut 0);
             let UnbufferedStatus { discard, state } = this
@@ -727,5 +740,33 @@ mod tests {
         let (mut server, mut client) = (server.unwrap(), client.unwrap());
         client.shutdown().await.unwrap();
         assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn garbage_after_the_handshake_fails_the_read_and_alerts_the_client() {
+        let p = pair(&[], &[]);
+        let name = ServerName::try_from("localhost").unwrap();
+        let (c, s) = duplex(64 * 1024);
+        let (server, client) = tokio::join!(p.acceptor.accept(s), p.connector.connect(name, c));
+        let (mut server, mut client) = (server.unwrap(), client.unwrap());
+        // An application-data record whose ciphertext is not ours.
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+        record.extend_from_slice(&[0x5a; 0x40]);
+        client.get_mut().0.write_all(&record).await.unwrap();
+        let mut buf = [0u8; 64];
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(matches!(
+            err.get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>()),
+            Some(rustls::Error::DecryptError)
+        ));
+        // The same error again, not a hang or a panic.
+        assert!(server.read(&mut buf).await.is_err());
+        let seen = client.read(&mut buf).await.unwrap_err();
+        assert!(
+            seen.to_string().contains("BadRecordMac"),
+            "the client should get the alert: {seen}"
+        );
     }
 }
