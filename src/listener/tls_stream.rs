@@ -137,7 +137,8 @@ pub struct TlsStream<IO> {
     /// The socket reached EOF.
     eof: bool,
     close_queued: bool,
-    /// A TLS failure whose alert is still being written.
+    /// The TLS failure, once there was one: its alert goes out first,
+    /// then every read and write returns it.
     failed: Option<rustls::Error>,
 }
 
