@@ -308,17 +308,19 @@ impl ListenerRuntime {
             headers: &parts.headers,
             grpc: grpc_names,
         };
-        let found = route::find(&self.config.routes, &facts);
+        let found = route::find_index(&self.config.routes, &facts);
         // On an original-destination listener, what no route claims goes
         // where it was headed.
         let original = match (found, conn.original_dst) {
             (None, Some(dst)) => self.original_destination(dst),
             _ => None,
         };
-        let (route, cluster) = if let Some(cluster) = original {
-            (passthrough_route(), cluster?)
+        // The route's place is kept for after the upstream answers (its
+        // response header edits); None: the passthrough, which edits nothing.
+        let (route, route_index, cluster) = if let Some(cluster) = original {
+            (passthrough_route(), None, cluster?)
         } else {
-            let Some(route) = found else {
+            let Some(index) = found else {
                 if grpc_req && (path == grpc::health::CHECK || path == grpc::health::WATCH) {
                     outcome.http_status = 200;
                     outcome.grpc_status = Some(0);
@@ -342,6 +344,7 @@ impl ListenerRuntime {
                     ),
                 ));
             };
+            let route = &self.config.routes[index];
             let cluster_name = match &route.action {
                 RouteAction::Direct { status, body } => {
                     outcome.http_status = *status;
@@ -360,7 +363,7 @@ impl ListenerRuntime {
                     format!("cluster {cluster_name} is not running"),
                 )
             })?;
-            (route, cluster)
+            (route, Some(index), cluster)
         };
         outcome.cluster = Some(cluster.name.clone());
 
@@ -413,17 +416,10 @@ impl ListenerRuntime {
             }
             None => body.boxed(),
         };
-        // The route again after the upstream answers, by its place (None:
-        // the original-destination passthrough, which edits nothing).
-        let route = self
-            .config
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route));
         Ok(Step::Forward(Forward {
             req: Box::new(Request::from_parts(parts, body)),
             cluster,
-            route,
+            route: route_index,
             wire,
             client_version,
             limit,

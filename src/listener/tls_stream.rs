@@ -275,12 +275,17 @@ where
             // Early data is not enabled on torii's listeners.
             Ok(_) => Next::Failed(rustls::Error::General("unexpected TLS early data".into())),
         };
-        self.in_pos += discard;
+        self.consume(discard);
+        next
+    }
+
+    /// Drops `n` processed bytes from the front of the read buffer.
+    fn consume(&mut self, n: usize) {
+        self.in_pos += n;
         if self.in_pos == self.incoming.len() {
             self.incoming.clear();
             self.in_pos = 0;
         }
-        next
     }
 
     /// Processes until rustls has nothing more to do with what was read
@@ -537,7 +542,7 @@ where
                     this.out_end += n;
                 }
             }
-            this.in_pos += discard;
+            this.consume(discard);
         }
         ready!(this.poll_write_out(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)

@@ -18,7 +18,12 @@ pub struct RequestFacts<'a> {
 }
 
 pub fn find<'r>(routes: &'r [Route], req: &RequestFacts<'_>) -> Option<&'r Route> {
-    routes.iter().find(|r| matches(&r.matcher, req))
+    find_index(routes, req).map(|i| &routes[i])
+}
+
+/// The place of the first route that matches (first match wins).
+pub fn find_index(routes: &[Route], req: &RequestFacts<'_>) -> Option<usize> {
+    routes.iter().position(|r| matches(&r.matcher, req))
 }
 
 pub fn matches(m: &RouteMatch, req: &RequestFacts<'_>) -> bool {
