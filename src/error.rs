@@ -23,6 +23,10 @@ pub enum ErrorCode {
     UpstreamTimeout,
     NoHealthyUpstream,
     DeadlineExceeded,
+    /// The client abandoned the request before its response ended (reset
+    /// its stream, or broke HTTP/2 rules on it and torii reset it): no
+    /// fault of the upstream's.
+    ClientCancelled,
     Internal,
 }
 
@@ -42,6 +46,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::NoHealthyUpstream => "no_healthy_upstream",
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::ClientCancelled => "client_cancelled",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -53,6 +58,7 @@ impl ErrorCode {
             ErrorCode::InvalidPath | ErrorCode::BadRequest => Code::InvalidArgument,
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => Code::DeadlineExceeded,
             ErrorCode::Internal => Code::Internal,
+            ErrorCode::ClientCancelled => Code::Cancelled,
             // Everything upstream-side is retryable from the client's view.
             _ => Code::Unavailable,
         }
@@ -68,6 +74,8 @@ impl ErrorCode {
             | ErrorCode::UpstreamTlsFailed => 502,
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => 504,
             ErrorCode::Internal => 500,
+            // nginx's "client closed request".
+            ErrorCode::ClientCancelled => 499,
             _ => 503,
         }
     }

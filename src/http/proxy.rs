@@ -248,7 +248,7 @@ impl ListenerRuntime {
             outcome.grpc_status = Some(err.code.grpc_code().as_i32());
         }
         if let Some(cluster) = &outcome.cluster {
-            if err.code != ErrorCode::NoRoute {
+            if !matches!(err.code, ErrorCode::NoRoute | ErrorCode::ClientCancelled) {
                 self.metrics.upstream_error(cluster, err.code.as_str());
             }
         }

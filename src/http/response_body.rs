@@ -53,9 +53,11 @@ impl ResponseBody {
         // Dropping the upstream body resets the upstream stream at once.
         self.inner = None;
         self.deadline = None;
-        self.outcome
-            .metrics
-            .upstream_error(&self.cluster, err.code.as_str());
+        if err.code != ErrorCode::ClientCancelled {
+            self.outcome
+                .metrics
+                .upstream_error(&self.cluster, err.code.as_str());
+        }
         if let Some(g) = self.guard.take() {
             if err.code == ErrorCode::UpstreamReset {
                 g.cluster.report(&g.ep, false, err.code.as_str());
@@ -131,6 +133,14 @@ impl HttpBody for ResponseBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                let endpoint = this.guard.as_ref().map(|g| g.ep.addr);
+                if let (Some(crate::http2::Error::Cancelled(_)), Some(addr)) =
+                    (e.downcast_ref::<crate::http2::Error>(), endpoint)
+                {
+                    // torii cancelled the upstream stream because the
+                    // client's side broke off: not the upstream's fault.
+                    return this.fail(crate::upstream::client_cancelled(addr, &this.cluster));
+                }
                 let what = match crate::upstream::connect::h2_reason(e.as_ref()) {
                     Some(r) => format!("reset the stream ({r:?})"),
                     None => format!("broke off: {e}"),
@@ -162,9 +172,15 @@ impl HttpBody for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        // An upstream body that has ended is the end, deadline or not: the
+        // deadline can only add trailers to a response still under way. (A
+        // gRPC Trailers-Only answer must leave as one HEADERS frame with
+        // END_STREAM: sent as HEADERS and then an empty DATA frame ending
+        // the stream, C-core clients report "Stream removed" instead of the
+        // status.)
         match &self.inner {
             None => true,
-            Some(b) => b.is_end_stream() && self.deadline.is_none(),
+            Some(b) => b.is_end_stream(),
         }
     }
 

@@ -52,6 +52,22 @@ const RESET_RATE: u32 = 1000;
 /// Empty DATA frames (without END_STREAM) a peer may send; real data
 /// refills it.
 const EMPTY_DATA_BUDGET: u32 = 100;
+/// A request still arriving after torii answered it in full (an early
+/// answer: no route, a refusal, an upstream that did not wait for the
+/// body) is read and dropped up to this many bytes before the stream is
+/// reset with NO_ERROR. Resetting at once is allowed (RFC 9113 §8.1), but
+/// a client still sending its body may then lose the answer (curl 7.88
+/// does, about once in 20): a small body already in flight is read instead,
+/// as common servers do.
+const LINGER_BYTES: u32 = 64 * 1024;
+/// At most this many such streams per connection; past it, and while the
+/// connection drains, they are reset at once.
+const MAX_LINGERING: u16 = 8;
+/// Recently closed streams remembered per connection, to tell a frame
+/// torii must ignore (it reset the stream; the peer's frames may still be
+/// in flight, RFC 9113 §5.1) from one the peer must not send (it had ended
+/// the stream itself).
+const RECENT_CLOSED: usize = 8;
 
 /// A token bucket for resets.
 struct Bucket {
@@ -232,6 +248,15 @@ struct Stream {
     /// Client side: a HEAD request (its response has no body, whatever
     /// its content-length says).
     head_request: bool,
+    /// Server side: every handle is gone but the stream goes on: its
+    /// answer was handed over whole and is still leaving (the peer's
+    /// window), or the request is still arriving (see `LINGER_BYTES`).
+    orphan: bool,
+    /// An orphan whose answer is out, reading (and dropping) the rest of
+    /// its request; counted in `Inner::lingering`.
+    lingering: bool,
+    /// What a lingering stream may still read.
+    linger_left: u32,
 }
 
 impl Stream {
@@ -262,6 +287,9 @@ impl Stream {
             pending_head: None,
             sent_head: None,
             head_request: false,
+            orphan: false,
+            lingering: false,
+            linger_left: LINGER_BYTES,
         }
     }
 
@@ -345,6 +373,46 @@ pub(crate) struct Inner {
     goaway_received: bool,
     /// Client side: every client handle is gone.
     client_gone: bool,
+    /// Lingering streams (see `Stream::lingering`).
+    lingering: u16,
+    /// GOAWAY sent: streams are not kept lingering.
+    draining: bool,
+    /// Streams the peer made torii reset (broke a rule on them) since the
+    /// connection last counted them against its reset budget.
+    peer_resets: u32,
+    recent: RecentClosed,
+}
+
+/// How a stream that is gone from `Inner::streams` ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ClosedBy {
+    /// torii reset it: the peer may not know yet, its frames are ignored.
+    Us,
+    /// The peer reset it.
+    PeerReset,
+    /// Both sides ended it (END_STREAM).
+    Ended,
+}
+
+/// The last few streams that closed: a fixed ring, no allocation.
+#[derive(Default)]
+struct RecentClosed {
+    ids: [u32; RECENT_CLOSED],
+    how: [Option<ClosedBy>; RECENT_CLOSED],
+    next: u8,
+}
+
+impl RecentClosed {
+    fn record(&mut self, id: u32, how: ClosedBy) {
+        let i = usize::from(self.next) % RECENT_CLOSED;
+        self.ids[i] = id;
+        self.how[i] = Some(how);
+        self.next = ((i + 1) % RECENT_CLOSED) as u8;
+    }
+
+    fn get(&self, id: u32) -> Option<ClosedBy> {
+        (0..RECENT_CLOSED).find_map(|i| self.how[i].filter(|_| self.ids[i] == id))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -425,14 +493,31 @@ impl Inner {
         }
     }
 
-    /// Resets a stream (a rule broken on it, or the application gave up).
+    /// Resets a stream because the peer broke a rule on it. On the server
+    /// side each such reset is counted against the connection's reset
+    /// budget, like a client's own RST_STREAM: otherwise a client could
+    /// make torii open and cancel upstream streams without limit by
+    /// breaking rules instead of resetting ("MadeYouReset", CVE-2025-8671).
     fn reset_stream(&mut self, key: usize, reason: Reason) {
+        if self.role == Role::Server && !self.streams[key].is_closed() {
+            self.peer_resets += 1;
+        }
+        self.reset_with(key, reason, Error::LocalReset(reason));
+    }
+
+    /// Resets a stream because torii's side gave up on it (the exchange was
+    /// cancelled, or the body it sent broke off).
+    fn cancel_stream(&mut self, key: usize, reason: Reason) {
+        self.reset_with(key, reason, Error::Cancelled(reason));
+    }
+
+    fn reset_with(&mut self, key: usize, reason: Reason, error: Error) {
         let s = &mut self.streams[key];
         if s.is_closed() {
             return;
         }
         let id = s.id;
-        s.reset = Some(Error::LocalReset(reason));
+        s.reset = Some(error);
         s.send_pending.clear();
         s.send_trailers = None;
         s.send_done = true;
@@ -449,6 +534,16 @@ impl Inner {
     /// handle is left.
     fn after_change(&mut self, key: usize) {
         let s = &mut self.streams[key];
+        if s.orphan && !s.lingering && s.send_done && !s.is_closed() {
+            // Answered in full while the request is still arriving: read
+            // the rest of it (bounded) rather than reset at once.
+            if self.draining || self.lingering >= MAX_LINGERING {
+                return self.cancel_stream(key, Reason::NO_ERROR);
+            }
+            s.lingering = true;
+            self.lingering += 1;
+        }
+        let s = &mut self.streams[key];
         if s.counted && s.is_closed() {
             s.counted = false;
             self.active -= 1;
@@ -463,6 +558,15 @@ impl Inner {
         if s.handles == 0 && !s.counted {
             let s = self.streams.remove(key);
             self.ids.remove(&s.id);
+            if s.lingering {
+                self.lingering -= 1;
+            }
+            let how = match &s.reset {
+                None => ClosedBy::Ended,
+                Some(Error::Reset(_)) => ClosedBy::PeerReset,
+                Some(_) => ClosedBy::Us,
+            };
+            self.recent.record(s.id, how);
             // Whatever the application never read goes back to the
             // connection window.
             let unread = s.recv_buf.len();
@@ -634,22 +738,31 @@ impl Drop for StreamRef {
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         let failed = inner.error.is_some();
+        let role = inner.role;
         let s = &mut inner.streams[self.key];
         s.handles -= 1;
         if s.handles == 0 && !s.is_closed() {
-            // Abandoned: tell the peer. A response that is complete while
-            // the request is still coming ends the stream with NO_ERROR
-            // (the peer keeps the response).
-            let reason = if s.send_done {
-                Reason::NO_ERROR
+            if failed {
+                s.reset = Some(Error::Closed);
+            } else if role == Role::Server && s.send_eos {
+                // The answer was handed over whole: it leaves as the
+                // client's windows allow (resetting now would cut it), and
+                // what still arrives of the request is read and dropped
+                // (see `after_change`).
+                s.orphan = true;
+                let unread = std::mem::take(&mut s.recv_buf).len();
+                inner.release_connection(unread);
             } else {
-                Reason::CANCEL
-            };
-            if !failed {
+                // Abandoned: tell the peer. A request sent whole whose
+                // response is no longer wanted ends with NO_ERROR.
+                let reason = if s.send_done {
+                    Reason::NO_ERROR
+                } else {
+                    Reason::CANCEL
+                };
                 // Forgets the stream too.
-                return inner.reset_stream(self.key, reason);
+                return inner.cancel_stream(self.key, reason);
             }
-            s.reset = Some(Error::Closed);
         }
         inner.after_change(self.key);
     }
@@ -781,8 +894,15 @@ impl SendBody {
         if s.send_done || s.send_eos {
             return Ok(());
         }
-        if add(s) && !s.blocked {
-            inner.flush_stream(key);
+        if add(s) {
+            if s.blocked {
+                // Queued behind a window or a full write buffer: the
+                // connection's task flushes blocked streams when it writes,
+                // and must know there is something new.
+                inner.wake_conn();
+            } else {
+                inner.flush_stream(key);
+            }
         }
         Ok(())
     }
@@ -812,7 +932,7 @@ pub(crate) fn poll_reset(stream: &StreamRef, cx: &mut Context<'_>) -> Poll<Error
 pub(crate) fn send_reset(stream: &StreamRef, reason: Reason) {
     let mut inner = stream.lock();
     if inner.error.is_none() {
-        inner.reset_stream(stream.key, reason);
+        inner.cancel_stream(stream.key, reason);
     }
 }
 
@@ -1090,6 +1210,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             heads: VecDeque::new(),
             goaway_received: false,
             client_gone: false,
+            lingering: 0,
+            draining: false,
+            peer_resets: 0,
+            recent: RecentClosed::default(),
         };
         let timer = Box::pin(tokio::time::sleep(config.handshake_timeout));
         Connection {
@@ -1149,9 +1273,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if matches!(self.state, State::Draining | State::Closing) {
             return;
         }
-        let mut inner = lock(&self.shared);
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
         frame::put_goaway(inner.wbuf(), self.last_peer_stream, Reason::NO_ERROR, b"");
-        drop(inner);
+        inner.draining = true;
+        // Requests answered in full and still arriving are not waited for.
+        let lingering: Vec<usize> = inner
+            .streams
+            .iter()
+            .filter(|(_, s)| s.lingering)
+            .map(|(key, _)| key)
+            .collect();
+        for key in lingering {
+            inner.cancel_stream(key, Reason::NO_ERROR);
+        }
+        drop(guard);
         if matches!(self.state, State::Preface(_) | State::Settings) {
             self.close("drained before the HTTP/2 preface".into(), Error::Closed);
         } else {
@@ -1324,6 +1460,38 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
+    /// DATA or HEADERS on a stream torii no longer tracks: idle (never
+    /// opened: a connection error), reset by torii (the peer's frames may
+    /// still be in flight: ignored, RFC 9113 §5.1), or closed (STREAM_CLOSED:
+    /// a connection error once the peer had ended it, else a stream error).
+    fn frame_on_closed(&mut self, id: u32, what: &str) {
+        let mut inner = lock(&self.shared);
+        if self.is_idle(id, &inner) {
+            drop(inner);
+            return self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                format!("{what} on stream {id}, which was never opened (idle)"),
+            );
+        }
+        match inner.recent.get(id) {
+            Some(ClosedBy::Us) => {}
+            Some(ClosedBy::Ended) => {
+                drop(inner);
+                self.connection_error(
+                    Reason::STREAM_CLOSED,
+                    format!("{what} on stream {id} after it had ended"),
+                );
+            }
+            Some(ClosedBy::PeerReset) | None => {
+                frame::put_rst_stream(inner.wbuf(), id, Reason::STREAM_CLOSED);
+                if self.role == Role::Server {
+                    inner.peer_resets += 1;
+                }
+                inner.wake_conn();
+            }
+        }
+    }
+
     /// A stream nobody has opened yet.
     fn is_idle(&self, id: u32, inner: &Inner) -> bool {
         match self.role {
@@ -1368,14 +1536,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         match head.kind {
             kind::DATA => self.on_data(head, payload),
             kind::HEADERS => self.on_headers(head, payload),
-            kind::PRIORITY => {
-                if head.stream == 0 {
-                    self.connection_error(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0".into());
-                } else if payload.len() != 5 {
-                    let mut inner = lock(&self.shared);
-                    frame::put_rst_stream(inner.wbuf(), head.stream, Reason::FRAME_SIZE_ERROR);
-                }
-            }
+            kind::PRIORITY => self.on_priority(head, payload),
             kind::RST_STREAM => self.on_rst_stream(head, payload),
             kind::SETTINGS => self.on_settings(head, payload),
             kind::PUSH_PROMISE => self.connection_error(
@@ -1387,6 +1548,61 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             kind::WINDOW_UPDATE => self.on_window_update(head, payload),
             kind::CONTINUATION => self.on_continuation(head, payload),
             _ => {} // Unknown frame types are ignored (RFC 9113 §4.1).
+        }
+        self.count_peer_resets();
+    }
+
+    /// Streams the peer made torii reset use up the same budget as its
+    /// own resets (see `Inner::reset_stream`).
+    fn count_peer_resets(&mut self) {
+        let n = std::mem::take(&mut lock(&self.shared).peer_resets);
+        for _ in 0..n {
+            if !self.resets.take() {
+                return self.connection_error(
+                    Reason::ENHANCE_YOUR_CALM,
+                    format!(
+                        "more than {RESET_BURST} streams reset, by the client or because it broke rules on them, faster than {RESET_RATE} a second (rapid reset)"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// PRIORITY (deprecated by RFC 9113, still parsed): only its length and
+    /// a stream depending on itself are errors. A stream error is only
+    /// ever sent on a stream that exists: an idle one cannot be reset
+    /// (§6.4), so a bad PRIORITY there ends the connection.
+    fn on_priority(&mut self, head: Head, payload: &[u8]) {
+        if head.stream == 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0".into());
+        }
+        let reason = if payload.len() != 5 {
+            Reason::FRAME_SIZE_ERROR
+        } else if u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff
+            == head.stream
+        {
+            Reason::PROTOCOL_ERROR
+        } else {
+            return;
+        };
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        if let Some(&key) = inner.ids.get(&head.stream) {
+            return inner.reset_stream(key, reason);
+        }
+        if self.is_idle(head.stream, inner) {
+            drop(guard);
+            let what = if reason == Reason::FRAME_SIZE_ERROR {
+                format!("a PRIORITY frame of {} bytes (not 5)", payload.len())
+            } else {
+                "a PRIORITY frame making a stream depend on itself".to_string()
+            };
+            return self.connection_error(reason, format!("{what} on idle stream {}", head.stream));
+        }
+        // A closed stream: the stream error needs no state.
+        frame::put_rst_stream(inner.wbuf(), head.stream, reason);
+        if self.role == Role::Server {
+            inner.peer_resets += 1;
         }
     }
 
@@ -1693,16 +1909,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
         let Some(&key) = inner.ids.get(&head.stream) else {
             inner.release_connection(len);
-            if self.is_idle(head.stream, inner) {
-                drop(guard);
-                self.connection_error(Reason::PROTOCOL_ERROR, "DATA on an idle stream".into());
-            }
-            return;
+            drop(guard);
+            return self.frame_on_closed(head.stream, "DATA");
         };
         let s = &mut inner.streams[key];
         if s.recv_eos || s.reset.is_some() {
             inner.release_connection(len);
             if !inner.streams[key].is_closed() {
+                // Half-closed (remote): RFC 9113 §5.1.
                 inner.reset_stream(key, Reason::STREAM_CLOSED);
             }
             return;
@@ -1720,6 +1934,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
                 }
             }
+        }
+        if s.orphan {
+            // Nobody reads this request any more: dropped, and only the
+            // connection's window is given back (the stream's bounds how
+            // much more the peer sends).
+            s.recv_eos = eos;
+            let over = len as u32 > s.linger_left;
+            s.linger_left = s.linger_left.saturating_sub(len as u32);
+            inner.release_connection(len);
+            if over && !eos {
+                return inner.cancel_stream(key, Reason::NO_ERROR);
+            }
+            return inner.after_change(key);
         }
         if s.recv_buf.is_empty() && !s.recv_split {
             // A stream's first data, a unary body in one frame most often:
@@ -1756,6 +1983,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 return self.connection_error(
                     Reason::FRAME_SIZE_ERROR,
                     "a HEADERS frame too short for its priority".into(),
+                );
+            }
+            let dep = &payload[from - 5..from - 1];
+            if u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]]) & 0x7fff_ffff == head.stream {
+                // RFC 9113 §5.3.1 makes this a stream error; the header
+                // block must still be decoded to keep HPACK in step, and a
+                // stream that never opened cannot be reset: a connection
+                // error is simpler and allowed.
+                return self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    format!("HEADERS making stream {} depend on itself", head.stream),
                 );
             }
         }
@@ -1934,6 +2172,35 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
+    /// Server side: HEADERS on a stream id at or below the highest the
+    /// client opened, and no longer tracked.
+    fn headers_on_closed(&mut self, id: u32) {
+        let mut inner = lock(&self.shared);
+        match inner.recent.get(id) {
+            // torii reset it; the client may not have known yet.
+            Some(ClosedBy::Us) => {}
+            Some(ClosedBy::PeerReset) => {
+                frame::put_rst_stream(inner.wbuf(), id, Reason::STREAM_CLOSED);
+                inner.peer_resets += 1;
+            }
+            Some(ClosedBy::Ended) => {
+                drop(inner);
+                self.connection_error(
+                    Reason::STREAM_CLOSED,
+                    format!("HEADERS on stream {id} after it had ended"),
+                );
+            }
+            None => {
+                drop(inner);
+                let last = self.last_peer_stream;
+                self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    format!("HEADERS opening stream {id}, lower than stream {last} it had opened before (stream ids must rise)"),
+                );
+            }
+        }
+    }
+
     /// Server side: a HEADERS block that opens a stream (or arrives on one
     /// that has closed and been forgotten).
     fn request_head(&mut self, id: u32, end_stream: bool, block: &[u8]) {
@@ -1942,8 +2209,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return;
         };
         if id <= self.last_peer_stream {
-            // Headers on a closed stream: already answered or reset.
-            return;
+            return self.headers_on_closed(id);
         }
         if id.is_multiple_of(2) {
             return self.connection_error(
@@ -1960,6 +2226,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let inner = &mut *guard;
         if inner.active >= self.config.max_concurrent_streams {
             frame::put_rst_stream(inner.wbuf(), id, Reason::REFUSED_STREAM);
+            inner.recent.record(id, ClosedBy::Us);
             return;
         }
         if info.over_limit {
@@ -1976,6 +2243,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             frame::finish_headers(&mut inner.wbuf, start, id, true, inner.peer_max_frame);
             if !end_stream {
                 frame::put_rst_stream(&mut inner.wbuf, id, Reason::NO_ERROR);
+                inner.recent.record(id, ClosedBy::Us);
             }
             return;
         }
@@ -1987,6 +2255,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     "malformed request: {why}; resetting the stream"
                 );
                 frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+                inner.recent.record(id, ClosedBy::Us);
                 drop(guard);
                 if !self.resets.take() {
                     self.connection_error(
@@ -1999,6 +2268,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         };
         if end_stream && matches!(content_length, Some(n) if n != 0) {
             frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+            inner.recent.record(id, ClosedBy::Us);
+            inner.peer_resets += 1;
             return;
         }
         let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);

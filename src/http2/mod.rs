@@ -91,6 +91,10 @@ pub enum Error {
     Reset(Reason),
     /// torii reset the stream: the peer broke a rule on it.
     LocalReset(Reason),
+    /// torii reset the stream because its own side gave up on it (the
+    /// exchange was cancelled, or the body it was sending broke off): no
+    /// fault of the peer's.
+    Cancelled(Reason),
     /// The connection ended with GOAWAY (sent by the peer when `remote`).
     GoAway { reason: Reason, remote: bool },
     /// The connection failed: a read or write error.
@@ -103,7 +107,7 @@ impl Error {
     /// The HTTP/2 error code, if there was one.
     pub fn reason(&self) -> Option<Reason> {
         match self {
-            Error::Reset(r) | Error::LocalReset(r) => Some(*r),
+            Error::Reset(r) | Error::LocalReset(r) | Error::Cancelled(r) => Some(*r),
             Error::GoAway { reason, .. } => Some(*reason),
             Error::Io(_) | Error::Closed => None,
         }
@@ -115,6 +119,7 @@ impl fmt::Display for Error {
         match self {
             Error::Reset(r) => write!(f, "stream reset by the peer ({r})"),
             Error::LocalReset(r) => write!(f, "stream reset by torii ({r})"),
+            Error::Cancelled(r) => write!(f, "stream cancelled by torii ({r})"),
             Error::GoAway {
                 reason,
                 remote: true,

@@ -9,6 +9,7 @@ pub mod health;
 pub mod original;
 pub mod pool;
 mod send;
+pub use send::client_cancelled;
 pub mod stream;
 
 use std::collections::HashMap;

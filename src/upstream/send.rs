@@ -169,6 +169,12 @@ impl ClusterRuntime {
             Err(e) => e,
         };
         let ep = &guard.ep;
+        if let H2Error::Cancelled(_) = e.error {
+            // torii cancelled the stream itself: the request body from the
+            // client broke off (the client reset its stream or broke a rule
+            // on it). Not the upstream's fault: no outlier report.
+            return Attempt::Done(Err(client_cancelled(ep.addr, &self.config.name)));
+        }
         let mut err = connect::explain_h2_failure(&e.error, first, ep.addr, &self.config.name);
         if e.unprocessed.is_none() && refused_unprocessed(&e.error) {
             err.message.push_str(&format!(
@@ -197,6 +203,15 @@ impl ClusterRuntime {
             })
             .inc();
     }
+}
+
+/// The error of an exchange torii cancelled because the client's side of
+/// it broke off.
+pub fn client_cancelled(addr: SocketAddr, cluster: &str) -> ProxyError {
+    ProxyError::new(
+        crate::error::ErrorCode::ClientCancelled,
+        format!("the client abandoned the request before its response ended (it reset its stream, or broke HTTP/2 rules on it), so torii cancelled the stream to upstream {addr} (cluster {cluster}); the upstream is not at fault"),
+    )
 }
 
 /// The upstream said it did not process the stream (RFC 9113 §8.7).
