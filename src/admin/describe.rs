@@ -114,6 +114,11 @@ fn cluster(c: &Cluster) -> Value {
             "base_ejection_time": dur(c.outlier_detection.base_ejection_time),
             "max_ejection_time": dur(c.outlier_detection.max_ejection_time),
         },
+        "http2_keepalive": {
+            "interval": dur(c.http2_keepalive.interval),
+            "timeout": dur(c.http2_keepalive.timeout),
+            "while_idle": c.http2_keepalive.while_idle,
+        },
     })
 }
 

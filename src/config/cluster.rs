@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::locate::join;
 use super::model::*;
 use super::problem::{did_you_mean, list};
-use super::raw::{RawCluster, RawUpstreamTls};
+use super::raw::{RawCluster, RawKeepalive, RawUpstreamTls};
 use super::tls;
 use super::validate::{one_of, Ctx};
 
@@ -108,6 +108,7 @@ fn cluster(cx: &mut Ctx, path: &str, raw: RawCluster) -> Option<Cluster> {
         &join(path, "outlier_detection"),
         raw.outlier_detection,
     );
+    let http2_keepalive = keepalive(cx, &join(path, "http2_keepalive"), raw.http2_keepalive);
     match (protocol, &tls) {
         (Some(UpstreamProtocol::H2), None) => cx.error(
             &join(path, "protocol"),
@@ -142,6 +143,28 @@ fn cluster(cx: &mut Ctx, path: &str, raw: RawCluster) -> Option<Cluster> {
             None => None,
         },
         outlier_detection: outlier_detection?,
+        http2_keepalive: http2_keepalive?,
+    })
+}
+
+fn keepalive(cx: &mut Ctx, path: &str, raw: Option<RawKeepalive>) -> Option<Keepalive> {
+    let raw = raw.unwrap_or_default();
+    let interval = cx.duration(
+        &join(path, "interval"),
+        &raw.interval,
+        Some(DEFAULT_KEEPALIVE_INTERVAL),
+        true,
+    );
+    let timeout = cx.duration(
+        &join(path, "timeout"),
+        &raw.timeout,
+        Some(DEFAULT_KEEPALIVE_TIMEOUT),
+        true,
+    );
+    Some(Keepalive {
+        interval: interval??,
+        timeout: timeout??,
+        while_idle: raw.while_idle.unwrap_or(false),
     })
 }
 

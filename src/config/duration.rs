@@ -12,6 +12,42 @@ const UNITS: [(&str, u128); 6] = [
 ];
 const HOUR_NANOS: u128 = 3_600_000_000_000;
 
+/// A duration as the config would write it: `5m`, `1h30m`, `20s`,
+/// `250ms`, `1.5s`.
+pub fn display(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos % 1_000_000_000 == 0 {
+        let secs = nanos / 1_000_000_000;
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let mut out = String::new();
+        for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+            if n > 0 {
+                out += &format!("{n}{unit}");
+            }
+        }
+        return out;
+    }
+    if nanos >= 1_000_000_000 {
+        return format!("{}s", round3(d.as_secs_f64()));
+    }
+    if nanos >= 1_000_000 {
+        return format!("{}ms", round3(nanos as f64 / 1e6));
+    }
+    if nanos >= 1_000 {
+        return format!("{}us", round3(nanos as f64 / 1e3));
+    }
+    format!("{nanos}ns")
+}
+
+/// At most three decimals, without trailing zeros.
+fn round3(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Parses a duration; the error is a sentence saying what to write instead.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -147,5 +183,28 @@ mod tests {
             assert!(parse(text).is_err(), "{text:?} parsed");
         }
         assert!(parse("999999999999999999999999h").is_err());
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn durations_display_as_written() {
+        let cases = [
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(20), "20s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_micros(500), "500us"),
+            (Duration::from_nanos(294_670_000), "294.67ms"),
+            (Duration::ZERO, "0s"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(display(d), text);
+            assert_eq!(parse(text).unwrap(), d, "{text} parses back");
+        }
     }
 }

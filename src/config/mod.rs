@@ -8,7 +8,7 @@
 //! mistakes gets ten messages in one run.
 
 mod cluster;
-mod duration;
+pub mod duration;
 mod headers;
 mod health;
 mod locate;

@@ -340,6 +340,39 @@ pub struct Cluster {
     pub max_connections_per_endpoint: usize,
     pub health_check: Option<HealthCheck>,
     pub outlier_detection: OutlierDetection,
+    pub http2_keepalive: Keepalive,
+}
+
+/// HTTP/2 PINGs on upstream connections, to find a connection that died
+/// without a word (a NAT or firewall that dropped it) before a request
+/// waits on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// A PING this long after the last one was answered.
+    pub interval: Duration,
+    /// The connection is closed when a PING goes unanswered this long.
+    pub timeout: Duration,
+    /// Also PING connections with no stream open.
+    pub while_idle: bool,
+}
+
+/// gRPC servers enforce a keepalive policy and close connections that ping
+/// more often with GOAWAY ENHANCE_YOUR_CALM "too_many_pings": C-core
+/// (Python, C++, Ruby, PHP), grpc-go and grpc-java all allow one PING per
+/// 5 minutes by default, and none while no call is open. torii's defaults
+/// stay inside that policy: a PING 5 minutes after the last one was
+/// answered, only while streams are open.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            interval: DEFAULT_KEEPALIVE_INTERVAL,
+            timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            while_idle: false,
+        }
+    }
 }
 
 /// Active health checking of every endpoint of a cluster.

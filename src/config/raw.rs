@@ -143,6 +143,14 @@ pub struct RawCluster {
     pub max_connections_per_endpoint: Option<i64>,
     pub health_check: Option<RawHealthCheck>,
     pub outlier_detection: Option<RawOutlierDetection>,
+    pub http2_keepalive: Option<RawKeepalive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawKeepalive {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub while_idle: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +264,7 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "clusters[].tls" => fields_of::<RawUpstreamTls>(),
         "clusters[].health_check" => fields_of::<RawHealthCheck>(),
         "clusters[].outlier_detection" => fields_of::<RawOutlierDetection>(),
+        "clusters[].http2_keepalive" => fields_of::<RawKeepalive>(),
         _ => return None,
     })
 }

@@ -62,6 +62,9 @@ where
         connection_window: H2_CONNECTION_WINDOW,
         keepalive_interval: KEEPALIVE_INTERVAL,
         keepalive_timeout: KEEPALIVE_TIMEOUT,
+        // Clients do not police PINGs; an idle client connection is the
+        // one most worth checking.
+        keepalive_while_idle: true,
         handshake_timeout: preface_timeout,
     };
     run(Box::new(Server::new(io, config)), rt, conn, drain)

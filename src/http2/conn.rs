@@ -127,6 +127,9 @@ pub struct Config {
     /// PING the peer this often; close when one goes unanswered this long.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// PING also while no stream is open (servers such as gRPC's refuse
+    /// that: GOAWAY "too_many_pings").
+    pub keepalive_while_idle: bool,
     /// The peer must send its preface (and SETTINGS) within this.
     pub handshake_timeout: Duration,
 }
@@ -1735,8 +1738,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         ]));
         if reason != Reason::NO_ERROR {
             let debug = String::from_utf8_lossy(&payload[8..]);
-            self.end
-                .get_or_insert(format!("the peer sent GOAWAY {reason} ({debug})"));
+            let why = if reason == Reason::ENHANCE_YOUR_CALM && debug.contains("too_many_pings") {
+                // gRPC servers' keepalive enforcement (C-core, grpc-go,
+                // grpc-java: one PING per 5 minutes by default).
+                format!(
+                    "the peer closed the connection with GOAWAY {reason} \"{debug}\": it allows fewer PINGs than torii sent (one every {} here, {}); every stream on the connection failed. Raise the cluster's http2_keepalive.interval to at least the server's permitted interval (gRPC servers default to 5m), or allow more PINGs on the server",
+                    crate::config::duration::display(self.config.keepalive_interval),
+                    if self.config.keepalive_while_idle { "also while idle" } else { "only while streams are open" }
+                )
+            } else {
+                format!("the peer sent GOAWAY {reason} ({debug})")
+            };
+            self.end.get_or_insert(why);
         }
         if self.role == Role::Client {
             // Streams past the last one the server will process fail, as
@@ -2360,6 +2373,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     return true;
                 }
                 (State::Closing, _) => return true,
+                (_, Ping::Idle)
+                    if !self.config.keepalive_while_idle && lock(&self.shared).active == 0 =>
+                {
+                    // Nothing open: nothing to keep alive. Looked at again
+                    // an interval later.
+                    self.timer
+                        .as_mut()
+                        .reset(Instant::now() + self.config.keepalive_interval);
+                }
                 (_, Ping::Idle) => {
                     let payload = rand::random::<[u8; 8]>();
                     frame::put_ping(lock(&self.shared).wbuf(), false, payload);

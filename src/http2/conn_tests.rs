@@ -12,6 +12,7 @@ fn config(stream_window: u32, connection_window: u32) -> Config {
         connection_window,
         keepalive_interval: Duration::from_secs(600),
         keepalive_timeout: Duration::from_secs(600),
+        keepalive_while_idle: false,
         handshake_timeout: Duration::from_secs(600),
     }
 }
@@ -759,7 +760,9 @@ async fn s5_1_data_on_a_closed_stream_is_stream_closed() {
 /// Streams torii resets because the client broke a rule on them (here a
 /// WINDOW_UPDATE of 0) used none of the reset budget: a client could make
 /// torii forward and cancel streams without end ("MadeYouReset").
-#[tokio::test]
+/// (Paused time: the budget refills with time, and a slow debug build on
+/// a busy machine must not refill it faster than the test spends it.)
+#[tokio::test(start_paused = true)]
 async fn made_you_reset_uses_the_reset_budget() {
     let (mut peer, _shared, mut opened) = server(65_535, 65_535);
     handshake_as_client(&mut peer).await;
@@ -793,4 +796,32 @@ async fn made_you_reset_uses_the_reset_budget() {
     .flatten()
     .expect("GOAWAY");
     assert_eq!(goaway[7], Reason::ENHANCE_YOUR_CALM.0 as u8);
+}
+
+/// torii pinged upstreams every 30 s whatever was open; gRPC servers allow
+/// one PING per 5 minutes and none without a call, and answered with
+/// GOAWAY "too_many_pings", killing every stream. Without
+/// `keepalive_while_idle` an idle connection gets no PING; one with a
+/// stream open does.
+#[tokio::test(start_paused = true)]
+async fn no_keepalive_pings_without_streams() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let mut cfg = config(65_535, 65_535);
+    cfg.keepalive_interval = Duration::from_secs(10);
+    cfg.keepalive_timeout = Duration::from_secs(600);
+    let conn = Connection::client(a, cfg);
+    let shared = conn.shared().clone();
+    spawn_driver(conn, None);
+    let mut peer = Peer { io: b };
+    handshake_as_server(&mut peer, &[]).await;
+    let ping = peer
+        .until(Duration::from_secs(60), |h, _| h.kind == kind::PING)
+        .await;
+    assert!(ping.is_none(), "a PING on a connection with no stream");
+    let get = http::Request::get("http://a/").body(()).unwrap().into_parts().0;
+    let (_response, _) = open_stream(&shared, get, true).unwrap();
+    let ping = peer
+        .until(Duration::from_secs(60), |h, _| h.kind == kind::PING)
+        .await;
+    assert!(ping.is_some(), "no PING while a stream is open");
 }

@@ -28,14 +28,6 @@ use crate::http2::Reason;
 /// handful of busy streams at full speed.
 pub const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 pub const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
-/// HTTP/2 PINGs to notice a dead upstream connection that TCP would only
-/// report after minutes.
-const H2_SETTINGS: h2client::Settings = h2client::Settings {
-    stream_window: H2_STREAM_WINDOW,
-    connection_window: H2_CONNECTION_WINDOW,
-    keepalive_interval: Duration::from_secs(30),
-    keepalive_timeout: Duration::from_secs(10),
-};
 
 /// The protocol spoken on one upstream connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +52,8 @@ pub struct Connector {
     metrics: Arc<crate::telemetry::Metrics>,
     connect_timeout: Duration,
     tls: Option<TlsSet>,
+    /// HTTP/2 settings, with the cluster's keepalive.
+    h2: h2client::Settings,
 }
 
 struct TlsSet {
@@ -78,6 +72,11 @@ impl Connector {
             metrics,
             connect_timeout: cluster.connect_timeout,
             tls,
+            h2: h2client::Settings {
+                stream_window: H2_STREAM_WINDOW,
+                connection_window: H2_CONNECTION_WINDOW,
+                keepalive: cluster.http2_keepalive,
+            },
         })
     }
 
@@ -116,7 +115,7 @@ impl Connector {
     ) -> Result<Connected, ProxyError> {
         let tcp = self.tcp(addr).await?;
         match &self.tls {
-            None => handshake(tcp, wire, addr, &self.cluster).await,
+            None => handshake(tcp, wire, addr, &self.cluster, &self.h2).await,
             Some(tls) => {
                 let connector = match wire {
                     Wire::Http2 => &tls.h2,
@@ -151,7 +150,7 @@ impl Connector {
                         ),
                     ));
                 }
-                handshake(stream, wire, addr, &self.cluster).await
+                handshake(stream, wire, addr, &self.cluster, &self.h2).await
             }
         }
     }
@@ -260,6 +259,7 @@ async fn handshake<T>(
     wire: Wire,
     addr: SocketAddr,
     cluster: &str,
+    settings: &h2client::Settings,
 ) -> Result<Connected, ProxyError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -284,7 +284,7 @@ where
                 first: first.clone(),
                 recorded: false,
             };
-            let client = h2client::handshake(io, &H2_SETTINGS, addr)
+            let client = h2client::handshake(io, settings, addr)
                 .await
                 .map_err(|e| handshake_error(e, addr, cluster))?;
             Ok(Connected::H2(client, first))

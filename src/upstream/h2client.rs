@@ -10,7 +10,6 @@
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::task::{ready, Poll};
-use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body as HttpBody;
@@ -26,8 +25,7 @@ use crate::http2::{Error, Reason};
 pub struct Settings {
     pub stream_window: u32,
     pub connection_window: u32,
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
+    pub keepalive: crate::config::Keepalive,
 }
 
 /// The largest response header list taken from an upstream.
@@ -50,10 +48,11 @@ where
         max_header_list_size: MAX_RESPONSE_HEADERS,
         stream_window: settings.stream_window,
         connection_window: settings.connection_window,
-        keepalive_interval: settings.keepalive_interval,
-        keepalive_timeout: settings.keepalive_timeout,
+        keepalive_interval: settings.keepalive.interval,
+        keepalive_timeout: settings.keepalive.timeout,
+        keepalive_while_idle: settings.keepalive.while_idle,
         // The upstream's SETTINGS must arrive within a keepalive timeout.
-        handshake_timeout: settings.keepalive_timeout,
+        handshake_timeout: settings.keepalive.timeout,
     };
     let (client, conn) = client::handshake(io, config);
     tokio::spawn(async move {

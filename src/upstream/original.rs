@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::dns::Dns;
 use super::ClusterRuntime;
 use crate::config::{
+    Keepalive,
     Cluster, EndpointAddr, LbPolicy, OutlierDetection, UpstreamProtocol,
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT, DEFAULT_MAX_STREAMS_PER_CONNECTION,
 };
@@ -84,6 +85,7 @@ fn cluster_for(addr: SocketAddr) -> Cluster {
             consecutive_failures: 0,
             ..OutlierDetection::default()
         },
+        http2_keepalive: Keepalive::default(),
     }
 }
 
