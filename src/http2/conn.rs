@@ -1651,10 +1651,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                         w.wake();
                     }
                 }
-                setting::ENABLE_PUSH if value > 1 => {
+                setting::ENABLE_PUSH
+                    if value > 1 || (value == 1 && inner.role == Role::Client) =>
+                {
+                    // A server must never announce push (RFC 9113 §6.5.2).
                     drop(guard);
-                    return self
-                        .connection_error(Reason::PROTOCOL_ERROR, "ENABLE_PUSH above 1".into());
+                    let what = if value > 1 {
+                        "ENABLE_PUSH above 1"
+                    } else {
+                        "the server announced ENABLE_PUSH 1"
+                    };
+                    return self.connection_error(Reason::PROTOCOL_ERROR, what.into());
                 }
                 setting::INITIAL_WINDOW_SIZE => {
                     if value > frame::MAX_WINDOW {

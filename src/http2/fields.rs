@@ -118,6 +118,17 @@ impl RequestHead {
         let slot = match f.name {
             Name::Header(name) => {
                 self.saw_regular = true;
+                if matches!(f.value.first(), Some(b' ' | b'\t'))
+                    || matches!(f.value.last(), Some(b' ' | b'\t'))
+                {
+                    // RFC 9113 §8.2.1. Checked on requests (a client's
+                    // bytes must not reach an HTTP/1.1 upstream in a form
+                    // it could read differently); upstreams' responses are
+                    // taken as they are.
+                    self.regular.error =
+                        Some("a header value with leading or trailing whitespace");
+                    return;
+                }
                 self.regular.add(name, f.value, f.never_indexed);
                 return;
             }
