@@ -539,7 +539,10 @@ async fn s4_2_settings_over_max_frame_size_is_a_connection_error() {
 /// §4.2: "An endpoint MUST NOT send a frame larger than ... SETTINGS_MAX_FRAME_SIZE" (torii's responses).
 #[tokio::test]
 async fn s4_2_responses_respect_the_clients_max_frame_size() {
-    let (_env, mut conn) = setup(Tr::H2c).await;
+    let env = env().await;
+    let mut conn = env
+        .conn(Tr::H2c, &[(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)])
+        .await;
     conn.grpc_call(1, SERVER_STREAM, &stream_request(2, 100_000))
         .await;
     let mut total = 0;
@@ -866,6 +869,7 @@ async fn s5_1_data_on_a_closed_stream_is_stream_closed_tls() {
 
 /// §5.1 closed: "An endpoint that sends a RST_STREAM frame on a stream that is in the "open" or "half-closed (local)" state could receive any type of frame ... An endpoint MUST minimally process and then discard any frames it receives in this state" — and after the client's RST_STREAM, DATA is a stream error STREAM_CLOSED (§6.1), never a connection error.
 #[tokio::test]
+#[ignore = "FAILS on main: DATA after the client's RST_STREAM is silently discarded, no RST_STREAM(STREAM_CLOSED) (RFC 9113 §6.1, §5.1)"]
 async fn s5_1_data_after_the_clients_rst_stream_is_stream_closed() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     conn.headers(1, &Block::grpc(CLIENT_STREAM), false).await;
@@ -964,6 +968,7 @@ async fn s5_1_1_lower_stream_id_is_connection_error_tls() {
 
 /// §5.1.1: "The first use of a new stream identifier implicitly closes all streams in the "idle" state that might have been initiated by that peer with a lower-valued stream identifier." (DATA on a skipped id is then on a closed stream: §6.1 STREAM_CLOSED, or the §5.1.1 connection error.)
 #[tokio::test]
+#[ignore = "FAILS on main: DATA on a skipped (implicitly closed) stream id is silently discarded, no STREAM_CLOSED (RFC 9113 §5.1.1, §6.1)"]
 async fn s5_1_1_skipped_stream_ids_are_closed() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     assert_good_call(&mut conn, 5).await;
@@ -993,7 +998,6 @@ async fn s5_1_1_skipped_stream_ids_are_closed() {
 
 /// §5.1.2: "An endpoint that receives a HEADERS frame that causes its advertised concurrent stream limit to be exceeded MUST treat this as a stream error of type PROTOCOL_ERROR or REFUSED_STREAM." — with a client window of 0, all the responses wait; only the stream over the limit is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FAILS on main: with the client's window at 0 torii resets answered streams with RST_STREAM(CANCEL) (finding 1), so the stream over the limit is not refused (RFC 9113 §5.1.2)"]
 async fn s5_1_2_stream_over_max_concurrent_streams_is_refused() {
     let env = env().await;
     let mut conn = env
@@ -1038,7 +1042,7 @@ async fn s5_1_2_torii_announces_max_concurrent_streams() {
 
 /// §5.3.1: "A stream cannot depend on itself. An endpoint MUST treat this as a stream error of type PROTOCOL_ERROR." (HEADERS)
 #[tokio::test]
-#[ignore = "FAILS on main: a HEADERS frame depending on its own stream is served normally; no RST_STREAM(PROTOCOL_ERROR) (RFC 9113 §5.3.1)"]
+#[ignore = "FAILS on main: a HEADERS frame depending on its own stream is forwarded and answered 200; no RST_STREAM(PROTOCOL_ERROR) (RFC 9113 §5.3.1)"]
 async fn s5_3_1_headers_depending_on_itself_is_protocol_error() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     let mut payload = priority_payload(false, 1, 16).to_vec();
@@ -1050,7 +1054,7 @@ async fn s5_3_1_headers_depending_on_itself_is_protocol_error() {
 
 /// §5.3.1 (see above): a PRIORITY frame making a stream depend on itself. On an idle stream no RST_STREAM may be sent (§6.4), so the connection error is the way out.
 #[tokio::test]
-#[ignore = "FAILS on main: a PRIORITY frame making an open stream depend on itself is ignored; no RST_STREAM(PROTOCOL_ERROR) (RFC 9113 §5.3.1)"]
+#[ignore = "FAILS on main: a PRIORITY frame making an open stream depend on itself is ignored; no RST_STREAM/GOAWAY(PROTOCOL_ERROR) (RFC 9113 §5.3.1)"]
 async fn s5_3_1_priority_depending_on_itself_is_protocol_error() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     conn.headers(1, &Block::grpc(CLIENT_STREAM), false).await;
@@ -1174,7 +1178,7 @@ async fn s6_3_priority_on_stream_0_is_protocol_error() {
 
 /// §6.3: "A PRIORITY frame with a length other than 5 octets MUST be treated as a stream error of type FRAME_SIZE_ERROR." — and §5.4.2/§6.4: once reset, nothing more is sent on the stream.
 #[tokio::test]
-#[ignore = "FAILS on main: after RST_STREAM(FRAME_SIZE_ERROR) torii keeps the stream and later sends HEADERS/DATA on it (finding 4c; RFC 9113 §6.3, §5.1 closed)"]
+#[ignore = "FAILS on main: after RST_STREAM(FRAME_SIZE_ERROR) torii keeps the stream and later sends HEADERS and DATA on it (finding 4c; RFC 9113 §6.3, §5.1 closed)"]
 async fn s6_3_priority_of_wrong_length_resets_the_open_stream() {
     let (env, mut conn) = setup(Tr::H2c).await;
     conn.headers(1, &Block::grpc(UNARY), false).await;
@@ -1657,6 +1661,7 @@ async fn s6_9_1_stream_window_overflow_is_flow_control_error_tls() {
 
 /// §6.9.1: "The sender MUST NOT send a flow-controlled frame with a length that exceeds the space available in either of the flow-control windows advertised by the receiver."
 #[tokio::test]
+#[ignore = "FAILS on main: torii keeps to the window, but once it is opened the stream ends with RST_STREAM(CANCEL) instead of the rest and the trailers (finding 1; RFC 9113 §6.9.1)"]
 async fn s6_9_1_data_never_exceeds_the_clients_stream_window() {
     let env = env().await;
     let mut conn = env
@@ -1734,13 +1739,11 @@ async fn s6_9_2_window_opened(t: Tr) {
 }
 
 #[tokio::test]
-#[ignore = "FAILS on main: the stream blocked on a 0 window is reset with RST_STREAM(CANCEL) instead of resuming when SETTINGS opens it (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_initial_window_size_increase_reopens_streams() {
     s6_9_2_window_opened(Tr::H2c).await;
 }
 
 #[tokio::test]
-#[ignore = "FAILS on main: the stream blocked on a 0 window is reset with RST_STREAM(CANCEL) instead of resuming when SETTINGS opens it (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_initial_window_size_increase_reopens_streams_tls() {
     s6_9_2_window_opened(Tr::Tls).await;
 }
@@ -1806,13 +1809,13 @@ async fn s6_9_2_negative(t: Tr) {
 }
 
 #[tokio::test]
-#[ignore = "FAILS on main: after SETTINGS_INITIAL_WINDOW_SIZE made the window negative and WINDOW_UPDATE positive again, torii does not send the data (or resets the stream) (finding 5; RFC 9113 §6.9.2)"]
+#[ignore = "FAILS on main: the data flows again after the negative window, but the stream then ends with RST_STREAM(CANCEL) before its trailers (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_negative_window_then_positive_lets_data_flow() {
     s6_9_2_negative(Tr::H2c).await;
 }
 
 #[tokio::test]
-#[ignore = "FAILS on main: after SETTINGS_INITIAL_WINDOW_SIZE made the window negative and WINDOW_UPDATE positive again, torii does not send the data (or resets the stream) (finding 5; RFC 9113 §6.9.2)"]
+#[ignore = "FAILS on main: the data flows again after the negative window, but the stream then ends with RST_STREAM(CANCEL) before its trailers (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_negative_window_then_positive_lets_data_flow_tls() {
     s6_9_2_negative(Tr::Tls).await;
 }
@@ -2102,7 +2105,7 @@ async fn s8_2_1_lf_in_field_value_is_malformed() {
 
 /// §8.2.1: "A field value MUST NOT start or end with an ASCII whitespace character (ASCII SP or HTAB, 0x20 or 0x09)."
 #[tokio::test]
-#[ignore = "FAILS on main: a field value with leading/trailing whitespace is forwarded (RFC 9113 §8.2.1)"]
+#[ignore = "FAILS on main: a field value with leading/trailing whitespace is forwarded and answered; no RST_STREAM(PROTOCOL_ERROR) (RFC 9113 §8.2.1)"]
 async fn s8_2_1_whitespace_around_field_value_is_malformed() {
     malformed(
         Block::grpc(UNARY).raw_field(b"x-v", b" padded "),
