@@ -2052,16 +2052,3 @@ async fn s8_1_1_response_matching_content_length_is_served() {
     let out = ok(call, "exact content-length").await;
     assert_eq!(out.data, message.len());
 }
-
-/// §8.1: "An endpoint that receives a HEADERS frame without the END_STREAM flag set after receiving the HEADERS frame that opens a request or after receiving a final (non-informational) status code MUST treat the corresponding request or response as malformed" — a second head after DATA without END_STREAM, then more DATA.
-#[tokio::test]
-async fn s8_1_data_after_trailers_without_end_stream_is_malformed() {
-    malformed_trailers(
-        Block::default()
-            .field("grpc-status", "0")
-            .field("x-second", "head"),
-        false,
-        "a second HEADERS without END_STREAM",
-    )
-    .await;
-}
