@@ -492,7 +492,7 @@ async fn s4_2_frames_of_16384_octets_are_received() {
         .map(|n| {
             grpc_frame(&EchoRequest {
                 message: "big".into(),
-                payload: vec![7; n].into(),
+                payload: vec![7; n],
                 ..Default::default()
             })
         })

@@ -668,7 +668,7 @@ async fn s4_2_response_data_over_max_frame_size_is_frame_size_error() {
 async fn s4_2_torii_keeps_to_the_upstreams_max_frame_size() {
     let env = env().await;
     let body = grpc_frame(&EchoRequest {
-        payload: vec![1; 100_000].into(),
+        payload: vec![1; 100_000],
         ..Default::default()
     });
     let call = call_with(env.addr(), body.clone());
@@ -1580,8 +1580,10 @@ async fn s6_9_2_negative_window_then_positive_lets_the_request_flow() {
             .await
             .expect("an answer in time")
             .expect("a response");
-        let mut out = Outcome::default();
-        out.status = Some(response.status().as_u16());
+        let mut out = Outcome {
+            status: Some(response.status().as_u16()),
+            ..Default::default()
+        };
         out.take(response.headers());
         let mut body = response.into_body();
         while let Some(Ok(c)) = body.data().await {
@@ -1625,7 +1627,7 @@ async fn s6_9_2_negative_window_then_positive_lets_the_request_flow() {
     if let Some(f) = peer.r.next_within(QUIET).await {
         let f = f.expect("lives");
         assert!(
-            !(f.kind == DATA && !f.payload.is_empty()),
+            f.kind != DATA || f.payload.is_empty(),
             "DATA on a negative window: {}",
             f.describe()
         );
