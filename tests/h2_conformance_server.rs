@@ -2297,3 +2297,78 @@ async fn s9_2_tls_negotiates_h2_over_tls_1_2_or_higher() {
     let mut conn = env.conn(Tr::Tls, &[]).await;
     assert_good_call(&mut conn, 1).await;
 }
+
+// ---------------------------------------------------------------------------
+// More of §5.1, §5.4.1, §6.10
+
+/// §6.10 / §4.3: "Each field block is processed as a discrete unit. Field blocks MUST be transmitted as a contiguous sequence of frames, with no interleaved frames of any other type or from any other stream." (a PRIORITY frame inside the block)
+#[tokio::test]
+async fn s6_10_priority_inside_a_header_block_is_protocol_error() {
+    let (_env, mut conn) = setup(Tr::H2c).await;
+    let block = Block::grpc(UNARY).0;
+    let (a, b) = block.split_at(block.len() / 2);
+    let mut out = BytesMut::new();
+    frame(&mut out, HEADERS, END_STREAM, 1, a);
+    frame(
+        &mut out,
+        PRIORITY_FRAME,
+        0,
+        1,
+        &priority_payload(false, 0, 16),
+    );
+    frame(&mut out, CONTINUATION, END_HEADERS, 1, b);
+    conn.write(&out).await;
+    connection_error(&mut conn, PROTOCOL_ERROR, "PRIORITY inside a header block").await;
+}
+
+/// §6.10: "A CONTINUATION frame MUST be preceded by a HEADERS, PUSH_PROMISE or CONTINUATION frame without the END_HEADERS flag set." (one after a DATA frame)
+#[tokio::test]
+async fn s6_10_continuation_after_data_is_protocol_error() {
+    let (_env, mut conn) = setup(Tr::H2c).await;
+    conn.headers(1, &Block::grpc(CLIENT_STREAM), false).await;
+    conn.send(DATA, 0, 1, &echo_request("body")).await;
+    conn.send(
+        CONTINUATION,
+        END_HEADERS,
+        1,
+        &Block::default().field("x-more", "1").0,
+    )
+    .await;
+    connection_error(&mut conn, PROTOCOL_ERROR, "CONTINUATION after DATA").await;
+}
+
+/// §5.1 half-closed (remote): RST_STREAM is allowed ("other than WINDOW_UPDATE, PRIORITY, or RST_STREAM"): the stream closes, the upstream call is cancelled, nothing more is sent on it and the connection lives.
+#[tokio::test]
+async fn s5_1_rst_stream_on_a_half_closed_remote_stream_closes_it() {
+    let (env, mut conn) = setup(Tr::H2c).await;
+    conn.grpc_call(1, UNARY, &slow_request(30_000)).await;
+    env.echo
+        .stats
+        .wait_for(PATIENCE, |s| s.started == 1)
+        .await
+        .expect("the call reaches the backend");
+    conn.send(RST_STREAM, 0, 1, &CANCEL.to_be_bytes()).await;
+    env.echo
+        .stats
+        .wait_for(PATIENCE, |s| s.cancelled == 1)
+        .await
+        .expect("the backend's call is cancelled");
+    nothing_more_on(&mut conn, 1, "a stream the client reset").await;
+    assert_good_call(&mut conn, 3).await;
+}
+
+/// §6.8: "The last stream identifier in the GOAWAY frame contains the highest-numbered stream identifier for which the sender of the GOAWAY frame might have taken some action on or might yet take action on." — after streams 1 and 3, a connection error's GOAWAY names 3.
+#[tokio::test]
+async fn s6_8_goaway_names_the_last_stream_processed() {
+    let (_env, mut conn) = setup(Tr::H2c).await;
+    assert_good_call(&mut conn, 1).await;
+    assert_good_call(&mut conn, 3).await;
+    conn.send(PING, 0, 1, b"stream 1").await;
+    let f = conn.r.until(|f| f.kind == GOAWAY).await.expect("a GOAWAY");
+    assert_eq!(
+        (f.code(), f.last_stream()),
+        (PROTOCOL_ERROR, 3),
+        "{}",
+        f.describe()
+    );
+}
