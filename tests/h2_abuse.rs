@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 
 use proxy_support::{front_with, Proxy};
@@ -93,12 +92,12 @@ async fn assert_good_call(conn: &mut Conn, stream: u32) {
 /// [`CHECKPOINT`] follows the last frame. Gives back the writer and how many
 /// frames went out.
 fn flood(
-    mut w: OwnedWriteHalf,
+    mut w: Writer,
     total: usize,
     batch: usize,
     checkpoint: bool,
     make: impl Fn(usize, &mut BytesMut) + Send + 'static,
-) -> JoinHandle<(OwnedWriteHalf, usize)> {
+) -> JoinHandle<(Writer, usize)> {
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut sent = 0;
@@ -150,7 +149,7 @@ async fn outcome(r: &mut Reader) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_gets_goaway_enhance_your_calm() {
     let (_echo, _proxy, addr) = setup().await;
-    let Conn { mut r, w } = Conn::connect(addr, &[]).await;
+    let Conn { mut r, w, .. } = Conn::connect(addr, &[]).await;
     let block = Block::grpc(UNARY).0;
     let pairs = 20_000;
     let writer = flood(w, pairs, 100, true, move |i, out| {
@@ -173,7 +172,7 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_flood_gets_goaway() {
     let (_echo, _proxy, addr) = setup().await;
-    let Conn { mut r, mut w } = Conn::connect(addr, &[]).await;
+    let Conn { mut r, mut w, .. } = Conn::connect(addr, &[]).await;
     // A request head that never ends: HEADERS without END_HEADERS, then
     // CONTINUATIONs of valid fields (1 KiB each), none with END_HEADERS.
     let mut out = BytesMut::new();
@@ -231,7 +230,7 @@ async fn oversized_headers_get_431_or_reset_and_the_connection_lives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_four_times_over_the_limit_get_goaway() {
     let (_echo, _proxy, addr) = setup().await;
-    let Conn { mut r, mut w } = Conn::connect(addr, &[]).await;
+    let Conn { mut r, mut w, .. } = Conn::connect(addr, &[]).await;
     let block = big_headers(36);
     assert!(block.0.len() > 4 * MAX_HEADER_LIST);
     let mut out = BytesMut::new();
@@ -299,7 +298,7 @@ async fn flood_without_reading(
     counted: impl Fn(&Frame) -> bool,
 ) {
     let (_echo, _proxy, addr) = setup().await;
-    let Conn { mut r, w } = Conn::connect(addr, &[]).await;
+    let Conn { mut r, w, .. } = Conn::connect(addr, &[]).await;
     let start = Instant::now();
     let writer = flood(w, total, 1000, true, make);
     still_serving(addr).await;
@@ -327,7 +326,11 @@ async fn flood_without_reading(
         Outcome::Survived => {
             assert_eq!(sent, total);
             assert_eq!(acks, total, "every {what} is ACKed, in order");
-            let mut conn = Conn { r, w };
+            let mut conn = Conn {
+                r,
+                w,
+                server_settings: Vec::new(),
+            };
             assert_good_call(&mut conn, 1).await;
         }
         Outcome::GoAway(_) | Outcome::Closed => {}
@@ -360,7 +363,7 @@ async fn ping_flood_without_reading_is_survived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_data_flood_gets_goaway() {
     let (_echo, _proxy, addr) = setup().await;
-    let Conn { mut r, mut w } = Conn::connect(addr, &[]).await;
+    let Conn { mut r, mut w, .. } = Conn::connect(addr, &[]).await;
     let mut out = BytesMut::new();
     headers(&mut out, 1, &Block::grpc(CLIENT_STREAM).0, false);
     w.write_all(&out).await.unwrap();

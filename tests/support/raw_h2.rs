@@ -1,7 +1,11 @@
 //! A raw HTTP/2 client for tests that attack a server with frames: h2c
-//! with prior knowledge, a frame writer and reader, and just enough HPACK
-//! to write request header blocks (literals without Huffman, static-table
-//! indexes) and to read a response's `:status`.
+//! with prior knowledge or h2 over TLS, a frame writer and reader (padding,
+//! priority), and just enough HPACK to write header blocks (every literal
+//! representation, static and dynamic indexes, table size updates, raw
+//! Huffman strings) and to read a response's `:status`.
+//!
+//! The reader and writer work over any byte stream, so a test can also play
+//! a raw HTTP/2 *server* (an upstream) with them.
 //!
 //! Included with `#[path = "support/raw_h2.rs"] mod raw_h2;` next to
 //! `mod support;`.
@@ -11,19 +15,25 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::PATIENCE;
+use crate::support::{TlsClient, PATIENCE};
+
+/// The read half of a connection, whatever carries it (TCP, TLS).
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection.
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 // Frame types (RFC 9113 §6).
 pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
+pub const PRIORITY_FRAME: u8 = 0x2;
 pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
+pub const PUSH_PROMISE: u8 = 0x5;
 pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
 pub const WINDOW_UPDATE: u8 = 0x8;
@@ -33,18 +43,89 @@ pub const CONTINUATION: u8 = 0x9;
 pub const END_STREAM: u8 = 0x1;
 pub const ACK: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
-const PADDED: u8 = 0x8;
-const PRIORITY: u8 = 0x20;
+pub const PADDED: u8 = 0x8;
+pub const PRIORITY: u8 = 0x20;
 
 // Error codes (RFC 9113 §7).
 pub const NO_ERROR: u32 = 0x0;
 pub const PROTOCOL_ERROR: u32 = 0x1;
+pub const INTERNAL_ERROR: u32 = 0x2;
+pub const FLOW_CONTROL_ERROR: u32 = 0x3;
+pub const SETTINGS_TIMEOUT: u32 = 0x4;
+pub const STREAM_CLOSED: u32 = 0x5;
+pub const FRAME_SIZE_ERROR: u32 = 0x6;
 pub const REFUSED_STREAM: u32 = 0x7;
 pub const CANCEL: u32 = 0x8;
+pub const COMPRESSION_ERROR: u32 = 0x9;
+pub const CONNECT_ERROR: u32 = 0xa;
 pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 
-// Settings.
+// Settings (RFC 9113 §6.5.2).
+pub const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
+pub const SETTINGS_ENABLE_PUSH: u16 = 0x2;
+pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+pub const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
+pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+
+/// A SETTINGS payload.
+pub fn settings_payload(settings: &[(u16, u32)]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for (id, value) in settings {
+        payload.extend_from_slice(&id.to_be_bytes());
+        payload.extend_from_slice(&value.to_be_bytes());
+    }
+    payload
+}
+
+/// The (id, value) pairs of a SETTINGS payload.
+pub fn parse_settings(payload: &[u8]) -> Vec<(u16, u32)> {
+    payload
+        .chunks_exact(6)
+        .map(|s| {
+            (
+                u16::from_be_bytes([s[0], s[1]]),
+                u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+            )
+        })
+        .collect()
+}
+
+/// The name of a frame type, for messages.
+pub fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        DATA => "DATA",
+        HEADERS => "HEADERS",
+        PRIORITY_FRAME => "PRIORITY",
+        RST_STREAM => "RST_STREAM",
+        SETTINGS => "SETTINGS",
+        PUSH_PROMISE => "PUSH_PROMISE",
+        PING => "PING",
+        GOAWAY => "GOAWAY",
+        WINDOW_UPDATE => "WINDOW_UPDATE",
+        CONTINUATION => "CONTINUATION",
+        _ => "unknown",
+    }
+}
+
+/// The name of an error code, for messages.
+pub fn code_name(code: u32) -> &'static str {
+    match code {
+        NO_ERROR => "NO_ERROR",
+        PROTOCOL_ERROR => "PROTOCOL_ERROR",
+        INTERNAL_ERROR => "INTERNAL_ERROR",
+        FLOW_CONTROL_ERROR => "FLOW_CONTROL_ERROR",
+        SETTINGS_TIMEOUT => "SETTINGS_TIMEOUT",
+        STREAM_CLOSED => "STREAM_CLOSED",
+        FRAME_SIZE_ERROR => "FRAME_SIZE_ERROR",
+        REFUSED_STREAM => "REFUSED_STREAM",
+        CANCEL => "CANCEL",
+        COMPRESSION_ERROR => "COMPRESSION_ERROR",
+        CONNECT_ERROR => "CONNECT_ERROR",
+        ENHANCE_YOUR_CALM => "ENHANCE_YOUR_CALM",
+        _ => "unknown",
+    }
+}
 
 /// The largest frame payload a peer must accept (SETTINGS_MAX_FRAME_SIZE's
 /// initial value).
@@ -68,6 +149,37 @@ impl Frame {
         let at = if self.kind == GOAWAY { 4 } else { 0 };
         let b = &self.payload[at..at + 4];
         u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// GOAWAY's last stream id.
+    pub fn last_stream(&self) -> u32 {
+        let b = &self.payload[..4];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff
+    }
+
+    /// GOAWAY's debug data, as text.
+    pub fn debug_data(&self) -> String {
+        String::from_utf8_lossy(self.payload.get(8..).unwrap_or_default()).into_owned()
+    }
+
+    /// One line: kind, flags, stream, and the code of RST_STREAM/GOAWAY.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{}(flags {:#x}, stream {}, {} bytes",
+            kind_name(self.kind),
+            self.flags,
+            self.stream,
+            self.payload.len()
+        );
+        if (self.kind == RST_STREAM && self.payload.len() == 4)
+            || (self.kind == GOAWAY && self.payload.len() >= 8)
+        {
+            s += &format!(", {}", code_name(self.code()));
+        }
+        if self.kind == GOAWAY {
+            s += &format!(", last {}, {:?}", self.last_stream(), self.debug_data());
+        }
+        s + ")"
     }
 
     /// A HEADERS frame's header block fragment (padding and priority off).
@@ -94,6 +206,23 @@ pub fn frame(out: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8
     out.put_slice(payload);
 }
 
+/// Appends one frame with padding (PADDED set, `pad` zero bytes).
+pub fn padded_frame(out: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8], pad: u8) {
+    let mut p = Vec::with_capacity(1 + payload.len() + pad as usize);
+    p.push(pad);
+    p.extend_from_slice(payload);
+    p.resize(p.len() + pad as usize, 0);
+    frame(out, kind, flags | PADDED, stream, &p);
+}
+
+/// A PRIORITY frame's payload (or HEADERS' priority fields): exclusive
+/// flag, dependency, weight.
+pub fn priority_payload(exclusive: bool, depends_on: u32, weight: u8) -> [u8; 5] {
+    let dep = depends_on | if exclusive { 0x8000_0000 } else { 0 };
+    let b = dep.to_be_bytes();
+    [b[0], b[1], b[2], b[3], weight]
+}
+
 /// Appends a header block as HEADERS plus as many CONTINUATION frames as
 /// frames of at most [`MAX_FRAME`] bytes need; END_HEADERS on the last.
 pub fn headers(out: &mut BytesMut, stream: u32, block: &[u8], end_stream: bool) {
@@ -111,7 +240,7 @@ pub fn headers(out: &mut BytesMut, stream: u32, block: &[u8], end_stream: bool) 
 }
 
 /// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1).
-fn hpack_int(out: &mut Vec<u8>, n: u8, first: u8, mut value: usize) {
+pub fn hpack_int(out: &mut Vec<u8>, n: u8, first: u8, mut value: usize) {
     let max = (1usize << n) - 1;
     if value < max {
         out.push(first | value as u8);
@@ -158,6 +287,68 @@ impl Block {
         hpack_str(&mut self.0, name.as_bytes());
         hpack_str(&mut self.0, value.as_ref());
         self
+    }
+
+    /// A literal with incremental indexing, indexed name (RFC 7541 §6.2.1).
+    pub fn indexed_name_indexing(mut self, name_index: usize, value: impl AsRef<[u8]>) -> Self {
+        hpack_int(&mut self.0, 6, 0x40, name_index);
+        hpack_str(&mut self.0, value.as_ref());
+        self
+    }
+
+    /// A literal without indexing, indexed name (RFC 7541 §6.2.2).
+    pub fn indexed_name(mut self, name_index: usize, value: impl AsRef<[u8]>) -> Self {
+        hpack_int(&mut self.0, 4, 0x00, name_index);
+        hpack_str(&mut self.0, value.as_ref());
+        self
+    }
+
+    /// A literal never indexed, new name (RFC 7541 §6.2.3).
+    pub fn never_indexed(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.0.push(0x10);
+        hpack_str(&mut self.0, name.as_bytes());
+        hpack_str(&mut self.0, value.as_ref());
+        self
+    }
+
+    /// A literal without indexing whose name is given as raw bytes (any
+    /// octets) and whose value is Huffman-coded `huffman` bytes as given
+    /// (RFC 7541 §5.2, H bit set): for writing bad Huffman on purpose.
+    pub fn huffman_value(mut self, name: &str, huffman: &[u8]) -> Self {
+        self.0.push(0x00);
+        hpack_str(&mut self.0, name.as_bytes());
+        hpack_int(&mut self.0, 7, 0x80, huffman.len());
+        self.0.extend_from_slice(huffman);
+        self
+    }
+
+    /// A literal without indexing, name as raw bytes (may be invalid).
+    pub fn raw_field(mut self, name: &[u8], value: &[u8]) -> Self {
+        self.0.push(0x00);
+        hpack_str(&mut self.0, name);
+        hpack_str(&mut self.0, value);
+        self
+    }
+
+    /// A dynamic table size update (RFC 7541 §6.3).
+    pub fn size_update(mut self, size: usize) -> Self {
+        hpack_int(&mut self.0, 5, 0x20, size);
+        self
+    }
+
+    /// Raw bytes appended to the block.
+    pub fn raw(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    /// `:method GET`, `:scheme http`, `:path /`, `:authority localhost`.
+    pub fn get() -> Self {
+        Block::default()
+            .indexed(2)
+            .indexed(6)
+            .indexed(4)
+            .field(":authority", "localhost")
     }
 
     /// `:method POST` and `:scheme http` (static indexes 3 and 6).
@@ -234,13 +425,34 @@ fn huffman_digits(src: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Reads frames from the server.
+/// Reads frames from the peer.
 pub struct Reader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     buf: BytesMut,
 }
 
 impl Reader {
+    /// Frames from `rd`; `buf` holds bytes already read from it.
+    pub fn new(rd: ReadHalf, buf: BytesMut) -> Reader {
+        Reader { rd, buf }
+    }
+
+    /// Reads exactly `n` raw bytes (not a frame), such as a connection
+    /// preface; None if the connection ends or `PATIENCE` passes first.
+    pub async fn raw(&mut self, n: usize) -> Option<Bytes> {
+        let read = async {
+            while self.buf.len() < n {
+                self.buf.reserve(n);
+                match self.rd.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+            Some(self.buf.split_to(n).freeze())
+        };
+        tokio::time::timeout(PATIENCE, read).await.ok().flatten()
+    }
+
     /// The next frame; None once the server closed the connection (or
     /// reset it). Panics when nothing arrives within `PATIENCE`.
     pub async fn next(&mut self) -> Option<Frame> {
@@ -331,10 +543,27 @@ impl std::fmt::Debug for Reply {
     }
 }
 
-/// A raw h2c connection.
+/// A raw HTTP/2 client connection (h2c or TLS).
 pub struct Conn {
     pub r: Reader,
-    pub w: OwnedWriteHalf,
+    pub w: Writer,
+    /// The server's first SETTINGS, in order.
+    pub server_settings: Vec<(u16, u32)>,
+}
+
+/// A TCP connection to `addr` (Nagle off), split for a [`Conn`].
+pub async fn tcp_halves(addr: SocketAddr) -> (ReadHalf, Writer) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let (rd, w) = tcp.into_split();
+    (Box::new(rd), Box::new(w))
+}
+
+/// A TLS connection to `addr` with `tls` (ALPN as it offers), split.
+pub async fn tls_halves(addr: SocketAddr, tls: &TlsClient) -> (ReadHalf, Writer) {
+    let stream = tls.handshake(addr).await.expect("TLS handshake");
+    let (rd, w) = tokio::io::split(stream);
+    (Box::new(rd), Box::new(w))
 }
 
 impl Conn {
@@ -343,23 +572,28 @@ impl Conn {
     /// server), reads the server's SETTINGS and ACKs them, and waits for
     /// the server's ACK of ours.
     pub async fn connect(addr: SocketAddr, settings: &[(u16, u32)]) -> Conn {
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        tcp.set_nodelay(true).expect("nodelay");
-        let (rd, w) = tcp.into_split();
-        let mut conn = Conn {
-            r: Reader {
-                rd,
-                buf: BytesMut::new(),
-            },
-            w,
-        };
-        let mut out = BytesMut::from(PREFACE);
-        let mut payload = Vec::new();
-        for (id, value) in settings {
-            payload.extend_from_slice(&id.to_be_bytes());
-            payload.extend_from_slice(&value.to_be_bytes());
+        Conn::handshake(tcp_halves(addr).await, settings).await
+    }
+
+    /// Like [`Conn::connect`] over TLS (ALPN `h2` unless `tls` says else).
+    pub async fn connect_tls(addr: SocketAddr, tls: &TlsClient, settings: &[(u16, u32)]) -> Conn {
+        Conn::handshake(tls_halves(addr, tls).await, settings).await
+    }
+
+    /// A connection over `halves` on which nothing was sent yet.
+    pub fn raw(halves: (ReadHalf, Writer)) -> Conn {
+        Conn {
+            r: Reader::new(halves.0, BytesMut::new()),
+            w: halves.1,
+            server_settings: Vec::new(),
         }
-        frame(&mut out, SETTINGS, 0, 0, &payload);
+    }
+
+    /// The HTTP/2 handshake of [`Conn::connect`] over `halves`.
+    pub async fn handshake(halves: (ReadHalf, Writer), settings: &[(u16, u32)]) -> Conn {
+        let mut conn = Conn::raw(halves);
+        let mut out = BytesMut::from(PREFACE);
+        frame(&mut out, SETTINGS, 0, 0, &settings_payload(settings));
         frame(&mut out, WINDOW_UPDATE, 0, 0, &(1u32 << 30).to_be_bytes());
         conn.write(&out).await;
         let (mut theirs, mut acked) = (false, false);
@@ -373,10 +607,20 @@ impl Conn {
                 acked = true;
             } else if !theirs {
                 theirs = true;
+                conn.server_settings = parse_settings(&f.payload);
                 conn.send(SETTINGS, ACK, 0, &[]).await;
             }
         }
         conn
+    }
+
+    /// A setting from the server's first SETTINGS.
+    pub fn server_setting(&self, id: u16) -> Option<u32> {
+        self.server_settings
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, v)| *v)
     }
 
     /// Writes `bytes`; panics if the connection is gone.
