@@ -508,6 +508,22 @@ impl Inner {
         self.reset_with(key, reason, Error::LocalReset(reason));
     }
 
+    /// A frame the peer may not send on a stream it reset itself: a stream
+    /// error STREAM_CLOSED (RFC 9113 §5.1), sent without touching the
+    /// stream. Frames on streams torii reset are ignored (the peer may not
+    /// have known yet).
+    fn after_peer_reset(&mut self, key: usize) {
+        let s = &self.streams[key];
+        if let Some(Error::Reset(_)) = s.reset {
+            let id = s.id;
+            frame::put_rst_stream(self.wbuf(), id, Reason::STREAM_CLOSED);
+            if self.role == Role::Server {
+                self.peer_resets += 1;
+            }
+            self.wake_conn();
+        }
+    }
+
     /// Resets a stream because torii's side gave up on it (the exchange was
     /// cancelled, or the body it sent broke off).
     fn cancel_stream(&mut self, key: usize, reason: Reason) {
@@ -1142,6 +1158,9 @@ pub(crate) struct Connection<IO> {
     flushed: bool,
     /// Why the connection ended, for the log.
     end: Option<String>,
+    /// The header block being received came in a HEADERS frame that made
+    /// its stream depend on itself (RFC 9113 §5.3.1: a stream error).
+    self_dependent: bool,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
@@ -1239,6 +1258,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             read_paused: false,
             flushed: false,
             end: None,
+            self_dependent: false,
             config,
         }
     }
@@ -1938,6 +1958,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             if !inner.streams[key].is_closed() {
                 // Half-closed (remote): RFC 9113 §5.1.
                 inner.reset_stream(key, Reason::STREAM_CLOSED);
+            } else {
+                inner.after_peer_reset(key);
             }
             return;
         }
@@ -1997,6 +2019,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 "HEADERS with too much padding".into(),
             );
         };
+        self.self_dependent = false;
         if head.has(flag::PRIORITY) {
             from += 5;
             if from > to {
@@ -2006,16 +2029,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 );
             }
             let dep = &payload[from - 5..from - 1];
-            if u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]]) & 0x7fff_ffff == head.stream {
-                // RFC 9113 §5.3.1 makes this a stream error; the header
-                // block must still be decoded to keep HPACK in step, and a
-                // stream that never opened cannot be reset: a connection
-                // error is simpler and allowed.
-                return self.connection_error(
-                    Reason::PROTOCOL_ERROR,
-                    format!("HEADERS making stream {} depend on itself", head.stream),
-                );
-            }
+            // RFC 9113 §5.3.1: a stream error, once the block is decoded
+            // (HPACK must stay in step).
+            self.self_dependent = u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]])
+                & 0x7fff_ffff
+                == head.stream;
         }
         let block = &payload[from..to];
         let end_stream = head.has(flag::END_STREAM);
@@ -2108,6 +2126,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Trailers: the last header block of a stream.
     fn trailers(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+        let self_dependent = std::mem::take(&mut self.self_dependent);
         let mut trailers = Trailers::default();
         let Some(info) = self.decode(block, |f| trailers.field(f)) else {
             return;
@@ -2121,11 +2140,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if s.recv_eos || s.reset.is_some() {
             if !s.is_closed() {
                 inner.reset_stream(key, Reason::STREAM_CLOSED);
+            } else {
+                inner.after_peer_reset(key);
             }
             return;
         }
         let trailers = match trailers.finish() {
-            Ok(t) if end_stream && !info.over_limit => t,
+            Ok(t) if end_stream && !info.over_limit && !self_dependent => t,
             _ => return inner.reset_stream(key, Reason::PROTOCOL_ERROR),
         };
         if matches!(s.recv_expect, Some(n) if n != 0) {
@@ -2230,6 +2251,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         };
         if id <= self.last_peer_stream {
             return self.headers_on_closed(id);
+        }
+        if std::mem::take(&mut self.self_dependent) && !id.is_multiple_of(2) {
+            self.last_peer_stream = id;
+            let mut inner = lock(&self.shared);
+            frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+            inner.recent.record(id, ClosedBy::Us);
+            inner.peer_resets += 1;
+            return;
         }
         if id.is_multiple_of(2) {
             return self.connection_error(
