@@ -14,7 +14,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Cluster, Config, Listener};
+use crate::config::{AccessLog, Cluster, Config, Listener};
 use crate::drain::Drain;
 use crate::http::proxy::ListenerRuntime;
 use crate::http::server::HttpServers;
@@ -47,43 +47,67 @@ struct Bound {
     task: JoinHandle<()>,
 }
 
+/// The admin listener that runs: what the config said, where it is bound.
+struct AdminBound {
+    configured: SocketAddr,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
 struct State {
     listeners: HashMap<String, Bound>,
     logger: AccessLogger,
+    /// The destination `logger` writes to.
+    access_log: AccessLog,
+    admin: Option<AdminBound>,
 }
 
 /// A running torii: its bound addresses and the means to reload and stop it.
 pub struct Running {
+    /// The admin listener's address at start; a reload may move it (see
+    /// [`Running::admin_addr`]).
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub shared: Arc<Shared>,
     state: Mutex<State>,
+    /// Bound addresses (listeners by name, and the admin listener), kept
+    /// apart from `state` so that reading them never waits for a reload.
+    addrs: std::sync::Mutex<Addrs>,
     dns: Dns,
     ready: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
-    admin_task: Option<JoinHandle<()>>,
+}
+
+#[derive(Default, Clone)]
+struct Addrs {
+    listeners: HashMap<String, SocketAddr>,
+    admin: Option<SocketAddr>,
 }
 
 impl Running {
-    /// The bound address of listener `name` (useful with port 0).
+    /// The bound address of listener `name` (useful with port 0). During a
+    /// reload it is the address in effect until the reload is applied.
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.try_addr(name)
             .unwrap_or_else(|| panic!("no listener named {name}"))
     }
 
     pub fn try_addr(&self, name: &str) -> Option<SocketAddr> {
-        let state = self.state.try_lock().ok()?;
-        state.listeners.get(name).map(|b| b.addr)
+        self.read_addrs().listeners.get(name).copied()
     }
 
     /// Every listener's bound address.
     pub async fn addrs(&self) -> HashMap<String, SocketAddr> {
-        let state = self.state.lock().await;
-        state
-            .listeners
-            .iter()
-            .map(|(n, b)| (n.clone(), b.addr))
-            .collect()
+        self.read_addrs().listeners
+    }
+
+    /// The admin listener's bound address now (a reload may have moved it).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.read_addrs().admin
+    }
+
+    fn read_addrs(&self) -> Addrs {
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn clusters(&self) -> Clusters {
@@ -117,10 +141,30 @@ impl Running {
         let clusters = build_clusters(&config, &old_clusters, &self.dns, &self.metrics).await?;
 
         // Prepare everything that can fail before changing anything.
+        // A new access log destination is opened (and the old one closed
+        // once the requests that hold it end); the admin listener moves.
+        let new_logger = if config.access_log != state.access_log {
+            Some(AccessLogger::start(
+                &config.access_log,
+                self.metrics.clone(),
+            )?)
+        } else {
+            None
+        };
+        let logger = new_logger.as_ref().unwrap_or(&state.logger).clone();
+        let admin_configured = state.admin.as_ref().map(|a| a.configured);
+        let new_admin = match &config.admin {
+            Some(a) if Some(a.address) != admin_configured => {
+                Some(Some(bind_admin(a.address).await?))
+            }
+            Some(_) => None,
+            None if admin_configured.is_some() => Some(None),
+            None => None,
+        };
         let mut prepared = Vec::new();
         for l in &config.listeners {
             let tls = tls_acceptor(l)?;
-            let runtime = self.listener_runtime(l, &clusters, &state.logger);
+            let runtime = self.listener_runtime(l, &clusters, &logger);
             let socket = match state.listeners.get(&l.name) {
                 Some(b) if b.config.address == l.address => None,
                 _ => Some(bind(l).await?),
@@ -165,6 +209,39 @@ impl Running {
             });
         }
         state.listeners = keep;
+        if let Some(logger) = new_logger {
+            tracing::info!(access_log = ?config.access_log, "access log destination changed");
+            state.logger = logger;
+            state.access_log = config.access_log.clone();
+        }
+        if let Some(admin) = new_admin {
+            if let Some(old) = state.admin.take() {
+                tracing::info!(address = %old.addr, "admin listener moved or removed; closing it");
+                old.task.abort();
+                // Its socket is closed once the aborted task is gone.
+                let _ = old.task.await;
+            }
+            state.admin = admin.map(|(tcp, configured, addr)| {
+                tracing::info!(address = %addr, "admin listening");
+                let st = AdminState {
+                    shared: self.shared.clone(),
+                };
+                AdminBound {
+                    configured,
+                    addr,
+                    task: tokio::spawn(admin::serve(tcp, st, self.stop_admin.subscribe())),
+                }
+            });
+        }
+        *self.addrs.lock().unwrap_or_else(|p| p.into_inner()) = Addrs {
+            listeners: state
+                .listeners
+                .iter()
+                .map(|(n, b)| (n.clone(), b.addr))
+                .collect(),
+            admin: state.admin.as_ref().map(|a| a.addr),
+        };
+        self.metrics.set_certificates(&config);
         self.shared.clusters.store(clusters);
         self.shared.config.store(Arc::new(config));
         tracing::info!("configuration applied");
@@ -203,7 +280,8 @@ impl Running {
     pub async fn shutdown(self) {
         self.ready.send_replace(false);
         let timeout = self.shared.config.load().drain_timeout;
-        let state = self.state.into_inner();
+        let mut state = self.state.into_inner();
+        let admin = state.admin.take();
         let open: usize = state.listeners.values().map(|b| b.drain.count()).sum();
         tracing::info!(connections = open, timeout = ?timeout, "draining");
         let drains = state.listeners.into_values().map(|b| b.drain.drain());
@@ -214,8 +292,8 @@ impl Running {
             tracing::warn!(timeout = ?timeout, "drain timeout reached; closing the remaining connections");
         }
         self.stop_admin.send_replace(true);
-        if let Some(t) = self.admin_task {
-            t.abort();
+        if let Some(a) = admin {
+            a.task.abort();
         }
     }
 }
@@ -270,6 +348,14 @@ fn tls_acceptor(l: &Listener) -> Result<Option<TlsAcceptor>, String> {
         .transpose()
 }
 
+async fn bind_admin(address: SocketAddr) -> Result<(TcpListener, SocketAddr, SocketAddr), String> {
+    let tcp = TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("admin: cannot listen on {address}: {e}"))?;
+    let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+    Ok((tcp, address, addr))
+}
+
 async fn bind(l: &Listener) -> Result<(TcpListener, SocketAddr), String> {
     let tcp = TcpListener::bind(l.address)
         .await
@@ -319,33 +405,37 @@ pub async fn start(config: Config) -> Result<Running, String> {
         ready: ready_rx.clone(),
     });
 
-    let mut admin_addr = None;
-    let mut admin_task = None;
+    let mut admin = None;
     if let Some(a) = &config.admin {
-        let tcp = TcpListener::bind(a.address)
-            .await
-            .map_err(|e| format!("admin: cannot listen on {}: {e}", a.address))?;
-        let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+        let (tcp, configured, addr) = bind_admin(a.address).await?;
         tracing::info!(address = %addr, "admin listening");
-        admin_addr = Some(addr);
         let state = AdminState {
             shared: shared.clone(),
         };
-        admin_task = Some(tokio::spawn(admin::serve(tcp, state, stop_admin_rx)));
+        admin = Some(AdminBound {
+            configured,
+            addr,
+            task: tokio::spawn(admin::serve(tcp, state, stop_admin_rx)),
+        });
     }
 
     let running = Running {
-        admin: admin_addr,
+        admin: admin.as_ref().map(|a| a.addr),
         metrics,
         shared,
+        addrs: std::sync::Mutex::new(Addrs {
+            listeners: HashMap::new(),
+            admin: admin.as_ref().map(|a| a.addr),
+        }),
         state: Mutex::new(State {
             listeners: HashMap::new(),
             logger,
+            access_log: config.access_log.clone(),
+            admin,
         }),
         dns,
         ready,
         stop_admin,
-        admin_task,
     };
     running.apply(config).await?;
     running.ready.send_replace(true);
@@ -358,4 +448,77 @@ pub async fn start_yaml(yaml: &str, file: &std::path::Path) -> Result<Running, S
     let loaded =
         crate::config::load_str(yaml, file).map_err(|p| crate::config::problems_text(&p))?;
     start(loaded.config).await
+}
+
+/// How often the config file and the files it names are looked at.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Notices changes to the config file and to every file it names
+/// (certificates, keys, CAs), by content, not mtime: Kubernetes ConfigMaps
+/// and Secrets change by swapping symlinks, cert-manager and Vault agents
+/// by renaming files into place.
+pub struct Watcher {
+    path: std::path::PathBuf,
+    config: Option<u64>,
+    files: Option<u64>,
+    /// The files `files` covers.
+    watched: Vec<std::path::PathBuf>,
+}
+
+impl Watcher {
+    /// Starts from what `running` uses now.
+    pub fn new(path: &std::path::Path, running: &Running) -> Self {
+        let mut w = Watcher {
+            path: path.to_path_buf(),
+            config: None,
+            files: None,
+            watched: Vec::new(),
+        };
+        w.look(running);
+        w
+    }
+
+    /// Why a reload is due since the last call (None: nothing changed).
+    /// What it saw is remembered first, so a change made while the reload
+    /// reads the files is seen next time; a file that fails to load is
+    /// not tried again until something changes again.
+    pub fn changed(&mut self, running: &Running) -> Option<&'static str> {
+        let (config, files) = (self.config, self.files);
+        self.look(running);
+        if self.config != config {
+            Some("the file changed")
+        } else if self.files != files {
+            Some("a certificate, key or CA file changed")
+        } else {
+            None
+        }
+    }
+
+    /// Call after a reload: a configuration that names other files is
+    /// watched on those from now on.
+    pub fn reloaded(&mut self, running: &Running) {
+        let files = running.shared.config.load().files.clone();
+        if files != self.watched {
+            self.files = fingerprint(&files);
+            self.watched = files;
+        }
+    }
+
+    fn look(&mut self, running: &Running) {
+        self.config = fingerprint(std::slice::from_ref(&self.path));
+        self.watched = running.shared.config.load().files.clone();
+        self.files = fingerprint(&self.watched);
+    }
+}
+
+/// A cheap fingerprint of the files' contents (a missing or unreadable
+/// file counts as such, so its return is a change too).
+fn fingerprint(paths: &[std::path::PathBuf]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in paths {
+        p.hash(&mut h);
+        std::fs::read(p).ok().hash(&mut h);
+    }
+    Some(h.finish())
 }

@@ -185,10 +185,6 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// How often the config file is checked for changes (content, not mtime:
-/// Kubernetes ConfigMaps change by swapping symlinks).
-const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
 async fn serve(config: crate::config::Config, path: PathBuf) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers before the "listening" lines: whoever reads them may signal
@@ -204,24 +200,26 @@ async fn serve(config: crate::config::Config, path: PathBuf) -> ExitCode {
         }
     };
     tokio::spawn(crate::heap::trim_after_spikes());
-    let mut last_seen = file_fingerprint(&path);
-    let mut poll = tokio::time::interval(CONFIG_POLL);
+    let mut watcher = crate::app::Watcher::new(&path, &running);
+    let mut poll = tokio::time::interval(crate::app::WATCH_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let why = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => "SIGHUP",
-            _ = poll.tick() => {
-                if file_fingerprint(&path) == last_seen {
-                    continue;
-                }
-                "the file changed"
-            }
+            _ = poll.tick() => match watcher.changed(&running) {
+                Some(why) => why,
+                None => continue,
+            },
         };
-        // A file that fails to load is not retried until it changes again.
-        last_seen = file_fingerprint(&path);
-        match running.reload_file(&path).await {
+        if why == "SIGHUP" {
+            // What is on disk now is what this reload reads.
+            let _ = watcher.changed(&running);
+        }
+        let result = running.reload_file(&path).await;
+        watcher.reloaded(&running);
+        match result {
             Ok(()) => tracing::info!(file = %path.display(), "reloaded ({why})"),
             Err(e) => tracing::error!(
                 file = %path.display(),
@@ -233,15 +231,6 @@ async fn serve(config: crate::config::Config, path: PathBuf) -> ExitCode {
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// A cheap fingerprint of the file's content (None when unreadable).
-fn file_fingerprint(path: &std::path::Path) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
 }
 
 /// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now; the returned

@@ -282,7 +282,7 @@ fn at_least_one(cx: &mut Ctx, path: &str, value: Option<i64>, default: usize) ->
 fn upstream_tls(cx: &mut Ctx, path: &str, raw: RawUpstreamTls) -> Option<UpstreamTls> {
     let ca_path = join(path, "ca");
     let roots = match &raw.ca {
-        Some(ca) => tls::read_certs(cx, &ca_path, ca, "CA certificate").map(|(_, c)| c),
+        Some(ca) => tls::read_certs(cx, &ca_path, ca, "CA certificate"),
         None => {
             cx.error(
                 &ca_path,
@@ -320,10 +320,14 @@ fn upstream_tls(cx: &mut Ctx, path: &str, raw: RawUpstreamTls) -> Option<Upstrea
             None
         }
     };
+    let (ca_file, roots) = roots?;
+    let client_cert = client_cert?;
     Some(UpstreamTls {
-        roots: roots?,
+        roots,
         server_name: server_name.map(str::to_string),
-        client_cert: client_cert?.map(|(_, chain, key)| (chain, Arc::new(key))),
+        ca_path: Some(ca_file),
+        cert_path: client_cert.as_ref().map(|(p, _, _)| p.clone()),
+        client_cert: client_cert.map(|(_, chain, key)| (chain, Arc::new(key))),
     })
 }
 

@@ -72,6 +72,7 @@ pub fn load_str(text: &str, file: &Path) -> Result<Loaded, Vec<Problem>> {
         let mut cx = Ctx {
             findings: &mut findings,
             base,
+            files: Vec::new(),
         };
         validate::config(raw, &mut cx, Some(file.to_path_buf()))
     });

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::tls::SanPattern;
 use regex::Regex;
 
 /// ALPN a TLS listener advertises unless told otherwise. Both, because
@@ -59,6 +60,9 @@ pub struct Config {
     pub clusters: Vec<Arc<Cluster>>,
     pub drain_timeout: Duration,
     pub access_log: AccessLog,
+    /// Every file the configuration read besides itself (certificates,
+    /// keys, CAs), resolved: a change to one reloads the configuration.
+    pub files: Vec<PathBuf>,
 }
 
 /// Where the access log goes: one JSON object per request and line.
@@ -232,8 +236,11 @@ pub struct ClientAuth {
     pub ca_path: PathBuf,
     pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     pub required: bool,
-    /// DNS names and URIs (e.g. SPIFFE IDs). Empty: any certificate the CA signed.
+    /// DNS names and URIs (e.g. SPIFFE IDs), exact or patterns (see
+    /// [`SanPattern`]). Empty: any certificate the CA signed.
     pub allowed_sans: Vec<String>,
+    /// `allowed_sans`, parsed.
+    pub san_patterns: Vec<SanPattern>,
 }
 
 #[derive(Debug, Clone)]
@@ -445,6 +452,9 @@ pub struct UpstreamTls {
     /// None: the platform's web PKI roots are not bundled; a CA is required.
     pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     pub server_name: Option<String>,
+    /// Where the CA and the client certificate were read from.
+    pub ca_path: Option<PathBuf>,
+    pub cert_path: Option<PathBuf>,
     pub client_cert: Option<(
         Vec<rustls_pki_types::CertificateDer<'static>>,
         Arc<rustls_pki_types::PrivateKeyDer<'static>>,

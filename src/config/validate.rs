@@ -18,6 +18,8 @@ use super::{cluster, duration, route, tls, traffic};
 pub struct Ctx<'f, 'i> {
     pub findings: &'f mut Findings<'i>,
     pub base: &'f Path,
+    /// Every file read so far (certificates, keys, CAs): watched for changes.
+    pub files: Vec<PathBuf>,
 }
 
 impl Ctx<'_, '_> {
@@ -109,6 +111,7 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
         clusters: clusters.into_valid()?,
         drain_timeout: drain_timeout??,
         access_log,
+        files: std::mem::take(&mut cx.files),
     };
     (!cx.findings.has_errors()).then_some(config)
 }

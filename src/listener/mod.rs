@@ -198,8 +198,14 @@ fn tls_timeout(l: &Listening) {
     l.rt.metrics.tls_handshake(&l.rt.name, "failure", "timeout");
 }
 
-/// Answers plaintext HTTP sent to a TLS port with a readable 400 instead of
-/// a TLS alert the client cannot show.
+/// What a plaintext HTTP/2 client on a TLS port reads in torii's GOAWAY.
+pub const H2C_ON_TLS_PORT: &str = "This port expects TLS: the client sent plaintext HTTP/2 (h2c prior knowledge, e.g. a gRPC client without TLS credentials). Use TLS credentials (grpcs://, https://).";
+
+/// Answers plaintext HTTP sent to a TLS port in the client's own protocol
+/// instead of a TLS alert it cannot show: HTTP/1.x gets a readable 400,
+/// HTTP/2 prior knowledge (a gRPC client without TLS credentials) gets
+/// SETTINGS and a GOAWAY whose debug data says the same (gRPC clients show
+/// it in their error).
 async fn plaintext_on_tls_port<I>(
     mut stream: I,
     peer: std::net::SocketAddr,
@@ -212,27 +218,68 @@ async fn plaintext_on_tls_port<I>(
     let http = first.is_ascii_uppercase();
     let reason = if http { "plaintext_http" } else { "not_tls" };
     l.rt.metrics.tls_handshake(name, "failure", reason);
-    if l.log_once.first(reason) {
-        if http {
-            tracing::warn!(listener = %name, client = %peer, "plaintext HTTP arrived on this TLS listener; answered 400. The client should use https:// (or gRPC with TLS credentials). (logged once)");
-        } else {
-            tracing::warn!(listener = %name, client = %peer, "bytes that are neither TLS nor HTTP arrived on this TLS listener; closed. (logged once)");
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // Read what the client sent first, so closing does not reset the
+        // connection before it reads the answer; it also tells an HTTP/2
+        // preface from an HTTP/1.x request line.
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        while got < detect::H2_PREFACE.len() {
+            match stream.read(&mut buf[got..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+            // A request line that is not the preface decides at once.
+            if !detect::H2_PREFACE.starts_with(&buf[..got.min(detect::H2_PREFACE.len())]) {
+                break;
+            }
         }
-    }
-    if http {
-        let body = "This port expects TLS: the client sent plaintext HTTP. Use https:// (or TLS credentials for gRPC).\n";
-        let resp = format!(
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-torii-error: plaintext_on_tls_port\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            // Read what the client sent first, so closing does not reset the
-            // connection before it reads the answer.
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let _ = stream.write_all(resp.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        })
-        .await;
-    }
+        let h2 = buf[..got].starts_with(detect::H2_PREFACE);
+        if l.log_once.first(if h2 { "plaintext_http2" } else { reason }) {
+            if h2 {
+                tracing::warn!(listener = %name, client = %peer, "plaintext HTTP/2 (h2c prior knowledge, e.g. a gRPC client without TLS credentials) arrived on this TLS listener; answered GOAWAY saying the port expects TLS. The client should use TLS credentials (grpcs://, https://). (logged once; counted in torii_tls_handshakes_total{{reason=\"plaintext_http\"}})");
+            } else if http {
+                tracing::warn!(listener = %name, client = %peer, "plaintext HTTP arrived on this TLS listener; answered 400. The client should use https:// (or gRPC with TLS credentials). (logged once; counted in torii_tls_handshakes_total{{reason=\"plaintext_http\"}})");
+            } else {
+                tracing::warn!(listener = %name, client = %peer, "bytes that are neither TLS nor HTTP arrived on this TLS listener; closed. (logged once; counted in torii_tls_handshakes_total{{reason=\"not_tls\"}})");
+            }
+        }
+        let answer = if h2 {
+            h2c_refusal()
+        } else if http {
+            let body = "This port expects TLS: the client sent plaintext HTTP. Use https:// (or TLS credentials for gRPC).\n";
+            format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-torii-error: plaintext_on_tls_port\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        } else {
+            return;
+        };
+        let _ = stream.write_all(&answer).await;
+        let _ = stream.shutdown().await;
+        // Read on until the client closes (bounded by the timeout around
+        // this): closing with its bytes unread would reset the connection
+        // and could destroy the answer before the client reads it.
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// An HTTP/2 server preface (empty SETTINGS) and GOAWAY(PROTOCOL_ERROR,
+/// last stream 0) carrying [`H2C_ON_TLS_PORT`] as debug data.
+fn h2c_refusal() -> Vec<u8> {
+    let mut out = vec![0, 0, 0, 0x04, 0, 0, 0, 0, 0];
+    let debug = H2C_ON_TLS_PORT.as_bytes();
+    let len = (8 + debug.len()) as u32;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.extend_from_slice(&[0x07, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&0u32.to_be_bytes()); // last stream id
+    out.extend_from_slice(&1u32.to_be_bytes()); // PROTOCOL_ERROR
+    out.extend_from_slice(debug);
+    out
 }

@@ -16,7 +16,7 @@ use rustls::{
 };
 use x509_parser::extensions::GeneralName;
 
-use crate::config::{ClientAuth, ServerTls};
+use crate::config::{ClientAuth, SanPattern, ServerTls};
 use crate::http::proxy::TlsFacts;
 
 /// Builds the rustls server configuration for a listener.
@@ -119,17 +119,18 @@ fn client_verifier(
     }
     Ok(Arc::new(SanVerifier {
         inner,
-        allowed: ca.allowed_sans.clone(),
+        allowed: ca.san_patterns.clone(),
         listener: listener.to_string(),
     }))
 }
 
-/// The CA check, then: at least one SAN of the client certificate must be
-/// in the listener's `allowed_sans`.
+/// The CA check, then: at least one SAN of the client certificate must
+/// match an entry of the listener's `allowed_sans` (exact, `*.example.com`
+/// or `spiffe://trust.domain/path/*`).
 #[derive(Debug)]
 struct SanVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    allowed: Vec<String>,
+    allowed: Vec<SanPattern>,
     listener: String,
 }
 
@@ -155,7 +156,7 @@ impl ClientCertVerifier for SanVerifier {
         let sans = cert_sans(end_entity);
         let allowed = sans
             .iter()
-            .any(|(_, value)| self.allowed.iter().any(|a| a == value));
+            .any(|(kind, value)| self.allowed.iter().any(|a| a.matches(kind, value)));
         if allowed {
             Ok(ok)
         } else {

@@ -109,6 +109,21 @@ pub struct ClusterLabels {
     pub cluster: String,
 }
 
+/// A certificate file torii uses: where (a listener or a cluster; the
+/// other label is empty), as what, and which file.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub listener: String,
+    pub cluster: String,
+    /// `server` (a listener's certificate), `client_ca` (a listener's
+    /// client_auth.ca), `ca` (a cluster's tls.ca), `client` (a cluster's
+    /// client certificate).
+    pub role: &'static str,
+    pub file: String,
+    /// The subject of the certificate that expires first in the file.
+    pub subject: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
@@ -142,6 +157,7 @@ pub struct Metrics {
     pub tls_handshake_duration: Family<ListenerLabels, Histogram, LatencyBuckets>,
     pub access_log_dropped: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -236,6 +252,12 @@ impl Metrics {
             "Configuration reloads, by result",
             config_reloads.clone(),
         );
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_seconds",
+            "When the certificate in use that expires first in each file does (notAfter, Unix time in seconds); alert on torii_certificate_expiry_seconds - time() < 14 * 86400",
+            certificate_expiry.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -253,6 +275,49 @@ impl Metrics {
             tls_handshake_duration,
             access_log_dropped,
             config_reloads,
+            certificate_expiry,
+        }
+    }
+
+    /// Sets `torii_certificate_expiry_seconds` to the certificates of
+    /// `config`, the one in effect (series of files no longer used go).
+    pub fn set_certificates(&self, config: &crate::config::Config) {
+        self.certificate_expiry.clear();
+        let set = |listener: &str,
+                   cluster: &str,
+                   role,
+                   file: &std::path::Path,
+                   certs: &[rustls_pki_types::CertificateDer<'_>]| {
+            let Some((not_after, subject)) = first_expiry(certs) else {
+                return;
+            };
+            self.certificate_expiry
+                .get_or_create(&CertificateLabels {
+                    listener: listener.to_string(),
+                    cluster: cluster.to_string(),
+                    role,
+                    file: file.display().to_string(),
+                    subject,
+                })
+                .set(not_after);
+        };
+        for l in &config.listeners {
+            let Some(tls) = &l.tls else { continue };
+            for c in &tls.certificates {
+                set(&l.name, "", "server", &c.cert_path, &c.chain);
+            }
+            if let Some(ca) = &tls.client_auth {
+                set(&l.name, "", "client_ca", &ca.ca_path, &ca.roots);
+            }
+        }
+        for c in &config.clusters {
+            let Some(tls) = &c.tls else { continue };
+            if let Some(path) = &tls.ca_path {
+                set("", &c.name, "ca", path, &tls.roots);
+            }
+            if let (Some(path), Some((chain, _))) = (&tls.cert_path, &tls.client_cert) {
+                set("", &c.name, "client", path, chain);
+            }
         }
     }
 
@@ -327,6 +392,21 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+/// The notAfter (Unix seconds) and subject of the certificate in `certs`
+/// that expires first.
+fn first_expiry(certs: &[rustls_pki_types::CertificateDer<'_>]) -> Option<(i64, String)> {
+    certs
+        .iter()
+        .filter_map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+            Some((
+                cert.validity().not_after.timestamp(),
+                cert.subject().to_string(),
+            ))
+        })
+        .min_by_key(|(t, _)| *t)
 }
 
 #[cfg(test)]

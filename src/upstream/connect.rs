@@ -39,10 +39,11 @@ pub enum Wire {
 /// The first bytes an upstream sent on a connection, kept so that a failed
 /// HTTP/2 exchange can be explained ("it answered in HTTP/1.1").
 pub type FirstBytes = Arc<Mutex<Vec<u8>>>;
-const FIRST_BYTES: usize = 24;
+/// Enough for a status line or an HTML doctype to be shown in a message.
+const FIRST_BYTES: usize = 64;
 
 pub enum Connected {
-    H1(http1::SendRequest<Body>),
+    H1(http1::SendRequest<Body>, FirstBytes),
     H2(H2Client, FirstBytes),
 }
 
@@ -264,6 +265,12 @@ async fn handshake<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let first: FirstBytes = Arc::new(Mutex::new(Vec::new()));
+    let io = Recorder {
+        inner: io,
+        first: first.clone(),
+        recorded: false,
+    };
     match wire {
         Wire::Http1 => {
             let (send, conn) = http1::Builder::new()
@@ -275,15 +282,9 @@ where
                     tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
                 }
             });
-            Ok(Connected::H1(send))
+            Ok(Connected::H1(send, first))
         }
         Wire::Http2 => {
-            let first: FirstBytes = Arc::new(Mutex::new(Vec::new()));
-            let io = Recorder {
-                inner: io,
-                first: first.clone(),
-                recorded: false,
-            };
             let client = h2client::handshake(io, settings, addr)
                 .await
                 .map_err(|e| handshake_error(e, addr, cluster))?;
@@ -324,6 +325,26 @@ pub fn explain_h2_failure(
             format!("upstream {addr} (cluster {cluster}) answered in TLS to a cleartext HTTP/2 connection: add tls: (with its ca) to the cluster"),
         );
     }
+    if !seen.is_empty() && !could_be_settings(&seen) {
+        // The first frame an HTTP/2 server sends is SETTINGS (RFC 9113
+        // §3.4). Anything else is another protocol: `python -m
+        // http.server` answers the preface HTTP/0.9-style with an HTML
+        // page and no status line, which read as a frame header is a
+        // frame of megabytes (FRAME_SIZE_ERROR) and not the upstream
+        // resetting anything.
+        let guess = if looks_like_text(&seen) {
+            " It answered in text, as an HTTP/1.x server (or one answering HTTP/0.9-style, without a status line, like python -m http.server) does: it does not speak HTTP/2 cleartext (h2c) on this port."
+        } else {
+            " It does not speak HTTP/2 cleartext (h2c) on this port."
+        };
+        return ProxyError::new(
+            ErrorCode::UpstreamProtocolMismatch,
+            format!(
+                "upstream {addr} (cluster {cluster}) answered torii's HTTP/2 preface with bytes that are not HTTP/2 (an HTTP/2 server's first frame is SETTINGS): \"{}\".{guess} gRPC needs HTTP/2: point the cluster at the upstream's HTTP/2 port or enable h2c on it, add tls: to the cluster if it serves HTTP/2 over TLS, or set protocol: http1 for plain HTTP",
+                excerpt(&seen)
+            ),
+        );
+    }
     if seen.is_empty() {
         // An HTTP/2 server answers the preface with SETTINGS at once. Not a
         // single byte before the connection failed means the peer did not
@@ -336,6 +357,123 @@ pub fn explain_h2_failure(
         );
     }
     reset_error(e, addr, cluster, false)
+}
+
+/// Whether `b`, the first bytes an upstream sent on an HTTP/2 connection,
+/// can be the start of its SETTINGS frame: a length that is a multiple of
+/// 6 and fits the default frame size, type 4, no ACK flag, stream 0.
+pub fn could_be_settings(b: &[u8]) -> bool {
+    let at = |i: usize| b.get(i).copied();
+    if at(0).is_some_and(|x| x != 0) {
+        // A length of 64 KiB or more: never a first SETTINGS frame.
+        return false;
+    }
+    if b.len() >= 3 {
+        let len = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        if !len.is_multiple_of(6) || len > 16_384 {
+            return false;
+        }
+    }
+    if at(3).is_some_and(|t| t != 0x04) || at(4).is_some_and(|f| f & 0x01 != 0) {
+        return false;
+    }
+    b.iter()
+        .skip(5)
+        .take(4)
+        .enumerate()
+        .all(|(i, &x)| x == 0 || (i == 0 && x == 0x80))
+}
+
+/// Mostly printable ASCII (with line breaks and tabs): a text protocol.
+fn looks_like_text(b: &[u8]) -> bool {
+    let printable = b
+        .iter()
+        .filter(|&&c| c.is_ascii_graphic() || matches!(c, b' ' | b'\r' | b'\n' | b'\t'))
+        .count();
+    printable * 10 >= b.len() * 9
+}
+
+/// `b` as a one-line printable excerpt: text as it is, line breaks as
+/// `\r` `\n`, other bytes as `\xNN`; `…` when there was more.
+pub fn excerpt(b: &[u8]) -> String {
+    const MAX: usize = 48;
+    let mut out = String::new();
+    for &c in b.iter().take(MAX) {
+        match c {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\t' => out.push_str("\\t"),
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            c if c.is_ascii_graphic() || c == b' ' => out.push(c as char),
+            c => out.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    if b.len() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+/// Explains a failed exchange on an HTTP/1.1 upstream connection from
+/// what the upstream actually sent: an HTTP/2-only server answers an
+/// HTTP/1.1 request with its SETTINGS (and a GOAWAY), which hyper reports
+/// as "invalid HTTP version parsed".
+pub fn explain_h1_failure(
+    e: &hyper::Error,
+    first: &FirstBytes,
+    addr: SocketAddr,
+    cluster: &str,
+) -> ProxyError {
+    let seen = first.lock().map(|b| b.clone()).unwrap_or_default();
+    let mismatch = |what: String| {
+        ProxyError::new(
+            ErrorCode::UpstreamProtocolMismatch,
+            format!("upstream {addr} (cluster {cluster}) {what}"),
+        )
+    };
+    if !seen.is_empty() && !seen.starts_with(b"HTTP/") {
+        if looks_like_h2(&seen) {
+            return mismatch(format!(
+                "answered an HTTP/1.1 request with HTTP/2 frames (\"{}\"): it serves HTTP/2 only on this port (h2c prior knowledge, as gRPC servers do). Set protocol: h2c on the cluster (h2 with tls:), or enable HTTP/1.1 on the upstream",
+                excerpt(&seen)
+            ));
+        }
+        if seen.len() >= 2 && (seen[0] == 0x15 || seen[0] == 0x16) && seen[1] == 0x03 {
+            return mismatch("answered in TLS to a cleartext HTTP/1.1 connection: add tls: (with its ca) to the cluster".to_string());
+        }
+        return mismatch(format!(
+            "answered an HTTP/1.1 request with bytes that are not HTTP/1.1 (\"{}\"): it does not speak HTTP/1.1 on this port",
+            excerpt(&seen)
+        ));
+    }
+    if e.is_parse() || e.is_parse_status() {
+        return mismatch(format!(
+            "sent a response torii cannot read as HTTP/1.1 ({}; it began \"{}\")",
+            plain_parse_error(e),
+            excerpt(&seen)
+        ));
+    }
+    reset_error(e, addr, cluster, false)
+}
+
+/// hyper's parse errors in plain words.
+fn plain_parse_error(e: &hyper::Error) -> String {
+    let text = e.to_string();
+    if text.contains("version") {
+        "its status line does not carry a valid HTTP version".to_string()
+    } else if text.contains("header") {
+        "its headers are malformed or too large".to_string()
+    } else if text.contains("status") {
+        "its status code is not valid".to_string()
+    } else {
+        "the response is malformed".to_string()
+    }
+}
+
+/// HTTP/2 frame headers (length below 64 KiB, a known frame type).
+fn looks_like_h2(b: &[u8]) -> bool {
+    b.len() >= 4 && b[0] == 0 && b[3] <= 0x09
 }
 
 /// A failure after the request was handed to the upstream connection.
@@ -432,5 +570,38 @@ impl<T: AsyncWrite> AsyncWrite for Recorder<T> {
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_settings_frame_header_is_a_first_frame() {
+        assert!(could_be_settings(&[0, 0, 0, 4, 0, 0, 0, 0, 0]));
+        assert!(could_be_settings(&[0, 0, 18, 4, 0, 0, 0, 0, 0, 0, 3]));
+        assert!(could_be_settings(&[0, 0]));
+        assert!(!could_be_settings(b"<!DOCTYPE HTML>"));
+        assert!(
+            !could_be_settings(&[0, 0, 8, 7, 0, 0, 0, 0, 0]),
+            "GOAWAY first"
+        );
+        assert!(
+            !could_be_settings(&[0, 0, 0, 4, 1, 0, 0, 0, 0]),
+            "an ACK first"
+        );
+        assert!(
+            !could_be_settings(&[0, 0, 7, 4, 0, 0, 0, 0, 0]),
+            "not 6n bytes"
+        );
+        assert!(!could_be_settings(&[0, 0, 0, 4, 0, 0, 0, 0, 1]), "stream 1");
+    }
+
+    #[test]
+    fn excerpts_are_one_printable_line() {
+        assert_eq!(excerpt(b"<p>\r\n\x00\"\\"), "<p>\\r\\n\\x00\\\"\\\\");
+        let long = [b'a'; 100];
+        assert_eq!(excerpt(&long), format!("{}…", "a".repeat(48)));
     }
 }

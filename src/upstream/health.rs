@@ -124,7 +124,7 @@ async fn exchange(
                 .await
                 .map_err(|e| failed(&e.error))?
         }
-        Lease::H1(mut send) => send
+        Lease::H1(mut send, _) => send
             .send_request(req)
             .await
             .map_err(|e| failed(&e))?

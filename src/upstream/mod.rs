@@ -59,14 +59,17 @@ pub struct ExchangeGuard {
     pub cluster: Arc<ClusterRuntime>,
     _stream: Option<CountGuard>,
     /// HTTP/1.1: the connection goes back to `ep`'s pool once the body is read.
-    h1: Option<hyper::client::conn::http1::SendRequest<Body>>,
+    h1: Option<(
+        hyper::client::conn::http1::SendRequest<Body>,
+        connect::FirstBytes,
+    )>,
 }
 
 impl ExchangeGuard {
     /// Call when the response body was read to its end.
     pub fn complete(&mut self) {
-        if let Some(send) = self.h1.take() {
-            self.ep.release_h1(send);
+        if let Some((send, first)) = self.h1.take() {
+            self.ep.release_h1(send, first);
         }
     }
 }

@@ -32,7 +32,7 @@ pub struct Endpoint {
     /// The HTTP/2 connect under way, if any: every request that needs a
     /// new connection meanwhile waits for this one's outcome.
     h2_connecting: Arc<Mutex<Option<Attempt>>>,
-    h1_idle: Mutex<Vec<http1::SendRequest<Body>>>,
+    h1_idle: Mutex<Vec<(http1::SendRequest<Body>, FirstBytes)>>,
     max_streams: usize,
     max_conns: usize,
 }
@@ -52,7 +52,8 @@ struct H2Conn {
 
 /// A connection ready for one request.
 pub enum Lease {
-    H1(http1::SendRequest<Body>),
+    /// With the first bytes the upstream sent on it, to explain failures.
+    H1(http1::SendRequest<Body>, FirstBytes),
     H2 {
         send: H2Client,
         first: FirstBytes,
@@ -236,7 +237,7 @@ impl Endpoint {
                         .push(conn.clone());
                     Ok(conn)
                 }
-                Ok(Connected::H1(_)) => unreachable!("asked for HTTP/2"),
+                Ok(Connected::H1(..)) => unreachable!("asked for HTTP/2"),
                 Err(e) => Err(e),
             };
             *connecting.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -259,27 +260,27 @@ impl Endpoint {
     async fn lease_h1(&self, connector: &Connector) -> Result<Lease, ProxyError> {
         loop {
             let idle = self.h1_idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let Some(mut send) = idle else { break };
+            let Some((mut send, first)) = idle else { break };
             if send.is_closed() {
                 continue;
             }
             if send.ready().await.is_ok() {
-                return Ok(Lease::H1(send));
+                return Ok(Lease::H1(send, first));
             }
         }
         match Box::pin(connector.connect(self.addr, &self.host, Wire::Http1)).await? {
-            Connected::H1(send) => Ok(Lease::H1(send)),
+            Connected::H1(send, first) => Ok(Lease::H1(send, first)),
             Connected::H2(..) => unreachable!("asked for HTTP/1.1"),
         }
     }
 
     /// Returns an HTTP/1.1 connection whose response was read to the end.
-    pub fn release_h1(&self, send: http1::SendRequest<Body>) {
+    pub fn release_h1(&self, send: http1::SendRequest<Body>, first: FirstBytes) {
         if !send.is_closed() {
             let mut idle = self.h1_idle.lock().unwrap_or_else(|p| p.into_inner());
             // Bound the idle pool; extra connections just close.
             if idle.len() < 64 {
-                idle.push(send);
+                idle.push((send, first));
             }
         }
     }

@@ -81,19 +81,22 @@ impl ClusterRuntime {
                     self.attempt_h2(send, req, guard, budget, &refused, &first)
                         .await
                 }
-                Lease::H1(mut send) => match send.try_send_request(*req).await {
+                Lease::H1(mut send, first) => match send.try_send_request(*req).await {
                     Ok(resp) => {
-                        let guard = self.guard(&ep, active, None, Some(send));
+                        let guard = self.guard(&ep, active, None, Some((send, first)));
                         Attempt::Done(Ok((resp.map(Received::H1), guard)))
                     }
                     Err(mut e) => match e.take_message() {
                         Some(back) if budget.stale => Attempt::Stale(Box::new(back)),
-                        _ => Attempt::Done(Err(connect::reset_error(
-                            e.error(),
-                            ep.addr,
-                            &self.config.name,
-                            false,
-                        ))),
+                        _ => {
+                            let err = connect::explain_h1_failure(
+                                e.error(),
+                                &first,
+                                ep.addr,
+                                &self.config.name,
+                            );
+                            Attempt::Done(Err(err))
+                        }
                     },
                 },
             };
@@ -123,7 +126,10 @@ impl ClusterRuntime {
         ep: &Arc<Endpoint>,
         active: CountGuard,
         stream: Option<CountGuard>,
-        h1: Option<hyper::client::conn::http1::SendRequest<Body>>,
+        h1: Option<(
+            hyper::client::conn::http1::SendRequest<Body>,
+            connect::FirstBytes,
+        )>,
     ) -> ExchangeGuard {
         ExchangeGuard {
             _active: active,
