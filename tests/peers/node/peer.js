@@ -321,7 +321,7 @@ const cases = {
     check(replies.length === RESPONSE_SIZES.length, `${replies.length} responses in all`);
   },
   async empty_stream(c) {
-    const call = c.FullDuplexCall(deadline(10000));
+    const call = c.FullDuplexCall(deadline(3000));
     call.end();
     const { replies } = await readAll(call);
     check(replies.length === 0, `${replies.length} responses`);

@@ -2,7 +2,7 @@
 """The Python grpcio peer: a server of tests/peers/interop.proto, and a client
 that runs the interop cases against any such server.
 
-    peer.py server [--tls CERT KEY [--client-ca CA]]
+    peer.py server [--cert CERT --key KEY [--client-ca CA]]
         Listens on 127.0.0.1:0 and prints `peer listening address=IP:PORT`.
         Keepalive enforcement is C-core's default (no option loosens it).
     peer.py client --target IP:PORT [--ca CA [--cert C --key K]
@@ -104,8 +104,8 @@ def serve(args):
     # point.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
     pb2_grpc.add_TestServiceServicer_to_server(TestService(), server)
-    if args.tls:
-        cert, key = (open(p, "rb").read() for p in args.tls)
+    if args.cert:
+        cert, key = (open(p, "rb").read() for p in (args.cert, args.key))
         ca = open(args.client_ca, "rb").read() if args.client_ca else None
         creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
         port = server.add_secure_port("127.0.0.1:0", creds)
@@ -222,7 +222,7 @@ def ping_pong(stub, _):
 
 
 def empty_stream(stub, _):
-    replies = list(stub.FullDuplexCall(iter([]), timeout=10))
+    replies = list(stub.FullDuplexCall(iter([]), timeout=3))
     check(not replies, f"{len(replies)} responses")
 
 
@@ -399,7 +399,8 @@ def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("server")
-    s.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    s.add_argument("--cert")
+    s.add_argument("--key")
     s.add_argument("--client-ca")
     c = sub.add_parser("client")
     c.add_argument("--target", required=True)

@@ -175,7 +175,7 @@ func pingPong(conn *grpc.ClientConn) error {
 }
 
 func emptyStream(conn *grpc.ClientConn) error {
-	ctx, cancel := timeout(10 * time.Second)
+	ctx, cancel := timeout(3 * time.Second)
 	defer cancel()
 	stream, err := conn.NewStream(ctx, bidi, service+"FullDuplexCall")
 	if err != nil {
