@@ -386,4 +386,3 @@ func runCases(conn *grpc.ClientConn, names []string) int {
 	}
 	return failed
 }
-

@@ -125,8 +125,10 @@ func fields(data []byte, f func(num int, v uint64, b []byte) error) error {
 
 type Empty struct{}
 
-func (*Empty) marshal() []byte             { return nil }
-func (*Empty) unmarshal(data []byte) error { return fields(data, func(int, uint64, []byte) error { return nil }) }
+func (*Empty) marshal() []byte { return nil }
+func (*Empty) unmarshal(data []byte) error {
+	return fields(data, func(int, uint64, []byte) error { return nil })
+}
 
 type Payload struct{ Body []byte }
 
