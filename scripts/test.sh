@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one test command. Installs what is missing (curl, iproute2, iptables; a Python venv at .venv
-# with pinned packages), builds everything, runs every Rust test, then the
+# The one test command. Installs what is missing (curl, iproute2, iptables;
+# the foreign peers' toolchains: Go with Debian's grpc-go and x/net, nghttp,
+# the Node peer's npm packages from its lockfile; a Python venv at .venv with
+# pinned packages), builds everything, runs every Rust test, then the
 # black-box tests (tests/blackbox) against the built binary. Safe to run again:
 # installed pieces are reused. Exits non-zero on any failure.
 #
@@ -16,6 +18,7 @@ PY_PACKAGES=(
   grpcio-health-checking==1.85.1
   pytest==9.2.0
   cryptography==50.0.2
+  h2==4.4.1
 )
 VENV=.venv
 
@@ -46,6 +49,25 @@ if [ "${#net_tools[@]}" -gt 0 ]; then
   apt_install "${net_tools[@]}"
 fi
 
+# The foreign peers of tests/blackbox (tests/peers): Go (grpc-go and x/net
+# from Debian's packages, built offline in GOPATH mode), nghttp, curl.
+peer_packages=()
+command -v go >/dev/null 2>&1 || peer_packages+=(golang-go)
+[ -d /usr/share/gocode/src/google.golang.org/grpc ] || peer_packages+=(golang-google-grpc-dev)
+[ -d /usr/share/gocode/src/golang.org/x/net/http2 ] || peer_packages+=(golang-golang-x-net-dev)
+command -v nghttp >/dev/null 2>&1 || peer_packages+=(nghttp2-client)
+if [ "${#peer_packages[@]}" -gt 0 ]; then
+  echo "scripts/test.sh: installing ${peer_packages[*]}" >&2
+  apt_install "${peer_packages[@]}"
+fi
+
+# The Node peer: @grpc/grpc-js and @grpc/proto-loader exactly as locked.
+node_peer=tests/peers/node
+if [ ! -d "$node_peer/node_modules/@grpc/grpc-js" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; then
+  echo "scripts/test.sh: npm ci in $node_peer" >&2
+  (cd "$node_peer" && npm ci --no-audit --no-fund)
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "scripts/test.sh: creating $VENV" >&2
   if ! python3 -m venv "$VENV"; then
@@ -71,6 +93,8 @@ case "$target_dir" in
   *) target_dir="$PWD/$target_dir" ;;
 esac
 export TORII_BIN="${TORII_BIN:-$target_dir/debug/torii}"
+# The Go peer, built offline (the black-box tests build it too, if missing).
+bash tests/peers/go/build.sh "$target_dir/peers/go-peer"
 # The benchmark harness must not rot: every scenario must yield numbers
 # (debug build; values not checked).
 BENCH_PROFILE=debug bash bench/run --quick

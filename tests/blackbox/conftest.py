@@ -135,24 +135,47 @@ class Process:
         return self.proc.returncode
 
 
-@pytest.fixture
-def spawn():
-    """Starts processes for one test and stops them all afterwards, printing
-    their output (pytest shows it when the test fails)."""
-    started = []
+class Spawner:
+    """Starts processes and stops them all at the end, printing their output
+    (pytest shows it when a test fails)."""
 
-    def start(args, name):
+    def __init__(self, tail=None):
+        self.started = []
+        self.tail = tail  # print only this many last lines of each
+
+    def __call__(self, args, name):
         binary = pathlib.Path(args[0])
         if binary.is_absolute() and not binary.exists():
             pytest.fail(f"{binary} does not exist: build it first (cargo build) or set TORII_BIN")
         proc = Process(args, name, cwd=REPO)
-        started.append(proc)
+        self.started.append(proc)
         return proc
 
-    yield start
-    for proc in reversed(started):
-        proc.stop()
-        print(proc.output())
+    def stop_all(self):
+        for proc in reversed(self.started):
+            proc.stop()
+            output = proc.output()
+            if self.tail is not None:
+                output = "\n".join(output.splitlines()[-self.tail :])
+            print(output)
+
+
+@pytest.fixture
+def spawn():
+    """Starts processes for one test and stops them all afterwards."""
+    spawner = Spawner()
+    yield spawner
+    spawner.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_spawn():
+    """Like `spawn`, for processes shared by every test of a module (the
+    foreign peers' servers and the torii in front of them); tests show what
+    they need of the output when they fail, so only its end is printed."""
+    spawner = Spawner(tail=20)
+    yield spawner
+    spawner.stop_all()
 
 
 @pytest.fixture(scope="session")
@@ -316,10 +339,19 @@ def _write(directory, name, cert, key) -> Pair:
 def pki(tmp_path) -> Pki:
     """A CA, a server certificate for localhost/127.0.0.1, a client
     certificate with a SPIFFE URI SAN, and one from a CA nobody trusts."""
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture(scope="module")
+def module_pki(tmp_path_factory) -> Pki:
+    """`pki` made once for a module whose servers live as long as it does."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def make_pki(directory: pathlib.Path) -> Pki:
     from cryptography.hazmat.primitives import serialization
 
-    directory = tmp_path / "pki"
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     ca = _make_ca("torii blackbox CA")
     (directory / "ca.crt").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
     server = _write(directory, "server", *_issue(ca, "localhost", dns=["localhost"], ips=["127.0.0.1"], server=True))
@@ -355,20 +387,25 @@ def start_torii(spawn, tmp_path):
     every named listener (and the admin listener, if asked) is bound."""
 
     def start(config: str, listeners, admin=False, workers=None) -> Torii:
-        path = tmp_path / "torii.yaml"
-        path.write_text(config)
-        argv = [torii_bin(), "serve", "-c", path]
-        if workers is not None:
-            argv += ["--workers", str(workers)]
-        proc = spawn(argv, "torii")
-        bound = {}
-        while set(listeners) - set(bound):
-            matches = proc.wait_for(LISTENER_RE, count=len(bound) + 1)
-            bound = {m.group(1): m.group(2) for m in matches}
-        admin_addr = proc.wait_for(ADMIN_RE)[0].group(1) if admin else None
-        return Torii(proc, path, bound, admin_addr)
+        return run_torii(spawn, tmp_path / "torii.yaml", config, listeners, admin, workers)
 
     return start
+
+
+def run_torii(spawner, path: pathlib.Path, config: str, listeners, admin=False, workers=None) -> Torii:
+    """Writes `config` to `path`, starts `torii serve` with `spawner` and
+    waits for the named listeners (and the admin listener, if asked)."""
+    path.write_text(config)
+    argv = [torii_bin(), "serve", "-c", path]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    proc = spawner(argv, "torii")
+    bound = {}
+    while set(listeners) - set(bound):
+        matches = proc.wait_for(LISTENER_RE, count=len(bound) + 1)
+        bound = {m.group(1): m.group(2) for m in matches}
+    admin_addr = proc.wait_for(ADMIN_RE)[0].group(1) if admin else None
+    return Torii(proc, path, bound, admin_addr)
 
 
 # --- clients ----------------------------------------------------------------
