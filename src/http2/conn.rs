@@ -1657,6 +1657,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
+        // Streams whose windows grew: flushed after the ACK, so the peer
+        // never sees DATA sent under settings it does not know were
+        // applied yet.
+        let mut grown: Vec<usize> = Vec::new();
         for s in payload.chunks_exact(6) {
             let id = u16::from_be_bytes([s[0], s[1]]);
             let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
@@ -1710,9 +1714,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                                 "INITIAL_WINDOW_SIZE pushed a stream window past 2^31-1".into(),
                             );
                         }
-                        for key in grew {
-                            inner.flush_stream(key);
-                        }
+                        grown.extend(grew);
                     }
                 }
                 setting::MAX_FRAME_SIZE => {
@@ -1730,6 +1732,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
         }
         frame::put_settings_ack(inner.wbuf());
+        for key in grown {
+            inner.flush_stream(key);
+        }
     }
 
     fn on_ping(&mut self, head: Head, payload: &[u8]) {

@@ -28,10 +28,6 @@ SIZES = [64 * KiB, 3_000_000, 16 * MiB]
 DOWNLOADS = 10
 ROUTES = ["h2c", "tls"]
 
-FINDING_1 = (
-    "torii finding 1: the tail of a response that cannot be flushed at once (client window, write buffer) is "
-    "cut with RST_STREAM(CANCEL)"
-)
 
 
 def expected_body(n: int) -> bytes:
@@ -110,12 +106,7 @@ def curl_params():
     out = []
     for route in ["direct"] + ROUTES:
         for n in SIZES:
-            marks = []
-            # 64 KiB fits curl's windows and torii's buffer in one go: whole
-            # today; the larger ones are cut in 6 to 8 of 10 downloads.
-            if route != "direct" and n > 64 * KiB:
-                marks = [pytest.mark.xfail(strict=True, reason=FINDING_1)]
-            out.append(pytest.param(route, n, marks=marks, id=f"{route}-{size_id(n)}"))
+            out.append(pytest.param(route, n, id=f"{route}-{size_id(n)}"))
     return out
 
 
@@ -152,7 +143,7 @@ NGHTTP_FRAME_RE = re.compile(r"recv (DATA|HEADERS|RST_STREAM) frame <length=(\d+
 @pytest.mark.parametrize(
     "route,n",
     [
-        pytest.param(route, n, marks=[pytest.mark.xfail(strict=True, reason=FINDING_1)], id=f"{route}-{size_id(n)}")
+        pytest.param(route, n, id=f"{route}-{size_id(n)}")
         for route in ROUTES
         for n in SIZES
     ],
@@ -269,6 +260,16 @@ class H2Client:
             s = self.streams.get(getattr(event, "stream_id", None))
             if isinstance(event, ev.SettingsAcknowledged):
                 self.settings_acked += 1
+                # h2 applies a new INITIAL_WINDOW_SIZE to its streams only
+                # now, and weighs a WINDOW_UPDATE only when data arrives: a
+                # stream whose window just went below zero with enough
+                # already read would never be opened again. Weigh them now.
+                for sid, st in self.streams.items():
+                    if not st["ended"] and st["reset"] is None:
+                        try:
+                            self.conn.acknowledge_received_data(0, sid)
+                        except Exception:
+                            pass
             elif isinstance(event, ev.ResponseReceived):
                 s["headers"] = dict(event.headers)
             elif isinstance(event, ev.DataReceived):
@@ -329,7 +330,7 @@ def h2_client(env, route, **kwargs):
 @pytest.mark.parametrize(
     "route,n",
     [
-        pytest.param(route, n, marks=[pytest.mark.xfail(strict=True, reason=FINDING_1)], id=f"{route}-{size_id(n)}")
+        pytest.param(route, n, id=f"{route}-{size_id(n)}")
         for route in ROUTES
         for n in [64 * KiB, 1 * MiB]
     ],
@@ -348,16 +349,10 @@ def test_h2_slow_reader_with_a_1k_window(env, route, n):
     report(env, failures, f"1 KiB-window downloads of {n} bytes")
 
 
-WINDOW_CHANGE_BUGS = (
-    FINDING_1
-    + "; and torii finding 5 (RFC 9113 6.9.2): after the client lowers SETTINGS_INITIAL_WINDOW_SIZE, torii sends "
-    "DATA beyond the streams' windows (tens of KiB over)"
-)
-
 
 @pytest.mark.parametrize(
     "route",
-    [pytest.param(route, marks=[pytest.mark.xfail(strict=True, reason=WINDOW_CHANGE_BUGS)]) for route in ROUTES],
+    ROUTES,
 )
 def test_h2_client_changes_initial_window_mid_stream(env, route, monkeypatch):
     """10 concurrent 2 MiB downloads; the client's SETTINGS_INITIAL_WINDOW_SIZE
@@ -406,9 +401,6 @@ def test_h2_client_changes_initial_window_mid_stream(env, route, monkeypatch):
 # --- gRPC server streaming to small-window readers ---------------------------------------
 
 
-# Not strict: today 0 to 2 of 10 such calls lose their tail and trailers to
-# RST_STREAM(CANCEL), not every run. Make it strict once finding 1 is fixed.
-GRPC_CUTS = FINDING_1 + " (intermittent for gRPC server streaming: 0-2 of 10 calls)"
 
 
 def streaming_request(message_size, count):
@@ -448,7 +440,6 @@ def grpc_messages(data: bytes):
             window,
             message,
             count,
-            marks=[pytest.mark.xfail(strict=False, reason=GRPC_CUTS)],
             id=f"{route}-{size_id(message * count)}-window{size_id(window)}",
         )
         for route in ROUTES

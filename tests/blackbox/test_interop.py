@@ -34,47 +34,13 @@ TLS_UPSTREAMS = ["python", "go"]
 IDLE_UPSTREAM = "python-idle"
 IDLE_SECONDS = 170
 
-# --- known torii bugs (issue 23) --------------------------------------------------
-
-FINDING_2 = (
-    "torii finding 2: a Trailers-Only error response (HEADERS with grpc-status and END_STREAM) is relayed as "
-    "HEADERS without END_STREAM plus an empty DATA with END_STREAM; grpcio reports UNKNOWN 'Stream removed' "
-    "instead of the server's status"
-)
-# Cases whose server answers Trailers-Only: an error status (with no
-# message), or OK with no message at all (empty_stream). Through torii every
-# gRPC client kind loses these, from every server kind: grpcio sees UNKNOWN
-# "Stream removed (Data frame with END_STREAM flag received)", grpc-js
-# INTERNAL "Received RST_STREAM with code 0 (Call ended without gRPC status)",
-# grpc-go Internal "server closed the stream without sending trailers"; and
-# an OK Trailers-Only from grpc-go (empty_stream) never ends for grpc-js and
-# grpc-go clients (they hit their deadline). curl and nghttp get them intact.
-TRAILERS_ONLY_CASES = {
-    "empty_stream",
-    "status_code_and_message",
-    "special_status_message",
-    "status_codes",
-    "unimplemented_method",
-    "unimplemented_service",
-}
-
-
-def known_bug(route, client, server, case):
-    """The reason a case fails today because of torii, or None."""
-    if route != "direct" and case in TRAILERS_ONLY_CASES:
-        return FINDING_2
-    return None
-
-
 def params(routes, clients, servers):
     out = []
     for route in routes:
         for client in clients:
             for server in servers:
                 for case in peers.CASES:
-                    reason = known_bug(route, client, server, case)
-                    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-                    out.append(pytest.param(route, client, server, case, marks=marks, id=f"{route}-{client}-{server}-{case}"))
+                    out.append(pytest.param(route, client, server, case, id=f"{route}-{client}-{server}-{case}"))
     return out
 
 
@@ -428,11 +394,6 @@ class IdleStream:
         self.channel.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torii finding 3: torii pings the upstream every 30 s; C-core allows one ping per 5 minutes without "
-    "data and answers GOAWAY too_many_pings, which kills the idle stream",
-)
 def test_idle_stream_to_a_c_core_server_outlives_keepalive(env):
     """Defined last: it waits out the rest of IDLE_SECONDS after the module
     began, then the stream opened then must still answer."""
