@@ -215,6 +215,9 @@ struct Stream {
     recv_split: bool,
     recv_trailers: Option<HeaderMap>,
     recv_eos: bool,
+    /// The head itself ended the stream (END_STREAM on HEADERS): the
+    /// body is known empty from the start.
+    head_ended: bool,
     /// What the peer may still send on this stream.
     recv_window: i64,
     /// Taken by the application, not yet given back with WINDOW_UPDATE.
@@ -272,6 +275,7 @@ impl Stream {
             recv_split: false,
             recv_trailers: None,
             recv_eos: false,
+            head_ended: false,
             recv_window: recv_window.into(),
             recv_released: 0,
             recv_expect: None,
@@ -798,10 +802,20 @@ impl RecvBody {
         RecvBody { stream }
     }
 
+    /// True once nothing is left to read. A body that the peer ended with
+    /// a frame of its own (an empty DATA with END_STREAM after the head)
+    /// says so only once data was read from it: before, the next hop gets
+    /// the same frames (a head without END_STREAM, then the empty DATA)
+    /// rather than one HEADERS with END_STREAM. Some servers treat the two
+    /// differently: grpc-go 1.33 never answers a streaming call whose
+    /// HEADERS carry END_STREAM.
     pub fn is_end_stream(&self) -> bool {
         let inner = self.stream.lock();
         let s = &inner.streams[self.stream.key];
-        s.recv_eos && s.recv_buf.is_empty() && s.recv_trailers.is_none()
+        s.recv_eos
+            && s.recv_buf.is_empty()
+            && s.recv_trailers.is_none()
+            && (s.head_ended || s.recv_split)
     }
 
     pub fn poll_frame(
@@ -2210,6 +2224,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
         s.recv_expect = if bodiless { None } else { content_length };
         s.recv_eos = end_stream;
+        s.head_ended = end_stream;
         if let Some(w) = s.recv_waker.take() {
             w.wake();
         }
@@ -2328,6 +2343,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
         let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
         stream.recv_eos = end_stream;
+        stream.head_ended = end_stream;
         stream.recv_expect = content_length;
         let key = inner.streams.insert(stream);
         inner.ids.insert(id, key);

@@ -825,3 +825,24 @@ async fn no_keepalive_pings_without_streams() {
         .await;
     assert!(ping.is_some(), "no PING while a stream is open");
 }
+
+/// A request ended by an empty DATA frame after its head was passed on as
+/// one HEADERS frame with END_STREAM: grpc-go 1.33 never answers such a
+/// streaming call (the gRPC interop case empty_stream hung through torii
+/// for grpc-go and grpc-js clients). The body says it is over only once
+/// read, so the next hop gets the client's own framing.
+#[tokio::test]
+async fn an_empty_data_end_is_not_folded_into_the_head() {
+    let (mut peer, _shared, mut opened) = server(65_535, 65_535);
+    handshake_as_client(&mut peer).await;
+    let mut out = raw(kind::HEADERS, flag::END_HEADERS, 1, &POST);
+    out.extend(raw(kind::DATA, flag::END_STREAM, 1, &[]));
+    out.extend(raw(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, &POST));
+    peer.send(&out).await;
+    let first = opened.recv().await.unwrap();
+    let second = opened.recv().await.unwrap();
+    let mut body = first.request.into_body();
+    assert!(!body.is_end_stream(), "folded into the head");
+    assert!(poll_fn(|cx| body.poll_frame(cx)).await.is_none());
+    assert!(second.request.body().is_end_stream(), "HEADERS with END_STREAM");
+}
