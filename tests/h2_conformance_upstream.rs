@@ -2184,3 +2184,72 @@ async fn s8_2_2_torii_sends_no_connection_specific_fields_upstream() {
         "{fields:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// A plain (non-gRPC) HTTP/2 client gets 502 with `x-torii-error`
+
+/// A plain `GET /plain` through torii; the status and `x-torii-error`.
+fn plain_call(addr: SocketAddr) -> JoinHandle<Outcome> {
+    tokio::spawn(async move {
+        let run = async {
+            let mut out = Outcome::default();
+            let send = raw_h2(addr).await;
+            let request = http::Request::get(format!("http://{addr}/plain"))
+                .body(())
+                .expect("a valid request");
+            let mut send = send.ready().await.expect("ready");
+            let (response, _) = send.send_request(request, true).expect("send");
+            match response.await {
+                Ok(r) => {
+                    out.status = Some(r.status().as_u16());
+                    out.take(r.headers());
+                }
+                Err(e) => out.h2_error = Some(e.to_string()),
+            }
+            out
+        };
+        tokio::time::timeout(ANSWER_WITHIN, run)
+            .await
+            .unwrap_or_else(|_| panic!("no answer within {ANSWER_WITHIN:?} (a hang)"))
+    })
+}
+
+async fn bad_gateway(call: JoinHandle<Outcome>, what: &str) {
+    let out = outcome(call).await;
+    assert!(
+        out.status == Some(502) && out.torii_error.is_some(),
+        "{what}: a plain client must get 502 with x-torii-error, got {out:?}"
+    );
+}
+
+/// §8.1.1: "Malformed requests or responses that are detected MUST be treated as a stream error of type PROTOCOL_ERROR." — and an intermediary "MUST NOT forward" it: a plain client gets 502.
+#[tokio::test]
+async fn s8_1_1_malformed_response_to_a_plain_client_is_502() {
+    let env = env().await;
+    let call = plain_call(env.addr());
+    let mut peer = env.accept(&[]).await;
+    let stream = peer.whole_request().await;
+    peer.head(
+        stream,
+        &Block::default().field(":status", "200").field("Upper", "1"),
+        true,
+    )
+    .await;
+    peer.stream_error(stream, PROTOCOL_ERROR, "an uppercase name")
+        .await;
+    bad_gateway(call, "a malformed response").await;
+}
+
+/// §4.3: "A decoding error in a field block MUST be treated as a connection error of type COMPRESSION_ERROR." — a plain client gets 502.
+#[tokio::test]
+async fn s4_3_bad_hpack_to_a_plain_client_is_502() {
+    let env = env().await;
+    let call = plain_call(env.addr());
+    let mut peer = env.accept(&[]).await;
+    let stream = peer.whole_request().await;
+    peer.head(stream, &Block::default().raw(&[0x80]), true)
+        .await;
+    peer.connection_error(COMPRESSION_ERROR, "HPACK index 0")
+        .await;
+    bad_gateway(call, "bad HPACK").await;
+}
