@@ -9,8 +9,6 @@
 //! connection lives on, and that nothing else is sent where the RFC forbids
 //! it. Waits are reads with a bounded timeout, never sleeps.
 //!
-//! Tests that fail on today's main are `#[ignore = "FAILS on main: ..."]`
-//! with what torii does instead; run them with `--ignored`.
 
 mod proxy_support;
 #[path = "support/raw_h2.rs"]
@@ -896,21 +894,18 @@ async fn s6_1_data_closed(t: Tr) {
 
 /// §6.1: "If a DATA frame is received whose stream is not in the "open" or "half-closed (local)" state, the recipient MUST respond with a stream error of type STREAM_CLOSED." (a closed stream)
 #[tokio::test]
-#[ignore = "FAILS on main: DATA on a closed stream is silently discarded, no RST_STREAM/GOAWAY STREAM_CLOSED (RFC 9113 §5.1, §6.1)"]
 async fn s5_1_data_on_a_closed_stream_is_stream_closed() {
     s6_1_data_closed(Tr::H2c).await;
 }
 
 /// §6.1: "If a DATA frame is received whose stream is not in the "open" or "half-closed (local)" state, the recipient MUST respond with a stream error of type STREAM_CLOSED." (a closed stream) [over TLS]
 #[tokio::test]
-#[ignore = "FAILS on main: DATA on a closed stream is silently discarded, no RST_STREAM/GOAWAY STREAM_CLOSED (RFC 9113 §5.1, §6.1)"]
 async fn s5_1_data_on_a_closed_stream_is_stream_closed_tls() {
     s6_1_data_closed(Tr::Tls).await;
 }
 
 /// §5.1 closed: "An endpoint that sends a RST_STREAM frame on a stream that is in the "open" or "half-closed (local)" state could receive any type of frame ... An endpoint MUST minimally process and then discard any frames it receives in this state" — and after the client's RST_STREAM, DATA is a stream error STREAM_CLOSED (§6.1), never a connection error.
 #[tokio::test]
-#[ignore = "FAILS on main: DATA after the client's RST_STREAM is silently discarded, no RST_STREAM(STREAM_CLOSED) (RFC 9113 §6.1, §5.1)"]
 async fn s5_1_data_after_the_clients_rst_stream_is_stream_closed() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     conn.headers(1, &Block::grpc(CLIENT_STREAM), false).await;
@@ -961,7 +956,6 @@ async fn headers_on_closed_stream_is_an_error(conn: &mut Conn, stream: u32, what
 
 /// §5.1 closed: "An endpoint MUST NOT send frames other than PRIORITY on a closed stream" and §5.1.1: "The identifier of a newly established stream MUST be numerically greater than all streams that the initiating endpoint has opened ... An endpoint that receives an unexpected stream identifier MUST respond with a connection error of type PROTOCOL_ERROR." (HEADERS on a finished stream)
 #[tokio::test]
-#[ignore = "FAILS on main: HEADERS on a closed stream id is silently dropped and the request hangs (RFC 9113 §5.1, §5.1.1)"]
 async fn s5_1_headers_on_a_closed_stream_is_an_error() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     assert_good_call(&mut conn, 1).await;
@@ -970,7 +964,6 @@ async fn s5_1_headers_on_a_closed_stream_is_an_error() {
 
 /// §5.1 closed / §5.1.1 (see above): HEADERS on a stream the client reset.
 #[tokio::test]
-#[ignore = "FAILS on main: HEADERS on a stream the client reset is silently dropped and the request hangs (RFC 9113 §5.1, §5.1.1)"]
 async fn s5_1_headers_after_the_clients_rst_stream_is_an_error() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     conn.headers(1, &Block::grpc(CLIENT_STREAM), false).await;
@@ -1019,21 +1012,18 @@ async fn s5_1_1_lower(t: Tr) {
 
 /// §5.1.1: "The identifier of a newly established stream MUST be numerically greater than all streams that the initiating endpoint has opened or reserved. ... An endpoint that receives an unexpected stream identifier MUST respond with a connection error of type PROTOCOL_ERROR."
 #[tokio::test]
-#[ignore = "FAILS on main: HEADERS on a lower stream id is silently dropped and the request hangs, no GOAWAY(PROTOCOL_ERROR) (RFC 9113 §5.1.1)"]
 async fn s5_1_1_lower_stream_id_is_connection_error() {
     s5_1_1_lower(Tr::H2c).await;
 }
 
 /// §5.1.1: "The identifier of a newly established stream MUST be numerically greater than all streams that the initiating endpoint has opened or reserved. ... An endpoint that receives an unexpected stream identifier MUST respond with a connection error of type PROTOCOL_ERROR." [over TLS]
 #[tokio::test]
-#[ignore = "FAILS on main: HEADERS on a lower stream id is silently dropped and the request hangs, no GOAWAY(PROTOCOL_ERROR) (RFC 9113 §5.1.1)"]
 async fn s5_1_1_lower_stream_id_is_connection_error_tls() {
     s5_1_1_lower(Tr::Tls).await;
 }
 
 /// §5.1.1: "The first use of a new stream identifier implicitly closes all streams in the "idle" state that might have been initiated by that peer with a lower-valued stream identifier." (DATA on a skipped id is then on a closed stream: §6.1 STREAM_CLOSED, or the §5.1.1 connection error.)
 #[tokio::test]
-#[ignore = "FAILS on main: DATA on a skipped (implicitly closed) stream id is silently discarded, no STREAM_CLOSED (RFC 9113 §5.1.1, §6.1)"]
 async fn s5_1_1_skipped_stream_ids_are_closed() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     assert_good_call(&mut conn, 5).await;
@@ -1096,7 +1086,6 @@ async fn s5_1_2_stream_over_max_concurrent_streams_is_refused() {
 
 /// §5.1.2 (see above), as h2spec 5.1.2 runs it: the limit's worth of plain GET requests, their response heads back (bodies held by the client's window of 0, so every stream stays open), then one more — it must be refused, and none of the open ones reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FAILS on main: a plain response waiting on the client's 0 window is reset with RST_STREAM(CANCEL) right after its head (finding 1), so streams close by themselves and the one over the limit is not refused (RFC 9113 §5.1.2; h2spec 5.1.2)"]
 async fn s5_1_2_stream_over_the_limit_is_refused_while_responses_wait() {
     let env = env().await;
     let mut conn = env.conn(Tr::H2c, &[]).await;
@@ -1157,7 +1146,6 @@ async fn s5_1_2_torii_announces_max_concurrent_streams() {
 
 /// §5.3.1: "A stream cannot depend on itself. An endpoint MUST treat this as a stream error of type PROTOCOL_ERROR." (HEADERS)
 #[tokio::test]
-#[ignore = "FAILS on main: a HEADERS frame depending on its own stream is forwarded and answered 200; no RST_STREAM(PROTOCOL_ERROR) (RFC 9113 §5.3.1)"]
 async fn s5_3_1_headers_depending_on_itself_is_protocol_error() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     let mut payload = priority_payload(false, 1, 16).to_vec();
@@ -1169,7 +1157,6 @@ async fn s5_3_1_headers_depending_on_itself_is_protocol_error() {
 
 /// §5.3.1 (see above): a PRIORITY frame making a stream depend on itself. On an idle stream no RST_STREAM may be sent (§6.4), so the connection error is the way out.
 #[tokio::test]
-#[ignore = "FAILS on main: a PRIORITY frame making an open stream depend on itself is ignored; no RST_STREAM/GOAWAY(PROTOCOL_ERROR) (RFC 9113 §5.3.1)"]
 async fn s5_3_1_priority_depending_on_itself_is_protocol_error() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     conn.headers(1, &Block::grpc(CLIENT_STREAM), false).await;
@@ -1295,7 +1282,6 @@ async fn s6_3_priority_on_stream_0_is_protocol_error() {
 
 /// §6.3: "A PRIORITY frame with a length other than 5 octets MUST be treated as a stream error of type FRAME_SIZE_ERROR." — and §5.4.2/§6.4: once reset, nothing more is sent on the stream.
 #[tokio::test]
-#[ignore = "FAILS on main: after RST_STREAM(FRAME_SIZE_ERROR) torii keeps the stream and later sends HEADERS and DATA on it (finding 4c; RFC 9113 §6.3, §5.1 closed)"]
 async fn s6_3_priority_of_wrong_length_resets_the_open_stream() {
     let (env, mut conn) = setup(Tr::H2c).await;
     conn.headers(1, &Block::grpc(UNARY), false).await;
@@ -1339,7 +1325,6 @@ async fn nothing_more_on_but_stream_closed(conn: &mut Conn, stream: u32) {
 
 /// §6.4: "RST_STREAM frames MUST NOT be sent for a stream in the "idle" state." — a PRIORITY of a wrong length on an idle stream (§6.3's stream error) must not be answered with RST_STREAM.
 #[tokio::test]
-#[ignore = "FAILS on main: PRIORITY of a wrong length on idle stream 3 (and even stream 8) is answered with RST_STREAM(FRAME_SIZE_ERROR) (finding 4c; RFC 9113 §6.4)"]
 async fn s6_4_priority_of_wrong_length_on_an_idle_stream_never_gets_rst_stream() {
     let (_env, mut conn) = setup(Tr::H2c).await;
     conn.send(PRIORITY_FRAME, 0, 3, &[0, 0]).await;
@@ -1782,7 +1767,6 @@ async fn s6_9_1_stream_window_overflow_is_flow_control_error_tls() {
 
 /// §6.9.1: "The sender MUST NOT send a flow-controlled frame with a length that exceeds the space available in either of the flow-control windows advertised by the receiver."
 #[tokio::test]
-#[ignore = "FAILS on main: torii keeps to the window, but once it is opened the stream ends with RST_STREAM(CANCEL) instead of the rest and the trailers (finding 1; RFC 9113 §6.9.1)"]
 async fn s6_9_1_data_never_exceeds_the_clients_stream_window() {
     let env = env().await;
     let mut conn = env
@@ -1933,14 +1917,12 @@ async fn s6_9_2_negative(t: Tr) {
 
 /// §6.9.2: "A change to SETTINGS_INITIAL_WINDOW_SIZE can cause the available space in a flow-control window to become negative. A sender MUST track the negative flow-control window and MUST NOT send new flow-controlled frames until it receives WINDOW_UPDATE frames that cause the flow-control window to become positive."
 #[tokio::test]
-#[ignore = "FAILS on main: the data flows again after the negative window, but the stream then ends with RST_STREAM(CANCEL) before its trailers (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_negative_window_then_positive_lets_data_flow() {
     s6_9_2_negative(Tr::H2c).await;
 }
 
 /// §6.9.2: "A change to SETTINGS_INITIAL_WINDOW_SIZE can cause the available space in a flow-control window to become negative. A sender MUST track the negative flow-control window and MUST NOT send new flow-controlled frames until it receives WINDOW_UPDATE frames that cause the flow-control window to become positive." [over TLS]
 #[tokio::test]
-#[ignore = "FAILS on main: the data flows again after the negative window, but the stream then ends with RST_STREAM(CANCEL) before its trailers (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_negative_window_then_positive_lets_data_flow_tls() {
     s6_9_2_negative(Tr::Tls).await;
 }
@@ -2232,7 +2214,6 @@ async fn s8_2_1_lf_in_field_value_is_malformed() {
 
 /// §8.2.1: "A field value MUST NOT start or end with an ASCII whitespace character (ASCII SP or HTAB, 0x20 or 0x09)."
 #[tokio::test]
-#[ignore = "FAILS on main: a field value with leading/trailing whitespace is forwarded and answered; no RST_STREAM(PROTOCOL_ERROR) (RFC 9113 §8.2.1)"]
 async fn s8_2_1_whitespace_around_field_value_is_malformed() {
     malformed(
         Block::grpc(UNARY).raw_field(b"x-v", b" padded "),
@@ -2535,21 +2516,18 @@ async fn s6_9_2_plain_window_opened(t: Tr) {
 
 /// §6.9.2: "When the value of SETTINGS_INITIAL_WINDOW_SIZE changes, a receiver MUST adjust the size of all stream flow-control windows that it maintains by the difference between the new value and the old value." — a plain response held by a 0 window resumes when SETTINGS opens it.
 #[tokio::test]
-#[ignore = "FAILS on main: a plain response waiting on the client's 0 window is reset with RST_STREAM(CANCEL) at once instead of resuming when SETTINGS opens the window (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_initial_window_size_increase_reopens_a_plain_response() {
     s6_9_2_plain_window_opened(Tr::H2c).await;
 }
 
 /// §6.9.2: "When the value of SETTINGS_INITIAL_WINDOW_SIZE changes, a receiver MUST adjust the size of all stream flow-control windows that it maintains by the difference between the new value and the old value." — a plain response held by a 0 window resumes when SETTINGS opens it. [over TLS]
 #[tokio::test]
-#[ignore = "FAILS on main: a plain response waiting on the client's 0 window is reset with RST_STREAM(CANCEL) at once instead of resuming when SETTINGS opens the window (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_initial_window_size_increase_reopens_a_plain_response_tls() {
     s6_9_2_plain_window_opened(Tr::Tls).await;
 }
 
 /// §6.9.2: "A sender MUST track the negative flow-control window and MUST NOT send new flow-controlled frames until it receives WINDOW_UPDATE frames that cause the flow-control window to become positive." — h2spec 6.9.2/2's shape: window 3, SETTINGS 2 (window -1), WINDOW_UPDATE 2: one byte, then the rest.
 #[tokio::test]
-#[ignore = "FAILS on main: after the first 3 bytes of a plain response torii resets the stream with RST_STREAM(CANCEL); the window never gets to reopen (finding 1; RFC 9113 §6.9.2)"]
 async fn s6_9_2_negative_window_then_positive_lets_a_plain_response_flow() {
     let env = env().await;
     let mut conn = env
@@ -2598,7 +2576,6 @@ async fn s6_9_2_negative_window_then_positive_lets_a_plain_response_flow() {
 
 /// §6.9.1: "The sender MUST NOT send a flow-controlled frame with a length that exceeds the space available in either of the flow-control windows advertised by the receiver." (a plain response, window 10)
 #[tokio::test]
-#[ignore = "FAILS on main: torii keeps to the window of 10, then resets the stream with RST_STREAM(CANCEL) instead of waiting for WINDOW_UPDATE (finding 1; RFC 9113 §6.9.1)"]
 async fn s6_9_1_plain_response_keeps_to_a_small_window() {
     let env = env().await;
     let mut conn = env

@@ -2121,6 +2121,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                         Reason::PROTOCOL_ERROR,
                         format!("HEADERS on stream {id}, which torii never opened"),
                     );
+                } else {
+                    self.frame_on_closed(id, "HEADERS");
                 }
             }
         }

@@ -374,7 +374,9 @@ pub fn could_be_settings(b: &[u8]) -> bool {
             return false;
         }
     }
-    if at(3).is_some_and(|t| t != 0x04) || at(4).is_some_and(|f| f & 0x01 != 0) {
+    // An ACK first (a server acknowledging torii's SETTINGS before it
+    // sends its own) breaks §3.4's letter, but is HTTP/2 all the same.
+    if at(3).is_some_and(|t| t != 0x04) {
         return false;
     }
     b.iter()
@@ -588,8 +590,8 @@ mod tests {
             "GOAWAY first"
         );
         assert!(
-            !could_be_settings(&[0, 0, 0, 4, 1, 0, 0, 0, 0]),
-            "an ACK first"
+            could_be_settings(&[0, 0, 0, 4, 1, 0, 0, 0, 0]),
+            "an ACK first is still HTTP/2"
         );
         assert!(
             !could_be_settings(&[0, 0, 7, 4, 0, 0, 0, 0, 0]),
