@@ -58,6 +58,8 @@ pub enum Connected {
 /// Builds connections for one cluster.
 pub struct Connector {
     cluster: String,
+    /// Upstream failures logged at info (rate-limited), for this cluster.
+    pub failures: Arc<super::failures::FailureLog>,
     metrics: Arc<crate::telemetry::Metrics>,
     connect_timeout: Duration,
     tls: Option<TlsSet>,
@@ -76,6 +78,7 @@ impl Connector {
         let tls = cluster.tls.as_ref().map(build_tls).transpose()?;
         Ok(Connector {
             cluster: cluster.name.clone(),
+            failures: Arc::default(),
             metrics,
             connect_timeout: cluster.connect_timeout,
             tls,
@@ -117,7 +120,7 @@ impl Connector {
     ) -> Result<Connected, ProxyError> {
         let tcp = self.tcp(addr).await?;
         match &self.tls {
-            None => handshake(tcp, wire, addr, &self.cluster).await,
+            None => handshake(tcp, wire, addr, self).await,
             Some(tls) => {
                 let connector = match wire {
                     Wire::Http2 => &tls.h2,
@@ -152,7 +155,7 @@ impl Connector {
                         ),
                     ));
                 }
-                handshake(stream, wire, addr, &self.cluster).await
+                handshake(stream, wire, addr, self).await
             }
         }
     }
@@ -260,11 +263,12 @@ async fn handshake<T>(
     io: T,
     wire: Wire,
     addr: SocketAddr,
-    cluster: &str,
+    connector: &Connector,
 ) -> Result<Connected, ProxyError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let cluster = connector.cluster.as_str();
     let first: FirstBytes = Arc::new(Mutex::new(Vec::new()));
     let io = Recorder {
         inner: io,
@@ -285,7 +289,11 @@ where
             Ok(Connected::H1(send, first))
         }
         Wire::Http2 => {
-            let client = h2client::handshake(io, &H2_SETTINGS, addr)
+            let ended = h2client::Ended {
+                cluster: cluster.to_string(),
+                failures: connector.failures.clone(),
+            };
+            let client = h2client::handshake(io, &H2_SETTINGS, addr, ended)
                 .await
                 .map_err(|e| handshake_error(e, addr, cluster))?;
             Ok(Connected::H2(client, first))
