@@ -455,6 +455,9 @@ pub fn explain_h1_failure(
             excerpt(&seen)
         ));
     }
+    if seen.is_empty() && e.is_incomplete_message() {
+        return reset_error(e, addr, cluster, true);
+    }
     if e.is_parse() || e.is_parse_status() {
         return mismatch(format!(
             "sent a response torii cannot read as HTTP/1.1 ({}; it began \"{}\")",
