@@ -198,14 +198,14 @@ fn tls_timeout(l: &Listening) {
     l.rt.metrics.tls_handshake(&l.rt.name, "failure", "timeout");
 }
 
-/// What a plaintext HTTP/2 client on a TLS port reads in torii's GOAWAY.
+/// What a plaintext HTTP/2 client on a TLS port reads: in grpc-message (or
+/// the body) of its first request's answer, and in the GOAWAY.
 pub const H2C_ON_TLS_PORT: &str = "This port expects TLS: the client sent plaintext HTTP/2 (h2c prior knowledge, e.g. a gRPC client without TLS credentials). Use TLS credentials (grpcs://, https://).";
 
 /// Answers plaintext HTTP sent to a TLS port in the client's own protocol
-/// instead of a TLS alert it cannot show: HTTP/1.x gets a readable 400,
-/// HTTP/2 prior knowledge (a gRPC client without TLS credentials) gets
-/// SETTINGS and a GOAWAY whose debug data says the same (gRPC clients show
-/// it in their error).
+/// instead of a TLS alert it cannot show: HTTP/1.x gets a readable 400;
+/// HTTP/2 prior knowledge (a gRPC client without TLS credentials) gets its
+/// first request answered with the same words (see [`h2c_refusal`]).
 async fn plaintext_on_tls_port<I>(
     mut stream: I,
     peer: std::net::SocketAddr,
@@ -237,7 +237,7 @@ async fn plaintext_on_tls_port<I>(
         let h2 = buf[..got].starts_with(detect::H2_PREFACE);
         if l.log_once.first(if h2 { "plaintext_http2" } else { reason }) {
             if h2 {
-                tracing::warn!(listener = %name, client = %peer, "plaintext HTTP/2 (h2c prior knowledge, e.g. a gRPC client without TLS credentials) arrived on this TLS listener; answered GOAWAY saying the port expects TLS. The client should use TLS credentials (grpcs://, https://). (logged once; counted in torii_tls_handshakes_total{{reason=\"plaintext_http\"}})");
+                tracing::warn!(listener = %name, client = %peer, "plaintext HTTP/2 (h2c prior knowledge, e.g. a gRPC client without TLS credentials) arrived on this TLS listener; answered that the port expects TLS (gRPC: UNAVAILABLE; else 400) and closed with GOAWAY. The client should use TLS credentials (grpcs://, https://). (logged once; counted in torii_tls_handshakes_total{{reason=\"plaintext_http\"}})");
             } else if http {
                 tracing::warn!(listener = %name, client = %peer, "plaintext HTTP arrived on this TLS listener; answered 400. The client should use https:// (or gRPC with TLS credentials). (logged once; counted in torii_tls_handshakes_total{{reason=\"plaintext_http\"}})");
             } else {
