@@ -279,3 +279,57 @@ listeners:
     assert!(err.message().contains("This port expects TLS"), "{err:?}");
     assert_eq!(torii_error(&err), "plaintext_on_tls_port");
 }
+
+/// Health checks explain a failure the same way: an endpoint that answers
+/// HTTP/2 with an HTML page is unhealthy because it does not speak HTTP/2,
+/// in those words, not because of a FRAME_SIZE_ERROR.
+#[tokio::test]
+async fn a_health_check_on_a_non_http2_endpoint_says_what_arrived() {
+    let addr = answering(HTTP_SERVER_ANSWER).await;
+    let dir = TempDir::new("health-misdiagnosis");
+    let config = dir.path().join("torii.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"access_log: off
+listeners:
+  - name: plain
+    address: 127.0.0.1:0
+    routes: [{{ cluster: up }}]
+clusters:
+  - name: up
+    endpoints: ["{addr}"]
+    health_check: {{ type: grpc, interval: 100ms, unhealthy_threshold: 1 }}
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_torii"))
+        .args(["serve", "--workers", "1", "-c"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the torii binary runs");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let line = loop {
+        match tokio::time::timeout(PATIENCE * 2, lines.next_line()).await {
+            Ok(Ok(Some(l))) => {
+                seen.push(l.clone());
+                if l.contains("endpoint is unhealthy") {
+                    break l;
+                }
+            }
+            _ => panic!("no unhealthy line:\n{}", seen.join("\n")),
+        }
+    };
+    assert!(line.contains("not HTTP/2"), "{line}");
+    assert!(line.contains("<!DOCTYPE HTML>"), "{line}");
+    assert!(!line.contains("FRAME_SIZE_ERROR"), "{line}");
+    let _ = child.kill().await;
+}
