@@ -333,3 +333,26 @@ clusters:
     assert!(!line.contains("FRAME_SIZE_ERROR"), "{line}");
     let _ = child.kill().await;
 }
+
+/// An HTTP/2 upstream that breaks the protocol after a valid SETTINGS (here
+/// a frame far above the allowed size) is not "resetting the stream":
+/// torii closed the connection because of what it sent.
+#[tokio::test]
+async fn an_upstream_breaking_http2_after_settings_is_not_called_a_reset() {
+    const BAD: &[u8] = &[
+        0, 0, 0, 0x04, 0, 0, 0, 0, 0, // SETTINGS
+        0xff, 0xff, 0xff, 0x00, 0, 0, 0, 0, 1, // DATA of 16 MiB on stream 1
+    ];
+    let addr = answering(BAD).await;
+    let proxy = front(&[addr.to_string()]).await;
+    let mut client = h2c_client(proxy.addr("plain")).await;
+    let err = client
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("a broken upstream");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let m = err.message();
+    assert!(m.contains("not valid HTTP/2"), "{m}");
+    assert!(m.contains("torii closed the connection"), "{m}");
+    assert!(!m.contains("reset the stream"), "{m}");
+}

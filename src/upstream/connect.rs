@@ -499,9 +499,17 @@ pub fn reset_error(
         e.downcast_ref::<crate::http2::Error>(),
         Some(crate::http2::Error::GoAway { remote: true, .. })
     );
+    let local_goaway = matches!(
+        e.downcast_ref::<crate::http2::Error>(),
+        Some(crate::http2::Error::GoAway { remote: false, .. })
+    );
     let what = match reason {
         Some(r) if goaway => {
             format!("closed the connection with GOAWAY ({r}) without processing the stream")
+        }
+        // torii ended the connection: the upstream broke HTTP/2 on it.
+        Some(r) if local_goaway => {
+            format!("sent what is not valid HTTP/2, so torii closed the connection (GOAWAY {r})")
         }
         Some(Reason::REFUSED_STREAM) => "refused the stream (REFUSED_STREAM)".to_string(),
         Some(r) => format!("reset the stream ({r:?})"),
