@@ -142,8 +142,11 @@ impl Running {
 
         // Prepare everything that can fail before changing anything.
         // A new access log destination is opened (and the old one closed
-        // once the requests that hold it end); the admin listener moves.
-        let new_logger = if config.access_log != state.access_log {
+        // once the requests that hold it end); a log file is opened again
+        // on every reload, so that a SIGHUP after logrotate moved it
+        // writes to the new file. The admin listener moves.
+        let reopen = matches!(config.access_log, AccessLog::File(_));
+        let new_logger = if config.access_log != state.access_log || reopen {
             Some(AccessLogger::start(
                 &config.access_log,
                 self.metrics.clone(),
@@ -210,7 +213,9 @@ impl Running {
         }
         state.listeners = keep;
         if let Some(logger) = new_logger {
-            tracing::info!(access_log = ?config.access_log, "access log destination changed");
+            if config.access_log != state.access_log {
+                tracing::info!(access_log = ?config.access_log, "access log destination changed");
+            }
             state.logger = logger;
             state.access_log = config.access_log.clone();
         }

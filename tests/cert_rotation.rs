@@ -229,4 +229,58 @@ clusters:
         assert!(line.ends_with(&format!(" {}", not_after(pem))), "{line}");
         assert!(line.contains("file=\""), "{line}");
     }
+    // Every one of those files is watched: a change reloads.
+    let watched: Vec<String> = proxy
+        .running
+        .shared
+        .config
+        .load()
+        .files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for name in [
+        "server.crt",
+        "server.key",
+        "ca.crt",
+        "client.crt",
+        "client.key",
+    ] {
+        assert!(watched.iter().any(|w| w == name), "{name} in {watched:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_whose_tls_files_changed_gets_new_connections_on_reload() {
+    let dir = TempDir::new("cluster-tls-rotation");
+    let old_pki = TestPki::new("old upstream CA");
+    let new_pki = TestPki::new("new upstream CA");
+    old_pki.write_ca(dir.path(), "upstream-ca").unwrap();
+    let yaml = r#"
+listeners:
+  - name: plain
+    address: 127.0.0.1:0
+    routes: [{ cluster: up }]
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:1"]
+    tls: { ca: upstream-ca.crt, server_name: localhost }
+"#;
+    let proxy = start(yaml, dir).await;
+    let path = proxy.dir.path().join("torii.yaml");
+    let before = proxy.running.clusters()["up"].clone();
+    // The same file, same content: the cluster (and its connections) stays.
+    proxy.running.reload_file(&path).await.expect("reload");
+    assert!(std::sync::Arc::ptr_eq(
+        &before,
+        &proxy.running.clusters()["up"]
+    ));
+    // A renewed CA: the cluster is rebuilt with it.
+    replace(proxy.dir.path(), "upstream-ca.crt", new_pki.ca_cert_pem());
+    proxy.running.reload_file(&path).await.expect("reload");
+    let after = proxy.running.clusters()["up"].clone();
+    assert!(!std::sync::Arc::ptr_eq(&before, &after));
+    let metrics = proxy.metrics();
+    let line = expiry_line(&metrics, &["cluster=\"up\"", "role=\"ca\""]).unwrap();
+    assert!(line.contains("new upstream CA"), "{line}");
 }

@@ -220,6 +220,8 @@ listeners:
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend_from_slice(&[0, 0, 0, 0x04, 0, 0, 0, 0, 0]);
+    // HEADERS on stream 1 (END_STREAM | END_HEADERS): GET http /.
+    hello.extend_from_slice(&[0, 0, 3, 0x01, 0x05, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
     tcp.write_all(&hello).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut answer))
@@ -232,10 +234,27 @@ listeners:
         Some(0x04),
         "SETTINGS first: {answer:?}"
     );
+    // The request is answered on its stream (not gRPC here: a 400 and the
+    // sentence as its body), then the GOAWAY.
+    assert!(frames.iter().any(|f| f.0 == 0x01), "HEADERS: {answer:?}");
+    let body: Vec<u8> = frames
+        .iter()
+        .filter(|f| f.0 == 0x00)
+        .flat_map(|f| f.1.clone())
+        .collect();
+    assert!(
+        String::from_utf8_lossy(&body).contains("This port expects TLS"),
+        "{answer:?}"
+    );
     let goaway = frames
         .iter()
         .find(|f| f.0 == 0x07)
         .unwrap_or_else(|| panic!("a GOAWAY: {answer:?}"));
+    let last = u32::from_be_bytes(goaway.1[0..4].try_into().unwrap());
+    assert_eq!(
+        last, 1,
+        "the request counts as taken: clients fail it with these words instead of retrying it"
+    );
     let code = u32::from_be_bytes(goaway.1[4..8].try_into().unwrap());
     assert_eq!(code, 1, "PROTOCOL_ERROR");
     let debug = String::from_utf8_lossy(&goaway.1[8..]);
@@ -249,23 +268,91 @@ listeners:
         Some(1.0)
     );
 
-    // A real h2c client (tonic) fails with that sentence, not a generic error.
-    let channel = h2c_channel(addr).await;
-    let failed = match channel {
-        Err(e) => format!("{e:?}"),
-        Ok(ch) => {
-            let mut client = echo_client(ch);
-            let err = client
-                .unary(EchoRequest::default())
-                .await
-                .expect_err("a TLS port");
-            format!("{err:?}")
+    // A gRPC client without TLS credentials (tonic) gets UNAVAILABLE with
+    // that sentence as its message.
+    let mut client = h2c_client(addr).await;
+    let err = client
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("a TLS port");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("This port expects TLS"), "{err:?}");
+    assert_eq!(torii_error(&err), "plaintext_on_tls_port");
+}
+
+/// Health checks explain a failure the same way: an endpoint that answers
+/// HTTP/2 with an HTML page is unhealthy because it does not speak HTTP/2,
+/// in those words, not because of a FRAME_SIZE_ERROR.
+#[tokio::test]
+async fn a_health_check_on_a_non_http2_endpoint_says_what_arrived() {
+    let addr = answering(HTTP_SERVER_ANSWER).await;
+    let dir = TempDir::new("health-misdiagnosis");
+    let config = dir.path().join("torii.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"access_log: off
+listeners:
+  - name: plain
+    address: 127.0.0.1:0
+    routes: [{{ cluster: up }}]
+clusters:
+  - name: up
+    endpoints: ["{addr}"]
+    health_check: {{ type: grpc, interval: 100ms, unhealthy_threshold: 1 }}
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_torii"))
+        .args(["serve", "--workers", "1", "-c"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the torii binary runs");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let line = loop {
+        match tokio::time::timeout(PATIENCE * 2, lines.next_line()).await {
+            Ok(Ok(Some(l))) => {
+                seen.push(l.clone());
+                if l.contains("endpoint is unhealthy") {
+                    break l;
+                }
+            }
+            _ => panic!("no unhealthy line:\n{}", seen.join("\n")),
         }
     };
-    eprintln!("tonic over h2c to the TLS port: {failed}");
-    assert!(
-        !failed.contains("Bad Request"),
-        "not an HTTP/1.1 answer: {failed}"
-    );
-    assert!(failed.contains("This port expects TLS"), "{failed}");
+    assert!(line.contains("not HTTP/2"), "{line}");
+    assert!(line.contains("<!DOCTYPE HTML>"), "{line}");
+    assert!(!line.contains("FRAME_SIZE_ERROR"), "{line}");
+    let _ = child.kill().await;
+}
+
+/// An HTTP/2 upstream that breaks the protocol after a valid SETTINGS (here
+/// a frame far above the allowed size) is not "resetting the stream":
+/// torii closed the connection because of what it sent.
+#[tokio::test]
+async fn an_upstream_breaking_http2_after_settings_is_not_called_a_reset() {
+    const BAD: &[u8] = &[
+        0, 0, 0, 0x04, 0, 0, 0, 0, 0, // SETTINGS
+        0xff, 0xff, 0xff, 0x00, 0, 0, 0, 0, 1, // DATA of 16 MiB on stream 1
+    ];
+    let addr = answering(BAD).await;
+    let proxy = front(&[addr.to_string()]).await;
+    let mut client = h2c_client(proxy.addr("plain")).await;
+    let err = client
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("a broken upstream");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let m = err.message();
+    assert!(m.contains("not valid HTTP/2"), "{m}");
+    assert!(m.contains("torii closed the connection"), "{m}");
+    assert!(!m.contains("reset the stream"), "{m}");
 }

@@ -146,3 +146,47 @@ async fn addresses_can_be_read_while_a_reload_is_under_way() {
     reload.await.expect("reload");
     assert_eq!(proxy.addr("plain"), before);
 }
+
+#[tokio::test]
+async fn a_reload_reopens_the_access_log_file_after_logrotate_moved_it() {
+    let dir = TempDir::new("reload-logrotate");
+    let log = dir.path().join("access.log");
+    let path = dir.path().join("torii.yaml");
+    let yaml = config("127.0.0.1:0", &log.display().to_string(), "127.0.0.1:1");
+    let proxy = start(&yaml, dir).await;
+    let get = |p: &'static str| {
+        let addr = proxy.addr("plain");
+        async move {
+            raw_exchange(
+                addr,
+                format!("GET {p} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let wait_for = |file: std::path::PathBuf, what: &'static str| async move {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            if text.contains(what) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    get("/before").await;
+    assert!(wait_for(log.clone(), "before").await.contains("before"));
+    // logrotate moves the file, then signals a reload.
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    std::fs::write(&path, &yaml).unwrap();
+    proxy.running.reload_file(&path).await.expect("reload");
+    get("/after").await;
+    let text = wait_for(log.clone(), "after").await;
+    assert!(
+        text.contains("after"),
+        "the new file gets the new lines: {text:?}"
+    );
+    assert!(!std::fs::read_to_string(&rotated).unwrap().contains("after"));
+}

@@ -24,6 +24,14 @@ pub struct Outcome {
     pub grpc_status: Option<i32>,
     pub error: Option<ErrorCode>,
     pub upstream: Option<SocketAddr>,
+    /// The request came as gRPC (also when its path names no method).
+    pub grpc_request: bool,
+    /// A route (or torii's own health service, or the original
+    /// destination) took the request: its gRPC names are not just
+    /// whatever a client sent to no avail.
+    pub routed: bool,
+    /// Why it failed, in words (access log only; set only when logging).
+    pub message: Option<String>,
     pub bytes_out: u64,
     /// Request body bytes, counted as they stream (access log only).
     pub bytes_in: Option<Arc<AtomicU64>>,
@@ -50,6 +58,9 @@ impl Outcome {
             grpc_status: None,
             error: None,
             upstream: None,
+            grpc_request: false,
+            routed: false,
+            message: None,
             bytes_out: 0,
             bytes_in: None,
             log: logger.enabled().then(Box::default),
@@ -72,10 +83,8 @@ impl Outcome {
             (None, true) => "NONE",
             (None, false) => "",
         };
-        let (service, method) = match &self.grpc {
-            Some(g) => (g.service(), g.method()),
-            None => ("", ""),
-        };
+        // Label values clients choose are bounded (see metrics_names).
+        let (service, method) = self.metrics_names();
         self.metrics.record_request(
             RequestKey {
                 listener: &self.listener,
@@ -106,10 +115,35 @@ impl Outcome {
             r.cluster = self.cluster.as_deref().map(str::to_string);
             r.upstream = self.upstream.map(|a| a.to_string());
             r.error = self.error.map(ErrorCode::as_str);
+            r.error_message = self.message.take();
             self.logger.log(*r);
         }
     }
+
+    /// The `grpc_service` and `grpc_method` labels: the request's names
+    /// when a route took it and the method exists; `unrouted` when no
+    /// route did (a scanner's every path would otherwise be a series);
+    /// `unknown` when the answer was UNIMPLEMENTED (the names are not a
+    /// real method). The metrics cap how many distinct names get series
+    /// (past it: `other`).
+    fn metrics_names(&self) -> (&str, &str) {
+        let Some(g) = &self.grpc else {
+            return ("", "");
+        };
+        if !self.routed {
+            ("unrouted", "unrouted")
+        } else if self.grpc_status == Some(12) {
+            ("unknown", "unknown")
+        } else {
+            (g.service(), g.method())
+        }
+    }
 }
+
+/// What a request that ends without a response head was: the client
+/// cancelled it (reset the stream, closed the connection) while torii or
+/// the upstream worked on it.
+pub const CLIENT_CLOSED: u16 = 499;
 
 /// The empty label value, allocated once.
 fn empty() -> Arc<str> {
@@ -119,6 +153,20 @@ fn empty() -> Arc<str> {
 
 impl Drop for Outcome {
     fn drop(&mut self) {
+        if !self.recorded && self.http_status == 0 {
+            // Every answer sets its status before the outcome is dropped;
+            // none means the request's future was dropped first: the
+            // client cancelled. Counted as nginx does (499) and, for gRPC,
+            // as the CANCELLED the client itself reports.
+            self.http_status = CLIENT_CLOSED;
+            if self.grpc_request || self.grpc.is_some() {
+                self.grpc_status = Some(crate::grpc::status::Code::Cancelled.as_i32());
+            }
+            if self.log.is_some() {
+                self.message =
+                    Some("the client cancelled the request before the response began".into());
+            }
+        }
         self.record();
     }
 }

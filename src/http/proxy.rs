@@ -208,6 +208,7 @@ impl ListenerRuntime {
         let grpc_req = grpc::is_grpc(req.headers());
         let mut outcome =
             Outcome::new(self.metrics.clone(), self.name.clone(), start, &self.logger);
+        outcome.grpc_request = grpc_req;
         match self.prepare(req, &conn, grpc_req, &mut outcome) {
             Ok(Step::Answer(resp)) => Handling::Ready(Some(answered(resp, outcome))),
             Err(err) => Handling::Ready(Some(self.failed(err, grpc_req, Some(outcome)))),
@@ -243,6 +244,9 @@ impl ListenerRuntime {
         };
         outcome.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
         outcome.error = Some(err.code);
+        if outcome.log.is_some() {
+            outcome.message = Some(err.message.clone());
+        }
         outcome.http_status = resp.status().as_u16();
         if grpc_req {
             outcome.grpc_status = Some(err.code.grpc_code().as_i32());
@@ -315,6 +319,7 @@ impl ListenerRuntime {
             (None, Some(dst)) => self.original_destination(dst),
             _ => None,
         };
+        outcome.routed = found.is_some() || original.is_some();
         // The route's place is kept for after the upstream answers (its
         // response header edits); None: the passthrough, which edits nothing.
         let (route, route_index, cluster) = if let Some(cluster) = original {
@@ -322,6 +327,7 @@ impl ListenerRuntime {
         } else {
             let Some(index) = found else {
                 if grpc_req && (path == grpc::health::CHECK || path == grpc::health::WATCH) {
+                    outcome.routed = true;
                     outcome.http_status = 200;
                     outcome.grpc_status = Some(0);
                     return Ok(Step::Health {
@@ -439,13 +445,18 @@ impl ListenerRuntime {
     ) -> Result<Response<Body>, ProxyError> {
         let cluster = &fwd.cluster;
         let cluster_name = cluster.config.name.as_str();
-        let send = cluster.send(fwd.req, fwd.wire);
+        // The endpoint tried last: a failed request's `upstream` in the log.
+        let mut endpoint = None;
+        let send = cluster.send_noting(fwd.req, fwd.wire, &mut endpoint);
         let result = match fwd.limit {
-            Some(d) => match tokio::time::timeout(d, send).await {
-                Ok(r) => r,
-                Err(_) => return Err(fwd.limit_err),
-            },
-            None => send.await,
+            Some(d) => tokio::time::timeout(d, send).await.ok(),
+            None => Some(send.await),
+        };
+        if let (Some(Err(_)) | None, Some(o)) = (&result, slot.as_mut()) {
+            o.upstream = endpoint;
+        }
+        let Some(result) = result else {
+            return Err(fwd.limit_err);
         };
         let (resp, guard) = match result {
             Ok(ok) => ok,
@@ -465,7 +476,12 @@ impl ListenerRuntime {
                 let mut p = *retry;
                 to_http1(&mut p);
                 let req = Box::new(Request::from_parts(p, body::empty()));
-                Box::pin(cluster.send(req, Wire::Http1)).await?
+                let mut endpoint = None;
+                let sent = Box::pin(cluster.send_noting(req, Wire::Http1, &mut endpoint)).await;
+                if let (Err(_), Some(o)) = (&sent, slot.as_mut()) {
+                    o.upstream = endpoint;
+                }
+                sent?
             }
             Err(e) => return Err(e),
         };

@@ -61,9 +61,13 @@ impl ResponseBody {
         if let Some(g) = self.guard.take() {
             if err.code == ErrorCode::UpstreamReset {
                 g.cluster.report(&g.ep, false, err.code.as_str());
+                g.cluster.log_failure(g.ep.addr, &err);
             }
         }
         self.outcome.error = Some(err.code);
+        if self.outcome.log.is_some() {
+            self.outcome.message = Some(err.message.clone());
+        }
         if self.grpc {
             let code = err.code.grpc_code();
             self.outcome.grpc_status = Some(code.as_i32());

@@ -198,14 +198,14 @@ fn tls_timeout(l: &Listening) {
     l.rt.metrics.tls_handshake(&l.rt.name, "failure", "timeout");
 }
 
-/// What a plaintext HTTP/2 client on a TLS port reads in torii's GOAWAY.
+/// What a plaintext HTTP/2 client on a TLS port reads: in grpc-message (or
+/// the body) of its first request's answer, and in the GOAWAY.
 pub const H2C_ON_TLS_PORT: &str = "This port expects TLS: the client sent plaintext HTTP/2 (h2c prior knowledge, e.g. a gRPC client without TLS credentials). Use TLS credentials (grpcs://, https://).";
 
 /// Answers plaintext HTTP sent to a TLS port in the client's own protocol
-/// instead of a TLS alert it cannot show: HTTP/1.x gets a readable 400,
-/// HTTP/2 prior knowledge (a gRPC client without TLS credentials) gets
-/// SETTINGS and a GOAWAY whose debug data says the same (gRPC clients show
-/// it in their error).
+/// instead of a TLS alert it cannot show: HTTP/1.x gets a readable 400;
+/// HTTP/2 prior knowledge (a gRPC client without TLS credentials) gets its
+/// first request answered with the same words (see [`h2c_refusal`]).
 async fn plaintext_on_tls_port<I>(
     mut stream: I,
     peer: std::net::SocketAddr,
@@ -237,7 +237,7 @@ async fn plaintext_on_tls_port<I>(
         let h2 = buf[..got].starts_with(detect::H2_PREFACE);
         if l.log_once.first(if h2 { "plaintext_http2" } else { reason }) {
             if h2 {
-                tracing::warn!(listener = %name, client = %peer, "plaintext HTTP/2 (h2c prior knowledge, e.g. a gRPC client without TLS credentials) arrived on this TLS listener; answered GOAWAY saying the port expects TLS. The client should use TLS credentials (grpcs://, https://). (logged once; counted in torii_tls_handshakes_total{{reason=\"plaintext_http\"}})");
+                tracing::warn!(listener = %name, client = %peer, "plaintext HTTP/2 (h2c prior knowledge, e.g. a gRPC client without TLS credentials) arrived on this TLS listener; answered that the port expects TLS (gRPC: UNAVAILABLE; else 400) and closed with GOAWAY. The client should use TLS credentials (grpcs://, https://). (logged once; counted in torii_tls_handshakes_total{{reason=\"plaintext_http\"}})");
             } else if http {
                 tracing::warn!(listener = %name, client = %peer, "plaintext HTTP arrived on this TLS listener; answered 400. The client should use https:// (or gRPC with TLS credentials). (logged once; counted in torii_tls_handshakes_total{{reason=\"plaintext_http\"}})");
             } else {
@@ -245,7 +245,28 @@ async fn plaintext_on_tls_port<I>(
             }
         }
         let answer = if h2 {
-            h2c_refusal()
+            // Our SETTINGS first: clients send their first request only
+            // once the server's preface arrived. The GOAWAY then names that
+            // request's stream as the last one torii took, so the client
+            // fails it with these words instead of sending it again
+            // elsewhere (a GOAWAY below a stream means "never processed":
+            // gRPC clients retry it at once, again and again, until their
+            // deadline).
+            let _ = stream.write_all(&SETTINGS_EMPTY).await;
+            let mut seen = buf[..got].to_vec();
+            let first = loop {
+                if let Some(h) = first_headers(&seen) {
+                    break h;
+                }
+                if seen.len() > 64 * 1024 {
+                    break None;
+                }
+                match tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                    _ => break None,
+                }
+            };
+            h2c_refusal(first)
         } else if http {
             let body = "This port expects TLS: the client sent plaintext HTTP. Use https:// (or TLS credentials for gRPC).\n";
             format!(
@@ -270,16 +291,110 @@ async fn plaintext_on_tls_port<I>(
     .await;
 }
 
-/// An HTTP/2 server preface (empty SETTINGS) and GOAWAY(PROTOCOL_ERROR,
-/// last stream 0) carrying [`H2C_ON_TLS_PORT`] as debug data.
-fn h2c_refusal() -> Vec<u8> {
-    let mut out = vec![0, 0, 0, 0x04, 0, 0, 0, 0, 0];
-    let debug = H2C_ON_TLS_PORT.as_bytes();
-    let len = (8 + debug.len()) as u32;
-    out.extend_from_slice(&len.to_be_bytes()[1..]);
-    out.extend_from_slice(&[0x07, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(&0u32.to_be_bytes()); // last stream id
-    out.extend_from_slice(&1u32.to_be_bytes()); // PROTOCOL_ERROR
-    out.extend_from_slice(debug);
+/// An HTTP/2 server's preface: a SETTINGS frame with nothing to change.
+const SETTINGS_EMPTY: [u8; 9] = [0, 0, 0, 0x04, 0, 0, 0, 0, 0];
+
+/// The first request of a plaintext HTTP/2 client: its stream id and
+/// whether it is gRPC.
+struct FirstRequest {
+    stream: u32,
+    grpc: bool,
+}
+
+/// The first HEADERS frame after the client preface in `seen`:
+/// `Some(None)` when it cannot be read (CONTINUATION, bad HPACK), `None`
+/// while it has not arrived.
+fn first_headers(seen: &[u8]) -> Option<Option<FirstRequest>> {
+    let mut rest = seen.get(detect::H2_PREFACE.len()..)?;
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        let payload = rest.get(9..9 + len)?;
+        if rest[3] != 0x01 {
+            rest = &rest[9 + len..];
+            continue;
+        }
+        let (flags, stream) = (
+            rest[4],
+            u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff,
+        );
+        if flags & 0x04 == 0 {
+            return Some(None); // CONTINUATION follows: not worth reading
+        }
+        let mut block = payload;
+        let mut pad = 0;
+        if flags & 0x08 != 0 {
+            pad = usize::from(*block.first()?);
+            block = &block[1..];
+        }
+        if flags & 0x20 != 0 {
+            block = block.get(5..)?;
+        }
+        let block = block.get(..block.len().checked_sub(pad)?)?;
+        let mut grpc = false;
+        let decoded = crate::http2::hpack::Decoder::new(4096).decode(block, 64 * 1024, |f| {
+            if f.name.as_bytes() == b"content-type" && f.value.starts_with(b"application/grpc") {
+                grpc = true;
+            }
+        });
+        return Some(decoded.ok().map(|_| FirstRequest { stream, grpc }));
+    }
+    None
+}
+
+/// torii's answer to a plaintext HTTP/2 client on a TLS port: its first
+/// request answered in its own terms — gRPC gets UNAVAILABLE with
+/// [`H2C_ON_TLS_PORT`] as grpc-message (a trailers-only response), other
+/// HTTP/2 a 400 with it as the body — then GOAWAY naming that stream as
+/// the last one taken, with the sentence as debug data (so the client does
+/// not send the request again: below the GOAWAY's last stream it would
+/// count as never processed, and gRPC clients retry such requests until
+/// their deadline). Without a readable request: the GOAWAY alone.
+fn h2c_refusal(first: Option<FirstRequest>) -> Vec<u8> {
+    use crate::http2::hpack::{Encoder, Name};
+    use http::{HeaderName, HeaderValue};
+    fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+    let mut out = Vec::new();
+    let last = first.as_ref().map_or(0, |f| f.stream);
+    if let Some(req) = first {
+        let mut enc = Encoder::new();
+        let mut block = Vec::new();
+        enc.begin_block(&mut block);
+        let status: &[u8] = if req.grpc { b"200" } else { b"400" };
+        enc.encode_pseudo(Name::Status, status, &mut block);
+        let mut fields = vec![("x-torii-error", "plaintext_on_tls_port".to_string())];
+        if req.grpc {
+            fields.push(("content-type", "application/grpc".into()));
+            fields.push(("grpc-status", "14".into()));
+            fields.push((
+                "grpc-message",
+                crate::grpc::status::encode_message(H2C_ON_TLS_PORT),
+            ));
+        } else {
+            fields.push(("content-type", "text/plain; charset=utf-8".into()));
+        }
+        for (name, value) in fields {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                enc.encode_header(&HeaderName::from_static(name), &v, &mut block);
+            }
+        }
+        if req.grpc {
+            // END_STREAM | END_HEADERS: a trailers-only response.
+            frame(&mut out, 0x01, 0x05, req.stream, &block);
+        } else {
+            frame(&mut out, 0x01, 0x04, req.stream, &block);
+            let body = format!("{H2C_ON_TLS_PORT}\n");
+            frame(&mut out, 0x00, 0x01, req.stream, body.as_bytes());
+        }
+    }
+    let mut goaway = last.to_be_bytes().to_vec();
+    // PROTOCOL_ERROR: the client broke the port's protocol (TLS).
+    goaway.extend_from_slice(&1u32.to_be_bytes());
+    goaway.extend_from_slice(H2C_ON_TLS_PORT.as_bytes());
+    frame(&mut out, 0x07, 0, 0, &goaway);
     out
 }

@@ -59,6 +59,10 @@ pub struct Record {
     pub upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// The sentence behind `error` (what the client read in grpc-message
+    /// or the body), or why a request ended without an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub request_id: String,
     /// Opaque TCP and TLS passthrough: how the relayed connection ended.

@@ -139,7 +139,15 @@ impl MetricConstructor<Histogram> for LatencyBuckets {
     }
 }
 
+/// Distinct (grpc_service, grpc_method) pairs that get series of their own;
+/// past this, new pairs are counted as `other`. Routes and the upstream's
+/// UNIMPLEMENTED already keep scanners out (see `Outcome`); this bounds a
+/// catch-all route to a server that answers every name.
+pub const MAX_GRPC_NAMES: usize = 1000;
+
 pub struct Metrics {
+    /// The gRPC name pairs that have series (at most MAX_GRPC_NAMES).
+    grpc_names: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// Tells registries apart in the per-thread cache of label sets (tests
     /// run many in one process).
     id: u64,
@@ -260,6 +268,7 @@ impl Metrics {
         );
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            grpc_names: Default::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
@@ -359,7 +368,17 @@ impl Metrics {
                 http_status: key.http_status,
                 error: key.error,
             };
-            let requests = self.requests.get_or_create(&labels).clone();
+            // The cache remembers the names as sent; the series may be `other`.
+            let requests = if self.grpc_names_allowed(key.grpc_service, key.grpc_method) {
+                self.requests.get_or_create(&labels).clone()
+            } else {
+                let other = RequestLabels {
+                    grpc_service: "other".to_string(),
+                    grpc_method: "other".to_string(),
+                    ..labels.clone()
+                };
+                self.requests.get_or_create(&other).clone()
+            };
             let duration = self
                 .request_duration
                 .get_or_create(&DurationLabels {
@@ -382,6 +401,23 @@ impl Metrics {
                 *next = (*next + 1) % RECENT;
             }
         })
+    }
+
+    /// Whether these gRPC names get series of their own (see MAX_GRPC_NAMES).
+    fn grpc_names_allowed(&self, service: &str, method: &str) -> bool {
+        if service.is_empty() && method.is_empty() {
+            return true;
+        }
+        let mut names = self.grpc_names.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (service.to_string(), method.to_string());
+        if names.contains(&key) {
+            return true;
+        }
+        if names.len() >= MAX_GRPC_NAMES {
+            return false;
+        }
+        names.insert(key);
+        true
     }
 
     pub fn upstream_error(&self, cluster: &str, reason: &str) {
@@ -437,6 +473,24 @@ mod tests {
             .find(|l| l.starts_with("torii_requests_total{") && l.contains(&series))
             .and_then(|l| l.rsplit(' ').next())
             .map(str::to_string)
+    }
+
+    /// Past MAX_GRPC_NAMES distinct names, requests count as `other`.
+    #[test]
+    fn grpc_names_are_capped() {
+        let m = Metrics::new();
+        for i in 0..MAX_GRPC_NAMES + 5 {
+            record(&m, &format!("M{i}"), 200);
+        }
+        record(&m, "M0", 200);
+        assert_eq!(count(&m, "M0", 200).as_deref(), Some("2"));
+        assert_eq!(count(&m, "other", 200).as_deref(), Some("5"));
+        let series = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("torii_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_GRPC_NAMES + 1);
     }
 
     /// The per-thread cache of label sets must send every request to its

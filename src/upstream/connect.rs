@@ -50,6 +50,8 @@ pub enum Connected {
 /// Builds connections for one cluster.
 pub struct Connector {
     cluster: String,
+    /// Upstream failures logged at info (rate-limited), for this cluster.
+    pub failures: Arc<super::failures::FailureLog>,
     metrics: Arc<crate::telemetry::Metrics>,
     connect_timeout: Duration,
     tls: Option<TlsSet>,
@@ -70,6 +72,7 @@ impl Connector {
         let tls = cluster.tls.as_ref().map(build_tls).transpose()?;
         Ok(Connector {
             cluster: cluster.name.clone(),
+            failures: Arc::default(),
             metrics,
             connect_timeout: cluster.connect_timeout,
             tls,
@@ -116,7 +119,7 @@ impl Connector {
     ) -> Result<Connected, ProxyError> {
         let tcp = self.tcp(addr).await?;
         match &self.tls {
-            None => handshake(tcp, wire, addr, &self.cluster, &self.h2).await,
+            None => handshake(tcp, wire, addr, self).await,
             Some(tls) => {
                 let connector = match wire {
                     Wire::Http2 => &tls.h2,
@@ -151,7 +154,7 @@ impl Connector {
                         ),
                     ));
                 }
-                handshake(stream, wire, addr, &self.cluster, &self.h2).await
+                handshake(stream, wire, addr, self).await
             }
         }
     }
@@ -259,12 +262,12 @@ async fn handshake<T>(
     io: T,
     wire: Wire,
     addr: SocketAddr,
-    cluster: &str,
-    settings: &h2client::Settings,
+    connector: &Connector,
 ) -> Result<Connected, ProxyError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let cluster = connector.cluster.as_str();
     let first: FirstBytes = Arc::new(Mutex::new(Vec::new()));
     let io = Recorder {
         inner: io,
@@ -285,7 +288,11 @@ where
             Ok(Connected::H1(send, first))
         }
         Wire::Http2 => {
-            let client = h2client::handshake(io, settings, addr)
+            let ended = h2client::Ended {
+                cluster: cluster.to_string(),
+                failures: connector.failures.clone(),
+            };
+            let client = h2client::handshake(io, &connector.h2, addr, ended)
                 .await
                 .map_err(|e| handshake_error(e, addr, cluster))?;
             Ok(Connected::H2(client, first))
@@ -449,6 +456,9 @@ pub fn explain_h1_failure(
             excerpt(&seen)
         ));
     }
+    if seen.is_empty() && e.is_incomplete_message() {
+        return reset_error(e, addr, cluster, true);
+    }
     if e.is_parse() || e.is_parse_status() {
         return mismatch(format!(
             "sent a response torii cannot read as HTTP/1.1 ({}; it began \"{}\")",
@@ -490,9 +500,17 @@ pub fn reset_error(
         e.downcast_ref::<crate::http2::Error>(),
         Some(crate::http2::Error::GoAway { remote: true, .. })
     );
+    let local_goaway = matches!(
+        e.downcast_ref::<crate::http2::Error>(),
+        Some(crate::http2::Error::GoAway { remote: false, .. })
+    );
     let what = match reason {
         Some(r) if goaway => {
             format!("closed the connection with GOAWAY ({r}) without processing the stream")
+        }
+        // torii ended the connection: the upstream broke HTTP/2 on it.
+        Some(r) if local_goaway => {
+            format!("sent what is not valid HTTP/2, so torii closed the connection (GOAWAY {r})")
         }
         Some(Reason::REFUSED_STREAM) => "refused the stream (REFUSED_STREAM)".to_string(),
         Some(r) => format!("reset the stream ({r:?})"),

@@ -39,7 +39,18 @@ pub struct H2Client {
 
 /// Starts the HTTP/2 connection on `io` (torii's preface and SETTINGS are
 /// queued at once; requests may follow) and the task that drives it.
-pub async fn handshake<T>(io: T, settings: &Settings, addr: SocketAddr) -> Result<H2Client, Error>
+/// Where the end of a connection that ended badly is told.
+pub struct Ended {
+    pub cluster: String,
+    pub failures: std::sync::Arc<super::failures::FailureLog>,
+}
+
+pub async fn handshake<T>(
+    io: T,
+    settings: &Settings,
+    addr: SocketAddr,
+    ended: Ended,
+) -> Result<H2Client, Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -56,8 +67,19 @@ where
     };
     let (client, conn) = client::handshake(io, config);
     tokio::spawn(async move {
+        // A connection that simply closed when no longer needed says
+        // nothing; one that failed (a GOAWAY from the upstream, a protocol
+        // error, an unanswered PING, a broken socket) is told at info.
         if let Some(why) = conn.drive().await {
-            tracing::debug!(%addr, "upstream HTTP/2 connection ended: {why}");
+            let cluster = &ended.cluster;
+            ended.failures.note(
+                cluster,
+                addr,
+                "connection",
+                &format!(
+                    "the HTTP/2 connection to upstream {addr} (cluster {cluster}) ended: {why}"
+                ),
+            );
         }
     });
     Ok(H2Client { client })

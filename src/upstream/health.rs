@@ -17,7 +17,7 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
 };
 
-use super::connect::Wire;
+use super::connect::{explain_h1_failure, explain_h2_failure, Wire};
 use super::pool::{Endpoint, Lease};
 use super::ClusterRuntime;
 use crate::config::{HealthCheck, HealthCheckType, UpstreamProtocol};
@@ -117,17 +117,24 @@ async fn exchange(
 ) -> Result<(http::StatusCode, Bytes, Option<http::HeaderMap>), String> {
     let lease = ep.lease(c.connector(), wire).await.map_err(|e| e.message)?;
     let failed = |e: &dyn std::fmt::Display| format!("the health check request failed: {e}");
+    // Failures are explained from what the endpoint sent, as for requests
+    // (an HTML page where HTTP/2 was expected is a protocol mismatch).
+    let name = c.config.name.as_str();
     let resp = match lease {
-        Lease::H2 { mut send, .. } => {
-            send.ready().await.map_err(|e| failed(&e))?;
+        Lease::H2 {
+            mut send, first, ..
+        } => {
+            let explain =
+                |e: &crate::http2::Error| failed(&explain_h2_failure(e, &first, ep.addr, name));
+            send.ready().await.map_err(|e| explain(&e))?;
             send.send(Box::new(req))
                 .await
-                .map_err(|e| failed(&e.error))?
+                .map_err(|e| explain(&e.error))?
         }
-        Lease::H1(mut send, _) => send
+        Lease::H1(mut send, first) => send
             .send_request(req)
             .await
-            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&explain_h1_failure(&e, &first, ep.addr, name)))?
             .map(crate::http::body::Received::H1),
     };
     let status = resp.status();

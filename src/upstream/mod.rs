@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod dns;
+pub mod failures;
 pub mod h2client;
 pub mod health;
 pub mod original;

@@ -50,7 +50,18 @@ impl ClusterRuntime {
     /// Returns the response head with a guard that must live as long as the
     /// response body. The request is boxed: it passes through several
     /// futures, and each would otherwise hold a copy of it.
-    pub async fn send(self: &Arc<Self>, mut req: Box<Request<Body>>, wire: Wire) -> Exchange {
+    pub async fn send(self: &Arc<Self>, req: Box<Request<Body>>, wire: Wire) -> Exchange {
+        self.send_noting(req, wire, &mut None).await
+    }
+
+    /// [`send`](Self::send), noting in `endpoint` the endpoint it tried
+    /// last: where a failed request went (the access log's `upstream`).
+    pub async fn send_noting(
+        self: &Arc<Self>,
+        mut req: Box<Request<Body>>,
+        wire: Wire,
+        endpoint: &mut Option<SocketAddr>,
+    ) -> Exchange {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_err = None;
         let attempts = MAX_CONNECT_ATTEMPTS.min(self.endpoints.load().len().max(1));
@@ -60,6 +71,7 @@ impl ClusterRuntime {
         let mut refused: Vec<SocketAddr> = Vec::new();
         while tried.len() < attempts {
             let Some(ep) = self.pick(&tried) else { break };
+            *endpoint = Some(ep.addr);
             let active = CountGuard::new(&ep.active);
             let lease = match ep.lease(&self.connector, wire).await {
                 Ok(l) => l,
@@ -95,6 +107,7 @@ impl ClusterRuntime {
                                 ep.addr,
                                 &self.config.name,
                             );
+                            self.log_failure(ep.addr, &err);
                             Attempt::Done(Err(err))
                         }
                     },
@@ -197,7 +210,19 @@ impl ClusterRuntime {
             ));
         }
         self.report(ep, false, err.code.as_str());
+        self.log_failure(ep.addr, &err);
         Attempt::Done(Err(err))
+    }
+
+    /// Tells an upstream failure at info (at most once per endpoint and
+    /// code every few seconds): its sentence names endpoint and cluster.
+    pub fn log_failure(&self, endpoint: SocketAddr, err: &ProxyError) {
+        self.connector.failures.note(
+            &self.config.name,
+            endpoint,
+            err.code.as_str(),
+            &format!("request failed ({}): {}", err.code, err.message),
+        );
     }
 
     fn count_retry(&self, why: &'static str) {
