@@ -50,7 +50,8 @@ fn assert_not_blamed(proxy: &Proxy, what: &str) {
     let blamed: Vec<&str> = metrics
         .lines()
         .filter(|l| {
-            (l.starts_with("torii_upstream_errors_total") || l.starts_with("torii_endpoint_ejections"))
+            (l.starts_with("torii_upstream_errors_total")
+                || l.starts_with("torii_endpoint_ejections"))
                 && !l.ends_with(" 0")
         })
         .collect();

@@ -1689,9 +1689,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                         w.wake();
                     }
                 }
-                setting::ENABLE_PUSH
-                    if value > 1 || (value == 1 && inner.role == Role::Client) =>
-                {
+                setting::ENABLE_PUSH if value > 1 || (value == 1 && inner.role == Role::Client) => {
                     // A server must never announce push (RFC 9113 §6.5.2).
                     drop(guard);
                     let what = if value > 1 {
@@ -2059,9 +2057,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let dep = &payload[from - 5..from - 1];
             // RFC 9113 §5.3.1: a stream error, once the block is decoded
             // (HPACK must stay in step).
-            self.self_dependent = u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]])
-                & 0x7fff_ffff
-                == head.stream;
+            self.self_dependent =
+                u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]]) & 0x7fff_ffff == head.stream;
         }
         let block = &payload[from..to];
         let end_stream = head.has(flag::END_STREAM);

@@ -535,7 +535,9 @@ async fn read_stream(peer: &mut Peer, stream: u32, want: usize) -> (usize, Vec<(
     let mut other = Vec::new();
     while n < want {
         let Some((h, p)) = peer
-            .until(Duration::from_secs(5), |h, _| h.stream == stream || h.stream == 0)
+            .until(Duration::from_secs(5), |h, _| {
+                h.stream == stream || h.stream == 0
+            })
             .await
         else {
             break;
@@ -560,13 +562,24 @@ async fn read_stream(peer: &mut Peer, stream: u32, want: usize) -> (usize, Vec<(
 async fn a_response_queued_whole_survives_its_handles() {
     let (mut peer, _shared, mut opened) = server(65_535, 1 << 20);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, &POST))
-        .await;
+    peer.send(&raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &POST,
+    ))
+    .await;
     let o = opened.recv().await.unwrap();
     drop(o.request);
-    send_head(&o.stream, |e, d| fields::encode_response(e, &ok_head(), d), false).unwrap();
+    send_head(
+        &o.stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        false,
+    )
+    .unwrap();
     let mut send = SendBody::new(o.stream);
-    send.send_data(Bytes::from(vec![7u8; 100_000]), false).unwrap();
+    send.send_data(Bytes::from(vec![7u8; 100_000]), false)
+        .unwrap();
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", "0".parse().unwrap());
     send.send_trailers(trailers).unwrap();
@@ -604,12 +617,23 @@ async fn s6_9_2_a_negative_window_that_turns_positive_lets_data_flow() {
     frame::put_settings(&mut settings, &[(setting::INITIAL_WINDOW_SIZE, 3)]);
     hello.extend(settings);
     peer.send(&hello).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, &POST))
-        .await;
+    peer.send(&raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &POST,
+    ))
+    .await;
     let o = opened.recv().await.unwrap();
-    send_head(&o.stream, |e, d| fields::encode_response(e, &ok_head(), d), false).unwrap();
+    send_head(
+        &o.stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        false,
+    )
+    .unwrap();
     let mut send = SendBody::new(o.stream);
-    send.send_data(Bytes::from_static(b"0123456789"), true).unwrap();
+    send.send_data(Bytes::from_static(b"0123456789"), true)
+        .unwrap();
     drop(send);
     drop(o.request);
     let (n, _) = read_stream(&mut peer, 1, 3).await;
@@ -630,21 +654,38 @@ async fn s6_9_2_a_negative_window_that_turns_positive_lets_data_flow() {
 async fn an_early_answer_reads_the_rest_of_a_small_body() {
     let (mut peer, _shared, mut opened) = server(65_535, 1 << 20);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST)).await;
+    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST))
+        .await;
     let o = opened.recv().await.unwrap();
-    send_head(&o.stream, |e, d| fields::encode_response(e, &ok_head(), d), true).unwrap();
+    send_head(
+        &o.stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        true,
+    )
+    .unwrap();
     drop(o);
     let (h, _) = peer
         .until(Duration::from_secs(5), |h, _| h.stream == 1)
         .await
         .unwrap();
     assert!(h.kind == kind::HEADERS && h.has(flag::END_STREAM));
-    peer.send(&raw(kind::DATA, flag::END_STREAM, 1, b"12345678")).await;
-    // A second request goes through as usual; nothing came for stream 1.
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, &POST))
+    peer.send(&raw(kind::DATA, flag::END_STREAM, 1, b"12345678"))
         .await;
+    // A second request goes through as usual; nothing came for stream 1.
+    peer.send(&raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        3,
+        &POST,
+    ))
+    .await;
     let o = opened.recv().await.unwrap();
-    send_head(&o.stream, |e, d| fields::encode_response(e, &ok_head(), d), true).unwrap();
+    send_head(
+        &o.stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        true,
+    )
+    .unwrap();
     let (h, _) = peer
         .until(Duration::from_secs(5), |h, _| h.stream != 0)
         .await
@@ -658,9 +699,15 @@ async fn an_early_answer_reads_the_rest_of_a_small_body() {
 async fn an_early_answer_does_not_read_a_large_body() {
     let (mut peer, _shared, mut opened) = server(1 << 20, 1 << 20);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST)).await;
+    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST))
+        .await;
     let o = opened.recv().await.unwrap();
-    send_head(&o.stream, |e, d| fields::encode_response(e, &ok_head(), d), true).unwrap();
+    send_head(
+        &o.stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        true,
+    )
+    .unwrap();
     drop(o);
     let chunk = raw(kind::DATA, 0, 1, &[0u8; 16_384]);
     for _ in 0..(LINGER_BYTES as usize / 16_384 + 1) {
@@ -696,7 +743,8 @@ async fn s6_3_bad_priority_on_an_idle_stream_is_no_rst_stream() {
 async fn s6_3_bad_priority_on_an_open_stream_resets_it() {
     let (mut peer, _shared, mut opened) = server(65_535, 65_535);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST)).await;
+    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST))
+        .await;
     let o = opened.recv().await.unwrap();
     peer.send(&raw(kind::PRIORITY, 0, 1, &[0, 0, 0])).await;
     let (h, p) = peer
@@ -705,7 +753,11 @@ async fn s6_3_bad_priority_on_an_open_stream_resets_it() {
         .unwrap();
     assert_eq!(h.kind, kind::RST_STREAM);
     assert_eq!(p, Reason::FRAME_SIZE_ERROR.0.to_be_bytes());
-    let sent = send_head(&o.stream, |e, d| fields::encode_response(e, &ok_head(), d), true);
+    let sent = send_head(
+        &o.stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        true,
+    );
     assert!(sent.is_err(), "a head was sent on a reset stream");
 }
 
@@ -715,11 +767,21 @@ async fn s6_3_bad_priority_on_an_open_stream_resets_it() {
 async fn s5_1_1_a_lower_stream_id_is_a_connection_error() {
     let (mut peer, _shared, mut opened) = server(65_535, 65_535);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 5, &POST))
-        .await;
+    peer.send(&raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        5,
+        &POST,
+    ))
+    .await;
     let _o = opened.recv().await.unwrap();
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, &POST))
-        .await;
+    peer.send(&raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        3,
+        &POST,
+    ))
+    .await;
     let (_, p) = peer
         .until(Duration::from_secs(5), |h, _| h.kind == kind::GOAWAY)
         .await
@@ -733,10 +795,20 @@ async fn s5_1_1_a_lower_stream_id_is_a_connection_error() {
 async fn s5_1_data_on_a_closed_stream_is_stream_closed() {
     let (mut peer, _shared, mut opened) = server(65_535, 65_535);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, &POST))
-        .await;
+    peer.send(&raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &POST,
+    ))
+    .await;
     let o = opened.recv().await.unwrap();
-    send_head(&o.stream, |e, d| fields::encode_response(e, &ok_head(), d), true).unwrap();
+    send_head(
+        &o.stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        true,
+    )
+    .unwrap();
     drop(o);
     peer.until(Duration::from_secs(5), |h, _| h.stream == 1)
         .await
@@ -818,7 +890,11 @@ async fn no_keepalive_pings_without_streams() {
         .until(Duration::from_secs(60), |h, _| h.kind == kind::PING)
         .await;
     assert!(ping.is_none(), "a PING on a connection with no stream");
-    let get = http::Request::get("http://a/").body(()).unwrap().into_parts().0;
+    let get = http::Request::get("http://a/")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
     let (_response, _) = open_stream(&shared, get, true).unwrap();
     let ping = peer
         .until(Duration::from_secs(60), |h, _| h.kind == kind::PING)
@@ -837,12 +913,20 @@ async fn an_empty_data_end_is_not_folded_into_the_head() {
     handshake_as_client(&mut peer).await;
     let mut out = raw(kind::HEADERS, flag::END_HEADERS, 1, &POST);
     out.extend(raw(kind::DATA, flag::END_STREAM, 1, &[]));
-    out.extend(raw(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, &POST));
+    out.extend(raw(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        3,
+        &POST,
+    ));
     peer.send(&out).await;
     let first = opened.recv().await.unwrap();
     let second = opened.recv().await.unwrap();
     let mut body = first.request.into_body();
     assert!(!body.is_end_stream(), "folded into the head");
     assert!(poll_fn(|cx| body.poll_frame(cx)).await.is_none());
-    assert!(second.request.body().is_end_stream(), "HEADERS with END_STREAM");
+    assert!(
+        second.request.body().is_end_stream(),
+        "HEADERS with END_STREAM"
+    );
 }

@@ -125,8 +125,7 @@ impl RequestHead {
                     // bytes must not reach an HTTP/1.1 upstream in a form
                     // it could read differently); upstreams' responses are
                     // taken as they are.
-                    self.regular.error =
-                        Some("a header value with leading or trailing whitespace");
+                    self.regular.error = Some("a header value with leading or trailing whitespace");
                     return;
                 }
                 self.regular.add(name, f.value, f.never_indexed);

@@ -12,8 +12,7 @@ use std::time::Duration;
 use super::dns::Dns;
 use super::ClusterRuntime;
 use crate::config::{
-    Keepalive,
-    Cluster, EndpointAddr, LbPolicy, OutlierDetection, UpstreamProtocol,
+    Cluster, EndpointAddr, Keepalive, LbPolicy, OutlierDetection, UpstreamProtocol,
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT, DEFAULT_MAX_STREAMS_PER_CONNECTION,
 };
 use crate::telemetry::Metrics;
