@@ -19,8 +19,6 @@ mod proxy_support;
 mod raw_h2;
 mod support;
 
-use std::net::SocketAddr;
-
 use bytes::BytesMut;
 
 use proxy_support::{front, Proxy};

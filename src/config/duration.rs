@@ -19,7 +19,7 @@ pub fn display(d: Duration) -> String {
     if nanos == 0 {
         return "0s".into();
     }
-    if nanos % 1_000_000_000 == 0 {
+    if nanos.is_multiple_of(1_000_000_000) {
         let secs = nanos / 1_000_000_000;
         let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
         let mut out = String::new();

@@ -145,7 +145,19 @@ impl HttpBody for ResponseBody {
                     // client's side broke off: not the upstream's fault.
                     return this.fail(crate::upstream::client_cancelled(addr, &this.cluster));
                 }
+                let h2 = e.downcast_ref::<crate::http2::Error>();
                 let what = match crate::upstream::connect::h2_reason(e.as_ref()) {
+                    Some(r) if matches!(h2, Some(crate::http2::Error::LocalReset(_))) => {
+                        format!("broke HTTP/2 rules on the stream, so torii reset it ({r})")
+                    }
+                    Some(r)
+                        if matches!(
+                            h2,
+                            Some(crate::http2::Error::GoAway { remote: false, .. })
+                        ) =>
+                    {
+                        format!("sent what is not valid HTTP/2, so torii closed the connection (GOAWAY {r})")
+                    }
                     Some(r) => format!("reset the stream ({r:?})"),
                     None => format!("broke off: {e}"),
                 };

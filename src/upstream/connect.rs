@@ -513,6 +513,16 @@ pub fn reset_error(
             format!("sent what is not valid HTTP/2, so torii closed the connection (GOAWAY {r})")
         }
         Some(Reason::REFUSED_STREAM) => "refused the stream (REFUSED_STREAM)".to_string(),
+        // torii reset the stream: the upstream broke HTTP/2 on it (a
+        // malformed response head, a window overflow...).
+        Some(r)
+            if matches!(
+                e.downcast_ref::<crate::http2::Error>(),
+                Some(crate::http2::Error::LocalReset(_))
+            ) =>
+        {
+            format!("broke HTTP/2 rules on the stream, so torii reset it ({r})")
+        }
         Some(r) => format!("reset the stream ({r:?})"),
         None if nothing_received => "closed the connection without answering".to_string(),
         None => format!("failed the request: {e}"),

@@ -37,14 +37,14 @@ pub struct H2Client {
     client: Client,
 }
 
-/// Starts the HTTP/2 connection on `io` (torii's preface and SETTINGS are
-/// queued at once; requests may follow) and the task that drives it.
 /// Where the end of a connection that ended badly is told.
 pub struct Ended {
     pub cluster: String,
     pub failures: std::sync::Arc<super::failures::FailureLog>,
 }
 
+/// Starts the HTTP/2 connection on `io` (torii's preface and SETTINGS are
+/// queued at once; requests may follow) and the task that drives it.
 pub async fn handshake<T>(
     io: T,
     settings: &Settings,
