@@ -1495,6 +1495,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if self.state != State::Closing && !data.is_empty() {
             self.partial.extend_from_slice(data);
         }
+        // Once per read, not per frame (it takes the lock): a read holds
+        // at most 32 KiB of frames.
+        if self.role == Role::Server {
+            self.count_peer_resets();
+        }
     }
 
     /// DATA or HEADERS on a stream torii no longer tracks: idle (never
@@ -1586,12 +1591,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             kind::CONTINUATION => self.on_continuation(head, payload),
             _ => {} // Unknown frame types are ignored (RFC 9113 §4.1).
         }
-        self.count_peer_resets();
     }
 
     /// Streams the peer made torii reset use up the same budget as its
     /// own resets (see `Inner::reset_stream`).
     fn count_peer_resets(&mut self) {
+        if self.state == State::Closing {
+            return;
+        }
         let n = std::mem::take(&mut lock(&self.shared).peer_resets);
         for _ in 0..n {
             if !self.resets.take() {
