@@ -120,8 +120,9 @@ fn config() {
     replay("config");
 }
 
-/// Finding 4c of issue 23, found again by `h2_server_raw` within seconds
-/// and by `h2_server_structured`: a PRIORITY frame of a length other than 5
+/// Finding 4c of issue 23, found again by `h2_server_raw` within seconds,
+/// by `h2_server_structured`, and on the upstream side by `h2_client`: a
+/// PRIORITY frame of a length other than 5
 /// is answered with RST_STREAM(FRAME_SIZE_ERROR) whatever stream it names —
 /// idle ones included (client bytes `00 00 00 02 00 00 00 00 08`: RST_STREAM
 /// on idle stream 8, RFC 9113 §6.4) — and on an open stream torii then
@@ -129,11 +130,20 @@ fn config() {
 #[test]
 #[ignore = "FAILS: finding 4c of issue 23 (src/http2/conn.rs: PRIORITY of a bad length resets idle streams; HEADERS/DATA follow torii's own RST_STREAM)"]
 fn known_bug_4c_priority_of_a_bad_length() {
-    replay_dir("h2_server_raw", &dir("regressions", "h2_server_raw"));
-    replay_dir(
-        "h2_server_structured",
-        &dir("regressions", "h2_server_structured"),
-    );
+    let mut failed = Vec::new();
+    for (target, name) in [
+        ("h2_server_raw", "4c-priority-length-0-on-idle-stream-8"),
+        ("h2_server_structured", "4c-priority-length-0-on-idle-stream"),
+        ("h2_server_structured", "4c-priority-length-3-on-open-stream"),
+        // The same code answers an upstream's PRIORITY.
+        ("h2_client", "4c-upstream-priority-length-0-on-idle-stream-3"),
+    ] {
+        let data = std::fs::read(dir("regressions", target).join(name)).unwrap();
+        if std::panic::catch_unwind(|| checks::target(target)(&data)).is_err() {
+            failed.push(format!("{target}/{name}"));
+        }
+    }
+    assert!(failed.is_empty(), "still failing: {failed:?}");
 }
 
 /// Found by `h2_server_structured`: after a graceful GOAWAY (last stream
@@ -428,6 +438,15 @@ fn write_seeds() {
         &[
             0, 255, 0, 0, 4, 1, 0, 0, 18, 2, 0, 3, 4, 1, 0, 0, 0, 5, 2, 4, 1, 0, 0,
         ],
+    );
+
+    // Finding 4c upstream: a raw chunk (step 0) with PRIORITY of length 0
+    // on the idle stream 3.
+    write_to(
+        "regressions",
+        "h2_client",
+        "4c-upstream-priority-length-0-on-idle-stream-3",
+        &[0, 255, 0, 9, 0, 0, 0, 2, 0, 0, 0, 0, 3],
     );
 
     // h2_client: [options][read size] then steps (see h2client::step):
