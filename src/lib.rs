@@ -8,6 +8,8 @@ pub mod config;
 pub mod demo;
 pub mod drain;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod heap;
 pub mod http;

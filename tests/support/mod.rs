@@ -245,3 +245,19 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// A test that cannot run here says so, and is counted: a line
+/// `SKIPPED: <test>: <why>` written straight to the process's stderr (past
+/// the test harness's capture, so it shows for passing tests too), which
+/// `scripts/test.sh` collects into its summary. Under CI (`CI` set, and not
+/// "false" or "0") a skip is a failure instead: CI is set up to run every
+/// test, so one that cannot run there means the setup broke.
+pub fn skip(why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(!ci, "{test} cannot run, and CI must run it: {why}");
+    // One write, so that the line is not interleaved with the harness's.
+    let line = format!("SKIPPED: {test}: {why}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+}

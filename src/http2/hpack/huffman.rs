@@ -214,8 +214,7 @@ pub(crate) fn decoded_len(src: &[u8]) -> Result<usize, HuffmanError> {
     Ok(len)
 }
 
-/// A Huffman encoder, for the tests (torii sends strings raw).
-#[cfg(test)]
+/// A Huffman encoder, for the tests and the fuzz targets (torii sends strings raw).
 pub(crate) fn encode(src: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut acc = 0u64;

@@ -20,7 +20,7 @@
 
 mod decoder;
 mod encoder;
-mod huffman;
+pub(crate) mod huffman;
 mod table;
 
 pub use decoder::{BlockInfo, DecodeError, Decoder};

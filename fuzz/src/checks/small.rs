@@ -1,0 +1,173 @@
+//! Path normalisation, grpc-timeout, the configuration loader.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use torii::config::Severity;
+use torii::grpc::timeout;
+use torii::http::path::normalize;
+
+fn unescape_but_slashes(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            // Encoded slashes stay (allow_encoded_slashes passes them on
+            // by design); every other escape is decoded.
+            let h_l = (hex(b[i + 1]), hex(b[i + 2]));
+            if let (Some(h), Some(l)) = h_l {
+                if matches!(h * 16 + l, 0x2f | 0x5c) {
+                    out.push(b[i]);
+                    i += 1;
+                    continue;
+                }
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A normalised path is absolute, canonical (normalising it again changes
+/// nothing, without allocating), has no `.` or `..` segment even once
+/// unescaped, no empty segment, and no escape of an unreserved character.
+pub fn path(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let strict = normalize(s, false);
+    let lax = normalize(s, true);
+    if let Ok(p) = &strict {
+        assert_eq!(
+            lax.as_ref().ok(),
+            Some(p),
+            "allowing encoded slashes changed {s:?}"
+        );
+    }
+    for (result, allow) in [(strict, false), (lax, true)] {
+        let Ok(p) = result else { continue };
+        assert!(p.starts_with('/'), "{s:?} -> {p:?}");
+        let again = normalize(&p, allow).map(Cow::into_owned);
+        assert_eq!(again.as_deref(), Ok(&*p), "not idempotent: {s:?} -> {p:?}");
+        let body = &p[1..];
+        let segments: Vec<&str> = body.split('/').collect();
+        for (i, seg) in segments.iter().enumerate() {
+            assert!(
+                !seg.is_empty() || (i + 1 == segments.len()),
+                "empty segment: {s:?} -> {p:?}"
+            );
+            assert!(*seg != "." && *seg != "..", "dot segment: {s:?} -> {p:?}");
+        }
+        for seg in unescape_but_slashes(&p).split(|&b| b == b'/') {
+            assert!(
+                seg != b".." && seg != b".",
+                "an escaped dot segment survives: {s:?} -> {p:?}"
+            );
+        }
+        assert!(
+            !p.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'\\'),
+            "{s:?} -> {p:?}"
+        );
+        for (i, _) in p.match_indices('%') {
+            let hex = p.get(i + 1..i + 3).expect("escapes are kept whole");
+            let v = u8::from_str_radix(hex, 16).expect("escapes are kept whole");
+            assert!(
+                !(v.is_ascii_alphanumeric() || b"-._~".contains(&v)),
+                "an escaped unreserved character survives: {s:?} -> {p:?}"
+            );
+            assert_eq!(hex, hex.to_ascii_uppercase());
+            if !allow {
+                assert!(v != b'/' && v != b'\\', "an encoded slash: {s:?} -> {p:?}");
+            }
+        }
+    }
+}
+
+/// `1*8DIGIT unit`: what parses has that shape and the value it says;
+/// `format` gives back something that parses, no longer than the input
+/// and less than one of its unit shorter.
+pub fn grpc_timeout(data: &[u8]) {
+    if let Some(d) = timeout::parse(data) {
+        assert!((2..=9).contains(&data.len()));
+        let (digits, unit) = data.split_at(data.len() - 1);
+        assert!(digits.iter().all(u8::is_ascii_digit));
+        let n: u128 = std::str::from_utf8(digits).unwrap().parse().unwrap();
+        let nanos_per = match unit[0] {
+            b'H' => 3_600_000_000_000u128,
+            b'M' => 60_000_000_000,
+            b'S' => 1_000_000_000,
+            b'm' => 1_000_000,
+            b'u' => 1_000,
+            b'n' => 1,
+            u => panic!("unit {u}"),
+        };
+        assert_eq!(d.as_nanos(), n * nanos_per);
+        format_round_trip(d);
+    }
+    if data.len() >= 8 {
+        let nanos = u64::from_be_bytes(data[..8].try_into().unwrap());
+        format_round_trip(Duration::from_nanos(nanos));
+        format_round_trip(Duration::from_secs(nanos >> 8));
+    }
+}
+
+fn format_round_trip(d: Duration) {
+    let s = timeout::format(d);
+    assert!(s.len() <= 9, "{d:?} -> {s}");
+    let back =
+        timeout::parse(s.as_bytes()).unwrap_or_else(|| panic!("{d:?} -> {s} does not parse"));
+    assert!(back <= d, "{d:?} -> {s} -> {back:?}");
+    let unit = match s.as_bytes()[s.len() - 1] {
+        b'n' => Duration::from_nanos(1),
+        b'u' => Duration::from_micros(1),
+        b'm' => Duration::from_millis(1),
+        b'S' => Duration::from_secs(1),
+        b'M' => Duration::from_secs(60),
+        _ => Duration::MAX,
+    };
+    assert!(d - back < unit, "{d:?} -> {s} -> {back:?}");
+}
+
+/// The loader never panics; a refusal says why, with a place inside the
+/// text; loading is deterministic.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let file = Path::new("/nonexistent/torii-fuzz/torii.yaml");
+    let first = torii::config::load_str(text, file);
+    // YAML breaks lines at LF, CRLF and a lone CR alike.
+    let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count();
+    let problems = match &first {
+        Ok(loaded) => &loaded.warnings,
+        Err(problems) => {
+            assert!(
+                problems.iter().any(|p| p.severity == Severity::Error),
+                "refused without an error: {problems:?}"
+            );
+            problems
+        }
+    };
+    for p in problems {
+        assert!(!p.message.is_empty());
+        assert!(
+            p.line >= 1 && p.line <= lines + 1,
+            "line {} of {lines}: {p}",
+            p.line
+        );
+        assert!(p.column >= 1, "{p}");
+    }
+    let again = torii::config::load_str(text, file);
+    match (&first, &again) {
+        (Ok(a), Ok(b)) => assert_eq!(a.warnings, b.warnings),
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        _ => panic!("loading the same text twice gave different answers"),
+    }
+}
