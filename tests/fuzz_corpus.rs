@@ -122,21 +122,29 @@ fn config() {
 
 /// Finding 4c of issue 23, found again by `h2_server_raw` within seconds,
 /// by `h2_server_structured`, and on the upstream side by `h2_client`: a
-/// PRIORITY frame of a length other than 5
-/// is answered with RST_STREAM(FRAME_SIZE_ERROR) whatever stream it names —
-/// idle ones included (client bytes `00 00 00 02 00 00 00 00 08`: RST_STREAM
-/// on idle stream 8, RFC 9113 §6.4) — and on an open stream torii then
-/// sends HEADERS and DATA on the stream it has just reset.
+/// PRIORITY frame of a length other than 5 was answered with
+/// RST_STREAM(FRAME_SIZE_ERROR) whatever stream it named — idle ones
+/// included (client bytes `00 00 00 02 00 00 00 00 08`: RST_STREAM on idle
+/// stream 8, RFC 9113 §6.4) — and on an open stream torii then sent HEADERS
+/// and DATA on the stream it had just reset.
 #[test]
-#[ignore = "FAILS: finding 4c of issue 23 (src/http2/conn.rs: PRIORITY of a bad length resets idle streams; HEADERS/DATA follow torii's own RST_STREAM)"]
-fn known_bug_4c_priority_of_a_bad_length() {
+fn regression_4c_priority_of_a_bad_length() {
     let mut failed = Vec::new();
     for (target, name) in [
         ("h2_server_raw", "4c-priority-length-0-on-idle-stream-8"),
-        ("h2_server_structured", "4c-priority-length-0-on-idle-stream"),
-        ("h2_server_structured", "4c-priority-length-3-on-open-stream"),
+        (
+            "h2_server_structured",
+            "4c-priority-length-0-on-idle-stream",
+        ),
+        (
+            "h2_server_structured",
+            "4c-priority-length-3-on-open-stream",
+        ),
         // The same code answers an upstream's PRIORITY.
-        ("h2_client", "4c-upstream-priority-length-0-on-idle-stream-3"),
+        (
+            "h2_client",
+            "4c-upstream-priority-length-0-on-idle-stream-3",
+        ),
     ] {
         let data = std::fs::read(dir("regressions", target).join(name)).unwrap();
         if std::panic::catch_unwind(|| checks::target(target)(&data)).is_err() {
@@ -148,13 +156,12 @@ fn known_bug_4c_priority_of_a_bad_length() {
 
 /// Found by `h2_server_structured`: after a graceful GOAWAY (last stream
 /// 1), the client opens stream 3 and then the even stream 4; torii's
-/// connection-error GOAWAY then names last stream 3, more than the 1 it
-/// sent before (RFC 9113 §6.8: endpoints MUST NOT increase the last stream
+/// connection-error GOAWAY then named last stream 3, more than the 1 it
+/// had sent before (RFC 9113 §6.8: endpoints MUST NOT increase the last stream
 /// identifier they send): `last_peer_stream` moves for streams that arrive
 /// while draining, which are not processed.
 #[test]
-#[ignore = "FAILS: GOAWAY's last stream id increases after a graceful GOAWAY (src/http2/conn.rs request_head: last_peer_stream updated while draining)"]
-fn known_bug_goaway_last_stream_increases() {
+fn regression_goaway_last_stream_never_increases() {
     let file = dir("regressions", "h2_server_structured")
         .join("goaway-last-stream-increases-after-graceful-goaway");
     let data = std::fs::read(file).unwrap();

@@ -1161,6 +1161,10 @@ pub(crate) struct Connection<IO> {
     continuation: Option<Box<Continuation>>,
     /// Highest stream id the peer has opened.
     last_peer_stream: u32,
+    /// The last stream id of the GOAWAY torii sent, if it sent one: a
+    /// later GOAWAY may not name a higher one (RFC 9113 §6.8), though
+    /// streams opened meanwhile raise `last_peer_stream`.
+    goaway_last: Option<u32>,
     opened: VecDeque<Opened>,
     timer: Pin<Box<Sleep>>,
     ping: Ping,
@@ -1264,6 +1268,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             data_chunk: Chunk::new(),
             continuation: None,
             last_peer_stream: 0,
+            goaway_last: None,
             opened: VecDeque::new(),
             timer,
             ping: Ping::Idle,
@@ -1312,7 +1317,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
-        frame::put_goaway(inner.wbuf(), self.last_peer_stream, Reason::NO_ERROR, b"");
+        let last = *self.goaway_last.get_or_insert(self.last_peer_stream);
+        frame::put_goaway(inner.wbuf(), last, Reason::NO_ERROR, b"");
         inner.draining = true;
         // Requests answered in full and still arriving are not waited for.
         let lingering: Vec<usize> = inner
@@ -1342,7 +1348,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let mut inner = lock(&self.shared);
             let debug = what.as_bytes();
             let debug = &debug[..debug.len().min(256)];
-            frame::put_goaway(inner.wbuf(), self.last_peer_stream, reason, debug);
+            let last = *self.goaway_last.get_or_insert(self.last_peer_stream);
+            frame::put_goaway(inner.wbuf(), last, reason, debug);
         }
         self.close(
             format!("{what}: GOAWAY {reason}"),

@@ -47,6 +47,7 @@ fn config() -> Config {
         connection_window: 4 << 20,
         keepalive_interval: Duration::from_secs(30),
         keepalive_timeout: Duration::from_secs(20),
+        keepalive_while_idle: true,
         handshake_timeout: Duration::from_secs(20),
     }
 }

@@ -27,6 +27,7 @@ fn config(small: bool) -> Config {
         connection_window: if small { 65_535 } else { 4 << 20 },
         keepalive_interval: Duration::from_secs(60),
         keepalive_timeout: Duration::from_secs(20),
+        keepalive_while_idle: true,
         handshake_timeout: Duration::from_secs(10),
     }
 }
