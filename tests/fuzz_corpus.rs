@@ -133,10 +133,19 @@ fn known_bug_4c_priority_of_a_bad_length() {
     let mut failed = Vec::new();
     for (target, name) in [
         ("h2_server_raw", "4c-priority-length-0-on-idle-stream-8"),
-        ("h2_server_structured", "4c-priority-length-0-on-idle-stream"),
-        ("h2_server_structured", "4c-priority-length-3-on-open-stream"),
+        (
+            "h2_server_structured",
+            "4c-priority-length-0-on-idle-stream",
+        ),
+        (
+            "h2_server_structured",
+            "4c-priority-length-3-on-open-stream",
+        ),
         // The same code answers an upstream's PRIORITY.
-        ("h2_client", "4c-upstream-priority-length-0-on-idle-stream-3"),
+        (
+            "h2_client",
+            "4c-upstream-priority-length-0-on-idle-stream-3",
+        ),
     ] {
         let data = std::fs::read(dir("regressions", target).join(name)).unwrap();
         if std::panic::catch_unwind(|| checks::target(target)(&data)).is_err() {
