@@ -100,7 +100,7 @@ if [ -n "$skipped" ]; then
 fi
 echo "scripts/test.sh: Rust tests: $skip_count skipped (ran, but could not test anything here)"
 if [ "$skip_count" -gt 0 ]; then
-  printf '  %s\n' "$skipped"
+  printf '%s\n' "$skipped" | sed 's/^/  /'
   case "${CI:-}" in
     "" | false | 0) ;;
     *)
