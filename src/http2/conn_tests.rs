@@ -523,6 +523,26 @@ fn pending_chunks_keep_their_order() {
     assert_eq!(c.len(), 0);
 }
 
+/// Answers a stream with torii's test response head.
+fn answer(stream: &StreamRef, end_stream: bool) {
+    send_head(
+        stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        end_stream,
+    )
+    .unwrap();
+}
+
+/// The raw client opens stream `id` with a POST head.
+async fn request(peer: &mut Peer, id: u32, end_stream: bool) {
+    let flags = if end_stream {
+        flag::END_HEADERS | flag::END_STREAM
+    } else {
+        flag::END_HEADERS
+    };
+    peer.send(&raw(kind::HEADERS, flags, id, &POST)).await;
+}
+
 /// The response head torii's application sends in these tests.
 fn ok_head() -> http::response::Parts {
     http::Response::new(()).into_parts().0
@@ -562,21 +582,10 @@ async fn read_stream(peer: &mut Peer, stream: u32, want: usize) -> (usize, Vec<(
 async fn a_response_queued_whole_survives_its_handles() {
     let (mut peer, _shared, mut opened) = server(65_535, 1 << 20);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        1,
-        &POST,
-    ))
-    .await;
+    request(&mut peer, 1, true).await;
     let o = opened.recv().await.unwrap();
     drop(o.request);
-    send_head(
-        &o.stream,
-        |e, d| fields::encode_response(e, &ok_head(), d),
-        false,
-    )
-    .unwrap();
+    answer(&o.stream, false);
     let mut send = SendBody::new(o.stream);
     send.send_data(Bytes::from(vec![7u8; 100_000]), false)
         .unwrap();
@@ -617,20 +626,9 @@ async fn s6_9_2_a_negative_window_that_turns_positive_lets_data_flow() {
     frame::put_settings(&mut settings, &[(setting::INITIAL_WINDOW_SIZE, 3)]);
     hello.extend(settings);
     peer.send(&hello).await;
-    peer.send(&raw(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        1,
-        &POST,
-    ))
-    .await;
+    request(&mut peer, 1, true).await;
     let o = opened.recv().await.unwrap();
-    send_head(
-        &o.stream,
-        |e, d| fields::encode_response(e, &ok_head(), d),
-        false,
-    )
-    .unwrap();
+    answer(&o.stream, false);
     let mut send = SendBody::new(o.stream);
     send.send_data(Bytes::from_static(b"0123456789"), true)
         .unwrap();
@@ -654,15 +652,9 @@ async fn s6_9_2_a_negative_window_that_turns_positive_lets_data_flow() {
 async fn an_early_answer_reads_the_rest_of_a_small_body() {
     let (mut peer, _shared, mut opened) = server(65_535, 1 << 20);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST))
-        .await;
+    request(&mut peer, 1, false).await;
     let o = opened.recv().await.unwrap();
-    send_head(
-        &o.stream,
-        |e, d| fields::encode_response(e, &ok_head(), d),
-        true,
-    )
-    .unwrap();
+    answer(&o.stream, true);
     drop(o);
     let (h, _) = peer
         .until(Duration::from_secs(5), |h, _| h.stream == 1)
@@ -672,20 +664,9 @@ async fn an_early_answer_reads_the_rest_of_a_small_body() {
     peer.send(&raw(kind::DATA, flag::END_STREAM, 1, b"12345678"))
         .await;
     // A second request goes through as usual; nothing came for stream 1.
-    peer.send(&raw(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        3,
-        &POST,
-    ))
-    .await;
+    request(&mut peer, 3, true).await;
     let o = opened.recv().await.unwrap();
-    send_head(
-        &o.stream,
-        |e, d| fields::encode_response(e, &ok_head(), d),
-        true,
-    )
-    .unwrap();
+    answer(&o.stream, true);
     let (h, _) = peer
         .until(Duration::from_secs(5), |h, _| h.stream != 0)
         .await
@@ -699,15 +680,9 @@ async fn an_early_answer_reads_the_rest_of_a_small_body() {
 async fn an_early_answer_does_not_read_a_large_body() {
     let (mut peer, _shared, mut opened) = server(1 << 20, 1 << 20);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST))
-        .await;
+    request(&mut peer, 1, false).await;
     let o = opened.recv().await.unwrap();
-    send_head(
-        &o.stream,
-        |e, d| fields::encode_response(e, &ok_head(), d),
-        true,
-    )
-    .unwrap();
+    answer(&o.stream, true);
     drop(o);
     let chunk = raw(kind::DATA, 0, 1, &[0u8; 16_384]);
     for _ in 0..(LINGER_BYTES as usize / 16_384 + 1) {
@@ -743,8 +718,7 @@ async fn s6_3_bad_priority_on_an_idle_stream_is_no_rst_stream() {
 async fn s6_3_bad_priority_on_an_open_stream_resets_it() {
     let (mut peer, _shared, mut opened) = server(65_535, 65_535);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(kind::HEADERS, flag::END_HEADERS, 1, &POST))
-        .await;
+    request(&mut peer, 1, false).await;
     let o = opened.recv().await.unwrap();
     peer.send(&raw(kind::PRIORITY, 0, 1, &[0, 0, 0])).await;
     let (h, p) = peer
@@ -767,21 +741,9 @@ async fn s6_3_bad_priority_on_an_open_stream_resets_it() {
 async fn s5_1_1_a_lower_stream_id_is_a_connection_error() {
     let (mut peer, _shared, mut opened) = server(65_535, 65_535);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        5,
-        &POST,
-    ))
-    .await;
+    request(&mut peer, 5, true).await;
     let _o = opened.recv().await.unwrap();
-    peer.send(&raw(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        3,
-        &POST,
-    ))
-    .await;
+    request(&mut peer, 3, true).await;
     let (_, p) = peer
         .until(Duration::from_secs(5), |h, _| h.kind == kind::GOAWAY)
         .await
@@ -795,20 +757,9 @@ async fn s5_1_1_a_lower_stream_id_is_a_connection_error() {
 async fn s5_1_data_on_a_closed_stream_is_stream_closed() {
     let (mut peer, _shared, mut opened) = server(65_535, 65_535);
     handshake_as_client(&mut peer).await;
-    peer.send(&raw(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        1,
-        &POST,
-    ))
-    .await;
+    request(&mut peer, 1, true).await;
     let o = opened.recv().await.unwrap();
-    send_head(
-        &o.stream,
-        |e, d| fields::encode_response(e, &ok_head(), d),
-        true,
-    )
-    .unwrap();
+    answer(&o.stream, true);
     drop(o);
     peer.until(Duration::from_secs(5), |h, _| h.stream == 1)
         .await
