@@ -18,33 +18,54 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How log lines are written to stderr.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the proxy.
+    #[command(after_help = SERVE_AFTER_HELP)]
     Serve {
-        /// The configuration file (YAML).
+        /// The configuration file (YAML); the README's "Configuration reference" lists every key.
         #[arg(short, long)]
         config: PathBuf,
-        /// Worker threads (default: one per core).
+        /// Worker threads (default: one per core; 1 is the leanest for a sidecar).
         #[arg(long)]
         workers: Option<usize>,
-        /// error | warn | info | debug | trace, or a RUST_LOG-style filter.
+        /// error | warn | info | debug | trace, or a RUST_LOG-style filter (default: info).
         #[arg(long)]
         log_level: Option<String>,
+        /// text (default) or json: one JSON object per log line on stderr.
+        #[arg(long, value_enum, default_value_t)]
+        log_format: LogFormat,
     },
     /// Load and validate a configuration without binding anything; print every problem.
     Check {
+        /// The configuration file (YAML) to check, exactly as `serve` would load it.
         #[arg(short, long)]
         config: PathBuf,
     },
     /// A one-command tour: TLS and plaintext listeners in front of a built-in gRPC service.
     Demo {
+        /// Where the demo's TLS listener listens.
         #[arg(long, default_value = "127.0.0.1:8443")]
         tls_address: SocketAddr,
+        /// Where the demo's plaintext listener (HTTP/1.1 and h2c) listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         plain_address: SocketAddr,
+        /// error | warn | info | debug | trace, or a RUST_LOG-style filter.
         #[arg(long)]
         log_level: Option<String>,
+        /// text (default) or json: one JSON object per log line on stderr.
+        #[arg(long, value_enum, default_value_t)]
+        log_format: LogFormat,
     },
     /// Print the version.
     Version,
@@ -62,18 +83,35 @@ pub enum Command {
     },
 }
 
-pub fn init_logging(level: Option<&str>) {
+const SERVE_AFTER_HELP: &str = "\
+Reload: SIGHUP, or save the config file (its content is checked every 2 s;
+certificate and key files it names are watched too). A config with problems
+is rejected and logged; the running one stays.
+Stop: SIGTERM or SIGINT drain: /ready turns 503, HTTP/2 clients get GOAWAY,
+HTTP/1.1 gets connection: close, requests in flight get drain_timeout.
+Config reference: README.md, \"Configuration reference\"; check a file first
+with `torii check -c FILE`.";
+
+pub fn init_logging(level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::try_new(l),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
     }
     .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
@@ -110,8 +148,9 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
             workers,
             log_level,
+            log_format,
         } => {
-            init_logging(log_level.as_deref());
+            init_logging(log_level.as_deref(), log_format);
             let loaded = match crate::config::load_file(&config) {
                 Ok(l) => l,
                 Err(problems) => {
@@ -142,8 +181,12 @@ pub fn run(cli: Cli) -> ExitCode {
             tls_address,
             plain_address,
             log_level,
+            log_format,
         } => {
-            init_logging(Some(log_level.as_deref().unwrap_or("warn,torii=info")));
+            init_logging(
+                Some(log_level.as_deref().unwrap_or("warn,torii=info")),
+                log_format,
+            );
             let rt = match runtime(None) {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -165,7 +208,7 @@ pub fn run(cli: Cli) -> ExitCode {
             tls_key,
             workers,
         } => {
-            init_logging(Some("warn"));
+            init_logging(Some("warn"), LogFormat::Text);
             let rt = match runtime(workers) {
                 Ok(rt) => rt,
                 Err(e) => {
