@@ -176,6 +176,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        super::process::mark_start();
         let mut registry = Registry::with_prefix("torii");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Requests handled, by outcome", requests.clone());
@@ -333,6 +334,11 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // The process families go before OpenMetrics' closing "# EOF".
+        let eof = out.rfind("# EOF").unwrap_or(out.len());
+        let tail = out.split_off(eof);
+        super::process::encode(&mut out);
+        out.push_str(&tail);
         out
     }
 

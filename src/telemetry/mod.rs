@@ -2,5 +2,6 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod process;
 
 pub use metrics::Metrics;
