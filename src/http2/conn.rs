@@ -520,12 +520,19 @@ impl Inner {
         let s = &self.streams[key];
         if let Some(Error::Reset(_)) = s.reset {
             let id = s.id;
-            frame::put_rst_stream(self.wbuf(), id, Reason::STREAM_CLOSED);
-            if self.role == Role::Server {
-                self.peer_resets += 1;
-            }
-            self.wake_conn();
+            self.reset_untracked(id, Reason::STREAM_CLOSED);
         }
+    }
+
+    /// A stream error on a stream torii keeps no state for (closed, or
+    /// refused before it opened), because the peer broke a rule on it:
+    /// counted like `reset_stream`.
+    fn reset_untracked(&mut self, id: u32, reason: Reason) {
+        frame::put_rst_stream(self.wbuf(), id, reason);
+        if self.role == Role::Server {
+            self.peer_resets += 1;
+        }
+        self.wake_conn();
     }
 
     /// Resets a stream because torii's side gave up on it (the exchange was
@@ -1531,13 +1538,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     format!("{what} on stream {id} after it had ended"),
                 );
             }
-            Some(ClosedBy::PeerReset) | None => {
-                frame::put_rst_stream(inner.wbuf(), id, Reason::STREAM_CLOSED);
-                if self.role == Role::Server {
-                    inner.peer_resets += 1;
-                }
-                inner.wake_conn();
-            }
+            Some(ClosedBy::PeerReset) | None => inner.reset_untracked(id, Reason::STREAM_CLOSED),
         }
     }
 
@@ -1651,10 +1652,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return self.connection_error(reason, format!("{what} on idle stream {}", head.stream));
         }
         // A closed stream: the stream error needs no state.
-        frame::put_rst_stream(inner.wbuf(), head.stream, reason);
-        if self.role == Role::Server {
-            inner.peer_resets += 1;
-        }
+        inner.reset_untracked(head.stream, reason);
     }
 
     fn on_settings(&mut self, head: Head, payload: &[u8]) {
@@ -2262,10 +2260,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         match inner.recent.get(id) {
             // torii reset it; the client may not have known yet.
             Some(ClosedBy::Us) => {}
-            Some(ClosedBy::PeerReset) => {
-                frame::put_rst_stream(inner.wbuf(), id, Reason::STREAM_CLOSED);
-                inner.peer_resets += 1;
-            }
+            Some(ClosedBy::PeerReset) => inner.reset_untracked(id, Reason::STREAM_CLOSED),
             Some(ClosedBy::Ended) => {
                 drop(inner);
                 self.connection_error(
@@ -2297,9 +2292,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if std::mem::take(&mut self.self_dependent) && !id.is_multiple_of(2) {
             self.last_peer_stream = id;
             let mut inner = lock(&self.shared);
-            frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+            inner.reset_untracked(id, Reason::PROTOCOL_ERROR);
             inner.recent.record(id, ClosedBy::Us);
-            inner.peer_resets += 1;
             return;
         }
         if id.is_multiple_of(2) {
@@ -2358,9 +2352,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
         };
         if end_stream && matches!(content_length, Some(n) if n != 0) {
-            frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+            inner.reset_untracked(id, Reason::PROTOCOL_ERROR);
             inner.recent.record(id, ClosedBy::Us);
-            inner.peer_resets += 1;
             return;
         }
         let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
