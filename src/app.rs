@@ -193,7 +193,7 @@ impl Running {
                     keep.insert(l.name.clone(), b);
                 }
                 Some((tcp, addr)) => {
-                    tracing::info!(listener = ?l.name, address = %addr, tls = l.tls.is_some(), "listening");
+                    tracing::info!(listener = %l.name, address = %addr, tls = l.tls.is_some(), "listening");
                     keep.insert(
                         l.name.clone(),
                         spawn_listener(l.clone(), tcp, addr, runtime, tls),
@@ -205,7 +205,7 @@ impl Running {
         // connections finish (GOAWAY / connection: close).
         let drain_timeout = config.drain_timeout;
         for (name, b) in state.listeners.drain() {
-            tracing::info!(listener = ?name, address = %b.addr, "listener removed or moved; draining its connections");
+            tracing::info!(listener = %name, address = %b.addr, "listener removed or moved; draining its connections");
             b.task.abort();
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(drain_timeout, b.drain.drain()).await;
@@ -214,7 +214,7 @@ impl Running {
         state.listeners = keep;
         if let Some(logger) = new_logger {
             if config.access_log != state.access_log {
-                tracing::info!(access_log = ?config.access_log, "access log destination changed");
+                tracing::info!(access_log = %config.access_log.describe(), "access log destination changed");
             }
             state.logger = logger;
             state.access_log = config.access_log.clone();
@@ -288,13 +288,13 @@ impl Running {
         let mut state = self.state.into_inner();
         let admin = state.admin.take();
         let open: usize = state.listeners.values().map(|b| b.drain.count()).sum();
-        tracing::info!(connections = open, timeout = ?timeout, "draining");
+        tracing::info!(connections = open, timeout = %crate::config::duration::display(timeout), "draining");
         let drains = state.listeners.into_values().map(|b| b.drain.drain());
         if tokio::time::timeout(timeout, futures_util::future::join_all(drains))
             .await
             .is_err()
         {
-            tracing::warn!(timeout = ?timeout, "drain timeout reached; closing the remaining connections");
+            tracing::warn!(timeout = %crate::config::duration::display(timeout), "drain timeout reached; closing the remaining connections");
         }
         self.stop_admin.send_replace(true);
         if let Some(a) = admin {

@@ -39,7 +39,8 @@ pub enum Command {
         /// Worker threads (default: one per core; 1 is the leanest for a sidecar).
         #[arg(long)]
         workers: Option<usize>,
-        /// error | warn | info | debug | trace, or a RUST_LOG-style filter (default: info).
+        /// error | warn | info | debug | trace for torii's own logs (libraries stay at warn),
+        /// or a RUST_LOG-style filter such as debug,rustls=debug (default: info, or RUST_LOG).
         #[arg(long)]
         log_level: Option<String>,
         /// text (default) or json: one JSON object per log line on stderr.
@@ -60,7 +61,8 @@ pub enum Command {
         /// Where the demo's plaintext listener (HTTP/1.1 and h2c) listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         plain_address: SocketAddr,
-        /// error | warn | info | debug | trace, or a RUST_LOG-style filter.
+        /// error | warn | info | debug | trace for torii's own logs (libraries stay at warn),
+        /// or a RUST_LOG-style filter such as debug,rustls=debug.
         #[arg(long)]
         log_level: Option<String>,
         /// text (default) or json: one JSON object per log line on stderr.
@@ -92,13 +94,27 @@ HTTP/1.1 gets connection: close, requests in flight get drain_timeout.
 Config reference: README.md, \"Configuration reference\"; check a file first
 with `torii check -c FILE`.";
 
+/// A bare level (`debug`) is torii's own: the libraries under it (rustls,
+/// hyper) log their internals at debug in their own formatting, which is
+/// noise to an operator, so they stay at `warn` unless the filter names
+/// them (`debug,rustls=debug` is taken as written).
+fn log_filter(text: &str) -> String {
+    let text = text.trim();
+    let bare = ["error", "warn", "info", "debug", "trace"];
+    if bare.contains(&text.to_ascii_lowercase().as_str()) {
+        format!("warn,torii={text}")
+    } else {
+        text.to_string()
+    }
+}
+
 pub fn init_logging(level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
-    }
-    .unwrap_or_else(|_| EnvFilter::new("info"));
+    let text = level
+        .map(str::to_string)
+        .or_else(|| std::env::var(EnvFilter::DEFAULT_ENV).ok())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(log_filter(&text)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

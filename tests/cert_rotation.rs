@@ -7,12 +7,10 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 
 use proxy_support::start;
+use support::process::ToriiProcess;
 use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::mpsc;
 
 /// notAfter (Unix seconds) of the first certificate in a PEM text.
 fn not_after(pem: &str) -> i64 {
@@ -32,71 +30,6 @@ fn replace(dir: &Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-/// The torii binary, its stderr lines arriving on a channel.
-struct Torii {
-    child: tokio::process::Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-}
-
-impl Torii {
-    fn serve(config: &Path) -> Torii {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_torii"))
-            .args(["serve", "--workers", "1", "-c"])
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the torii binary runs");
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Torii {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (bounded) for a line containing every one of `parts`.
-    async fn wait_for(&mut self, parts: &[&str], within: std::time::Duration) -> String {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if parts.iter().all(|p| line.contains(p)) {
-                        return line;
-                    }
-                }
-                _ => panic!(
-                    "no line with {parts:?} within {within:?}; torii said:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// The address in a readiness line (`… address=127.0.0.1:1234 …`).
-    fn address(line: &str) -> SocketAddr {
-        line.split("address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-    }
 }
 
 async fn scrape(admin: SocketAddr, path: &str) -> String {
@@ -139,11 +72,11 @@ listeners:
 "#,
     )
     .unwrap();
-    let mut torii = Torii::serve(&config);
-    let admin = Torii::address(&torii.wait_for(&["admin listening"], PATIENCE * 3).await);
-    let addr = Torii::address(
+    let mut torii = ToriiProcess::serve(&config);
+    let admin = ToriiProcess::address(&torii.wait_for(&["admin listening"], PATIENCE * 3).await);
+    let addr = ToriiProcess::address(
         &torii
-            .wait_for(&["listening", "listener=\"tls\""], PATIENCE * 3)
+            .wait_for(&["listening", "listener=tls "], PATIENCE * 3)
             .await,
     );
     let old_client = TlsClient::new(old_pki.ca_cert_pem());

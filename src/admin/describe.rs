@@ -11,7 +11,21 @@ use crate::config::*;
 use crate::upstream::ClusterRuntime;
 
 fn dur(d: std::time::Duration) -> String {
-    format!("{d:?}")
+    crate::config::duration::display(d)
+}
+
+/// A header condition as the config file would say it.
+fn header_match(h: &HeaderMatch) -> Value {
+    let mut v = json!({ "name": h.name });
+    match &h.value {
+        HeaderValueMatch::Present => v["present"] = json!(!h.invert),
+        HeaderValueMatch::Exact(e) => v["value"] = json!(e),
+        HeaderValueMatch::Regex(r) => v["regex"] = json!(r.as_str()),
+    }
+    if h.invert && !matches!(h.value, HeaderValueMatch::Present) {
+        v["invert"] = json!(true);
+    }
+    v
 }
 
 pub fn config(c: &Config) -> Value {
@@ -19,11 +33,7 @@ pub fn config(c: &Config) -> Value {
         "source": c.source.as_ref().map(|p| p.display().to_string()),
         "admin": c.admin.as_ref().map(|a| a.address.to_string()),
         "drain_timeout": dur(c.drain_timeout),
-        "access_log": match &c.access_log {
-            AccessLog::Off => "off".to_string(),
-            AccessLog::Stdout => "stdout".to_string(),
-            AccessLog::File(p) => p.display().to_string(),
-        },
+        "access_log": c.access_log.describe(),
         "listeners": c.listeners.iter().map(listener).collect::<Vec<_>>(),
         "clusters": c.clusters.iter().map(|c| cluster(c)).collect::<Vec<_>>(),
     })
@@ -33,7 +43,7 @@ fn listener(l: &Listener) -> Value {
     json!({
         "name": l.name,
         "address": l.address.to_string(),
-        "protocol": format!("{:?}", l.protocol).to_lowercase(),
+        "protocol": l.protocol.as_str(),
         "health_path": l.health_path,
         "allow_encoded_slashes": l.allow_encoded_slashes,
         "header_read_timeout": dur(l.header_read_timeout),
@@ -78,7 +88,7 @@ fn route(r: &Route) -> Value {
             }),
             "grpc_service": m.grpc_service,
             "grpc_method": m.grpc_method,
-            "headers": m.headers.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>(),
+            "headers": m.headers.iter().map(header_match).collect::<Vec<_>>(),
         },
         "action": action,
         "prefix_rewrite": r.prefix_rewrite,
@@ -90,8 +100,8 @@ fn cluster(c: &Cluster) -> Value {
     json!({
         "name": c.name,
         "endpoints": c.endpoints.iter().map(|e| format!("{}:{}", e.host, e.port)).collect::<Vec<_>>(),
-        "protocol": format!("{:?}", c.protocol).to_lowercase(),
-        "lb": format!("{:?}", c.lb),
+        "protocol": c.protocol.as_str(),
+        "lb": c.lb.as_str(),
         "connect_timeout": dur(c.connect_timeout),
         "max_streams_per_connection": c.max_streams_per_connection,
         "max_connections_per_endpoint": c.max_connections_per_endpoint,
@@ -101,7 +111,7 @@ fn cluster(c: &Cluster) -> Value {
             "key": t.client_cert.as_ref().map(|_| "[redacted]"),
         })),
         "health_check": c.health_check.as_ref().map(|h| json!({
-            "type": format!("{:?}", h.kind).to_lowercase(),
+            "type": h.kind.as_str(),
             "interval": dur(h.interval),
             "timeout": dur(h.timeout),
             "service": h.service,

@@ -73,6 +73,17 @@ pub enum AccessLog {
     File(PathBuf),
 }
 
+impl AccessLog {
+    /// As written in the file: `off`, `stdout` or the path.
+    pub fn describe(&self) -> String {
+        match self {
+            AccessLog::Off => "off".into(),
+            AccessLog::Stdout => "stdout".into(),
+            AccessLog::File(p) => p.display().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub address: SocketAddr,
@@ -320,11 +331,34 @@ pub enum UpstreamProtocol {
     H2,
 }
 
+impl UpstreamProtocol {
+    /// As written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Auto => "auto",
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::H2 => "h2",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+}
+
+impl LbPolicy {
+    /// As written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbPolicy::RoundRobin => "round_robin",
+            LbPolicy::LeastRequest => "least_request",
+            LbPolicy::Random => "random",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,6 +425,17 @@ pub enum HealthCheckType {
     Http,
     /// A TCP connect.
     Tcp,
+}
+
+impl HealthCheckType {
+    /// As written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthCheckType::Grpc => "grpc",
+            HealthCheckType::Http => "http",
+            HealthCheckType::Tcp => "tcp",
+        }
+    }
 }
 
 /// How often a health check runs unless configured.

@@ -383,6 +383,17 @@ pub enum SanPattern {
     UriPrefix(String),
 }
 
+impl std::fmt::Display for SanPattern {
+    /// As the config file wrote it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SanPattern::Exact(s) => f.write_str(s),
+            SanPattern::DnsWildcard(suffix) => write!(f, "*{suffix}"),
+            SanPattern::UriPrefix(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
 impl SanPattern {
     /// Parses an entry; `Err` says why a `*` is not supported where it is.
     pub fn parse(s: &str) -> Result<SanPattern, String> {

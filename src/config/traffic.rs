@@ -66,8 +66,10 @@ fn detect_timeout(
             cx.warning(
                 &at,
                 format!(
-                    "{at} is {d:?}: every connection of a server-first protocol (SMTP, MySQL) \
-                     waits this long for its greeting; keep it under {DETECT_TIMEOUT_WARN_ABOVE:?}"
+                    "{at} is {}: every connection of a server-first protocol (SMTP, MySQL) \
+                     waits this long for its greeting; keep it under {}",
+                    super::duration::display(d),
+                    super::duration::display(DETECT_TIMEOUT_WARN_ABOVE)
                 ),
             );
         }

@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,10 +24,36 @@ type BoxError = Box<dyn Error + Send + Sync>;
 
 const PROTO: &str = include_str!("../../proto/echo.proto");
 
+/// The demo's temporary folder, removed however the demo ends (Ctrl-C, a
+/// port already taken, any error on the way).
+struct DemoDir(PathBuf);
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to run this same binary again, as a command that works when
+/// pasted: `torii` is not on the PATH of someone who ran `cargo run`.
+fn this_binary() -> String {
+    let path = std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "torii".into());
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@".contains(c);
+    if path.chars().all(plain) {
+        path
+    } else {
+        format!("'{}'", path.replace('\'', r"'\''"))
+    }
+}
+
 pub async fn run_demo(tls_addr: SocketAddr, plain_addr: SocketAddr) -> Result<(), Box<dyn Error>> {
     let stop = crate::cli::stop_signal()?;
     let dir = std::env::temp_dir().join(format!("torii-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let _cleanup = DemoDir(dir.clone());
     let pki = TestPki::new("torii demo CA");
     pki.server_cert(&["localhost", "127.0.0.1"])
         .write_to(&dir, "server")?;
@@ -37,7 +64,14 @@ pub async fn run_demo(tls_addr: SocketAddr, plain_addr: SocketAddr) -> Result<()
     let yaml = demo_config(tls_addr, plain_addr, echo.addr);
     let config_path = dir.join("torii.yaml");
     std::fs::write(&config_path, &yaml)?;
-    let running = crate::app::start_yaml(&yaml, &config_path).await?;
+    let running = crate::app::start_yaml(&yaml, &config_path)
+        .await
+        .map_err(|e| {
+            format!(
+                "{e}\n(the demo listens on {tls_addr} and {plain_addr}; choose other addresses \
+                 with --tls-address and --plain-address, or 127.0.0.1:0 for any free port)"
+            )
+        })?;
     let tls = running.addr("tls");
     let plain = running.addr("plain");
     let admin = running.admin.expect("the demo has an admin listener");
@@ -73,17 +107,17 @@ Try:
   grpcurl -cacert {ca} -import-path {d} -proto echo.proto -d '{{"message":"hi"}}' localhost:{tp} torii.echo.v1.Echo/Unary
   grpcurl -plaintext -import-path {d} -proto echo.proto -d '{{"status_code":5,"status_message":"gone"}}' {plain} torii.echo.v1.Echo/Unary
   curl -s http://{admin}/metrics | grep torii_requests_total
-  torii check -c {config}
+  {torii} check -c {config}
   tail -f {d}/access.log
 
 Ctrl-C to stop."#,
         tp = tls.port(),
         config = config_path.display(),
+        torii = this_binary(),
     );
     stop.await;
     running.shutdown().await;
     echo.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

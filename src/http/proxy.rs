@@ -387,14 +387,14 @@ impl ListenerRuntime {
                 Some(d),
                 ProxyError::new(
                     ErrorCode::DeadlineExceeded,
-                    format!("the call's deadline (grpc-timeout {d:?}) expired before the upstream finished"),
+                    format!("the call's deadline (grpc-timeout {}) expired before the upstream finished", crate::config::duration::display(d)),
                 ),
             ),
             (None, Some(t)) if !grpc_req => (
                 Some(t),
                 ProxyError::new(
                     ErrorCode::UpstreamTimeout,
-                    format!("the upstream did not finish within the route timeout {t:?}"),
+                    format!("the upstream did not finish within the route timeout {}", crate::config::duration::display(t)),
                 ),
             ),
             _ => (None, ProxyError::new(ErrorCode::Internal, "")),

@@ -158,7 +158,7 @@ impl HttpBody for ResponseBody {
                     {
                         format!("sent what is not valid HTTP/2, so torii closed the connection (GOAWAY {r})")
                     }
-                    Some(r) => format!("reset the stream ({r:?})"),
+                    Some(r) => format!("reset the stream ({r})"),
                     None => format!("broke off: {e}"),
                 };
                 let endpoint = this

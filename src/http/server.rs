@@ -143,7 +143,7 @@ impl HttpServers {
                 return None;
             }
             Err(_) => {
-                tracing::debug!(client = %conn.peer, "no request within {:?}; closing", self.header_read_timeout);
+                tracing::debug!(client = %conn.peer, "no request within {}; closing", crate::config::duration::display(self.header_read_timeout));
                 return None;
             }
         }

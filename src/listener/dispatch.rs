@@ -176,9 +176,10 @@ fn record(
         .inc();
     let hello = d.hello.as_ref();
     tracing::debug!(
-        listener = %l.rt.name, client = %peer, original_dst = ?original,
+        listener = %l.rt.name, client = %peer, original_dst = original.map(tracing::field::display),
         declared = declared_label, detected = d.protocol.as_str(), reason = d.reason,
-        sni = ?hello.and_then(|h| h.sni.as_deref()), alpn = ?hello.map(|h| &h.alpn),
+        sni = hello.and_then(|h| h.sni.as_deref()).map(tracing::field::display),
+        alpn = hello.map(|h| tracing::field::display(h.alpn.join(","))),
         "connection classified"
     );
     let (Some(declared), Some(dst)) = (declared, original) else {

@@ -145,8 +145,10 @@ async fn terminate_tls<I>(
         })
         .observe(started.elapsed().as_secs_f64());
     tracing::debug!(
-        listener = %name, client = %peer, sni = ?facts.sni, alpn = ?facts.alpn,
-        version = ?facts.version, client_sans = ?facts.client_sans, "TLS handshake done"
+        listener = %name, client = %peer, sni = facts.sni.as_deref().map(tracing::field::display),
+        alpn = facts.alpn.as_deref().map(tracing::field::display),
+        version = facts.version.as_deref().map(tracing::field::display),
+        client_sans = %facts.client_sans.join(","), "TLS handshake done"
     );
     let mode = match facts.alpn.as_deref() {
         Some("h2") => Serve::Http2,

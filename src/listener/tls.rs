@@ -163,8 +163,8 @@ impl ClientCertVerifier for SanVerifier {
             let shown: Vec<String> = sans.iter().map(|(k, v)| format!("{k}:{v}")).collect();
             tracing::debug!(
                 listener = %self.listener,
-                presented = ?shown,
-                allowed = ?self.allowed,
+                presented = %shown.join(","),
+                allowed = %self.allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
                 "client certificate SANs are not in allowed_sans"
             );
             Err(TlsError::InvalidCertificate(
@@ -237,9 +237,9 @@ pub fn facts(conn: &rustls::server::UnbufferedServerConnection, sni: Option<Stri
             other => Cow::Owned(String::from_utf8_lossy(other).into_owned()),
         }),
         version: conn.protocol_version().map(|v| match v {
-            rustls::ProtocolVersion::TLSv1_3 => Cow::Borrowed("TLSv1_3"),
-            rustls::ProtocolVersion::TLSv1_2 => Cow::Borrowed("TLSv1_2"),
-            other => Cow::Owned(format!("{other:?}")),
+            rustls::ProtocolVersion::TLSv1_3 => Cow::Borrowed("TLSv1.3"),
+            rustls::ProtocolVersion::TLSv1_2 => Cow::Borrowed("TLSv1.2"),
+            other => Cow::Owned(format!("{other:?}").replace('_', ".")),
         }),
         ..Default::default()
     };
@@ -299,20 +299,73 @@ pub fn classify(err: &std::io::Error) -> (&'static str, String) {
             "san_not_allowed",
             "the client certificate is valid but none of its SANs is in client_auth.allowed_sans".into(),
         ),
-        TlsError::InvalidCertificate(other) => ("bad_client_cert", format!("the client certificate was rejected: {other:?}")),
+        TlsError::InvalidCertificate(other) => ("bad_client_cert", format!("the client certificate was rejected: {other}")),
         TlsError::NoApplicationProtocol => (
             "no_common_alpn",
             "the client offered no ALPN protocol this listener advertises (tls.alpn)".into(),
         ),
-        TlsError::PeerIncompatible(p) => ("incompatible", format!("the client's TLS is incompatible: {p:?}")),
+        TlsError::PeerIncompatible(p) => ("incompatible", format!("the client's TLS is incompatible: {}", words(&format!("{p:?}")))),
         TlsError::InvalidMessage(_) => (
             "not_tls",
             "the client did not speak TLS".into(),
         ),
         TlsError::AlertReceived(a) => (
             "alert_received",
-            format!("the client aborted the handshake with alert {a:?} (it probably does not trust torii's certificate)"),
+            format!("the client aborted the handshake with alert \"{}\" (it probably does not trust torii's certificate)", words(&format!("{a:?}"))),
         ),
         other => ("tls_error", format!("the TLS handshake failed: {other}")),
+    }
+}
+
+/// rustls's enum names (`NoCipherSuitesInCommon`, `UnknownCA`) as words
+/// (`no cipher suites in common`, `unknown CA`) for messages people read.
+fn words(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 8);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.is_empty() {
+            return;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        // An acronym (CA, ALPN) keeps its case; a word is lower-cased.
+        if word.chars().filter(|c| c.is_uppercase()).count() > 1 {
+            out.push_str(word);
+        } else {
+            out.push_str(&word.to_lowercase());
+        }
+        word.clear();
+    };
+    for (i, &c) in chars.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1);
+        let starts_word = c.is_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_lowercase() || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
+            });
+        if starts_word || !c.is_alphanumeric() {
+            flush(&mut word, &mut out);
+        }
+        if c.is_alphanumeric() {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod words_tests {
+    #[test]
+    fn rustls_names_read_as_words() {
+        assert_eq!(
+            super::words("NoCipherSuitesInCommon"),
+            "no cipher suites in common"
+        );
+        assert_eq!(super::words("UnknownCA"), "unknown CA");
+        assert_eq!(super::words("BadCertificate"), "bad certificate");
+        assert_eq!(super::words("Unknown(250)"), "unknown 250");
     }
 }

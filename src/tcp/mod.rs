@@ -70,7 +70,7 @@ where
     tracing::debug!(
         listener = f.listener, client = %f.peer, cluster = %name, %endpoint,
         kind = f.kind.describe(), bytes_sent = relayed.bytes_sent,
-        bytes_received = relayed.bytes_received, duration = ?relayed.duration,
+        bytes_received = relayed.bytes_received, duration = %crate::config::duration::display(relayed.duration),
         "connection ended: {}", relayed.end
     );
     Some(relayed)

@@ -47,7 +47,11 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Closed => f.write_str("both sides closed"),
-            End::Idle(d) => write!(f, "no byte moved for the idle timeout ({d:?})"),
+            End::Idle(d) => write!(
+                f,
+                "no byte moved for the idle timeout ({})",
+                crate::config::duration::display(*d)
+            ),
             End::Failed(Side::Client, e) => write!(f, "the client connection failed: {e}"),
             End::Failed(Side::Upstream, e) => write!(f, "the upstream connection failed: {e}"),
         }

@@ -139,7 +139,7 @@ impl Connector {
                     .map_err(|_| {
                         ProxyError::new(
                             ErrorCode::UpstreamConnectTimeout,
-                            format!("the TLS handshake with upstream {addr} (cluster {}) did not finish within connect_timeout {:?}", self.cluster, self.connect_timeout),
+                            format!("the TLS handshake with upstream {addr} (cluster {}) did not finish within connect_timeout {}", self.cluster, crate::config::duration::display(self.connect_timeout)),
                         )
                     })?
                     .map_err(|e| tls_error(&e, addr, &self.cluster))?;
@@ -148,7 +148,7 @@ impl Connector {
                     return Err(ProxyError::new(
                         ErrorCode::UpstreamProtocolMismatch,
                         format!(
-                            "upstream {addr} (cluster {}) selected ALPN {:?} instead of h2: it does not serve HTTP/2 over TLS, which gRPC needs; enable HTTP/2 on the upstream",
+                            "upstream {addr} (cluster {}) selected ALPN \"{}\" instead of h2: it does not serve HTTP/2 over TLS, which gRPC needs; enable HTTP/2 on the upstream",
                             self.cluster,
                             String::from_utf8_lossy(alpn.as_deref().unwrap_or_default())
                         ),
@@ -165,8 +165,8 @@ impl Connector {
                 return Err(ProxyError::new(
                     ErrorCode::UpstreamConnectTimeout,
                     format!(
-                        "upstream {addr} (cluster {}) did not accept the connection within connect_timeout {:?}",
-                        self.cluster, self.connect_timeout
+                        "upstream {addr} (cluster {}) did not accept the connection within connect_timeout {}",
+                        self.cluster, crate::config::duration::display(self.connect_timeout)
                     ),
                 ))
             }
@@ -241,7 +241,7 @@ fn tls_error(e: &std::io::Error, addr: SocketAddr, cluster: &str) -> ProxyError 
             rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
                 "its certificate has expired".to_string()
             }
-            other => format!("its certificate was rejected: {other:?}"),
+            other => format!("its certificate was rejected: {other}"),
         },
         Some(rustls::Error::InvalidMessage(_)) => {
             "it did not answer with TLS (is it plaintext? then remove tls: from the cluster)".to_string()
@@ -523,7 +523,7 @@ pub fn reset_error(
         {
             format!("broke HTTP/2 rules on the stream, so torii reset it ({r})")
         }
-        Some(r) => format!("reset the stream ({r:?})"),
+        Some(r) => format!("reset the stream ({r})"),
         None if nothing_received => "closed the connection without answering".to_string(),
         None => format!("failed the request: {e}"),
     };

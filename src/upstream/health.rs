@@ -50,8 +50,8 @@ async fn run(cluster: Weak<ClusterRuntime>) {
                 let result = match tokio::time::timeout(hc.timeout, probe(&c, &ep, &hc)).await {
                     Ok(r) => r,
                     Err(_) => Err(format!(
-                        "no answer within the health check timeout {:?}",
-                        hc.timeout
+                        "no answer within the health check timeout {}",
+                        crate::config::duration::display(hc.timeout)
                     )),
                 };
                 (ep, result)

@@ -234,7 +234,7 @@ impl ClusterRuntime {
             o.max_ejection_time,
         ) {
             tracing::warn!(
-                cluster = %self.config.name, endpoint = %ep.addr, ejected_for = ?time,
+                cluster = %self.config.name, endpoint = %ep.addr, ejected_for = %crate::config::duration::display(time),
                 "endpoint ejected after {} failures in a row (last: {why}); it gets no new requests until then",
                 o.consecutive_failures
             );

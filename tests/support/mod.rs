@@ -34,6 +34,8 @@ pub use torii::demo::echo::*;
 pub use torii::echo_pb::echo_client::EchoClient;
 pub use torii::echo_pb::{EchoRequest, EchoResponse};
 
+pub mod process;
+
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// How long a test waits for something that should happen at once.
