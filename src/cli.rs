@@ -33,7 +33,7 @@ pub enum Command {
     /// Run the proxy.
     #[command(after_help = SERVE_AFTER_HELP)]
     Serve {
-        /// The configuration file (YAML); the README's "Configuration reference" lists every key.
+        /// The configuration file (YAML); docs/configuration.md lists every key.
         #[arg(short, long)]
         config: PathBuf,
         /// Worker threads (default: one per core; 1 is the leanest for a sidecar).
@@ -91,8 +91,8 @@ certificate and key files it names are watched too). A config with problems
 is rejected and logged; the running one stays.
 Stop: SIGTERM or SIGINT drain: /ready turns 503, HTTP/2 clients get GOAWAY,
 HTTP/1.1 gets connection: close, requests in flight get drain_timeout.
-Config reference: README.md, \"Configuration reference\"; check a file first
-with `torii check -c FILE`.";
+Configuration reference: docs/configuration.md in torii's repository; check a
+file first with `torii check -c FILE`.";
 
 /// A bare level (`debug`) is torii's own: the libraries under it (rustls,
 /// hyper) log their internals at debug in their own formatting, which is

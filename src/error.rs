@@ -31,6 +31,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of docs/errors.md (tests/docs.rs checks
+    /// that each is documented there).
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::NoRoute,
+        ErrorCode::InvalidPath,
+        ErrorCode::BadRequest,
+        ErrorCode::UpstreamConnectRefused,
+        ErrorCode::UpstreamConnectTimeout,
+        ErrorCode::UpstreamConnectFailed,
+        ErrorCode::UpstreamDnsFailed,
+        ErrorCode::UpstreamProtocolMismatch,
+        ErrorCode::UpstreamTlsFailed,
+        ErrorCode::UpstreamReset,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::NoHealthyUpstream,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::ClientCancelled,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::NoRoute => "no_route",
@@ -80,6 +100,26 @@ impl ErrorCode {
         }
     }
 }
+
+/// A new variant must be added to [`ErrorCode::ALL`] too: this match stops
+/// compiling until it is listed here, as a reminder.
+const _: fn(ErrorCode) = |code| match code {
+    ErrorCode::NoRoute
+    | ErrorCode::InvalidPath
+    | ErrorCode::BadRequest
+    | ErrorCode::UpstreamConnectRefused
+    | ErrorCode::UpstreamConnectTimeout
+    | ErrorCode::UpstreamConnectFailed
+    | ErrorCode::UpstreamDnsFailed
+    | ErrorCode::UpstreamProtocolMismatch
+    | ErrorCode::UpstreamTlsFailed
+    | ErrorCode::UpstreamReset
+    | ErrorCode::UpstreamTimeout
+    | ErrorCode::NoHealthyUpstream
+    | ErrorCode::DeadlineExceeded
+    | ErrorCode::ClientCancelled
+    | ErrorCode::Internal => {}
+};
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,7 +2,7 @@
 //! (h2c on the plaintext port), asserting what a client sees on the wire —
 //! the GOAWAY or RST_STREAM code, the connection living on or not — and
 //! that other connections are still served. The cases and what must happen
-//! are the "HTTP/2 abuse" table of docs/reliability.md.
+//! are the "Hostile HTTP/2 clients" table of docs/reliability.md.
 //!
 //! Every flood is bounded by a frame count and a time limit; waits are for
 //! frames (with `PATIENCE` as the failure bound), never sleeps.

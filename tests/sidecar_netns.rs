@@ -1,4 +1,4 @@
-//! The incident of field notes §1.2, end to end: a port declared `http`
+//! The port-name incident of docs/incidents.md, end to end: a port declared `http`
 //! carries TLS, and a transparent sidecar must not break it.
 //!
 //! Two network namespaces the test creates and deletes, joined by a veth

@@ -21,7 +21,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Streams per upstream HTTP/2 connection before torii opens another one to
 /// the same endpoint: most gRPC servers handle a connection in one place
 /// (h2's lock, grpc-go's writer), so a busy endpoint over a few connections
-/// uses more of its cores (README, "Why these defaults").
+/// uses more of its cores (docs/configuration.md, "Why these defaults").
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 32;
 /// Upper bound of HTTP/2 connections per endpoint.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: usize = 8;

@@ -1,5 +1,5 @@
 //! The metrics registry. Names and labels are a public contract
-//! (`shared/docs/interface.md`): users alert on them.
+//! (docs/metrics.md): users alert on them.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};

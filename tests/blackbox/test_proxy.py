@@ -1,7 +1,7 @@
 """torii itself, black-box: `torii serve` in front of `torii echo`, reached by
 grpcio over TLS and mutual TLS and by curl over HTTP/1.1 and h2c on one
 plaintext port; `torii check`; `torii demo`. Written against the interface
-contract (shared/docs/interface.md)."""
+contract (docs/cli.md, docs/errors.md, docs/metrics.md)."""
 
 import socket
 import ssl
