@@ -130,6 +130,26 @@ async fn exercise(format: &str) -> (Vec<String>, String) {
     .await
     .unwrap();
 
+    // The process metrics Prometheus users expect, from the binary itself.
+    let metrics = raw_exchange(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for name in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "torii_build_info{version=\"",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+
     // A reload that changes the access log, then a drain.
     write_config(dir.path(), echo.addr, "stdout");
     torii.signal("HUP");
