@@ -13,13 +13,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
+pub use crate::admin::Shared;
 use crate::admin::{self, AdminState};
 use crate::config::{AccessLog, Cluster, Config, Listener};
 use crate::drain::Drain;
-use crate::http::proxy::ListenerRuntime;
-use crate::http::server::HttpServers;
-use crate::listener::{self, Listening, LogOnce};
+use crate::listener::{self, Listening};
+use crate::proxy::ListenerRuntime;
+use crate::server::HttpServers;
 use crate::telemetry::access_log::AccessLogger;
+use crate::telemetry::log_once::LogOnce;
 use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::Metrics;
 use crate::upstream::dns::Dns;
@@ -29,14 +31,6 @@ use crate::upstream::ClusterRuntime;
 const FIRST_RESOLVE_WAIT: Duration = Duration::from_secs(5);
 
 pub type Clusters = Arc<HashMap<String, Arc<ClusterRuntime>>>;
-
-/// What the admin listener and reloads read: always the current config.
-pub struct Shared {
-    pub config: ArcSwap<Config>,
-    pub clusters: ArcSwap<HashMap<String, Arc<ClusterRuntime>>>,
-    pub metrics: Arc<Metrics>,
-    pub ready: watch::Receiver<bool>,
-}
 
 /// One bound listener and the means to stop it.
 struct Bound {

@@ -291,18 +291,3 @@ async fn serve(config: crate::config::Config, path: PathBuf) -> ExitCode {
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
-
-/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now; the returned
-/// future resolves when either arrives. Install before announcing readiness:
-/// until then a signal would kill the process.
-pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
-}

@@ -2,8 +2,8 @@
 
 pub mod admin;
 pub mod app;
+pub mod body;
 pub mod cli;
-pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod drain;
@@ -12,11 +12,13 @@ pub mod error;
 pub mod fuzzing;
 pub mod grpc;
 pub mod heap;
-pub mod http;
 pub mod http2;
+pub mod limits;
 pub mod listener;
-pub mod respond;
+pub mod net;
+pub mod proxy;
 pub mod route;
+pub mod server;
 pub mod tcp;
 pub mod telemetry;
 pub mod upstream;

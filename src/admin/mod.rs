@@ -12,9 +12,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::Shared;
-use crate::http::body::{self, Body};
-use crate::respond::text_response;
+use arc_swap::ArcSwap;
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::proxy::respond::text_response;
+use crate::telemetry::Metrics;
+use crate::upstream::ClusterRuntime;
+use std::collections::HashMap;
+
+/// What the admin listener and reloads read: always the current config.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub clusters: ArcSwap<HashMap<String, Arc<ClusterRuntime>>>,
+    pub metrics: Arc<Metrics>,
+    pub ready: watch::Receiver<bool>,
+}
 
 #[derive(Clone)]
 pub struct AdminState {

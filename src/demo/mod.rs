@@ -54,7 +54,7 @@ pub async fn run_echo(
     };
     // Handlers first: a test may send SIGTERM the moment it reads the
     // "listening" line, and the default action would kill the process.
-    let stop = crate::cli::stop_signal()?;
+    let stop = crate::drain::stop_signal()?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;

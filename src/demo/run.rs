@@ -50,7 +50,7 @@ fn this_binary() -> String {
 }
 
 pub async fn run_demo(tls_addr: SocketAddr, plain_addr: SocketAddr) -> Result<(), Box<dyn Error>> {
-    let stop = crate::cli::stop_signal()?;
+    let stop = crate::drain::stop_signal()?;
     let dir = std::env::temp_dir().join(format!("torii-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let _cleanup = DemoDir(dir.clone());

@@ -1,6 +1,5 @@
 //! gRPC protocol helpers: status codes, `grpc-timeout`, request classification.
 
-pub mod health;
 pub mod status;
 pub mod timeout;
 

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 /// What a client sends first on an HTTP/2 cleartext connection.
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub use crate::http2::frame::PREFACE as H2_PREFACE;
 /// Largest ClientHello read for its SNI: Envoy's tls_inspector limit.
 /// Real ones are 200 B to 2 KiB (post-quantum key shares included); past
 /// this the connection is still TLS, just not routed by name.

@@ -21,15 +21,15 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::detect::{self, ClientHello, Detection, GiveUp, Protocol, Sniff};
-use super::prefixed::Prefixed;
 use super::{
     plaintext_on_tls_port, terminate_tls, tls_not_routed, tls_timeout, Listening, HANDSHAKE_TIMEOUT,
 };
 use crate::config::{DeclaredProtocol, ListenerProtocol};
 use crate::drain;
-use crate::http::proxy::ConnInfo;
-use crate::http::server::Serve;
-use crate::tcp::original_dst::{self, original_dst, OriginalDstError};
+use crate::net::original_dst::{self, original_dst, OriginalDstError};
+use crate::net::prefixed::Prefixed;
+use crate::proxy::ConnInfo;
+use crate::server::Serve;
 use crate::tcp::{self, Forward, Kind};
 use crate::telemetry::access_log::{self, Record};
 use crate::telemetry::metrics::DetectionLabels;

@@ -4,12 +4,10 @@
 
 pub mod detect;
 mod dispatch;
-pub mod prefixed;
 pub mod tls;
 pub mod tls_stream;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,31 +17,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::drain;
-use crate::http::proxy::{ConnInfo, ListenerRuntime};
-use crate::http::server::{HttpServers, Serve};
+use crate::proxy::{ConnInfo, ListenerRuntime};
+use crate::server::{HttpServers, Serve};
+use crate::telemetry::log_once::LogOnce;
 use crate::telemetry::metrics::ListenerLabels;
 
 /// Time a client has to send its first byte (TLS ClientHello) and to finish
 /// the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Logs a warning the first time each cause is seen, then only at debug
-/// level: one misconfigured client must not flood the log.
-#[derive(Default)]
-pub struct LogOnce(Mutex<HashSet<String>>);
-
-/// Causes remembered by a [`LogOnce`]; keys can name destinations, so the
-/// set is bounded (past it, everything logs at debug only).
-const LOG_ONCE_MAX_KEYS: usize = 4096;
-
-impl LogOnce {
-    pub fn first(&self, key: &str) -> bool {
-        self.0
-            .lock()
-            .map(|mut s| s.len() < LOG_ONCE_MAX_KEYS && s.insert(key.to_string()))
-            .unwrap_or(false)
-    }
-}
 
 /// A bound listener's settings as one connection sees them: taken when the
 /// connection is accepted. A reload stores a new snapshot for new

@@ -17,7 +17,7 @@ use rustls::{
 use x509_parser::extensions::GeneralName;
 
 use crate::config::{ClientAuth, SanPattern, ServerTls};
-use crate::http::proxy::TlsFacts;
+use crate::proxy::TlsFacts;
 
 /// Builds the rustls server configuration for a listener.
 pub fn server_config(tls: &ServerTls, listener: &str) -> Result<Arc<rustls::ServerConfig>, String> {

@@ -3,7 +3,6 @@
 //! not HTTP. Connect (with the cluster's failover), relay both ways with
 //! half-close and an idle timeout, say in plain words what went wrong.
 
-pub mod original_dst;
 pub mod relay;
 
 use std::net::SocketAddr;
@@ -11,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::listener::LogOnce;
+use crate::telemetry::log_once::LogOnce;
 use crate::telemetry::Metrics;
 use crate::upstream::ClusterRuntime;
 pub use relay::{relay, End, Relayed};

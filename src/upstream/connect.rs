@@ -16,18 +16,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::h2client::{self, H2Client};
+use crate::body::Body;
 use crate::config::{Cluster, UpstreamTls};
 use crate::error::{ErrorCode, ProxyError};
-use crate::http::body::Body;
 use crate::http2::Reason;
 
-/// HTTP/2 flow-control windows towards upstreams. They cap how many bytes
-/// one stream (and one connection) may have in flight unread: 1 MiB per
-/// stream lets a 4 MiB gRPC message move in a few round trips without
-/// letting one slow reader pin much memory; the connection window allows a
-/// handful of busy streams at full speed.
-pub const H2_STREAM_WINDOW: u32 = 1024 * 1024;
-pub const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+use crate::limits::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 
 /// The protocol spoken on one upstream connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,7 +182,7 @@ impl Connector {
         let _ = stream.set_nodelay(true);
         if let Ok(local) = stream.local_addr() {
             // Recognised if iptables redirects it back to torii (a loop).
-            crate::tcp::original_dst::note_own_connection(local, addr);
+            crate::net::original_dst::note_own_connection(local, addr);
         }
         Ok(stream)
     }

@@ -16,8 +16,8 @@ use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
-use crate::http::body::{Body, Received};
-use crate::http::h2::{H2Received, Pipe, Recorded};
+use crate::body::h2::{H2Received, Pipe, Recorded};
+use crate::body::{Body, Received};
 use crate::http2::client::{self, Client, Config};
 use crate::http2::{Error, Reason};
 

@@ -20,8 +20,8 @@ use tonic_health::pb::{
 use super::connect::{explain_h1_failure, explain_h2_failure, Wire};
 use super::pool::{Endpoint, Lease};
 use super::ClusterRuntime;
+use crate::body;
 use crate::config::{HealthCheck, HealthCheckType, UpstreamProtocol};
-use crate::http::body;
 
 /// Consecutive probe results for one endpoint.
 #[derive(Default)]
@@ -135,7 +135,7 @@ async fn exchange(
             .send_request(req)
             .await
             .map_err(|e| failed(&explain_h1_failure(&e, &first, ep.addr, name)))?
-            .map(crate::http::body::Received::H1),
+            .map(crate::body::Received::H1),
     };
     let status = resp.status();
     let collected = resp

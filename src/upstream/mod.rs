@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 
+use crate::body::Body;
 use crate::config::{Cluster, LbPolicy};
 use crate::error::{ErrorCode, ProxyError};
-use crate::http::body::Body;
 use crate::telemetry::metrics::EndpointLabels;
 use crate::telemetry::Metrics;
 use connect::Connector;

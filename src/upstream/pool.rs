@@ -13,8 +13,8 @@ use hyper::client::conn::http1;
 
 use super::connect::{Connected, Connector, FirstBytes, Wire};
 use super::h2client::H2Client;
+use crate::body::Body;
 use crate::error::{ErrorCode, ProxyError};
-use crate::http::body::Body;
 
 pub struct Endpoint {
     pub addr: SocketAddr,

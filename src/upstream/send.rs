@@ -12,9 +12,9 @@ use super::connect::{self, Wire};
 use super::h2client::{H2Client, SendError};
 use super::pool::{CountGuard, Endpoint, Lease};
 use super::{ClusterRuntime, ExchangeGuard, MAX_CONNECT_ATTEMPTS};
+use crate::body::h2::RECORD_LIMIT;
+use crate::body::{Body, Received};
 use crate::error::ProxyError;
-use crate::http::body::{Body, Received};
-use crate::http::h2::RECORD_LIMIT;
 use crate::http2::{Error as H2Error, Reason};
 use crate::telemetry::metrics::UpstreamErrorLabels;
 

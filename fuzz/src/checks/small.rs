@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use torii::config::Severity;
 use torii::grpc::timeout;
-use torii::http::path::normalize;
+use torii::proxy::path::normalize;
 
 fn unescape_but_slashes(s: &str) -> Vec<u8> {
     let b = s.as_bytes();

@@ -25,14 +25,20 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use super::body::Received;
-use super::h2::{H2Received, Pipe};
-use super::proxy::{ConnInfo, ListenerRuntime};
-use super::server::{MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE};
+use crate::body::h2::{H2Received, Pipe};
+use crate::body::Received;
 use crate::drain;
 use crate::http2::server::{Config, Respond, Server};
 use crate::http2::{Reason, RecvBody};
-use crate::upstream::connect::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
+use crate::limits::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
+use crate::proxy::{ConnInfo, ListenerRuntime};
+
+/// Concurrent streams one client connection may open. gRPC clients
+/// multiplex everything over one connection, so this is generous; a
+/// client above it gets REFUSED_STREAM for the extra stream only.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest request header block accepted (HTTP/2 SETTINGS and HTTP/1.1).
+pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 
 /// HTTP/2 PINGs to clients, so connections to vanished clients are closed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);

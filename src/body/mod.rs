@@ -2,6 +2,9 @@
 //! directions), [`Received`] for what arrives (from a client or an
 //! upstream, over HTTP/1.1 or HTTP/2).
 
+pub mod counting;
+pub mod h2;
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,8 +12,8 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 
-use super::h2::H2Received;
 use crate::error::BoxError;
+use h2::H2Received;
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 

@@ -2,6 +2,9 @@
 //! HTTP/1.1 and h2c on one port by looking at the preface, or the protocol
 //! ALPN chose. HTTP/1.1 is served by hyper, HTTP/2 by [`super::h2server`].
 
+pub mod coalesce;
+pub mod h2;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,19 +18,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::body::Received;
-use super::h2server;
 use super::proxy::{ConnInfo, ListenerRuntime};
-use crate::coalesce;
 use crate::drain;
-use crate::listener::detect::H2_PREFACE;
-use crate::listener::prefixed::Prefixed;
-
-/// Concurrent streams one client connection may open. gRPC clients
-/// multiplex everything over one connection, so this is generous; a
-/// client above it gets REFUSED_STREAM for the extra stream only.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
-/// Largest request header block accepted (HTTP/2 SETTINGS and HTTP/1.1).
-pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+use crate::http2::frame::PREFACE as H2_PREFACE;
+use crate::net::prefixed::Prefixed;
 
 /// Which protocol to serve on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +45,7 @@ impl HttpServers {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
-            .max_buf_size(MAX_HEADER_LIST_SIZE as usize * 2);
+            .max_buf_size(h2::MAX_HEADER_LIST_SIZE as usize * 2);
         HttpServers {
             h1,
             header_read_timeout,
@@ -91,7 +85,7 @@ impl HttpServers {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        h2server::serve(io, rt, conn, drain, self.header_read_timeout)
+        h2::serve(io, rt, conn, drain, self.header_read_timeout)
     }
 
     async fn serve_other<I>(
@@ -112,7 +106,7 @@ impl HttpServers {
             _ => (false, Prefixed::new(BytesMut::new(), io)),
         };
         if h2 {
-            h2server::serve(io, rt, conn, drain, self.header_read_timeout).await
+            h2::serve(io, rt, conn, drain, self.header_read_timeout).await
         } else {
             self.serve_h1(io, rt, conn, drain).await
         }

@@ -14,7 +14,7 @@ use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
-use super::body::Body;
+use super::Body;
 use crate::error::BoxError;
 use crate::http2::{Reason, RecvBody, SendBody};
 
@@ -93,7 +93,7 @@ impl Pipe {
 
     /// The body, with what the pipe has not taken from it yet.
     pub fn take_body(&mut self) -> Body {
-        std::mem::replace(&mut self.body, super::body::empty())
+        std::mem::replace(&mut self.body, super::empty())
     }
 
     fn poll_inner(&mut self, cx: &mut Context<'_>, mut record: Option<&mut Recorded>) -> Poll<()> {
@@ -287,7 +287,7 @@ mod tests {
         r.push(&Bytes::from_static(b"ab"), false);
         r.push(&Bytes::from_static(b"cd"), false);
         // Not ended: without the rest there is nothing whole to send.
-        let rest = super::super::body::full(Bytes::from_static(b"ef"));
+        let rest = super::super::full(Bytes::from_static(b"ef"));
         let (data, trailers) = whole(r.into_body(Some(rest)).expect("replayable")).await;
         assert_eq!(data, Bytes::from_static(b"abcdef"));
         assert!(trailers.is_none());
@@ -298,7 +298,7 @@ mod tests {
 
         let mut r = Recorded::default();
         r.push(&Bytes::from_static(b"ab"), true);
-        let rest = super::super::body::full(Bytes::from_static(b"never"));
+        let rest = super::super::full(Bytes::from_static(b"never"));
         let (data, _) = whole(r.into_body(Some(rest)).unwrap()).await;
         assert_eq!(
             data,

@@ -2,6 +2,13 @@
 //! health → normalise path → route → rewrite headers → upstream → stream back.
 //! Every failure on the way is answered by `respond`, in the client's protocol.
 
+pub mod grpc_health;
+pub mod headers;
+pub mod outcome;
+pub mod path;
+pub mod respond;
+pub mod response_body;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -13,20 +20,17 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use super::body::{self, Body, Received};
-use super::headers;
-use super::outcome::Outcome;
-use super::path;
-use super::response_body::ResponseBody;
+use crate::body::{self, Body, Received};
 use crate::config::{HeaderEdits, Listener, Route, RouteAction, UpstreamProtocol};
 use crate::error::{ErrorCode, ProxyError};
 use crate::grpc;
-use crate::respond;
 use crate::route::{self, RequestFacts};
 use crate::telemetry::access_log::AccessLogger;
 use crate::telemetry::Metrics;
 use crate::upstream::original::OriginalDestinations;
 use crate::upstream::{ClusterRuntime, Wire};
+use outcome::Outcome;
+use response_body::ResponseBody;
 
 /// What [`ListenerRuntime::prepare`] decided for a request.
 enum Step {
@@ -326,12 +330,12 @@ impl ListenerRuntime {
             (passthrough_route(), None, cluster?)
         } else {
             let Some(index) = found else {
-                if grpc_req && (path == grpc::health::CHECK || path == grpc::health::WATCH) {
+                if grpc_req && (path == grpc_health::CHECK || path == grpc_health::WATCH) {
                     outcome.routed = true;
                     outcome.http_status = 200;
                     outcome.grpc_status = Some(0);
                     return Ok(Step::Health {
-                        watch: path == grpc::health::WATCH,
+                        watch: path == grpc_health::WATCH,
                         body,
                         host: host.into_owned(),
                         headers: parts.headers,
@@ -418,7 +422,7 @@ impl ListenerRuntime {
             Some(_) => {
                 let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
                 outcome.bytes_in = Some(count.clone());
-                super::counting::Counting::new(body.boxed(), count).boxed_unsync()
+                crate::body::counting::Counting::new(body.boxed(), count).boxed_unsync()
             }
             None => body.boxed(),
         };
@@ -541,19 +545,19 @@ impl ListenerRuntime {
         host: String,
         headers: http::HeaderMap,
     ) -> Result<Response<Body>, ProxyError> {
-        let service = grpc::health::read_request(body)
+        let service = grpc_health::read_request(body)
             .await
             .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e))?;
         if watch {
             let me = self.clone();
             let ready = self.ready.clone();
-            Ok(grpc::health::watch(
+            Ok(grpc_health::watch(
                 move || me.service_health(&service, &host, &headers),
                 ready,
             ))
         } else {
             let verdict = self.service_health(&service, &host, &headers);
-            Ok(grpc::health::check(&service, verdict))
+            Ok(grpc_health::check(&service, verdict))
         }
     }
 
@@ -564,8 +568,8 @@ impl ListenerRuntime {
         service: &str,
         host: &str,
         headers: &http::HeaderMap,
-    ) -> grpc::health::Verdict {
-        use grpc::health::Verdict;
+    ) -> grpc_health::Verdict {
+        use grpc_health::Verdict;
         let ready = *self.ready.borrow();
         if service.is_empty() {
             return if ready {

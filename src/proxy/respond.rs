@@ -5,9 +5,9 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::grpc::status::{encode_message, Code};
-use crate::http::body::{self, Body};
 
 pub const X_TORII_ERROR: &str = "x-torii-error";
 

@@ -18,7 +18,7 @@ use super::body::Received;
 use super::outcome::Outcome;
 use crate::error::{BoxError, ErrorCode, ProxyError};
 use crate::grpc::status::{encode_message, Code};
-use crate::respond::X_TORII_ERROR;
+use crate::proxy::respond::X_TORII_ERROR;
 use crate::upstream::ExchangeGuard;
 
 pub struct ResponseBody {

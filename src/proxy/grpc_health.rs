@@ -14,9 +14,9 @@ use prost::Message;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
+use crate::body::Body;
 use crate::grpc::status::Code;
-use crate::http::body::Body;
-use crate::respond::grpc_trailers_only;
+use crate::proxy::respond::grpc_trailers_only;
 
 pub const CHECK: &str = "/grpc.health.v1.Health/Check";
 pub const WATCH: &str = "/grpc.health.v1.Health/Watch";
@@ -33,7 +33,7 @@ pub enum Verdict {
 }
 
 /// Reads the `HealthCheckRequest` (small; bounded).
-pub async fn read_request(body: crate::http::body::Received) -> Result<String, String> {
+pub async fn read_request(body: crate::body::Received) -> Result<String, String> {
     let bytes = Limited::new(body, 64 * 1024)
         .collect()
         .await
