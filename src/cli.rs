@@ -67,6 +67,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         log_format: LogFormat,
     },
+    /// Find gRPC pitfalls in Envoy, Kubernetes and Istio configs (files, directories, - for stdin).
+    #[command(after_help = LINT_AFTER_HELP)]
+    Lint {
+        /// YAML or JSON files, directories (read recursively) or - for standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// text (default), json (one object per finding) or sarif (SARIF 2.1.0).
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::lint::Format,
+    },
     /// Print the version.
     Version,
     /// Run the built-in echo gRPC service (for tests and benchmarks).
@@ -82,6 +92,12 @@ pub enum Command {
         workers: Option<usize>,
     },
 }
+
+const LINT_AFTER_HELP: &str = "\
+Exit code: 0 no pitfalls, 1 pitfalls found, 2 an input could not be read
+(the other inputs are still linted). Codes: grpc-upstream-http1, tls-no-alpn,
+stream-timeout, port-name-protocol, h2c-probe, port-protocol-undeclared,
+grpc-probe-no-health (README.md, \"Finding pitfalls before they bite\").";
 
 const SERVE_AFTER_HELP: &str = "\
 Reload: SIGHUP, or save the config file (its content is checked every 2 s;
@@ -135,6 +151,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Version => {
             println!("torii {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Command::Lint { files, format } => {
+            let code = crate::lint::run(
+                &files,
+                format,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
+            ExitCode::from(code)
         }
         Command::Check { config } => {
             let mut out = std::io::stdout();

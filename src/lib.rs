@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod heap;
 pub mod http;
 pub mod http2;
+pub mod lint;
 pub mod listener;
 pub mod respond;
 pub mod route;
