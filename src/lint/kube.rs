@@ -464,6 +464,7 @@ fn ingress(file: &str, node: &Node, out: &mut Vec<Finding>) {
     {
         return;
     }
+    let mut missing = Vec::new();
     for which in ["proxy-read-timeout", "proxy-send-timeout"] {
         let direction = if which == "proxy-read-timeout" {
             "the server sends nothing"
@@ -471,18 +472,13 @@ fn ingress(file: &str, node: &Node, out: &mut Vec<Finding>) {
             "the client sends nothing"
         };
         match annotations.entry(&format!("{NGINX}{which}")) {
-            None => out.push(finding(
-                file,
-                proto_key.pos,
-                "stream-timeout",
-                format!(
-                    "this Ingress sends gRPC through NGINX without a {which} annotation: a stream in which {direction} for 60s \
-                     (NGINX's default grpc timeout) is cut, and clients see UNAVAILABLE or 'stream terminated by RST_STREAM'"
-                ),
-                format!("add {NGINX}{which}: \"3600\" (seconds; longer than your quietest stream)"),
-            )),
+            None => missing.push(which),
             Some((key, value)) => {
-                if let Some(secs) = value.str().and_then(seconds_text).filter(|s| *s > 0.0 && *s < 3600.0) {
+                if let Some(secs) = value
+                    .str()
+                    .and_then(seconds_text)
+                    .filter(|s| *s > 0.0 && *s < 3600.0)
+                {
                     out.push(finding(
                         file,
                         key.pos,
@@ -496,6 +492,22 @@ fn ingress(file: &str, node: &Node, out: &mut Vec<Finding>) {
                 }
             }
         }
+    }
+    if !missing.is_empty() {
+        out.push(finding(
+            file,
+            proto_key.pos,
+            "stream-timeout",
+            format!(
+                "this Ingress sends gRPC through NGINX without {}: a stream that is quiet for 60s (NGINX's default) is cut, \
+                 and clients see UNAVAILABLE or 'stream terminated by RST_STREAM'",
+                missing.join(" and ")
+            ),
+            format!(
+                "add {} (seconds; longer than your quietest stream)",
+                missing.iter().map(|m| format!("{NGINX}{m}: \"3600\"")).collect::<Vec<_>>().join(" and ")
+            ),
+        ));
     }
 }
 
