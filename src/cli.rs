@@ -51,6 +51,9 @@ pub enum Command {
         /// The configuration file (YAML) to check, exactly as `serve` would load it.
         #[arg(short, long)]
         config: PathBuf,
+        /// Fail (exit 1) on warnings too, not only on errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// A one-command tour: TLS and plaintext listeners in front of a built-in gRPC service.
     Demo {
@@ -161,9 +164,9 @@ pub fn run(cli: Cli) -> ExitCode {
             );
             ExitCode::from(code)
         }
-        Command::Check { config } => {
+        Command::Check { config, strict } => {
             let mut out = std::io::stdout();
-            if crate::config::check(&config, &mut out) {
+            if crate::config::check_strict(&config, &mut out, strict) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -191,7 +194,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             for w in &loaded.warnings {
-                tracing::warn!("{w}");
+                tracing::warn!("{}", w.with_help());
             }
             let rt = match runtime(workers) {
                 Ok(rt) => rt,
