@@ -6,6 +6,7 @@ pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod drain;
 pub mod error;
 #[doc(hidden)]
