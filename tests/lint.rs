@@ -409,3 +409,43 @@ fn sarif_output_shape() {
     let index = results[0]["ruleIndex"].as_u64().unwrap() as usize;
     assert_eq!(rules[index]["id"], "tls-no-alpn");
 }
+
+/// Every fixture cut short at many places, and a few odd documents: the
+/// linter reports or skips, it never panics.
+#[test]
+fn truncated_and_odd_inputs_never_panic() {
+    let mut files = Vec::new();
+    let mut stack = vec![fixtures()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for cut in (0..text.len())
+            .step_by(11)
+            .filter(|c| text.is_char_boundary(*c))
+        {
+            let _ = lint::lint_texts(&[("cut.yaml".to_string(), text[..cut].to_string())]);
+        }
+    }
+    for odd in [
+        "- 1\n- 2\n",
+        "just a string",
+        "apiVersion: v1\nkind: Service\nspec: [1, 2]\n",
+        "apiVersion: v1\nkind: Service\nspec: {ports: [{port: x}, 443, {name: [1]}]}\n",
+        "apiVersion: apps/v1\nkind: Deployment\nspec: {template: {spec: {containers: [{args: [--http2_port], readinessProbe: {httpGet: {port: {a: 1}}}}]}}}\n",
+        "static_resources: {listeners: [{filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {route_config: {virtual_hosts: [{routes: [{route: {cluster: [x]}}]}]}}}]}]}]}\n",
+        "a: &x [*x]\n",
+        "? [complex, key]\n: value\n",
+        "resources: [1, {\"@type\": x}]\n",
+    ] {
+        let _ = lint::lint_texts(&[("odd.yaml".to_string(), odd.to_string())]);
+    }
+}
