@@ -206,15 +206,24 @@ fn kubernetes_rules() {
 fn istio_rules() {
     let report = lint(&["istio"]);
     let f = "istio/mesh.yaml";
+    let g = "istio/http-port-grpc.yaml";
     assert_eq!(
         found(&report),
         [
-            at(f, 12, 7, "port-name-protocol"),  // ServiceEntry 443 HTTP
+            // Service ports declared http in front of gRPC: a targetPort
+            // named grpc-api, a name saying grpc, a targetPort number that a
+            // Deployment names grpc. payments (DestinationRule UPGRADE),
+            // http-web and http-ui (web container ports) are fine.
+            at(g, 9, 7, "grpc-upstream-http1"),
+            at(g, 12, 7, "grpc-upstream-http1"),
+            at(g, 57, 9, "grpc-upstream-http1"),
+            at(f, 12, 7, "port-name-protocol"), // ServiceEntry 443 HTTP
             at(f, 33, 40, "port-name-protocol"), // Gateway 443 HTTP without tls
             at(f, 45, 28, "port-name-protocol"), // Sidecar egress 443 HTTP2
-            at(f, 66, 7, "stream-timeout"),      // VirtualService timeout to a gRPC Service
+            at(f, 66, 7, "stream-timeout"),     // VirtualService timeout to a gRPC Service
         ]
     );
+    assert!(report.findings[0].help.contains("h2UpgradePolicy: UPGRADE"));
 }
 
 #[test]

@@ -59,10 +59,14 @@ pub fn check(docs: &[Doc], out: &mut Vec<Finding>) {
         .iter()
         .filter(|d| d.kind == Kind::Kube("Service".into()))
         .collect();
+    let mesh = Mesh::of(docs);
     for doc in docs {
         let file = doc.file.as_str();
         match &doc.kind {
-            Kind::Kube(k) if k == "Service" => service(file, &doc.node, out),
+            Kind::Kube(k) if k == "Service" => {
+                service(file, &doc.node, out);
+                http_port_for_grpc(file, &doc.node, &mesh, out);
+            }
             Kind::Kube(k) if k == "Ingress" => ingress(file, &doc.node, out),
             Kind::Kube(_) => {
                 if let Some(pod) = pod_spec(&doc.node) {
@@ -100,6 +104,108 @@ pub fn check(docs: &[Doc], out: &mut Vec<Finding>) {
             }
             _ => {}
         }
+    }
+}
+
+/// What other documents say about Services: container ports named for
+/// gRPC, and hosts whose DestinationRule upgrades HTTP/1.1 to HTTP/2.
+struct Mesh<'a> {
+    grpc_container_ports: Vec<i64>,
+    upgraded_hosts: Vec<&'a str>,
+}
+
+impl<'a> Mesh<'a> {
+    fn of(docs: &'a [Doc]) -> Self {
+        let mut m = Mesh {
+            grpc_container_ports: Vec::new(),
+            upgraded_hosts: Vec::new(),
+        };
+        for doc in docs {
+            match &doc.kind {
+                Kind::Istio(k) if k == "DestinationRule" => {
+                    let spec = doc.node.get("spec");
+                    let upgrade = spec
+                        .and_then(|s| {
+                            s.at(&["trafficPolicy", "connectionPool", "http", "h2UpgradePolicy"])
+                        })
+                        .and_then(Node::str)
+                        == Some("UPGRADE");
+                    if let (true, Some(host)) = (upgrade, spec.and_then(|s| s.str_at("host"))) {
+                        m.upgraded_hosts
+                            .push(host.split('.').next().unwrap_or(host));
+                    }
+                }
+                Kind::Kube(_) => {
+                    let containers = pod_spec(&doc.node).and_then(|p| p.get("containers"));
+                    for c in containers.map_or(&[][..], Node::items) {
+                        for p in c.get("ports").map_or(&[][..], Node::items) {
+                            let grpc = p
+                                .str_at("name")
+                                .is_some_and(|n| n.to_ascii_lowercase().starts_with("grpc"));
+                            if let (true, Some(n)) =
+                                (grpc, p.get("containerPort").and_then(Node::int))
+                            {
+                                m.grpc_container_ports.push(n);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+}
+
+/// A Service port declared `http` (HTTP/1.1) in front of a gRPC server:
+/// the sidecars speak HTTP/1.1 to it, which a gRPC server cannot answer.
+fn http_port_for_grpc(file: &str, svc: &Node, mesh: &Mesh, out: &mut Vec<Finding>) {
+    let svc_name = svc
+        .get("metadata")
+        .and_then(|m| m.str_at("name"))
+        .unwrap_or("?");
+    if mesh.upgraded_hosts.contains(&svc_name) {
+        return;
+    }
+    for port in spec_items(svc, &["ports"]) {
+        let name = port.str_at("name").unwrap_or_default();
+        let (declared, at) = match port.entry("appProtocol") {
+            Some((k, v)) => (v.str().unwrap_or_default().to_ascii_lowercase(), k.pos),
+            None => (
+                name_protocol(name).unwrap_or_default().to_ascii_lowercase(),
+                port.key_pos("name").unwrap_or(port.pos),
+            ),
+        };
+        if declared != "http" {
+            continue;
+        }
+        let target = port.get("targetPort");
+        let evidence = if name.to_ascii_lowercase().contains("grpc") {
+            Some(format!("its name {name:?} says gRPC"))
+        } else if let Some(n) = target.and_then(Node::int) {
+            mesh.grpc_container_ports
+                .contains(&n)
+                .then(|| format!("its targetPort {n} is a container port named for gRPC"))
+        } else {
+            target
+                .and_then(Node::str)
+                .filter(|t| t.to_ascii_lowercase().starts_with("grpc"))
+                .map(|t| format!("its targetPort is the container port {t:?}"))
+        };
+        let Some(evidence) = evidence else { continue };
+        let number = port.get("port").and_then(Node::int).unwrap_or(0);
+        out.push(finding(
+            file,
+            at,
+            "grpc-upstream-http1",
+            format!(
+                "Service {svc_name:?} port {number} is declared http (HTTP/1.1), but {evidence}: Istio's sidecars then send HTTP/1.1 to a gRPC server, \
+                 and calls fail with 'upstream connect error or disconnect/reset before headers. reset reason: protocol error'"
+            ),
+            "declare the port as gRPC (a name starting with grpc-, or appProtocol: grpc), or set \
+             trafficPolicy.connectionPool.http.h2UpgradePolicy: UPGRADE in a DestinationRule for this host"
+                .into(),
+        ));
     }
 }
 
