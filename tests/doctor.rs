@@ -156,3 +156,38 @@ async fn a_certificate_about_to_expire_is_a_problem_even_when_all_else_works() {
         report.problems
     );
 }
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve() {
+    let opts = Options {
+        target: "no-such-host.invalid:443".into(),
+        ca: None,
+        cert: None,
+        key: None,
+        sni: None,
+        service: String::new(),
+        path: "/healthz".into(),
+        timeout: Duration::from_secs(5),
+        json: false,
+    };
+    let report = doctor::diagnose(&opts).await.unwrap();
+    assert!(!report.tcp.ok);
+    let error = report.tcp.error.as_deref().unwrap();
+    assert!(
+        error.contains("does not resolve") || error.contains("resolving"),
+        "{error}"
+    );
+    assert!(report.clients.iter().all(|c| c.works == Some(false)));
+    assert!(!report.ok);
+}
+
+#[test]
+fn targets_in_words() {
+    let bad = |t: &str| doctor::parse_target(t).unwrap_err();
+    assert!(bad("localhost").contains("needs a port"));
+    assert!(bad("grpc://x:1").contains("https://host"));
+    assert_eq!(
+        doctor::parse_target("https://localhost:8443/path").unwrap(),
+        ("localhost".to_string(), 8443, Some(Mode::Tls))
+    );
+}
