@@ -19,6 +19,7 @@ PY_PACKAGES=(
   pytest==9.2.0
   cryptography==50.0.2
   h2==4.4.1
+  jsonschema==4.25.1
 )
 VENV=.venv
 
@@ -61,6 +62,12 @@ if [ "${#peer_packages[@]}" -gt 0 ]; then
   apt_install "${peer_packages[@]}"
 fi
 
+# tests/blackbox/test_doctor.py: openssl s_server (a TLS server without ALPN).
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing openssl" >&2
+  apt_install openssl
+fi
+
 # The Node peer: @grpc/grpc-js and @grpc/proto-loader exactly as locked.
 node_peer=tests/peers/node
 if [ ! -d "$node_peer/node_modules/@grpc/grpc-js" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; then
@@ -82,6 +89,18 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "${PY_PACKAGES[*]}" ]; then
   echo "scripts/test.sh: installing ${PY_PACKAGES[*]}" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
   echo "${PY_PACKAGES[*]}" >"$stamp"
+fi
+
+# tests/blackbox/test_lint_sarif.py validates `torii lint --format sarif`
+# against the published SARIF 2.1.0 JSON schema. The schema is not kept in
+# the repository (OASIS terms); it is taken from an MIT-licensed npm package
+# that ships the final 2.1.0 schema, once, into the venv.
+sarif_schema="$VENV/sarif-schema-2.1.0.json"
+if [ ! -s "$sarif_schema" ]; then
+  sarif_tmp="$(mktemp -d)"
+  (cd "$sarif_tmp" && npm pack --silent @microsoft/jest-sarif@1.0.0-beta.0 >/dev/null && tar xzf ./*.tgz)
+  cp "$sarif_tmp/package/lib/schemas/sarif-2.1.0-rtm.5.json" "$sarif_schema"
+  rm -rf "$sarif_tmp"
 fi
 
 cargo build --all-targets

@@ -114,7 +114,7 @@ impl Running {
         let result = match crate::config::load_file(path) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
-                    tracing::warn!("{w}");
+                    tracing::warn!("{}", w.with_help());
                 }
                 self.apply(loaded.config).await
             }

@@ -52,6 +52,9 @@ pub enum Command {
         /// The configuration file (YAML) to check, exactly as `serve` would load it.
         #[arg(short, long)]
         config: PathBuf,
+        /// Fail (exit 1) on warnings too, not only on errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// A one-command tour: TLS and plaintext listeners in front of a built-in gRPC service.
     Demo {
@@ -69,6 +72,46 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         log_format: LogFormat,
     },
+    /// Find gRPC pitfalls in Envoy, Kubernetes and Istio configs (files, directories, - for stdin).
+    #[command(after_help = LINT_AFTER_HELP)]
+    Lint {
+        /// YAML or JSON files, directories (read recursively) or - for standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// text (default), json (one object per finding) or sarif (SARIF 2.1.0).
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::lint::Format,
+    },
+    /// Probe an endpoint as gRPC clients, browsers, curl and Kubernetes probes would, and say which work.
+    #[command(after_help = DOCTOR_AFTER_HELP)]
+    Doctor {
+        /// host:port, https://host[:port] or http://host[:port].
+        target: String,
+        /// PEM CA(s) to verify the server's certificate with (default: the system's).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Client certificate (PEM) for mutual TLS, with --key.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Client private key (PEM) for mutual TLS, with --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// The name sent in SNI and checked against the certificate (default: the target's host).
+        #[arg(long)]
+        sni: Option<String>,
+        /// The service asked in the grpc.health.v1 Check ("" = the server as a whole).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// The path the HTTP/1.1 probes GET (as a Kubernetes httpGet probe would).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// How long each probe may take, like 3s or 500ms.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// One JSON object instead of text, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
     /// Run the built-in echo gRPC service (for tests and benchmarks).
@@ -83,6 +126,23 @@ pub enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+}
+
+const LINT_AFTER_HELP: &str = "\
+Exit code: 0 no pitfalls, 1 pitfalls found, 2 an input could not be read
+(the other inputs are still linted). Codes: grpc-upstream-http1, tls-no-alpn,
+stream-timeout, port-name-protocol, h2c-probe, port-protocol-undeclared,
+grpc-probe-no-health (docs/pitfalls.md).";
+
+const DOCTOR_AFTER_HELP: &str = "\
+Exit code: 0 every client can use the endpoint, 1 a problem was found.
+Checks TCP, TLS (version, cipher, chain, SANs, expiry, ALPN offered
+h2,http/1.1 / h2 / http/1.1 and what was selected), gRPC health over HTTP/2
+(TLS or h2c), HTTP/1.1 and gRPC-Web, then judges grpcio/C-core, grpc-go,
+grpc-js, browsers (gRPC-Web), curl and Kubernetes httpGet and grpc probes.";
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::duration::parse(text).map_err(|e| e.to_string())
 }
 
 const SERVE_AFTER_HELP: &str = "\
@@ -152,9 +212,39 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("torii {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => {
+        Command::Doctor {
+            target,
+            ca,
+            cert,
+            key,
+            sni,
+            service,
+            path,
+            timeout,
+            json,
+        } => ExitCode::from(crate::doctor::run(crate::doctor::Options {
+            target,
+            ca,
+            cert,
+            key,
+            sni,
+            service,
+            path,
+            timeout,
+            json,
+        })),
+        Command::Lint { files, format } => {
+            let code = crate::lint::run(
+                &files,
+                format,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
+            ExitCode::from(code)
+        }
+        Command::Check { config, strict } => {
             let mut out = std::io::stdout();
-            if crate::config::check(&config, &mut out) {
+            if crate::config::check_strict(&config, &mut out, strict) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -182,7 +272,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             for w in &loaded.warnings {
-                tracing::warn!("{w}");
+                tracing::warn!("{}", w.with_help());
             }
             let rt = match runtime(workers) {
                 Ok(rt) => rt,

@@ -6,6 +6,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod drain;
 pub mod error;
 #[doc(hidden)]
@@ -14,6 +15,7 @@ pub mod grpc;
 pub mod heap;
 pub mod http2;
 pub mod limits;
+pub mod lint;
 pub mod listener;
 pub mod net;
 pub mod proxy;

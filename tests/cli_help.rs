@@ -48,7 +48,7 @@ fn undescribed_options(text: &str) -> Vec<String> {
 fn every_subcommand_and_option_is_described() {
     let top = help(&["-h"]);
     assert!(undescribed_options(&top).is_empty(), "{top}");
-    for sub in ["serve", "check", "demo", "version"] {
+    for sub in ["serve", "check", "demo", "version", "lint", "doctor"] {
         let text = String::from_utf8(
             torii()
                 .args([sub, "-h"])

@@ -240,16 +240,19 @@ listeners:
     let path = write(&dir, "torii.yaml", yaml);
     let (ok, lines) = check(&path);
     assert!(ok, "{lines:#?}");
-    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
     assert!(
-        lines[0].starts_with("torii.yaml:5:29: warning: certificate 1 in \"certs/expired.crt\""),
+        lines[0].starts_with(
+            "torii.yaml:5:29: warning[cert-expiry]: certificate 1 in \"certs/expired.crt\""
+        ),
         "{lines:#?}"
     );
     assert!(lines[0].contains("expired on 2002-01-01"), "{lines:#?}");
     assert_eq!(
-        lines[1],
-        "torii.yaml: OK (1 listener, 0 clusters, 0 routes)"
+        lines[2],
+        "torii.yaml: OK (1 listener, 0 clusters, 0 routes), 1 warning"
     );
+    assert!(lines[1].starts_with("help: renew it"), "{lines:#?}");
     let loaded = config::load_file(&path).unwrap();
     assert_eq!(loaded.warnings[0].severity, Severity::Warning);
 }

@@ -20,6 +20,7 @@ mod route;
 mod tls;
 mod traffic;
 mod validate;
+mod warnings;
 
 use std::io::Write;
 use std::path::Path;
@@ -58,6 +59,8 @@ pub fn load_file(path: &Path) -> Result<Loaded, Vec<Problem>> {
             column: 1,
             severity: Severity::Error,
             message: format!("cannot read the configuration file: {e}"),
+            code: None,
+            help: None,
         }]),
     }
 }
@@ -76,6 +79,9 @@ pub fn load_str(text: &str, file: &Path) -> Result<Loaded, Vec<Problem>> {
         };
         validate::config(raw, &mut cx, Some(file.to_path_buf()))
     });
+    if let Some(config) = &config {
+        warnings::pitfalls(config, &mut findings);
+    }
     if config.is_none() && !findings.has_errors() {
         // Every refusal reports why; this only guards against one that forgot.
         let message = "the configuration could not be loaded".to_string();
@@ -94,18 +100,31 @@ pub fn load_str(text: &str, file: &Path) -> Result<Loaded, Vec<Problem>> {
 /// What `torii check` prints: every problem, then a summary line. `true`
 /// when the file loads (warnings allowed).
 pub fn check(path: &Path, out: &mut dyn Write) -> bool {
+    check_strict(path, out, false)
+}
+
+/// `torii check [--strict]`: like [`check`]; with `strict`, warnings make
+/// it fail too. A warning with a pitfall code is followed by a `help:` line.
+pub fn check_strict(path: &Path, out: &mut dyn Write, strict: bool) -> bool {
     let file = path.display();
     let (ok, problems, summary) = match load_file(path) {
         Ok(loaded) => {
             let c = &loaded.config;
             let routes: usize = c.listeners.iter().map(|l| l.routes.len()).sum();
-            let summary = format!(
+            let mut summary = format!(
                 "{file}: OK ({}, {}, {})",
                 plural(c.listeners.len(), "listener"),
                 plural(c.clusters.len(), "cluster"),
                 plural(routes, "route"),
             );
-            (true, loaded.warnings, summary)
+            let warned = !loaded.warnings.is_empty();
+            if warned {
+                summary += &format!(", {}", plural(loaded.warnings.len(), "warning"));
+                if strict {
+                    summary += " (--strict: warnings fail the check)";
+                }
+            }
+            (!(strict && warned), loaded.warnings, summary)
         }
         Err(problems) => {
             let errors = problems
@@ -123,6 +142,9 @@ pub fn check(path: &Path, out: &mut dyn Write) -> bool {
     };
     for problem in &problems {
         let _ = writeln!(out, "{problem}");
+        if let Some(help) = &problem.help {
+            let _ = writeln!(out, "help: {help}");
+        }
     }
     let _ = writeln!(out, "{summary}");
     ok

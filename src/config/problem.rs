@@ -23,6 +23,11 @@ pub struct Problem {
     pub column: usize,
     pub severity: Severity,
     pub message: String,
+    /// A pitfall code shared with `torii lint` (`grpc-upstream-http1`…),
+    /// for warnings that have one.
+    pub code: Option<&'static str>,
+    /// The change to make, for warnings that have a code.
+    pub help: Option<String>,
 }
 
 impl fmt::Display for Severity {
@@ -38,16 +43,40 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.line, self.column, self.severity, self.message
-        )
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.severity
+        )?;
+        if let Some(code) = self.code {
+            write!(f, "[{code}]")?;
+        }
+        write!(f, ": {}", self.message)
     }
+}
+
+impl Problem {
+    /// The problem and, when it has one, the change to make, on one line
+    /// (for logs).
+    pub fn with_help(&self) -> String {
+        match &self.help {
+            Some(help) => format!("{self} (help: {help})"),
+            None => self.to_string(),
+        }
+    }
+}
+
+/// One problem while the stages run, before it is given its file.
+struct Found {
+    pos: Pos,
+    severity: Severity,
+    message: String,
+    code: Option<&'static str>,
+    help: Option<String>,
 }
 
 /// Collects problems by path while the stages run.
 pub struct Findings<'a> {
     index: &'a Index,
-    found: Vec<(Pos, Severity, String)>,
+    found: Vec<Found>,
 }
 
 impl<'a> Findings<'a> {
@@ -80,26 +109,54 @@ impl<'a> Findings<'a> {
     }
 
     pub fn at(&mut self, pos: Pos, severity: Severity, message: String) {
-        self.found.push((pos, severity, message));
+        self.found.push(Found {
+            pos,
+            severity,
+            message,
+            code: None,
+            help: None,
+        });
+    }
+
+    /// A warning with a pitfall code and the change to make, at the key
+    /// (`Target::Key`) or the value at `path`.
+    pub fn pitfall(
+        &mut self,
+        path: &str,
+        target: Target,
+        code: &'static str,
+        message: String,
+        help: String,
+    ) {
+        let pos = self.index.find(path, target);
+        self.found.push(Found {
+            pos,
+            severity: Severity::Warning,
+            message,
+            code: Some(code),
+            help: Some(help),
+        });
     }
 
     pub fn has_errors(&self) -> bool {
-        self.found.iter().any(|(_, s, _)| *s == Severity::Error)
+        self.found.iter().any(|f| f.severity == Severity::Error)
     }
 
     /// The problems, sorted by place in the file (stable: same place keeps
     /// the order found).
     pub fn into_problems(self, file: &str) -> Vec<Problem> {
         let mut found = self.found;
-        found.sort_by_key(|(pos, _, _)| *pos);
+        found.sort_by_key(|f| f.pos);
         found
             .into_iter()
-            .map(|(pos, severity, message)| Problem {
+            .map(|f| Problem {
                 file: file.to_string(),
-                line: pos.line,
-                column: pos.column,
-                severity,
-                message,
+                line: f.pos.line,
+                column: f.pos.column,
+                severity: f.severity,
+                message: f.message,
+                code: f.code,
+                help: f.help,
             })
             .collect()
     }
@@ -148,7 +205,17 @@ mod tests {
             column: 7,
             severity: Severity::Warning,
             message: "hm".into(),
+            code: None,
+            help: None,
         };
         assert_eq!(p.to_string(), "torii.yaml:3:7: warning: hm");
+        let coded = Problem {
+            code: Some("tls-no-alpn"),
+            ..p
+        };
+        assert_eq!(
+            coded.to_string(),
+            "torii.yaml:3:7: warning[tls-no-alpn]: hm"
+        );
     }
 }

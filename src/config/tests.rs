@@ -663,12 +663,12 @@ fn server_tls_warnings() {
     let w: Vec<String> = loaded.warnings.iter().map(|p| p.to_string()).collect();
     assert_eq!(w.len(), 2, "{w:#?}");
     assert!(
-        w[0].contains(":5:29: warning: certificate 1 in \"expired.crt\"")
+        w[0].contains(":5:29: warning[cert-expiry]: certificate 1 in \"expired.crt\"")
             && w[0].contains("expired on 2001-01-01"),
         "{w:#?}"
     );
     assert!(
-        w[1].contains(":6:13: warning: listeners[0].tls.alpn has no h2"),
+        w[1].contains(":6:13: warning[tls-no-alpn]: listeners[0].tls.alpn has no h2"),
         "{w:#?}"
     );
 }

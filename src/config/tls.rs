@@ -149,9 +149,12 @@ fn alpn(cx: &mut Ctx, path: &str, raw: Option<Vec<String>>) -> Option<Vec<Vec<u8
         }
     }
     if !list.iter().any(|p| p == "h2") {
-        cx.warning(
+        cx.findings.pitfall(
             path,
-            format!("{path} has no h2: gRPC clients need HTTP/2 and will fail to connect; add h2"),
+            super::locate::Target::Value,
+            "tls-no-alpn",
+            format!("{path} has no h2: gRPC clients need HTTP/2 and will fail to connect; Python, C++ and Ruby clients (C-core) say 'Cannot check peer: missing selected ALPN property'"),
+            "remove alpn (the default is [h2, http/1.1]) or put h2 first".into(),
         );
     }
     ok.then(|| list.into_iter().map(String::into_bytes).collect())
@@ -346,13 +349,16 @@ fn check_dates(cx: &mut Ctx, at: &str, written: &str, i: usize, der: &Certificat
     let now = x509_parser::time::ASN1Time::now();
     let subject = cert.subject().to_string();
     if now > validity.not_after {
-        cx.warning(
+        cx.findings.pitfall(
             at,
+            super::locate::Target::Value,
+            "cert-expiry",
             format!(
                 "certificate {} in {written:?} ({subject}) expired on {}; clients will refuse it",
                 i + 1,
                 validity.not_after.to_datetime().date()
             ),
+            "renew it and replace the file; torii picks up the new file without a restart".into(),
         );
     } else if now < validity.not_before {
         cx.warning(

@@ -607,7 +607,7 @@ impl ListenerRuntime {
 
     fn choose_wire(&self, cluster: &ClusterRuntime, grpc_req: bool, client: Version) -> Wire {
         match cluster.config.protocol {
-            UpstreamProtocol::Http1 => Wire::Http1,
+            UpstreamProtocol::Http1 => crate::upstream::http1_wire(grpc_req, &cluster.config.name),
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => Wire::Http2,
             UpstreamProtocol::Auto => {
                 // gRPC always needs HTTP/2; other requests go as the client

@@ -8,6 +8,8 @@ pub mod failures;
 pub mod h2client;
 pub mod health;
 pub mod original;
+pub mod pitfall;
+pub use pitfall::http1_wire;
 pub mod pool;
 mod send;
 pub use send::client_cancelled;
