@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 /// The stages, in the request's order, then the foundation (any order
 /// among themselves, but still no circles).
 const STAGES: &[&str] = &[
-    "main", "fuzzing", "cli", "demo", "app", "admin", "listener", "tcp", "server", "proxy",
-    "upstream", "body", "http2",
+    "main", "fuzzing", "cli", "lint", "doctor", "demo", "app", "admin", "listener", "tcp",
+    "server", "proxy", "upstream", "body", "http2",
 ];
 const FOUNDATION: &[&str] = &[
     "grpc",

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
+use super::context::{one_of, Ctx};
 use super::locate::join;
 use super::model::*;
+use super::patterns::valid_hostname;
 use super::problem::{did_you_mean, list};
 use super::raw::{RawCluster, RawKeepalive, RawUpstreamTls};
 use super::tls;
-use super::validate::{one_of, Ctx};
 
 /// Every cluster the file defines, valid or not: a route naming a cluster
 /// that exists but has problems is not reported again as "unknown".
@@ -223,20 +224,6 @@ pub fn endpoint(text: &str) -> Result<EndpointAddr, String> {
         host: host.to_string(),
         port,
     })
-}
-
-/// Letters, digits, `-`, `_` in dot-separated labels (IPv4 literals pass too).
-pub fn valid_hostname(host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        })
 }
 
 fn protocol(cx: &mut Ctx, path: &str, text: Option<&str>) -> Option<UpstreamProtocol> {

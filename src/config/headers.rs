@@ -4,11 +4,11 @@
 
 use http::{HeaderName, HeaderValue};
 
+use super::context::Ctx;
 use super::locate::join;
 use super::model::*;
+use super::patterns::regex;
 use super::raw::{RawHeaderEdits, RawHeaderMatch};
-use super::route::regex;
-use super::validate::Ctx;
 
 /// Connection-scoped headers: they describe one hop, torii manages them
 /// itself, and HTTP/2 forbids them outright.

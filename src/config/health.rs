@@ -1,12 +1,10 @@
 //! Cluster health settings: active checks and passive outlier detection;
 //! and the access log destination.
 
-use std::path::PathBuf;
-
+use super::context::{one_of, Ctx};
 use super::locate::join;
 use super::model::*;
 use super::raw::{RawHealthCheck, RawOutlierDetection};
-use super::validate::{one_of, Ctx};
 
 pub fn health_check(cx: &mut Ctx, path: &str, raw: RawHealthCheck) -> Option<HealthCheck> {
     let kind_path = join(path, "type");
@@ -174,16 +172,4 @@ pub fn outlier_detection(
         base_ejection_time: base,
         max_ejection_time: max,
     })
-}
-
-/// `access_log: stdout` (default) | `off` | a file path.
-pub fn access_log(cx: &mut Ctx, value: Option<&str>) -> AccessLog {
-    match value.map(str::trim) {
-        None | Some("stdout") | Some("-") => AccessLog::Stdout,
-        Some("off") | Some("") => AccessLog::Off,
-        Some(path) => {
-            let file: PathBuf = cx.file(path);
-            AccessLog::File(file)
-        }
-    }
 }

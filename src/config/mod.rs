@@ -8,15 +8,18 @@
 //! mistakes gets ten messages in one run.
 
 mod cluster;
+mod context;
 pub mod duration;
 mod headers;
 mod health;
 mod locate;
 pub mod model;
 mod parse;
+mod patterns;
 mod problem;
 mod raw;
 mod route;
+pub mod san;
 mod tls;
 mod traffic;
 mod validate;
@@ -28,9 +31,9 @@ use std::path::Path;
 pub use model::*;
 pub use problem::{Problem, Severity};
 
+use context::Ctx;
 use locate::Index;
 use problem::Findings;
-use validate::Ctx;
 
 /// A configuration that loaded, with what is worth a look but not fatal.
 #[derive(Debug, Clone)]

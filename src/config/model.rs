@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use super::tls::SanPattern;
+pub use super::san::SanPattern;
 use regex::Regex;
 
 /// ALPN a TLS listener advertises unless told otherwise. Both, because

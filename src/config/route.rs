@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use regex::Regex;
-
-use super::cluster::{valid_hostname, Clusters};
+use super::cluster::Clusters;
+use super::context::Ctx;
 use super::headers::{edits, header_match};
 use super::locate::join;
 use super::model::*;
+use super::patterns::{host_pattern, regex};
 use super::raw::{RawDirectResponse, RawMatch, RawRoute, RawWeightedCluster};
-use super::validate::Ctx;
 
 pub fn route(cx: &mut Ctx, path: &str, raw: RawRoute, clusters: &Clusters) -> Option<Route> {
     let match_at = join(path, "match");
@@ -244,27 +243,6 @@ fn path_match(cx: &mut Ctx, path: &str, raw: &RawMatch) -> Option<Option<PathMat
     }
 }
 
-pub fn regex(cx: &mut Ctx, at: &str, text: &str) -> Option<Regex> {
-    match Regex::new(text) {
-        Ok(re) => Some(re),
-        Err(e) => {
-            // The regex crate's message is a multi-line picture; keep its last line.
-            let why = e.to_string();
-            let why = why
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim_start_matches("error: ")
-                .to_string();
-            cx.error(
-                at,
-                format!("{at} {text:?} is not a valid regular expression: {why}"),
-            );
-            None
-        }
-    }
-}
-
 /// `(grpc_service, grpc_method)`: a `pkg.Service/Method` method is split so
 /// that the router compares the service and the bare method name.
 fn grpc(
@@ -313,46 +291,6 @@ fn valid_ident(s: &str) -> bool {
 
 fn valid_service(s: &str) -> bool {
     s.split('.').all(valid_ident)
-}
-
-/// `name` or `*.suffix`, lower-cased, without a `:port`.
-pub fn host_pattern(text: &str) -> Result<HostMatch, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let host = strip_port(&lower)?;
-    if host == "*" {
-        return Err("to match any host, leave host out".into());
-    }
-    if let Some(suffix) = host.strip_prefix("*.") {
-        return if valid_hostname(suffix) {
-            Ok(HostMatch::Suffix(format!(".{suffix}")))
-        } else {
-            Err(format!(
-                "{suffix:?} after \"*.\" is not a valid domain name"
-            ))
-        };
-    }
-    if host.contains('*') {
-        return Err("a wildcard must be the whole first label, like *.example.com".into());
-    }
-    if host.starts_with('[') || valid_hostname(host) {
-        Ok(HostMatch::Exact(host.trim_end_matches('.').to_string()))
-    } else {
-        Err("not a valid host name: write a name like api.example.com or *.example.com".into())
-    }
-}
-
-fn strip_port(host: &str) -> Result<&str, String> {
-    if host.starts_with('[') {
-        let end = host
-            .find(']')
-            .ok_or("an IPv6 address needs its closing bracket")?;
-        return Ok(&host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.parse::<u16>().is_ok() => Ok(name),
-        Some(_) => Err("a host is a name, optionally with a numeric :port".into()),
-        None => Ok(host),
-    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::cluster::{valid_hostname, Clusters};
+use super::cluster::Clusters;
+use super::context::{one_of, Ctx};
 use super::locate::join;
 use super::model::*;
+use super::patterns::valid_hostname;
 use super::raw::{RawListener, RawPassthrough, RawPortMap, RawTcp};
-use super::validate::{one_of, Ctx};
 
 /// Checks the traffic keys of the listener at `path`. `protocol` is the
 /// validated `protocol:` (None when it was invalid: cross-checks that need

@@ -5,89 +5,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
+use super::context::{one_of, Ctx};
 use super::locate::join;
 use super::model::*;
-use super::problem::Findings;
 use super::raw::{RawAdmin, RawConfig, RawListener};
-use super::{cluster, duration, route, tls, traffic};
-
-/// What every check needs: where to report, and where relative files are.
-pub struct Ctx<'f, 'i> {
-    pub findings: &'f mut Findings<'i>,
-    pub base: &'f Path,
-    /// Every file read so far (certificates, keys, CAs): watched for changes.
-    pub files: Vec<PathBuf>,
-}
-
-impl Ctx<'_, '_> {
-    pub fn error(&mut self, path: &str, message: impl Into<String>) {
-        self.findings.error(path, message);
-    }
-
-    pub fn key_error(&mut self, path: &str, message: impl Into<String>) {
-        self.findings.key_error(path, message);
-    }
-
-    pub fn warning(&mut self, path: &str, message: impl Into<String>) {
-        self.findings.warning(path, message);
-    }
-
-    /// A file named in the config, resolved against the config's directory.
-    pub fn file(&self, written: &str) -> PathBuf {
-        self.base.join(written)
-    }
-
-    /// The value of a required field, or a problem saying it is missing.
-    pub fn required<'r>(
-        &mut self,
-        path: &str,
-        value: &'r Option<String>,
-        hint: &str,
-    ) -> Option<&'r str> {
-        match value.as_deref().map(str::trim) {
-            Some(v) if !v.is_empty() => Some(v),
-            Some(_) => {
-                self.error(path, format!("{path} is empty; {hint}"));
-                None
-            }
-            None => {
-                self.error(path, format!("{path} is missing; {hint}"));
-                None
-            }
-        }
-    }
-
-    /// A duration field: its default when absent, a problem when malformed
-    /// (or zero where zero makes no sense).
-    pub fn duration(
-        &mut self,
-        path: &str,
-        value: &Option<String>,
-        default: Option<Duration>,
-        nonzero: bool,
-    ) -> Option<Option<Duration>> {
-        let Some(text) = value else {
-            return Some(default);
-        };
-        match duration::parse(text) {
-            Ok(d) if nonzero && d.is_zero() => {
-                self.error(
-                    path,
-                    format!("{path} is zero; it must be longer than that, like 1s"),
-                );
-                None
-            }
-            Ok(d) => Some(Some(d)),
-            Err(e) => {
-                self.error(path, format!("{path}: {e}"));
-                None
-            }
-        }
-    }
-}
+use super::{cluster, route, tls, traffic};
 
 /// Checks the whole file. `None` if any error was reported.
 pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<Config> {
@@ -98,7 +22,7 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
         false,
     );
     let admin = raw.admin.as_ref().map(|a| admin(cx, a));
-    let access_log = super::health::access_log(cx, raw.access_log.as_deref());
+    let access_log = access_log(cx, raw.access_log.as_deref());
     let clusters = cluster::clusters(cx, raw.clusters.unwrap_or_default());
     let listeners = listeners(cx, raw.listeners, &clusters);
     let config = Config {
@@ -294,14 +218,14 @@ pub fn socket_addr(cx: &mut Ctx, path: &str, text: &str) -> Option<SocketAddr> {
     None
 }
 
-/// `"x" is not a valid {path}; write one of: a, b, c` (+ a suggestion).
-pub fn one_of(path: &str, value: &str, allowed: &[&str]) -> String {
-    let mut message = format!(
-        "{path} {value:?} is not one of the allowed values; write one of: {}",
-        allowed.join(", ")
-    );
-    if let Some(near) = super::problem::did_you_mean(value, allowed.iter().copied()) {
-        message += &format!(" (did you mean {near:?}?)");
+/// `access_log: stdout` (default) | `off` | a file path.
+pub fn access_log(cx: &mut Ctx, value: Option<&str>) -> AccessLog {
+    match value.map(str::trim) {
+        None | Some("stdout") | Some("-") => AccessLog::Stdout,
+        Some("off") | Some("") => AccessLog::Off,
+        Some(path) => {
+            let file: PathBuf = cx.file(path);
+            AccessLog::File(file)
+        }
     }
-    message
 }
