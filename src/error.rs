@@ -27,13 +27,16 @@ pub enum ErrorCode {
     /// its stream, or broke HTTP/2 rules on it and torii reset it): no
     /// fault of the upstream's.
     ClientCancelled,
+    /// Plaintext HTTP arrived on a TLS listener: answered in words, before
+    /// any request exists (so not in the access log).
+    PlaintextOnTlsPort,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -48,6 +51,7 @@ impl ErrorCode {
         ErrorCode::NoHealthyUpstream,
         ErrorCode::DeadlineExceeded,
         ErrorCode::ClientCancelled,
+        ErrorCode::PlaintextOnTlsPort,
         ErrorCode::Internal,
     ];
 
@@ -67,6 +71,7 @@ impl ErrorCode {
             ErrorCode::NoHealthyUpstream => "no_healthy_upstream",
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::ClientCancelled => "client_cancelled",
+            ErrorCode::PlaintextOnTlsPort => "plaintext_on_tls_port",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -88,7 +93,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::NoRoute => 404,
-            ErrorCode::InvalidPath | ErrorCode::BadRequest => 400,
+            ErrorCode::InvalidPath | ErrorCode::BadRequest | ErrorCode::PlaintextOnTlsPort => 400,
             ErrorCode::UpstreamProtocolMismatch
             | ErrorCode::UpstreamReset
             | ErrorCode::UpstreamTlsFailed => 502,
@@ -118,6 +123,7 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::NoHealthyUpstream
     | ErrorCode::DeadlineExceeded
     | ErrorCode::ClientCancelled
+    | ErrorCode::PlaintextOnTlsPort
     | ErrorCode::Internal => {}
 };
 

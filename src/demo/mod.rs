@@ -6,6 +6,7 @@
 //! the test backends: every connection runs in a task owned by its server's
 //! accept task, so aborting a server closes all of its connections.
 
+#[cfg(feature = "test-util")]
 pub mod backends;
 pub mod certs;
 pub mod connector;

@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::drain;
+use crate::error::{ErrorCode, ProxyError};
+use crate::proxy::respond;
 use crate::proxy::{ConnInfo, ListenerRuntime};
 use crate::server::{HttpServers, Serve};
 use crate::telemetry::log_once::LogOnce;
@@ -251,12 +253,7 @@ async fn plaintext_on_tls_port<I>(
             };
             h2c_refusal(first)
         } else if http {
-            let body = "This port expects TLS: the client sent plaintext HTTP. Use https:// (or TLS credentials for gRPC).\n";
-            format!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-torii-error: plaintext_on_tls_port\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
+            http1_refusal()
         } else {
             return;
         };
@@ -324,6 +321,39 @@ fn first_headers(seen: &[u8]) -> Option<Option<FirstRequest>> {
     None
 }
 
+/// torii's answer to a plaintext HTTP/1.x client on a TLS port: a readable
+/// 400 through the failure's one door, written as bytes (no HTTP/1.1
+/// server runs here).
+fn http1_refusal() -> Vec<u8> {
+    let err = ProxyError::new(
+        ErrorCode::PlaintextOnTlsPort,
+        "This port expects TLS: the client sent plaintext HTTP. Use https:// (or TLS credentials for gRPC).",
+    );
+    let resp = respond::error_response(&err, false);
+    // As the response's body says it (respond::text_response).
+    let body = format!("{}\n", err.message);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        resp.status().as_str(),
+        resp.status().canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in resp.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out
+}
+
 /// torii's answer to a plaintext HTTP/2 client on a TLS port: its first
 /// request answered in its own terms — gRPC gets UNAVAILABLE with
 /// [`H2C_ON_TLS_PORT`] as grpc-message (a trailers-only response), other
@@ -334,7 +364,6 @@ fn first_headers(seen: &[u8]) -> Option<Option<FirstRequest>> {
 /// their deadline). Without a readable request: the GOAWAY alone.
 fn h2c_refusal(first: Option<FirstRequest>) -> Vec<u8> {
     use crate::http2::hpack::{Encoder, Name};
-    use http::{HeaderName, HeaderValue};
     fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
         out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
         out.extend_from_slice(&[kind, flags]);
@@ -344,26 +373,16 @@ fn h2c_refusal(first: Option<FirstRequest>) -> Vec<u8> {
     let mut out = Vec::new();
     let last = first.as_ref().map_or(0, |f| f.stream);
     if let Some(req) = first {
+        // The failure's one door: the same status and fields any other
+        // failure gets, written here as frames (no HTTP/2 server runs).
+        let err = ProxyError::new(ErrorCode::PlaintextOnTlsPort, H2C_ON_TLS_PORT);
+        let resp = respond::error_response(&err, req.grpc);
         let mut enc = Encoder::new();
         let mut block = Vec::new();
         enc.begin_block(&mut block);
-        let status: &[u8] = if req.grpc { b"200" } else { b"400" };
-        enc.encode_pseudo(Name::Status, status, &mut block);
-        let mut fields = vec![("x-torii-error", "plaintext_on_tls_port".to_string())];
-        if req.grpc {
-            fields.push(("content-type", "application/grpc".into()));
-            fields.push(("grpc-status", "14".into()));
-            fields.push((
-                "grpc-message",
-                crate::grpc::status::encode_message(H2C_ON_TLS_PORT),
-            ));
-        } else {
-            fields.push(("content-type", "text/plain; charset=utf-8".into()));
-        }
-        for (name, value) in fields {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                enc.encode_header(&HeaderName::from_static(name), &v, &mut block);
-            }
+        enc.encode_pseudo(Name::Status, resp.status().as_str().as_bytes(), &mut block);
+        for (name, value) in resp.headers() {
+            enc.encode_header(name, value, &mut block);
         }
         if req.grpc {
             // END_STREAM | END_HEADERS: a trailers-only response.

@@ -4,6 +4,7 @@
 //! the cluster its routes lead to has an available endpoint.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -14,9 +15,13 @@ use prost::Message;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::body::Body;
+use super::ListenerRuntime;
+use crate::body::{Body, Received};
+use crate::config::RouteAction;
+use crate::error::{ErrorCode, ProxyError};
 use crate::grpc::status::Code;
 use crate::proxy::respond::grpc_trailers_only;
+use crate::route::{self, RequestFacts};
 
 pub const CHECK: &str = "/grpc.health.v1.Health/Check";
 pub const WATCH: &str = "/grpc.health.v1.Health/Watch";
@@ -151,4 +156,69 @@ where
                 .boxed_unsync(),
         )
         .expect("static response")
+}
+
+impl ListenerRuntime {
+    /// torii's own `grpc.health.v1.Health` for requests no route takes.
+    pub(super) async fn serve_health(
+        self: &Arc<Self>,
+        watch: bool,
+        body: Received,
+        host: String,
+        headers: http::HeaderMap,
+    ) -> Result<Response<Body>, ProxyError> {
+        let service = read_request(body)
+            .await
+            .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e))?;
+        if watch {
+            let me = self.clone();
+            let ready = self.ready.clone();
+            Ok(self::watch(
+                move || me.service_health(&service, &host, &headers),
+                ready,
+            ))
+        } else {
+            let verdict = self.service_health(&service, &host, &headers);
+            Ok(check(&service, verdict))
+        }
+    }
+
+    /// "" is torii itself; a service is as healthy as the cluster its
+    /// route on this listener leads to.
+    fn service_health(&self, service: &str, host: &str, headers: &http::HeaderMap) -> Verdict {
+        use Verdict;
+        let ready = *self.ready.borrow();
+        if service.is_empty() {
+            return if ready {
+                Verdict::Serving
+            } else {
+                Verdict::NotServing
+            };
+        }
+        let path = format!("/{service}/Check");
+        let facts = RequestFacts {
+            host,
+            path: &path,
+            headers,
+            grpc: Some((service, "Check")),
+        };
+        let Some(route) = route::find(&self.config.routes, &facts) else {
+            return Verdict::Unknown;
+        };
+        let cluster_ok = |name: &str| {
+            self.clusters
+                .get(name)
+                .is_some_and(|c| c.endpoints().iter().any(|e| e.available()))
+        };
+        let ok = match &route.action {
+            RouteAction::Direct { .. } => true,
+            RouteAction::Cluster(c) => cluster_ok(&c.name),
+            RouteAction::Weighted(list) => list.iter().any(|(c, _)| cluster_ok(&c.name)),
+        };
+        if ok && ready {
+            Verdict::Serving
+        } else {
+            Verdict::NotServing
+        }
+    }
 }

@@ -19,6 +19,17 @@ const HOP_BY_HOP: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 
+/// A route's `request_headers` / `response_headers`: removals, then
+/// additions (which replace any value already there).
+pub fn apply_edits(h: &mut HeaderMap, edits: &crate::config::HeaderEdits) {
+    for name in &edits.remove {
+        h.remove(name);
+    }
+    for (name, value) in &edits.add {
+        h.insert(name.clone(), value.clone());
+    }
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names, and any `te` value other than `trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -1,9 +1,16 @@
-//! The one place where a failure becomes a response, in the client's own
-//! protocol: gRPC clients get HTTP 200 trailers-only with `grpc-status` and a
-//! plain-words `grpc-message`; everyone else an HTTP status with a one-line
-//! body. Both carry `x-torii-error` with the stable reason code.
+//! The one door every failure a client sees goes through, in the client's
+//! own protocol, whether the response head has gone out or not:
+//! - before the head, [`error_response`]: gRPC clients get HTTP 200
+//!   trailers-only with `grpc-status` and a plain-words `grpc-message`;
+//!   everyone else an HTTP status with a one-line body;
+//! - after the head (the upstream failed mid-stream, the deadline passed),
+//!   [`error_trailers`]: the same gRPC status fields as trailers;
+//! - on a TLS port that got plaintext, before any request exists, the
+//!   listener writes [`error_response`]'s status, fields and text itself.
+//!
+//! All carry `x-torii-error` with the stable reason code.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::error::ProxyError;
@@ -23,6 +30,19 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
     }
 }
 
+/// The trailers that end a response whose head already went out, when
+/// torii fails it: the gRPC status for `err`, and its reason code.
+pub fn error_trailers(err: &ProxyError) -> HeaderMap {
+    let mut t = HeaderMap::new();
+    grpc_status_fields(
+        &mut t,
+        err.code.grpc_code(),
+        &err.message,
+        Some(HeaderValue::from_static(err.code.as_str())),
+    );
+    t
+}
+
 /// A gRPC trailers-only response: status and message in the headers block.
 pub fn grpc_trailers_only(
     status: Code,
@@ -35,6 +55,18 @@ pub fn grpc_trailers_only(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
+    grpc_status_fields(h, status, message, torii_error);
+    resp
+}
+
+/// `grpc-status`, `grpc-message` (percent-encoded, left out when empty)
+/// and `x-torii-error`: in a trailers-only head or in trailers alike.
+fn grpc_status_fields(
+    h: &mut HeaderMap,
+    status: Code,
+    message: &str,
+    torii_error: Option<HeaderValue>,
+) {
     h.insert(crate::grpc::GRPC_STATUS, status.as_header());
     if !message.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&encode_message(message)) {
@@ -44,7 +76,6 @@ pub fn grpc_trailers_only(
     if let Some(code) = torii_error {
         h.insert(X_TORII_ERROR, code);
     }
-    resp
 }
 
 /// A plain-text response with a one-line body.

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use super::body::Received;
 use super::outcome::Outcome;
+use super::respond;
+use crate::body::Received;
 use crate::error::{BoxError, ErrorCode, ProxyError};
-use crate::grpc::status::{encode_message, Code};
-use crate::proxy::respond::X_TORII_ERROR;
+use crate::grpc::status::Code;
 use crate::upstream::ExchangeGuard;
 
 pub struct ResponseBody {
@@ -72,22 +72,12 @@ impl ResponseBody {
             let code = err.code.grpc_code();
             self.outcome.grpc_status = Some(code.as_i32());
             self.outcome.record();
-            Poll::Ready(Some(Ok(Frame::trailers(error_trailers(code, &err)))))
+            Poll::Ready(Some(Ok(Frame::trailers(respond::error_trailers(&err)))))
         } else {
             self.outcome.record();
             Poll::Ready(Some(Err(Box::new(err))))
         }
     }
-}
-
-fn error_trailers(code: Code, err: &ProxyError) -> HeaderMap {
-    let mut t = HeaderMap::new();
-    t.insert(crate::grpc::GRPC_STATUS, code.as_header());
-    if let Ok(v) = HeaderValue::from_str(&encode_message(&err.message)) {
-        t.insert(crate::grpc::GRPC_MESSAGE, v);
-    }
-    t.insert(X_TORII_ERROR, HeaderValue::from_static(err.code.as_str()));
-    t
 }
 
 fn grpc_status_of(h: &HeaderMap) -> Option<i32> {

@@ -1,0 +1,86 @@
+//! Phase 12, forward: the request goes to the cluster (which picks an
+//! endpoint, connects or reuses a connection, and fails over where the
+//! request was never processed), within the deadline. An `auto` cluster
+//! whose upstream turns out to speak only HTTP/1.1 gets the request again
+//! over HTTP/1.1, and HTTP/1.1 from then on. Retry policies will go here.
+
+use http::{Request, Response};
+
+use super::outcome::Outcome;
+use super::response::Answering;
+use super::upstream_request::to_http1;
+use super::{Forward, ListenerRuntime};
+use crate::body::{self, Body};
+use crate::error::{ErrorCode, ProxyError};
+use crate::upstream::Wire;
+
+impl ListenerRuntime {
+    /// Sends a prepared request upstream and makes the client's response
+    /// of the upstream's. `slot` holds the request's outcome until the
+    /// response body takes it.
+    pub(super) async fn forward(
+        &self,
+        fwd: Forward,
+        grpc_req: bool,
+        slot: &mut Option<Outcome>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let Forward {
+            req,
+            cluster,
+            route,
+            wire,
+            client_version,
+            limit,
+            limit_err,
+            retry_parts,
+        } = fwd;
+        // The endpoint tried last: a failed request's `upstream` in the log.
+        let mut endpoint = None;
+        let send = cluster.send_noting(req, wire, &mut endpoint);
+        let result = match limit {
+            Some(d) => tokio::time::timeout(d, send).await.ok(),
+            None => Some(send.await),
+        };
+        if let (Some(Err(_)) | None, Some(o)) = (&result, slot.as_mut()) {
+            o.upstream = endpoint;
+        }
+        let Some(result) = result else {
+            return Err(limit_err);
+        };
+        let (resp, guard) = match result {
+            Ok(ok) => ok,
+            Err(e) if e.code == ErrorCode::UpstreamProtocolMismatch => {
+                let Some(retry) = retry_parts else {
+                    return Err(e);
+                };
+                // An HTTP/1.1-only upstream behind `protocol: auto`: plain HTTP
+                // requests fall back to HTTP/1.1 from now on.
+                cluster
+                    .h2_refused
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    cluster = cluster.config.name.as_str(),
+                    "upstream does not speak h2c; using HTTP/1.1 for its non-gRPC requests"
+                );
+                let mut p = *retry;
+                to_http1(&mut p);
+                let req = Box::new(Request::from_parts(p, body::empty()));
+                let mut endpoint = None;
+                let sent = Box::pin(cluster.send_noting(req, Wire::Http1, &mut endpoint)).await;
+                if let (Err(_), Some(o)) = (&sent, slot.as_mut()) {
+                    o.upstream = endpoint;
+                }
+                sent?
+            }
+            Err(e) => return Err(e),
+        };
+        let answering = Answering {
+            cluster: &cluster,
+            route,
+            client_version,
+            limit,
+            limit_err,
+        };
+        Ok(self.response(resp, guard, answering, grpc_req, slot))
+    }
+}

@@ -1,0 +1,83 @@
+//! Phase 3, normalize: the path as routes compare it (dot segments,
+//! percent-encoding; encoded slashes refused unless allowed), the
+//! authority the client named, and the gRPC service and method.
+
+use std::borrow::Cow;
+
+use http::header;
+use http::request::Parts;
+use http::uri::Authority;
+use http::{HeaderValue, Uri};
+
+use super::outcome::Outcome;
+use super::path;
+use crate::error::{ErrorCode, ProxyError};
+use crate::grpc;
+
+/// The request as routing reads it. Borrows the request's URI and
+/// authority (cheap clones the caller holds, so that the request's parts
+/// can be rewritten meanwhile): nothing is copied for a request whose path
+/// and host are already in normal form.
+pub(super) struct Normalized<'u> {
+    pub path: Cow<'u, str>,
+    pub authority: Option<&'u str>,
+    /// Lower-cased, without port; empty when the request named none.
+    pub host: Cow<'u, str>,
+}
+
+impl Normalized<'_> {
+    /// `(service, method)` for a gRPC request with a well-formed path.
+    pub fn grpc_names(&self, grpc_req: bool) -> Option<(&str, &str)> {
+        grpc_req.then(|| grpc::split_path(&self.path)).flatten()
+    }
+}
+
+pub(super) fn normalize<'u>(
+    uri: &'u Uri,
+    authority: Option<&'u RequestAuthority>,
+    allow_encoded_slashes: bool,
+    grpc_req: bool,
+    outcome: &mut Outcome,
+) -> Result<Normalized<'u>, ProxyError> {
+    let path = path::normalize(uri.path(), allow_encoded_slashes)
+        .map_err(|e| ProxyError::new(ErrorCode::InvalidPath, e.to_string()))?;
+    let authority = authority.map(RequestAuthority::as_str);
+    let host = crate::route::normalize_host(authority.unwrap_or(""));
+    let n = Normalized {
+        path,
+        authority,
+        host,
+    };
+    if let Some((service, _)) = n.grpc_names(grpc_req) {
+        outcome.grpc = Some(grpc::GrpcName::split(uri, &n.path, service.len()));
+    }
+    Ok(n)
+}
+
+/// `:authority` for HTTP/2, `Host` for HTTP/1.1: shared with the request
+/// (no copy), and kept while the request is rewritten.
+pub(super) enum RequestAuthority {
+    Uri(Authority),
+    Host(HeaderValue),
+}
+
+impl RequestAuthority {
+    pub fn as_str(&self) -> &str {
+        match self {
+            RequestAuthority::Uri(a) => a.as_str(),
+            // Only visible ASCII is kept (see request_authority).
+            RequestAuthority::Host(v) => v.to_str().unwrap_or_default(),
+        }
+    }
+}
+
+pub(super) fn request_authority(parts: &Parts) -> Option<RequestAuthority> {
+    if let Some(a) = parts.uri.authority() {
+        return Some(RequestAuthority::Uri(a.clone()));
+    }
+    parts
+        .headers
+        .get(header::HOST)
+        .filter(|v| v.to_str().is_ok())
+        .map(|v| RequestAuthority::Host(v.clone()))
+}

@@ -1,0 +1,88 @@
+//! Phase 13, response: the upstream's answer becomes the client's —
+//! hop-by-hop headers dropped, the route's response header edits, the
+//! client's HTTP version; passive health hears a gateway error or
+//! UNAVAILABLE (a gRPC stream's verdict waits for its trailers); and the
+//! body streams back through [`ResponseBody`], which keeps the deadline and
+//! turns a failure after the head into trailers the client can read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Response, Version};
+use http_body_util::BodyExt;
+
+use super::headers::{self, apply_edits};
+use super::outcome::Outcome;
+use super::response_body::ResponseBody;
+use super::ListenerRuntime;
+use crate::body::{Body, Received};
+use crate::error::ProxyError;
+use crate::grpc;
+use crate::upstream::{ClusterRuntime, ExchangeGuard};
+
+/// What answering the client needs from the request's forwarding.
+pub(super) struct Answering<'c> {
+    pub cluster: &'c Arc<ClusterRuntime>,
+    /// The route's place in the listener's routes; None: the passthrough.
+    pub route: Option<usize>,
+    pub client_version: Version,
+    pub limit: Option<Duration>,
+    pub limit_err: ProxyError,
+}
+
+impl ListenerRuntime {
+    pub(super) fn response(
+        &self,
+        resp: Response<Received>,
+        guard: ExchangeGuard,
+        a: Answering<'_>,
+        grpc_req: bool,
+        slot: &mut Option<Outcome>,
+    ) -> Response<Body> {
+        let outcome = slot.as_mut().expect("the outcome is taken only on success");
+        outcome.upstream = Some(guard.ep.addr);
+        let (mut rparts, rbody) = resp.into_parts();
+        if rparts.version != Version::HTTP_2 {
+            // As for requests: an HTTP/2 head has none (see upstream_request).
+            headers::strip_hop_by_hop(&mut rparts.headers);
+        }
+        if let Some(i) = a.route {
+            apply_edits(&mut rparts.headers, &self.config.routes[i].response_headers);
+        }
+        rparts.version = a.client_version;
+        outcome.http_status = rparts.status.as_u16();
+        let head_grpc_status: Option<i32> = rparts
+            .headers
+            .get(&grpc::GRPC_STATUS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if let Some(code) = head_grpc_status {
+            outcome.grpc_status = Some(code);
+        }
+        // Passive health: gateway errors and UNAVAILABLE count against the
+        // endpoint. A gRPC stream's verdict comes with its trailers.
+        let failed = matches!(rparts.status.as_u16(), 502..=504) || head_grpc_status == Some(14);
+        let deferred = grpc_req && head_grpc_status.is_none() && !failed;
+        if !deferred {
+            guard.cluster.report(
+                &guard.ep,
+                !failed,
+                "the upstream answered UNAVAILABLE or a gateway error",
+            );
+        }
+        let deadline = a.limit.map(|d| {
+            let remaining = d.saturating_sub(outcome.start.elapsed());
+            (Box::pin(tokio::time::sleep(remaining)), a.limit_err)
+        });
+        let outcome = slot.take().expect("present until here");
+        let body = ResponseBody::new(
+            rbody,
+            grpc_req,
+            deadline,
+            guard,
+            outcome,
+            a.cluster.name.clone(),
+        );
+        Response::from_parts(rparts, body.boxed_unsync())
+    }
+}
