@@ -18,7 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{AccessLog, Cluster, Config, Listener};
 use crate::drain::Drain;
 use crate::listener::{self, Listening};
-use crate::proxy::ListenerRuntime;
+use crate::proxy::Pipeline;
 use crate::server::HttpServers;
 use crate::telemetry::access_log::AccessLogger;
 use crate::telemetry::log_once::LogOnce;
@@ -262,8 +262,8 @@ impl Running {
         l: &Listener,
         clusters: &Clusters,
         logger: &AccessLogger,
-    ) -> Arc<ListenerRuntime> {
-        Arc::new(ListenerRuntime::new(
+    ) -> Arc<Pipeline> {
+        Arc::new(Pipeline::new(
             l.clone(),
             clusters.clone(),
             self.metrics.clone(),
@@ -367,7 +367,7 @@ fn spawn_listener(
     config: Listener,
     tcp: TcpListener,
     addr: SocketAddr,
-    runtime: Arc<ListenerRuntime>,
+    runtime: Arc<Pipeline>,
     tls: Option<TlsAcceptor>,
 ) -> Bound {
     let listening = Arc::new(ArcSwap::from_pointee(Listening {

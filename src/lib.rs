@@ -1,27 +1,27 @@
 //! torii: a gRPC-native edge and sidecar proxy.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
-pub mod body;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod doctor;
-pub mod drain;
+pub(crate) mod drain;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
-pub mod heap;
+pub(crate) mod heap;
 pub mod http2;
-pub mod limits;
+pub(crate) mod limits;
 pub mod lint;
 pub mod listener;
-pub mod net;
+pub(crate) mod net;
 pub mod proxy;
-pub mod route;
-pub mod server;
-pub mod tcp;
+pub(crate) mod route;
+pub(crate) mod server;
+pub(crate) mod tcp;
 pub mod telemetry;
 pub mod upstream;
 

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::drain;
 use crate::error::{ErrorCode, ProxyError};
 use crate::proxy::respond;
-use crate::proxy::{ConnInfo, ListenerRuntime};
+use crate::proxy::{ConnInfo, Pipeline};
 use crate::server::{HttpServers, Serve};
 use crate::telemetry::log_once::LogOnce;
 use crate::telemetry::metrics::ListenerLabels;
@@ -34,16 +34,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// requests on connections opened before the reload follow the new routes
 /// while requests in flight keep theirs.
 pub struct Listening {
-    pub rt: Arc<ListenerRuntime>,
+    pub rt: Arc<Pipeline>,
     pub tls: Option<TlsAcceptor>,
     pub servers: HttpServers,
     pub log_once: Arc<LogOnce>,
     /// The current routes, shared by every snapshot of this listener.
-    pub live: Arc<ArcSwap<ListenerRuntime>>,
+    pub live: Arc<ArcSwap<Pipeline>>,
 }
 
 /// The listener's `torii_downstream_connections_active` gauge.
-fn connections_gauge(rt: &ListenerRuntime) -> prometheus_client::metrics::gauge::Gauge {
+fn connections_gauge(rt: &Pipeline) -> prometheus_client::metrics::gauge::Gauge {
     rt.metrics
         .downstream_connections_active
         .get_or_create(&ListenerLabels {

@@ -26,10 +26,6 @@ impl<T> Prefixed<T> {
     pub fn prefix(&self) -> &[u8] {
         &self.prefix
     }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
 }
 
 impl<T: AsyncRead> AsyncRead for Prefixed<T> {

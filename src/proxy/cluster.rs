@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use super::ListenerRuntime;
+use super::Pipeline;
 use crate::config::{Route, RouteAction};
 use crate::error::{ErrorCode, ProxyError};
 use crate::upstream::ClusterRuntime;
 
-impl ListenerRuntime {
+impl Pipeline {
     pub(super) fn cluster(&self, route: &Route) -> Result<Arc<ClusterRuntime>, ProxyError> {
         let name = match &route.action {
             RouteAction::Cluster(c) => c.name.as_str(),

@@ -9,12 +9,12 @@ use http::{Request, Response};
 use super::outcome::Outcome;
 use super::response::Answering;
 use super::upstream_request::to_http1;
-use super::{Forward, ListenerRuntime};
+use super::{Forward, Pipeline};
 use crate::body::{self, Body};
 use crate::error::{ErrorCode, ProxyError};
 use crate::upstream::Wire;
 
-impl ListenerRuntime {
+impl Pipeline {
     /// Sends a prepared request upstream and makes the client's response
     /// of the upstream's. `slot` holds the request's outcome until the
     /// response body takes it.

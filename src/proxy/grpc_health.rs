@@ -15,7 +15,7 @@ use prost::Message;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use super::ListenerRuntime;
+use super::Pipeline;
 use crate::body::{Body, Received};
 use crate::config::RouteAction;
 use crate::error::{ErrorCode, ProxyError};
@@ -158,7 +158,7 @@ where
         .expect("static response")
 }
 
-impl ListenerRuntime {
+impl Pipeline {
     /// torii's own `grpc.health.v1.Health` for requests no route takes.
     pub(super) async fn serve_health(
         self: &Arc<Self>,

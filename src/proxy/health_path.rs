@@ -8,10 +8,10 @@ use http::{Method, Response};
 use super::conn_info::ConnInfo;
 use super::outcome::Outcome;
 use super::respond;
-use super::ListenerRuntime;
+use super::Pipeline;
 use crate::body::Body;
 
-impl ListenerRuntime {
+impl Pipeline {
     pub(super) fn health_path(
         &self,
         parts: &Parts,

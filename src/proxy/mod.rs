@@ -1,5 +1,5 @@
 //! The request pipeline: what happens to one request between the server
-//! that read its head and the upstream that answers it. [`ListenerRuntime::handle`]
+//! that read its head and the upstream that answers it. [`Pipeline::handle`]
 //! is the whole path, read top to bottom; each phase is a function in the
 //! file named after it, and returns either what the next phase needs or
 //! how the request ends here ([`Step`]: answered by torii, or failed).
@@ -112,7 +112,7 @@ struct Forward {
     retry_parts: Option<Box<http::request::Parts>>,
 }
 
-/// A request being handled (see [`ListenerRuntime::handle`]): answered
+/// A request being handled (see [`Pipeline::handle`]): answered
 /// already, or waiting for the upstream.
 pub enum Handling {
     Ready(Option<Response<Body>>),
@@ -141,8 +141,14 @@ fn answered(resp: Response<Body>, mut outcome: Outcome) -> Response<Body> {
     resp
 }
 
-/// Everything a listener needs to handle requests; immutable once built.
-pub struct ListenerRuntime {
+/// One listener's request pipeline: its routes, the clusters they lead
+/// to, and where requests are counted and logged; immutable once built (a
+/// reload builds a new one). A listener has one name per stage, each for
+/// what it is there: `config::Listener` (what the file says),
+/// `app::Bound` (a bound socket, its drain and task), `listener::Listening`
+/// (what a new connection takes: TLS acceptor, servers, this pipeline) and
+/// `proxy::Pipeline` (what every request runs through).
+pub struct Pipeline {
     pub name: Arc<str>,
     pub config: Listener,
     pub clusters: Arc<HashMap<String, Arc<ClusterRuntime>>>,
@@ -154,7 +160,7 @@ pub struct ListenerRuntime {
     original: Option<OriginalDestinations>,
 }
 
-impl ListenerRuntime {
+impl Pipeline {
     pub fn new(
         config: Listener,
         clusters: Arc<HashMap<String, Arc<ClusterRuntime>>>,
@@ -166,7 +172,7 @@ impl ListenerRuntime {
             .traffic
             .original_destination
             .then(|| OriginalDestinations::new(metrics.clone()));
-        ListenerRuntime {
+        Pipeline {
             name: Arc::from(config.name.as_str()),
             config,
             clusters,
@@ -327,7 +333,7 @@ mod size_tests {
 
     fn future_size<F, Fut>(_: F) -> usize
     where
-        F: FnOnce(Arc<ListenerRuntime>, Request<Received>, Arc<ConnInfo>) -> Fut,
+        F: FnOnce(Arc<Pipeline>, Request<Received>, Arc<ConnInfo>) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }
@@ -337,7 +343,7 @@ mod size_tests {
     /// it). Rare paths (connecting, health) are boxed to keep it small.
     #[test]
     fn request_future_stays_small() {
-        let size = future_size(ListenerRuntime::handle);
+        let size = future_size(Pipeline::handle);
         eprintln!("request future: {size} bytes");
         assert!(size <= 1024, "the request future grew to {size} bytes");
     }

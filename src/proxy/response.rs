@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use super::headers::{self, apply_edits};
 use super::outcome::Outcome;
 use super::response_body::ResponseBody;
-use super::ListenerRuntime;
+use super::Pipeline;
 use crate::body::{Body, Received};
 use crate::error::ProxyError;
 use crate::grpc;
@@ -30,7 +30,7 @@ pub(super) struct Answering<'c> {
     pub limit_err: ProxyError,
 }
 
-impl ListenerRuntime {
+impl Pipeline {
     pub(super) fn response(
         &self,
         resp: Response<Received>,

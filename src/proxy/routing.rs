@@ -11,7 +11,7 @@ use super::conn_info::ConnInfo;
 use super::grpc_health;
 use super::normalize::Normalized;
 use super::outcome::Outcome;
-use super::{ListenerRuntime, Step};
+use super::{Pipeline, Step};
 use crate::config::{HeaderEdits, Route, RouteAction};
 use crate::error::{ErrorCode, ProxyError};
 use crate::route::{self, RequestFacts};
@@ -27,7 +27,7 @@ pub(super) enum Routed {
     OwnHealth { watch: bool },
 }
 
-impl ListenerRuntime {
+impl Pipeline {
     pub(super) fn route(
         &self,
         req: &Normalized<'_>,

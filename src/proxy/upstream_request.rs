@@ -21,7 +21,7 @@ use super::deadline::Deadline;
 use super::headers::{self, apply_edits};
 use super::normalize::Normalized;
 use super::outcome::Outcome;
-use super::{Forward, ListenerRuntime};
+use super::{Forward, Pipeline};
 use crate::body::counting::Counting;
 use crate::body::Received;
 use crate::config::{PathMatch, Route, UpstreamProtocol};
@@ -38,7 +38,7 @@ pub(super) struct Chosen<'r> {
     pub deadline: Deadline,
 }
 
-impl ListenerRuntime {
+impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn upstream_request(
         &self,
@@ -94,7 +94,14 @@ impl ListenerRuntime {
         cluster: &ClusterRuntime,
         wire: Wire,
     ) -> Result<(), ProxyError> {
-        let path: &str = &req.path;
+        self.rewrite_headers(parts, conn, route);
+        let pq = rewritten_path(parts, route, &req.path)?;
+        set_target(parts, pq, req.authority.unwrap_or(""), cluster, wire)
+    }
+
+    /// Hop-by-hop headers out, identity headers torii's own, the route's
+    /// edits.
+    fn rewrite_headers(&self, parts: &mut Parts, conn: &ConnInfo, route: &Route) {
         let h = &mut parts.headers;
         if parts.version != Version::HTTP_2 {
             // Over HTTP/2 they never got this far: torii's HTTP/2 refuses
@@ -109,72 +116,84 @@ impl ListenerRuntime {
         }
         headers::set_forwarded(h, &conn.peer_ip, self.scheme());
         apply_edits(h, &route.request_headers);
-
-        let new_path = match (&route.prefix_rewrite, &route.matcher.path) {
-            (Some(rewrite), Some(PathMatch::Prefix(prefix))) => Some(format!(
-                "{rewrite}{}",
-                &path[prefix.len().min(path.len())..]
-            )),
-            // Unchanged by normalisation: the client's own bytes go on.
-            _ if parts.uri.path() == path => None,
-            _ => Some(path.to_string()),
-        };
-        let pq = match (new_path, parts.uri.path_and_query()) {
-            (None, Some(pq)) => Ok(pq.clone()),
-            (new_path, _) => {
-                let new_path = new_path.unwrap_or_else(|| path.to_string());
-                let pq = match parts.uri.query() {
-                    Some(q) => format!("{new_path}?{q}"),
-                    None => new_path,
-                };
-                PathAndQuery::try_from(pq)
-            }
-        };
-        let pq = pq.map_err(|e| {
-            ProxyError::new(
-                ErrorCode::InvalidPath,
-                format!("the rewritten path is not valid: {e}"),
-            )
-        })?;
-        let authority = req.authority.unwrap_or("");
-        match wire {
-            Wire::Http2 => {
-                let scheme = if cluster.config.tls.is_some() {
-                    Scheme::HTTPS
-                } else {
-                    Scheme::HTTP
-                };
-                // The client's own :authority goes on as it is (no parse, no copy).
-                let same = parts.uri.authority().filter(|a| a.as_str() == authority);
-                let auth = match same {
-                    Some(a) => Ok(a.clone()),
-                    None => Authority::try_from(authority),
-                }
-                .or_else(|_| Authority::try_from(cluster.config.name.as_str()))
-                .map_err(|e| {
-                    ProxyError::new(ErrorCode::BadRequest, format!("bad authority: {e}"))
-                })?;
-                parts.uri = Uri::builder()
-                    .scheme(scheme)
-                    .authority(auth)
-                    .path_and_query(pq)
-                    .build()
-                    .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
-                parts.headers.remove(header::HOST);
-                parts.version = Version::HTTP_2;
-            }
-            Wire::Http1 => {
-                parts.uri = Uri::from(pq);
-                if !authority.is_empty() {
-                    if let Ok(v) = HeaderValue::from_str(authority) {
-                        parts.headers.insert(header::HOST, v);
-                    }
-                }
-                parts.version = Version::HTTP_11;
-            }
-        }
-        Ok(())
     }
+}
+
+/// The path and query the upstream gets: the route's prefix rewrite, else
+/// the normalized path (the client's own bytes when normalizing changed
+/// nothing).
+fn rewritten_path(parts: &Parts, route: &Route, path: &str) -> Result<PathAndQuery, ProxyError> {
+    let new_path = match (&route.prefix_rewrite, &route.matcher.path) {
+        (Some(rewrite), Some(PathMatch::Prefix(prefix))) => Some(format!(
+            "{rewrite}{}",
+            &path[prefix.len().min(path.len())..]
+        )),
+        _ if parts.uri.path() == path => None,
+        _ => Some(path.to_string()),
+    };
+    let pq = match (new_path, parts.uri.path_and_query()) {
+        (None, Some(pq)) => Ok(pq.clone()),
+        (new_path, _) => {
+            let new_path = new_path.unwrap_or_else(|| path.to_string());
+            let pq = match parts.uri.query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            };
+            PathAndQuery::try_from(pq)
+        }
+    };
+    pq.map_err(|e| {
+        ProxyError::new(
+            ErrorCode::InvalidPath,
+            format!("the rewritten path is not valid: {e}"),
+        )
+    })
+}
+
+/// The request's target for the wire: an absolute URI with `:authority`
+/// for HTTP/2, an origin-form URI with `Host` for HTTP/1.1.
+fn set_target(
+    parts: &mut Parts,
+    pq: PathAndQuery,
+    authority: &str,
+    cluster: &ClusterRuntime,
+    wire: Wire,
+) -> Result<(), ProxyError> {
+    match wire {
+        Wire::Http2 => {
+            let scheme = if cluster.config.tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
+            // The client's own :authority goes on as it is (no parse, no copy).
+            let same = parts.uri.authority().filter(|a| a.as_str() == authority);
+            let auth = match same {
+                Some(a) => Ok(a.clone()),
+                None => Authority::try_from(authority),
+            }
+            .or_else(|_| Authority::try_from(cluster.config.name.as_str()))
+            .map_err(|e| ProxyError::new(ErrorCode::BadRequest, format!("bad authority: {e}")))?;
+            parts.uri = Uri::builder()
+                .scheme(scheme)
+                .authority(auth)
+                .path_and_query(pq)
+                .build()
+                .map_err(|e| ProxyError::new(ErrorCode::BadRequest, e.to_string()))?;
+            parts.headers.remove(header::HOST);
+            parts.version = Version::HTTP_2;
+        }
+        Wire::Http1 => {
+            parts.uri = Uri::from(pq);
+            if !authority.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(authority) {
+                    parts.headers.insert(header::HOST, v);
+                }
+            }
+            parts.version = Version::HTTP_11;
+        }
+    }
+    Ok(())
 }
 
 fn choose_wire(cluster: &ClusterRuntime, grpc_req: bool, client: Version) -> Wire {

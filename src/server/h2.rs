@@ -31,7 +31,7 @@ use crate::drain;
 use crate::http2::server::{Config, Respond, Server};
 use crate::http2::{Reason, RecvBody};
 use crate::limits::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
-use crate::proxy::{ConnInfo, ListenerRuntime};
+use crate::proxy::{ConnInfo, Pipeline};
 
 /// Concurrent streams one client connection may open. gRPC clients
 /// multiplex everything over one connection, so this is generous; a
@@ -53,7 +53,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// idle connection would carry the copy.
 pub fn serve<I>(
     io: I,
-    rt: Arc<ArcSwap<ListenerRuntime>>,
+    rt: Arc<ArcSwap<Pipeline>>,
     conn: Arc<ConnInfo>,
     drain: drain::Watch,
     preface_timeout: Duration,
@@ -78,7 +78,7 @@ where
 
 async fn run<I>(
     mut server: Box<Server<I>>,
-    rt: Arc<ArcSwap<ListenerRuntime>>,
+    rt: Arc<ArcSwap<Pipeline>>,
     conn: Arc<ConnInfo>,
     mut drain: drain::Watch,
 ) where
@@ -213,7 +213,7 @@ impl<F: Future<Output = ()>> StreamSet<F> {
 /// rewritten, sent on its way), so the stream's future does not also keep
 /// it, and stays small for the connection to hold.
 fn serve_stream(
-    rt: Arc<ListenerRuntime>,
+    rt: Arc<Pipeline>,
     conn: Arc<ConnInfo>,
     req: Request<RecvBody>,
     mut respond: Respond,

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::body::Received;
-use super::proxy::{ConnInfo, ListenerRuntime};
+use super::proxy::{ConnInfo, Pipeline};
 use crate::drain;
 use crate::http2::frame::PREFACE as H2_PREFACE;
 use crate::net::prefixed::Prefixed;
@@ -61,7 +61,7 @@ impl HttpServers {
         &'a self,
         io: I,
         mode: Serve,
-        rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
+        rt: Arc<arc_swap::ArcSwap<Pipeline>>,
         conn: Arc<ConnInfo>,
         drain: drain::Watch,
     ) -> impl Future<Output = ()> + Send + 'a
@@ -78,7 +78,7 @@ impl HttpServers {
     pub fn serve_h2<I>(
         &self,
         io: I,
-        rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
+        rt: Arc<arc_swap::ArcSwap<Pipeline>>,
         conn: Arc<ConnInfo>,
         drain: drain::Watch,
     ) -> impl Future<Output = ()> + Send + 'static
@@ -92,7 +92,7 @@ impl HttpServers {
         &self,
         io: I,
         mode: Serve,
-        rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
+        rt: Arc<arc_swap::ArcSwap<Pipeline>>,
         conn: Arc<ConnInfo>,
         drain: drain::Watch,
     ) where
@@ -147,7 +147,7 @@ impl HttpServers {
     async fn serve_h1<I>(
         &self,
         io: I,
-        rt: Arc<arc_swap::ArcSwap<ListenerRuntime>>,
+        rt: Arc<arc_swap::ArcSwap<Pipeline>>,
         conn: Arc<ConnInfo>,
         mut drain: drain::Watch,
     ) where

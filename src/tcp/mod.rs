@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::telemetry::log_once::LogOnce;
 use crate::telemetry::Metrics;
 use crate::upstream::ClusterRuntime;
-pub use relay::{relay, End, Relayed};
+pub use relay::{relay, Relayed};
 
 /// What is being forwarded, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
