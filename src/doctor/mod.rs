@@ -541,7 +541,7 @@ fn tls_verdicts(r: &mut Report, v: &mut Vec<Verdict>) {
         verdict(BROWSER, Some(false), format!("the browser refuses the certificate: {p}")).fix(cert_fix(p))
     } else if !web_real {
         verdict(BROWSER, Some(false), format!("no gRPC-Web answer: {}", web.unwrap_or_else(|| "HTTP/1.1 over TLS does not work".into())))
-            .fix("put a gRPC-Web translator in front (torii does it by default; Envoy's grpc_web filter)")
+            .fix("put a gRPC-Web translator in front of the server (Envoy's grpc_web filter, grpcwebproxy)")
     } else {
         let mut why = "gRPC-Web over HTTPS answers".to_string();
         if with_ca {
@@ -663,7 +663,7 @@ fn plain_verdicts(r: &mut Report, v: &mut Vec<Verdict>) {
             Some(h) => format!("no gRPC-Web answer: {}", health_words(h)),
             None => "browsers cannot speak h2c, and HTTP/1.1 does not answer".to_string(),
         };
-        verdict(BROWSER, Some(false), why).fix("put a gRPC-Web translator in front (torii does it by default; Envoy's grpc_web filter)")
+        verdict(BROWSER, Some(false), why).fix("put a gRPC-Web translator in front of the server (Envoy's grpc_web filter, grpcwebproxy)")
     });
     v.push(match h1 {
         Some(f) => verdict(

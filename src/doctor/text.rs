@@ -91,7 +91,9 @@ pub fn text(r: &Report) -> String {
         line(
             &mut s,
             "h2c (prior knowledge)",
-            Some(f.answer == Answer::Http2),
+            // On a TLS port a plaintext answer is information (how torii
+            // or the server refuses plaintext), not a client that works.
+            plain_probe(r, Some(f.answer == Answer::Http2)),
             first_bytes_words(f),
         );
     }
@@ -99,7 +101,9 @@ pub fn text(r: &Report) -> String {
         line(
             &mut s,
             "gRPC health over h2c",
-            Some(h.real_grpc),
+            // On a TLS port a plaintext answer is information (how torii
+            // or the server refuses plaintext), not a client that works.
+            plain_probe(r, Some(h.real_grpc)),
             health_words(h),
         );
     }
@@ -107,7 +111,9 @@ pub fn text(r: &Report) -> String {
         line(
             &mut s,
             "HTTP/1.1 (plaintext)",
-            Some(f.answer == Answer::Http1),
+            // On a TLS port a plaintext answer is information (how torii
+            // or the server refuses plaintext), not a client that works.
+            plain_probe(r, Some(f.answer == Answer::Http1)),
             first_bytes_words(f),
         );
     }
@@ -115,7 +121,9 @@ pub fn text(r: &Report) -> String {
         line(
             &mut s,
             "gRPC-Web (plaintext)",
-            Some(h.real_grpc),
+            // On a TLS port a plaintext answer is information (how torii
+            // or the server refuses plaintext), not a client that works.
+            plain_probe(r, Some(h.real_grpc)),
             health_words(h),
         );
     }
@@ -141,4 +149,12 @@ pub fn text(r: &Report) -> String {
         }
     }
     s
+}
+
+fn plain_probe(r: &Report, works: Option<bool>) -> Option<bool> {
+    if r.mode == Mode::Tls {
+        None
+    } else {
+        works
+    }
 }
