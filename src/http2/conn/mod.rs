@@ -2480,5 +2480,4 @@ impl<IO> Drop for Connection<IO> {
 }
 
 #[cfg(test)]
-#[path = "conn_tests.rs"]
 mod tests;
