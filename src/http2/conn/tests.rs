@@ -1,6 +1,13 @@
 //! Connection tests with a raw peer on an in-memory pipe: each pins down a bug a review found (stream ids out of order, stale keys, resets budget, padding and the stream window, flushing before close, the blocked queue, the upstream stream limit).
+use super::defences::{LINGER_BYTES, RESET_BURST};
+use super::stream::Chunks;
 use super::*;
+use crate::http2::fields;
+use crate::http2::frame::{flag, kind, Head};
+use bytes::Bytes;
+use http::HeaderMap;
 use std::future::poll_fn;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 

@@ -1,0 +1,338 @@
+//! Frames that steer the connection rather than carry a stream's content:
+//! PRIORITY (§6.3), RST_STREAM (§6.4), SETTINGS (§6.5), PING (§6.7),
+//! GOAWAY (§6.8) and WINDOW_UPDATE (§6.9).
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::super::frame::{self, flag, setting, Head};
+use super::super::hpack::Encoder;
+use super::super::{Error, Reason};
+use super::defences::{RESET_BURST, RESET_RATE};
+use super::shared::{lock, Role};
+use super::{Connection, Ping, State};
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
+    /// PRIORITY (deprecated by RFC 9113, still parsed): only its length and
+    /// a stream depending on itself are errors. A stream error is only
+    /// ever sent on a stream that exists: an idle one cannot be reset
+    /// (§6.4), so a bad PRIORITY there ends the connection.
+    pub(super) fn on_priority(&mut self, head: Head, payload: &[u8]) {
+        if head.stream == 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0".into());
+        }
+        let reason = if payload.len() != 5 {
+            Reason::FRAME_SIZE_ERROR
+        } else if u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff
+            == head.stream
+        {
+            Reason::PROTOCOL_ERROR
+        } else {
+            return;
+        };
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        if let Some(&key) = inner.ids.get(&head.stream) {
+            return inner.reset_stream(key, reason);
+        }
+        if self.is_idle(head.stream, inner) {
+            drop(guard);
+            let what = if reason == Reason::FRAME_SIZE_ERROR {
+                format!("a PRIORITY frame of {} bytes (not 5)", payload.len())
+            } else {
+                "a PRIORITY frame making a stream depend on itself".to_string()
+            };
+            return self.connection_error(reason, format!("{what} on idle stream {}", head.stream));
+        }
+        // A closed stream: the stream error needs no state.
+        inner.reset_untracked(head.stream, reason);
+    }
+
+    pub(super) fn on_settings(&mut self, head: Head, payload: &[u8]) {
+        if head.stream != 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "SETTINGS on a stream".into());
+        }
+        if head.has(flag::ACK) {
+            if !payload.is_empty() {
+                self.connection_error(
+                    Reason::FRAME_SIZE_ERROR,
+                    "a SETTINGS ACK with a payload".into(),
+                );
+            }
+            return;
+        }
+        if !payload.len().is_multiple_of(6) {
+            return self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                "a SETTINGS frame of a bad length".into(),
+            );
+        }
+        if self.state == State::Settings {
+            self.state = State::Open;
+            // From the handshake timeout to the keepalive.
+            self.timer
+                .as_mut()
+                .reset(Instant::now() + self.config.keepalive_interval);
+        }
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        // Streams whose windows grew: flushed after the ACK, so the peer
+        // never sees DATA sent under settings it does not know were
+        // applied yet.
+        let mut grown: Vec<usize> = Vec::new();
+        for s in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+            match id {
+                setting::HEADER_TABLE_SIZE => inner
+                    .encoder
+                    .get(Encoder::new)
+                    .set_max_table_size((value as usize).min(4096)),
+                setting::MAX_CONCURRENT_STREAMS if inner.role == Role::Client => {
+                    inner.peer_max_concurrent = value;
+                    for w in inner.open_waiters.drain(..) {
+                        w.wake();
+                    }
+                }
+                setting::ENABLE_PUSH if value > 1 || (value == 1 && inner.role == Role::Client) => {
+                    // A server must never announce push (RFC 9113 §6.5.2).
+                    drop(guard);
+                    let what = if value > 1 {
+                        "ENABLE_PUSH above 1"
+                    } else {
+                        "the server announced ENABLE_PUSH 1"
+                    };
+                    return self.connection_error(Reason::PROTOCOL_ERROR, what.into());
+                }
+                setting::INITIAL_WINDOW_SIZE => {
+                    if value > frame::MAX_WINDOW {
+                        drop(guard);
+                        return self.connection_error(
+                            Reason::FLOW_CONTROL_ERROR,
+                            "INITIAL_WINDOW_SIZE above 2^31-1".into(),
+                        );
+                    }
+                    let delta = i64::from(value) - i64::from(inner.peer_initial_window);
+                    inner.peer_initial_window = value;
+                    if delta != 0 {
+                        let mut grew = Vec::new();
+                        let mut overflow = false;
+                        for (key, s) in inner.streams.iter_mut() {
+                            s.send_window += delta;
+                            overflow |= s.send_window > i64::from(frame::MAX_WINDOW);
+                            if delta > 0 && !s.send_pending.is_empty() {
+                                grew.push(key);
+                            }
+                        }
+                        if overflow {
+                            drop(guard);
+                            return self.connection_error(
+                                Reason::FLOW_CONTROL_ERROR,
+                                "INITIAL_WINDOW_SIZE pushed a stream window past 2^31-1".into(),
+                            );
+                        }
+                        grown.extend(grew);
+                    }
+                }
+                setting::MAX_FRAME_SIZE => {
+                    if !(frame::DEFAULT_MAX_FRAME..=frame::MAX_MAX_FRAME).contains(&value) {
+                        drop(guard);
+                        return self.connection_error(
+                            Reason::PROTOCOL_ERROR,
+                            format!("MAX_FRAME_SIZE {value} out of range"),
+                        );
+                    }
+                    // Larger frames save little; 16 KiB keeps writes small.
+                    inner.peer_max_frame = (value as usize).min(frame::DEFAULT_MAX_FRAME as usize);
+                }
+                _ => {}
+            }
+        }
+        frame::put_settings_ack(inner.wbuf());
+        for key in grown {
+            inner.flush_stream(key);
+        }
+    }
+
+    pub(super) fn on_ping(&mut self, head: Head, payload: &[u8]) {
+        if head.stream != 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "PING on a stream".into());
+        }
+        let Ok(data) = <[u8; 8]>::try_from(payload) else {
+            return self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                "a PING that is not 8 bytes".into(),
+            );
+        };
+        if head.has(flag::ACK) {
+            if let Ping::Sent(sent) = self.ping {
+                if sent == data {
+                    self.ping = Ping::Idle;
+                    self.timer
+                        .as_mut()
+                        .reset(Instant::now() + self.config.keepalive_interval);
+                }
+            }
+            return;
+        }
+        frame::put_ping(lock(&self.shared).wbuf(), true, data);
+    }
+
+    pub(super) fn on_goaway(&mut self, head: Head, payload: &[u8]) {
+        if head.stream != 0 || payload.len() < 8 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "a malformed GOAWAY".into());
+        }
+        let reason = Reason(u32::from_be_bytes([
+            payload[4], payload[5], payload[6], payload[7],
+        ]));
+        if reason != Reason::NO_ERROR {
+            let debug = String::from_utf8_lossy(&payload[8..]);
+            let why = if reason == Reason::ENHANCE_YOUR_CALM && debug.contains("too_many_pings") {
+                // gRPC servers' keepalive enforcement (C-core, grpc-go,
+                // grpc-java: one PING per 5 minutes by default).
+                format!(
+                    "the peer closed the connection with GOAWAY {reason} \"{debug}\": it allows fewer PINGs than torii sent (one every {} here, {}); every stream on the connection failed. Raise the cluster's http2_keepalive.interval to at least the server's permitted interval (gRPC servers default to 5m), or allow more PINGs on the server",
+                    crate::config::duration::display(self.config.keepalive_interval),
+                    if self.config.keepalive_while_idle { "also while idle" } else { "only while streams are open" }
+                )
+            } else {
+                format!("the peer sent GOAWAY {reason} ({debug})")
+            };
+            self.end.get_or_insert(why);
+        }
+        if self.role == Role::Client {
+            // Streams past the last one the server will process fail, as
+            // never processed: they may be sent again elsewhere.
+            let last =
+                u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+            let mut guard = lock(&self.shared);
+            let inner = &mut *guard;
+            inner.goaway_received = true;
+            let refused: Vec<usize> = inner
+                .streams
+                .iter()
+                .filter(|(_, s)| s.id > last && !s.is_closed())
+                .map(|(key, _)| key)
+                .collect();
+            for key in refused {
+                let s = &mut inner.streams[key];
+                s.reset = Some(Error::GoAway {
+                    reason,
+                    remote: true,
+                });
+                // Never written: it stays off the wire (no new streams
+                // after GOAWAY), kept to be sent elsewhere.
+                if let Some(head) = s.pending_head.take() {
+                    s.sent_head = Some(head);
+                }
+                s.send_pending.clear();
+                s.wake();
+                inner.after_change(key);
+            }
+            for w in inner.open_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        if matches!(self.state, State::Open | State::Settings) {
+            self.state = State::Draining;
+        }
+    }
+
+    pub(super) fn on_window_update(&mut self, head: Head, payload: &[u8]) {
+        let Ok(b) = <[u8; 4]>::try_from(payload) else {
+            return self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                "a WINDOW_UPDATE that is not 4 bytes".into(),
+            );
+        };
+        let inc = i64::from(u32::from_be_bytes(b) & 0x7fff_ffff);
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        if head.stream == 0 {
+            if inc == 0 {
+                drop(guard);
+                return self
+                    .connection_error(Reason::PROTOCOL_ERROR, "a WINDOW_UPDATE of 0".into());
+            }
+            inner.send_window += inc;
+            if inner.send_window > i64::from(frame::MAX_WINDOW) {
+                drop(guard);
+                return self.connection_error(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "the connection window grew past 2^31-1".into(),
+                );
+            }
+            inner.flush_blocked();
+            return;
+        }
+        let Some(&key) = inner.ids.get(&head.stream) else {
+            if self.is_idle(head.stream, inner) {
+                drop(guard);
+                self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    "WINDOW_UPDATE on an idle stream".into(),
+                );
+            }
+            return;
+        };
+        if inc == 0 {
+            return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+        }
+        let s = &mut inner.streams[key];
+        s.send_window += inc;
+        if s.send_window > i64::from(frame::MAX_WINDOW) {
+            return inner.reset_stream(key, Reason::FLOW_CONTROL_ERROR);
+        }
+        if !s.send_pending.is_empty() {
+            inner.flush_stream(key);
+        }
+    }
+
+    pub(super) fn on_rst_stream(&mut self, head: Head, payload: &[u8]) {
+        let Ok(b) = <[u8; 4]>::try_from(payload) else {
+            return self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                "an RST_STREAM that is not 4 bytes".into(),
+            );
+        };
+        if head.stream == 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "RST_STREAM on stream 0".into());
+        }
+        let reason = Reason(u32::from_be_bytes(b));
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        let Some(&key) = inner.ids.get(&head.stream) else {
+            if self.is_idle(head.stream, inner) {
+                drop(guard);
+                self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    "RST_STREAM on an idle stream".into(),
+                );
+            }
+            return;
+        };
+        let s = &mut inner.streams[key];
+        if s.is_closed() {
+            return;
+        }
+        // Rapid reset (CVE-2023-44487) is a client opening streams and
+        // resetting them before they are answered, faster than anyone
+        // cancels for real. Counted only on the server side, only before a
+        // response head, never for NO_ERROR.
+        let counts = self.role == Role::Server && !s.send_head_done && reason != Reason::NO_ERROR;
+        s.reset = Some(Error::Reset(reason));
+        s.send_pending.clear();
+        s.send_trailers = None;
+        s.wake();
+        inner.after_change(key);
+        drop(guard);
+        if counts && !self.resets.take() {
+            self.connection_error(
+                Reason::ENHANCE_YOUR_CALM,
+                format!(
+                    "more than {RESET_BURST} streams reset before their response, faster than {RESET_RATE} a second (rapid reset)"
+                ),
+            );
+        }
+    }
+}

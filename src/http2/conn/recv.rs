@@ -1,0 +1,550 @@
+//! Frames in: bytes read become whole frames, dispatched by type; DATA
+//! (§6.1), HEADERS and CONTINUATION (§6.2, §6.10) and the header blocks
+//! they carry — requests opening streams, trailers (§8.1) — and frames on
+//! streams torii no longer tracks (§5.1).
+
+use http::Request;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::super::fields::{RequestHead, Trailers};
+use super::super::frame::{self, flag, kind, Head};
+use super::super::hpack::{BlockInfo, Decoder, Encoder, Field};
+use super::super::{Error, Reason};
+use super::defences::{EMPTY_DATA_BUDGET, MAX_BLOCK, MAX_CONTINUATIONS};
+use super::handles::{RecvBody, StreamRef};
+use super::shared::{lock, ClosedBy, Inner, Role};
+use super::stream::Stream;
+use super::{Connection, Continuation, Opened, State};
+
+/// Our SETTINGS_HEADER_TABLE_SIZE (the default; never announced).
+const DECODER_TABLE_SIZE: usize = 4096;
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
+    /// Handles newly read bytes: whole frames, and what is left of an
+    /// incomplete one.
+    pub(super) fn received(&mut self, mut data: &[u8]) {
+        if let State::Preface(left) = self.state {
+            let at = frame::PREFACE.len() - left;
+            let n = left.min(data.len());
+            if data[..n] != frame::PREFACE[at..at + n] {
+                self.close(
+                    "the client did not send the HTTP/2 connection preface".into(),
+                    Error::Closed,
+                );
+                return;
+            }
+            data = &data[n..];
+            self.state = if n == left {
+                State::Settings
+            } else {
+                State::Preface(left - n)
+            };
+        }
+        if !self.partial.is_empty() {
+            // Complete the kept frame first.
+            let need = if self.partial.len() < frame::HEADER_LEN {
+                frame::HEADER_LEN - self.partial.len()
+            } else {
+                0
+            };
+            let take = need.min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() < frame::HEADER_LEN {
+                return;
+            }
+            let head = Head::parse(&self.partial);
+            if !self.frame_size_ok(&head) {
+                return;
+            }
+            let total = frame::HEADER_LEN + head.len as usize;
+            let take = (total - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() < total {
+                return;
+            }
+            let partial = std::mem::take(&mut self.partial);
+            self.frame(head, &partial[frame::HEADER_LEN..]);
+        }
+        while self.state != State::Closing && data.len() >= frame::HEADER_LEN {
+            let head = Head::parse(data);
+            if !self.frame_size_ok(&head) {
+                return;
+            }
+            let total = frame::HEADER_LEN + head.len as usize;
+            if data.len() < total {
+                break;
+            }
+            self.frame(head, &data[frame::HEADER_LEN..total]);
+            data = &data[total..];
+        }
+        if self.state != State::Closing && !data.is_empty() {
+            self.partial.extend_from_slice(data);
+        }
+        // Once per read, not per frame (it takes the lock): a read holds
+        // at most 32 KiB of frames.
+        if self.role == Role::Server {
+            self.count_peer_resets();
+        }
+    }
+
+    /// Handles one whole frame.
+    fn frame(&mut self, head: Head, payload: &[u8]) {
+        if self.state == State::Settings && head.kind != kind::SETTINGS {
+            self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                "the first frame was not SETTINGS".into(),
+            );
+            return;
+        }
+        if let Some(c) = &self.continuation {
+            if head.kind != kind::CONTINUATION || head.stream != c.stream {
+                self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    "a header block was interrupted by another frame".into(),
+                );
+                return;
+            }
+        }
+        match head.kind {
+            kind::DATA => self.on_data(head, payload),
+            kind::HEADERS => self.on_headers(head, payload),
+            kind::PRIORITY => self.on_priority(head, payload),
+            kind::RST_STREAM => self.on_rst_stream(head, payload),
+            kind::SETTINGS => self.on_settings(head, payload),
+            kind::PUSH_PROMISE => self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                "PUSH_PROMISE (push is disabled)".into(),
+            ),
+            kind::PING => self.on_ping(head, payload),
+            kind::GOAWAY => self.on_goaway(head, payload),
+            kind::WINDOW_UPDATE => self.on_window_update(head, payload),
+            kind::CONTINUATION => self.on_continuation(head, payload),
+            _ => {} // Unknown frame types are ignored (RFC 9113 §4.1).
+        }
+    }
+
+    fn frame_size_ok(&mut self, head: &Head) -> bool {
+        if head.len > frame::DEFAULT_MAX_FRAME {
+            self.connection_error(
+                Reason::FRAME_SIZE_ERROR,
+                format!(
+                    "a {}-byte frame (the limit is {})",
+                    head.len,
+                    frame::DEFAULT_MAX_FRAME
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// DATA or HEADERS on a stream torii no longer tracks: idle (never
+    /// opened: a connection error), reset by torii (the peer's frames may
+    /// still be in flight: ignored, RFC 9113 §5.1), or closed (STREAM_CLOSED:
+    /// a connection error once the peer had ended it, else a stream error).
+    pub(super) fn frame_on_closed(&mut self, id: u32, what: &str) {
+        let mut inner = lock(&self.shared);
+        if self.is_idle(id, &inner) {
+            drop(inner);
+            return self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                format!("{what} on stream {id}, which was never opened (idle)"),
+            );
+        }
+        match inner.recent.get(id) {
+            Some(ClosedBy::Us) => {}
+            Some(ClosedBy::Ended) => {
+                drop(inner);
+                self.connection_error(
+                    Reason::STREAM_CLOSED,
+                    format!("{what} on stream {id} after it had ended"),
+                );
+            }
+            Some(ClosedBy::PeerReset) | None => inner.reset_untracked(id, Reason::STREAM_CLOSED),
+        }
+    }
+
+    /// A stream nobody has opened yet.
+    pub(super) fn is_idle(&self, id: u32, inner: &Inner) -> bool {
+        match self.role {
+            Role::Server => id.is_multiple_of(2) || id > self.last_peer_stream,
+            Role::Client => id.is_multiple_of(2) || id >= inner.next_stream_id,
+        }
+    }
+
+    fn on_data(&mut self, head: Head, payload: &[u8]) {
+        if head.stream == 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "DATA on stream 0".into());
+        }
+        let Some((from, to)) = frame::unpad(&head, payload) else {
+            return self
+                .connection_error(Reason::PROTOCOL_ERROR, "DATA with too much padding".into());
+        };
+        let data = &payload[from..to];
+        let eos = head.has(flag::END_STREAM);
+        if data.is_empty() && !eos {
+            self.empty_data_budget = self.empty_data_budget.saturating_sub(1);
+            if self.empty_data_budget == 0 {
+                return self.connection_error(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "too many empty DATA frames".into(),
+                );
+            }
+        } else if self.empty_data_budget < EMPTY_DATA_BUDGET {
+            self.empty_data_budget += 1;
+        }
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        // The whole frame, padding included, counts against the windows.
+        let len = payload.len();
+        inner.recv_window -= len as i64;
+        if inner.recv_window < 0 {
+            drop(guard);
+            return self.connection_error(
+                Reason::FLOW_CONTROL_ERROR,
+                "the peer sent more than the connection window allowed".into(),
+            );
+        }
+        let Some(&key) = inner.ids.get(&head.stream) else {
+            inner.release_connection(len);
+            drop(guard);
+            return self.frame_on_closed(head.stream, "DATA");
+        };
+        let s = &mut inner.streams[key];
+        if s.recv_eos || s.reset.is_some() {
+            inner.release_connection(len);
+            if !inner.streams[key].is_closed() {
+                // Half-closed (remote): RFC 9113 §5.1.
+                inner.reset_stream(key, Reason::STREAM_CLOSED);
+            } else {
+                inner.after_peer_reset(key);
+            }
+            return;
+        }
+        s.recv_window -= len as i64;
+        if s.recv_window < 0 {
+            inner.release_connection(len);
+            return inner.reset_stream(key, Reason::FLOW_CONTROL_ERROR);
+        }
+        if let Some(expect) = &mut s.recv_expect {
+            match expect.checked_sub(data.len() as u64) {
+                Some(left) if !eos || left == 0 => *expect = left,
+                _ => {
+                    inner.release_connection(len);
+                    return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+                }
+            }
+        }
+        if s.orphan {
+            // Nobody reads this request any more: dropped, and only the
+            // connection's window is given back (the stream's bounds how
+            // much more the peer sends).
+            s.recv_eos = eos;
+            let over = len as u32 > s.linger_left;
+            s.linger_left = s.linger_left.saturating_sub(len as u32);
+            if len > 0 {
+                // Given back at once rather than batched: the
+                // WINDOW_UPDATE is also the frame that tells a client
+                // waiting on its upload that torii read it (curl 7.88
+                // otherwise waits until its timeout, 1 time in 20, after
+                // an answer that came before its upload ended).
+                inner.recv_window += len as i64;
+                frame::put_window_update(inner.wbuf(), 0, len as u32);
+                inner.wake_conn();
+            }
+            if over && !eos {
+                return inner.cancel_stream(key, Reason::NO_ERROR);
+            }
+            return inner.after_change(key);
+        }
+        if s.recv_buf.is_empty() && !s.recv_split {
+            // A stream's first data, a unary body in one frame most often:
+            // a slice of the connection's chunk (see `chunk`).
+            s.recv_buf = self.data_chunk.copy(data);
+        } else {
+            s.recv_buf.extend_from_slice(data);
+        }
+        s.recv_eos = eos;
+        if let Some(w) = s.recv_waker.take() {
+            w.wake();
+        }
+        // Padding is not passed on: it goes back at once.
+        inner.release_stream(key, len - data.len());
+        inner.release_connection(len - data.len());
+        if eos {
+            inner.after_change(key);
+        }
+    }
+
+    fn on_headers(&mut self, head: Head, payload: &[u8]) {
+        if head.stream == 0 {
+            return self.connection_error(Reason::PROTOCOL_ERROR, "HEADERS on stream 0".into());
+        }
+        let Some((mut from, to)) = frame::unpad(&head, payload) else {
+            return self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                "HEADERS with too much padding".into(),
+            );
+        };
+        self.self_dependent = false;
+        if head.has(flag::PRIORITY) {
+            from += 5;
+            if from > to {
+                return self.connection_error(
+                    Reason::FRAME_SIZE_ERROR,
+                    "a HEADERS frame too short for its priority".into(),
+                );
+            }
+            let dep = &payload[from - 5..from - 1];
+            // RFC 9113 §5.3.1: a stream error, once the block is decoded
+            // (HPACK must stay in step).
+            self.self_dependent =
+                u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]]) & 0x7fff_ffff == head.stream;
+        }
+        let block = &payload[from..to];
+        let end_stream = head.has(flag::END_STREAM);
+        if head.has(flag::END_HEADERS) {
+            self.header_block(head.stream, end_stream, block);
+        } else {
+            self.continuation = Some(Box::new(Continuation {
+                stream: head.stream,
+                end_stream,
+                block: block.to_vec(),
+                frames: 0,
+            }));
+        }
+    }
+
+    fn on_continuation(&mut self, head: Head, payload: &[u8]) {
+        let Some(c) = &mut self.continuation else {
+            return self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                "CONTINUATION without HEADERS".into(),
+            );
+        };
+        c.frames += 1;
+        if c.block.len() + payload.len() > MAX_BLOCK || c.frames > MAX_CONTINUATIONS {
+            return self.connection_error(
+                Reason::ENHANCE_YOUR_CALM,
+                format!(
+                    "a header block of more than {} KiB or {MAX_CONTINUATIONS} CONTINUATION frames",
+                    MAX_BLOCK / 1024
+                ),
+            );
+        }
+        c.block.extend_from_slice(payload);
+        if head.has(flag::END_HEADERS) {
+            let c = self.continuation.take().expect("checked above");
+            self.header_block(c.stream, c.end_stream, &c.block);
+        }
+    }
+
+    /// A complete header block on `id`: a new request, a response head,
+    /// or trailers.
+    fn header_block(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+        let known = {
+            let inner = lock(&self.shared);
+            inner
+                .ids
+                .get(&id)
+                .map(|&key| (key, inner.streams[key].head_received))
+        };
+        match (self.role, known) {
+            // By id, not key: the lock is released while the block is
+            // decoded, and another thread may drop the stream meanwhile.
+            (Role::Server, Some(_)) | (Role::Client, Some((_, true))) => {
+                self.trailers(id, end_stream, block)
+            }
+            (Role::Client, Some((_, false))) => self.response_head(id, end_stream, block),
+            (Role::Server, None) => self.request_head(id, end_stream, block),
+            (Role::Client, None) => {
+                // Decoded all the same: the HPACK state must stay in step.
+                if self.decode(block, |_| {}).is_none() {
+                    return;
+                }
+                let idle = self.is_idle(id, &lock(&self.shared));
+                if idle {
+                    self.connection_error(
+                        Reason::PROTOCOL_ERROR,
+                        format!("HEADERS on stream {id}, which torii never opened"),
+                    );
+                } else {
+                    self.frame_on_closed(id, "HEADERS");
+                }
+            }
+        }
+    }
+
+    /// Decodes a header block (up to our header list limit); a block HPACK
+    /// cannot decode ends the connection (COMPRESSION_ERROR): None.
+    pub(super) fn decode(&mut self, block: &[u8], emit: impl FnMut(Field)) -> Option<BlockInfo> {
+        let limit = self.config.max_header_list_size as usize;
+        match self
+            .decoder
+            .get(|| Decoder::new(DECODER_TABLE_SIZE))
+            .decode(block, limit, emit)
+        {
+            Ok(info) => Some(info),
+            Err(e) => {
+                self.connection_error(Reason::COMPRESSION_ERROR, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Trailers: the last header block of a stream.
+    fn trailers(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+        let self_dependent = std::mem::take(&mut self.self_dependent);
+        let mut trailers = Trailers::default();
+        let Some(info) = self.decode(block, |f| trailers.field(f)) else {
+            return;
+        };
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        let Some(&key) = inner.ids.get(&id) else {
+            return;
+        };
+        let s = &mut inner.streams[key];
+        if s.recv_eos || s.reset.is_some() {
+            if !s.is_closed() {
+                inner.reset_stream(key, Reason::STREAM_CLOSED);
+            } else {
+                inner.after_peer_reset(key);
+            }
+            return;
+        }
+        let trailers = match trailers.finish() {
+            Ok(t) if end_stream && !info.over_limit && !self_dependent => t,
+            _ => return inner.reset_stream(key, Reason::PROTOCOL_ERROR),
+        };
+        if matches!(s.recv_expect, Some(n) if n != 0) {
+            return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+        }
+        s.recv_trailers = Some(trailers);
+        s.recv_eos = true;
+        if let Some(w) = s.recv_waker.take() {
+            w.wake();
+        }
+        inner.after_change(key);
+    }
+
+    /// Server side: HEADERS on a stream id at or below the highest the
+    /// client opened, and no longer tracked.
+    fn headers_on_closed(&mut self, id: u32) {
+        let mut inner = lock(&self.shared);
+        match inner.recent.get(id) {
+            // torii reset it; the client may not have known yet.
+            Some(ClosedBy::Us) => {}
+            Some(ClosedBy::PeerReset) => inner.reset_untracked(id, Reason::STREAM_CLOSED),
+            Some(ClosedBy::Ended) => {
+                drop(inner);
+                self.connection_error(
+                    Reason::STREAM_CLOSED,
+                    format!("HEADERS on stream {id} after it had ended"),
+                );
+            }
+            None => {
+                drop(inner);
+                let last = self.last_peer_stream;
+                self.connection_error(
+                    Reason::PROTOCOL_ERROR,
+                    format!("HEADERS opening stream {id}, lower than stream {last} it had opened before (stream ids must rise)"),
+                );
+            }
+        }
+    }
+
+    /// Server side: a HEADERS block that opens a stream (or arrives on one
+    /// that has closed and been forgotten).
+    fn request_head(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+        let mut request = RequestHead::default();
+        let Some(info) = self.decode(block, |f| request.field(f)) else {
+            return;
+        };
+        if id <= self.last_peer_stream {
+            return self.headers_on_closed(id);
+        }
+        if std::mem::take(&mut self.self_dependent) && !id.is_multiple_of(2) {
+            self.last_peer_stream = id;
+            let mut inner = lock(&self.shared);
+            inner.reset_untracked(id, Reason::PROTOCOL_ERROR);
+            inner.recent.record(id, ClosedBy::Us);
+            return;
+        }
+        if id.is_multiple_of(2) {
+            return self.connection_error(
+                Reason::PROTOCOL_ERROR,
+                format!("the client opened stream {id} (even)"),
+            );
+        }
+        self.last_peer_stream = id;
+        if self.state != State::Open {
+            // Draining: streams after the GOAWAY are not processed.
+            return;
+        }
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
+        if inner.active >= self.config.max_concurrent_streams {
+            frame::put_rst_stream(inner.wbuf(), id, Reason::REFUSED_STREAM);
+            inner.recent.record(id, ClosedBy::Us);
+            return;
+        }
+        if info.over_limit {
+            // 431, as HTTP/1.1 would answer; the connection goes on.
+            tracing::debug!(
+                stream = id,
+                size = info.list_size,
+                "request header list over the limit; answering 431"
+            );
+            let start = frame::reserve_head(inner.wbuf());
+            let encoder = inner.encoder.get(Encoder::new);
+            encoder.begin_block(&mut inner.wbuf);
+            encoder.encode_pseudo(super::super::hpack::Name::Status, b"431", &mut inner.wbuf);
+            frame::finish_headers(&mut inner.wbuf, start, id, true, inner.peer_max_frame);
+            if !end_stream {
+                frame::put_rst_stream(&mut inner.wbuf, id, Reason::NO_ERROR);
+                inner.recent.record(id, ClosedBy::Us);
+            }
+            return;
+        }
+        let (parts, content_length) = match request.finish() {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::debug!(
+                    stream = id,
+                    "malformed request: {why}; resetting the stream"
+                );
+                frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+                inner.recent.record(id, ClosedBy::Us);
+                drop(guard);
+                if !self.resets.take() {
+                    self.connection_error(
+                        Reason::ENHANCE_YOUR_CALM,
+                        "too many malformed requests".into(),
+                    );
+                }
+                return;
+            }
+        };
+        if end_stream && matches!(content_length, Some(n) if n != 0) {
+            inner.reset_untracked(id, Reason::PROTOCOL_ERROR);
+            inner.recent.record(id, ClosedBy::Us);
+            return;
+        }
+        let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
+        stream.recv_eos = end_stream;
+        stream.head_ended = end_stream;
+        stream.recv_expect = content_length;
+        let key = inner.streams.insert(stream);
+        inner.ids.insert(id, key);
+        inner.active += 1;
+        let body = RecvBody::new(StreamRef::new(&self.shared, inner, key));
+        let stream = StreamRef::new(&self.shared, inner, key);
+        self.opened.push_back(Opened {
+            request: Request::from_parts(parts, body),
+            stream,
+        });
+    }
+}
