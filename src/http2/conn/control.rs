@@ -21,14 +21,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if head.stream == 0 {
             return self.connection_error(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0".into());
         }
-        let reason = if payload.len() != 5 {
-            Reason::FRAME_SIZE_ERROR
-        } else if u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff
-            == head.stream
-        {
-            Reason::PROTOCOL_ERROR
-        } else {
-            return;
+        let reason = match frame::priority(payload) {
+            None => Reason::FRAME_SIZE_ERROR,
+            Some(dependency) if dependency == head.stream => Reason::PROTOCOL_ERROR,
+            Some(_) => return,
         };
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
@@ -49,24 +45,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     pub(super) fn on_settings(&mut self, head: Head, payload: &[u8]) {
-        if head.stream != 0 {
-            return self.connection_error(Reason::PROTOCOL_ERROR, "SETTINGS on a stream".into());
-        }
-        if head.has(flag::ACK) {
-            if !payload.is_empty() {
-                self.connection_error(
-                    Reason::FRAME_SIZE_ERROR,
-                    "a SETTINGS ACK with a payload".into(),
-                );
-            }
-            return;
-        }
-        if !payload.len().is_multiple_of(6) {
-            return self.connection_error(
-                Reason::FRAME_SIZE_ERROR,
-                "a SETTINGS frame of a bad length".into(),
-            );
-        }
+        let settings = match frame::settings(&head, payload) {
+            Ok(Some(settings)) => settings,
+            Ok(None) => return, // an acknowledgement
+            Err(e) => return self.invalid(e),
+        };
         if self.state == State::Settings {
             self.state = State::Open;
             // From the handshake timeout to the keepalive.
@@ -80,9 +63,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         // never sees DATA sent under settings it does not know were
         // applied yet.
         let mut grown: Vec<usize> = Vec::new();
-        for s in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([s[0], s[1]]);
-            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+        for (id, value) in settings {
             match id {
                 setting::HEADER_TABLE_SIZE => inner
                     .encoder
@@ -155,14 +136,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     pub(super) fn on_ping(&mut self, head: Head, payload: &[u8]) {
-        if head.stream != 0 {
-            return self.connection_error(Reason::PROTOCOL_ERROR, "PING on a stream".into());
-        }
-        let Ok(data) = <[u8; 8]>::try_from(payload) else {
-            return self.connection_error(
-                Reason::FRAME_SIZE_ERROR,
-                "a PING that is not 8 bytes".into(),
-            );
+        let data = match frame::ping(&head, payload) {
+            Ok(data) => data,
+            Err(e) => return self.invalid(e),
         };
         if head.has(flag::ACK) {
             if let Ping::Sent(sent) = self.ping {
@@ -179,14 +155,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     pub(super) fn on_goaway(&mut self, head: Head, payload: &[u8]) {
-        if head.stream != 0 || payload.len() < 8 {
-            return self.connection_error(Reason::PROTOCOL_ERROR, "a malformed GOAWAY".into());
-        }
-        let reason = Reason(u32::from_be_bytes([
-            payload[4], payload[5], payload[6], payload[7],
-        ]));
+        let goaway = match frame::goaway(&head, payload) {
+            Ok(goaway) => goaway,
+            Err(e) => return self.invalid(e),
+        };
+        let reason = goaway.reason;
         if reason != Reason::NO_ERROR {
-            let debug = String::from_utf8_lossy(&payload[8..]);
+            let debug = String::from_utf8_lossy(goaway.debug);
             let why = if reason == Reason::ENHANCE_YOUR_CALM && debug.contains("too_many_pings") {
                 // gRPC servers' keepalive enforcement (C-core, grpc-go,
                 // grpc-java: one PING per 5 minutes by default).
@@ -203,8 +178,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if self.role == Role::Client {
             // Streams past the last one the server will process fail, as
             // never processed: they may be sent again elsewhere.
-            let last =
-                u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+            let last = goaway.last_stream;
             let mut guard = lock(&self.shared);
             let inner = &mut *guard;
             inner.goaway_received = true;
@@ -239,13 +213,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     pub(super) fn on_window_update(&mut self, head: Head, payload: &[u8]) {
-        let Ok(b) = <[u8; 4]>::try_from(payload) else {
-            return self.connection_error(
-                Reason::FRAME_SIZE_ERROR,
-                "a WINDOW_UPDATE that is not 4 bytes".into(),
-            );
+        let inc = match frame::window_update(payload) {
+            Ok(inc) => i64::from(inc),
+            Err(e) => return self.invalid(e),
         };
-        let inc = i64::from(u32::from_be_bytes(b) & 0x7fff_ffff);
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         if head.stream == 0 {
@@ -289,16 +260,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     pub(super) fn on_rst_stream(&mut self, head: Head, payload: &[u8]) {
-        let Ok(b) = <[u8; 4]>::try_from(payload) else {
-            return self.connection_error(
-                Reason::FRAME_SIZE_ERROR,
-                "an RST_STREAM that is not 4 bytes".into(),
-            );
+        let reason = match frame::rst_stream(&head, payload) {
+            Ok(reason) => reason,
+            Err(e) => return self.invalid(e),
         };
-        if head.stream == 0 {
-            return self.connection_error(Reason::PROTOCOL_ERROR, "RST_STREAM on stream 0".into());
-        }
-        let reason = Reason(u32::from_be_bytes(b));
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         let Some(&key) = inner.ids.get(&head.stream) else {

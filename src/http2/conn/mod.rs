@@ -133,7 +133,7 @@ pub(crate) struct Connection<IO> {
     out: Vec<u8>,
     out_pos: usize,
     /// An incomplete frame kept between reads.
-    partial: Vec<u8>,
+    partial: frame::Partial,
     /// Where the first DATA of streams is copied (short ones share it).
     data_chunk: Chunk,
     continuation: Option<Box<Continuation>>,
@@ -242,7 +242,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             role,
             out: Vec::new(),
             out_pos: 0,
-            partial: Vec::new(),
+            partial: frame::Partial::default(),
             data_chunk: Chunk::new(),
             continuation: None,
             last_peer_stream: 0,
@@ -336,6 +336,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 remote: false,
             },
         );
+    }
+
+    /// A frame that cannot be read as its type says: a connection error.
+    fn invalid(&mut self, e: frame::Invalid) {
+        self.connection_error(e.reason, e.what.into())
     }
 
     fn close(&mut self, why: String, error: Error) {

@@ -42,45 +42,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
         if !self.partial.is_empty() {
             // Complete the kept frame first.
-            let need = if self.partial.len() < frame::HEADER_LEN {
-                frame::HEADER_LEN - self.partial.len()
-            } else {
-                0
-            };
-            let take = need.min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.partial.len() < frame::HEADER_LEN {
-                return;
+            match self.partial.complete(&mut data) {
+                Ok(Some(whole)) => {
+                    let head = Head::parse(&whole);
+                    self.frame(head, &whole[frame::HEADER_LEN..]);
+                }
+                Ok(None) => return,
+                Err(head) => return self.frame_too_large(&head),
             }
-            let head = Head::parse(&self.partial);
-            if !self.frame_size_ok(&head) {
-                return;
-            }
-            let total = frame::HEADER_LEN + head.len as usize;
-            let take = (total - self.partial.len()).min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.partial.len() < total {
-                return;
-            }
-            let partial = std::mem::take(&mut self.partial);
-            self.frame(head, &partial[frame::HEADER_LEN..]);
         }
-        while self.state != State::Closing && data.len() >= frame::HEADER_LEN {
-            let head = Head::parse(data);
-            if !self.frame_size_ok(&head) {
-                return;
+        while self.state != State::Closing {
+            match frame::next(&mut data) {
+                Ok(Some((head, payload))) => self.frame(head, payload),
+                Ok(None) => break,
+                Err(head) => return self.frame_too_large(&head),
             }
-            let total = frame::HEADER_LEN + head.len as usize;
-            if data.len() < total {
-                break;
-            }
-            self.frame(head, &data[frame::HEADER_LEN..total]);
-            data = &data[total..];
         }
         if self.state != State::Closing && !data.is_empty() {
-            self.partial.extend_from_slice(data);
+            self.partial.keep(data);
         }
         // Once per read, not per frame (it takes the lock): a read holds
         // at most 32 KiB of frames.
@@ -125,19 +104,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    fn frame_size_ok(&mut self, head: &Head) -> bool {
-        if head.len > frame::DEFAULT_MAX_FRAME {
-            self.connection_error(
-                Reason::FRAME_SIZE_ERROR,
-                format!(
-                    "a {}-byte frame (the limit is {})",
-                    head.len,
-                    frame::DEFAULT_MAX_FRAME
-                ),
-            );
-            return false;
-        }
-        true
+    /// A frame larger than torii accepts (it never raises
+    /// SETTINGS_MAX_FRAME_SIZE): a connection error (RFC 9113 §4.2).
+    fn frame_too_large(&mut self, head: &Head) {
+        self.connection_error(
+            Reason::FRAME_SIZE_ERROR,
+            format!(
+                "a {}-byte frame (the limit is {})",
+                head.len,
+                frame::DEFAULT_MAX_FRAME
+            ),
+        );
     }
 
     /// DATA or HEADERS on a stream torii no longer tracks: idle (never
@@ -175,14 +152,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     fn on_data(&mut self, head: Head, payload: &[u8]) {
-        if head.stream == 0 {
-            return self.connection_error(Reason::PROTOCOL_ERROR, "DATA on stream 0".into());
-        }
-        let Some((from, to)) = frame::unpad(&head, payload) else {
-            return self
-                .connection_error(Reason::PROTOCOL_ERROR, "DATA with too much padding".into());
+        let data = match frame::data(&head, payload) {
+            Ok(data) => data,
+            Err(e) => return self.invalid(e),
         };
-        let data = &payload[from..to];
         let eos = head.has(flag::END_STREAM);
         if data.is_empty() && !eos {
             self.empty_data_budget = self.empty_data_budget.saturating_sub(1);
@@ -279,31 +252,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     fn on_headers(&mut self, head: Head, payload: &[u8]) {
-        if head.stream == 0 {
-            return self.connection_error(Reason::PROTOCOL_ERROR, "HEADERS on stream 0".into());
-        }
-        let Some((mut from, to)) = frame::unpad(&head, payload) else {
-            return self.connection_error(
-                Reason::PROTOCOL_ERROR,
-                "HEADERS with too much padding".into(),
-            );
+        let headers = match frame::headers(&head, payload) {
+            Ok(headers) => headers,
+            Err(e) => return self.invalid(e),
         };
-        self.self_dependent = false;
-        if head.has(flag::PRIORITY) {
-            from += 5;
-            if from > to {
-                return self.connection_error(
-                    Reason::FRAME_SIZE_ERROR,
-                    "a HEADERS frame too short for its priority".into(),
-                );
-            }
-            let dep = &payload[from - 5..from - 1];
-            // RFC 9113 §5.3.1: a stream error, once the block is decoded
-            // (HPACK must stay in step).
-            self.self_dependent =
-                u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]]) & 0x7fff_ffff == head.stream;
-        }
-        let block = &payload[from..to];
+        // RFC 9113 §5.3.1: a stream error, once the block is decoded (HPACK
+        // must stay in step).
+        self.self_dependent = headers.depends_on == Some(head.stream);
+        let block = headers.block;
         let end_stream = head.has(flag::END_STREAM);
         if head.has(flag::END_HEADERS) {
             self.header_block(head.stream, end_stream, block);
