@@ -13,6 +13,7 @@ use super::super::frame;
 use super::super::hpack::Encoder;
 use super::super::{Error, Reason};
 use super::handles::StreamRef;
+use super::recv::Fault;
 use super::shared::{lock, ready, register, Inner};
 use super::stream::Stream;
 use super::{Connection, MAX_STREAM_ID};
@@ -126,36 +127,39 @@ pub(crate) fn take_unprocessed(stream: &StreamRef) -> Option<Box<http::request::
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Client side: the response head of one of torii's streams.
-    pub(super) fn response_head(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+    pub(super) fn response_head(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        block: &[u8],
+    ) -> Result<(), Fault> {
         let mut head = ResponseHead::default();
-        let Some(info) = self.decode(block, |f| head.field(f)) else {
-            return;
-        };
+        let info = self.decode(block, |f| head.field(f))?;
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         let Some(&key) = inner.ids.get(&id) else {
-            return;
+            return Ok(());
         };
         if inner.streams[key].reset.is_some() {
-            return;
+            return Ok(());
         }
         let (parts, content_length) = match head.finish() {
             Ok(h) if !info.over_limit => h,
             Ok(_) => {
                 tracing::debug!(size = info.list_size, "response header list over the limit");
-                return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+                return Err(Fault::Stream(id, Reason::PROTOCOL_ERROR));
             }
             Err(why) => {
                 tracing::debug!("malformed response head from the upstream: {why}");
-                return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+                return Err(Fault::Stream(id, Reason::PROTOCOL_ERROR));
             }
         };
         if parts.status.is_informational() {
             // 100 Continue and friends: the real head follows.
             if end_stream {
-                inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+                return Err(Fault::Stream(id, Reason::PROTOCOL_ERROR));
             }
-            return;
+            return Ok(());
         }
         let s = &mut inner.streams[key];
         let bodiless = s.head_request
@@ -177,6 +181,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if end_stream {
             inner.after_change(key);
         }
+        Ok(())
     }
 }
 

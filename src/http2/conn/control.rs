@@ -9,6 +9,7 @@ use super::super::frame::{self, flag, setting, Head};
 use super::super::hpack::Encoder;
 use super::super::{Error, Reason};
 use super::defences::{RESET_BURST, RESET_RATE};
+use super::recv::Fault;
 use super::shared::{lock, Role};
 use super::{Connection, Ping, State};
 
@@ -17,38 +18,40 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// a stream depending on itself are errors. A stream error is only
     /// ever sent on a stream that exists: an idle one cannot be reset
     /// (§6.4), so a bad PRIORITY there ends the connection.
-    pub(super) fn on_priority(&mut self, head: Head, payload: &[u8]) {
+    pub(super) fn on_priority(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         if head.stream == 0 {
-            return self.connection_error(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0".into());
+            return Err(Fault::Connection(
+                Reason::PROTOCOL_ERROR,
+                "PRIORITY on stream 0".into(),
+            ));
         }
         let reason = match frame::priority(payload) {
             None => Reason::FRAME_SIZE_ERROR,
             Some(dependency) if dependency == head.stream => Reason::PROTOCOL_ERROR,
-            Some(_) => return,
+            Some(_) => return Ok(()),
         };
-        let mut guard = lock(&self.shared);
-        let inner = &mut *guard;
-        if let Some(&key) = inner.ids.get(&head.stream) {
-            return inner.reset_stream(key, reason);
+        let inner = lock(&self.shared);
+        if inner.ids.contains_key(&head.stream) {
+            return Err(Fault::Stream(head.stream, reason));
         }
-        if self.is_idle(head.stream, inner) {
-            drop(guard);
+        if self.is_idle(head.stream, &inner) {
             let what = if reason == Reason::FRAME_SIZE_ERROR {
                 format!("a PRIORITY frame of {} bytes (not 5)", payload.len())
             } else {
                 "a PRIORITY frame making a stream depend on itself".to_string()
             };
-            return self.connection_error(reason, format!("{what} on idle stream {}", head.stream));
+            return Err(Fault::Connection(
+                reason,
+                format!("{what} on idle stream {}", head.stream),
+            ));
         }
         // A closed stream: the stream error needs no state.
-        inner.reset_untracked(head.stream, reason);
+        Err(Fault::Untracked(head.stream, reason))
     }
 
-    pub(super) fn on_settings(&mut self, head: Head, payload: &[u8]) {
-        let settings = match frame::settings(&head, payload) {
-            Ok(Some(settings)) => settings,
-            Ok(None) => return, // an acknowledgement
-            Err(e) => return self.invalid(e),
+    pub(super) fn on_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
+        let Some(settings) = frame::settings(&head, payload)? else {
+            return Ok(()); // an acknowledgement
         };
         if self.state == State::Settings {
             self.state = State::Open;
@@ -77,21 +80,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
                 setting::ENABLE_PUSH if value > 1 || (value == 1 && inner.role == Role::Client) => {
                     // A server must never announce push (RFC 9113 §6.5.2).
-                    drop(guard);
                     let what = if value > 1 {
                         "ENABLE_PUSH above 1"
                     } else {
                         "the server announced ENABLE_PUSH 1"
                     };
-                    return self.connection_error(Reason::PROTOCOL_ERROR, what.into());
+                    return Err(Fault::Connection(Reason::PROTOCOL_ERROR, what.into()));
                 }
                 setting::INITIAL_WINDOW_SIZE => {
                     if value > frame::MAX_WINDOW {
-                        drop(guard);
-                        return self.connection_error(
+                        return Err(Fault::Connection(
                             Reason::FLOW_CONTROL_ERROR,
                             "INITIAL_WINDOW_SIZE above 2^31-1".into(),
-                        );
+                        ));
                     }
                     let delta = i64::from(value) - i64::from(inner.peer_initial_window);
                     inner.peer_initial_window = value;
@@ -106,22 +107,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                             }
                         }
                         if overflow {
-                            drop(guard);
-                            return self.connection_error(
+                            return Err(Fault::Connection(
                                 Reason::FLOW_CONTROL_ERROR,
                                 "INITIAL_WINDOW_SIZE pushed a stream window past 2^31-1".into(),
-                            );
+                            ));
                         }
                         grown.extend(grew);
                     }
                 }
                 setting::MAX_FRAME_SIZE => {
                     if !(frame::DEFAULT_MAX_FRAME..=frame::MAX_MAX_FRAME).contains(&value) {
-                        drop(guard);
-                        return self.connection_error(
+                        return Err(Fault::Connection(
                             Reason::PROTOCOL_ERROR,
                             format!("MAX_FRAME_SIZE {value} out of range"),
-                        );
+                        ));
                     }
                     // Larger frames save little; 16 KiB keeps writes small.
                     inner.peer_max_frame = (value as usize).min(frame::DEFAULT_MAX_FRAME as usize);
@@ -133,13 +132,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         for key in grown {
             inner.flush_stream(key);
         }
+        Ok(())
     }
 
-    pub(super) fn on_ping(&mut self, head: Head, payload: &[u8]) {
-        let data = match frame::ping(&head, payload) {
-            Ok(data) => data,
-            Err(e) => return self.invalid(e),
-        };
+    pub(super) fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
+        let data = frame::ping(&head, payload)?;
         if head.has(flag::ACK) {
             if let Ping::Sent(sent) = self.ping {
                 if sent == data {
@@ -149,16 +146,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                         .reset(Instant::now() + self.config.keepalive_interval);
                 }
             }
-            return;
+            return Ok(());
         }
         frame::put_ping(lock(&self.shared).wbuf(), true, data);
+        Ok(())
     }
 
-    pub(super) fn on_goaway(&mut self, head: Head, payload: &[u8]) {
-        let goaway = match frame::goaway(&head, payload) {
-            Ok(goaway) => goaway,
-            Err(e) => return self.invalid(e),
-        };
+    pub(super) fn on_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
+        let goaway = frame::goaway(&head, payload)?;
         let reason = goaway.reason;
         if reason != Reason::NO_ERROR {
             let debug = String::from_utf8_lossy(goaway.debug);
@@ -210,75 +205,69 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if matches!(self.state, State::Open | State::Settings) {
             self.state = State::Draining;
         }
+        Ok(())
     }
 
-    pub(super) fn on_window_update(&mut self, head: Head, payload: &[u8]) {
-        let inc = match frame::window_update(payload) {
-            Ok(inc) => i64::from(inc),
-            Err(e) => return self.invalid(e),
-        };
+    pub(super) fn on_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
+        let inc = i64::from(frame::window_update(payload)?);
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         if head.stream == 0 {
             if inc == 0 {
-                drop(guard);
-                return self
-                    .connection_error(Reason::PROTOCOL_ERROR, "a WINDOW_UPDATE of 0".into());
+                return Err(Fault::Connection(
+                    Reason::PROTOCOL_ERROR,
+                    "a WINDOW_UPDATE of 0".into(),
+                ));
             }
             inner.send_window += inc;
             if inner.send_window > i64::from(frame::MAX_WINDOW) {
-                drop(guard);
-                return self.connection_error(
+                return Err(Fault::Connection(
                     Reason::FLOW_CONTROL_ERROR,
                     "the connection window grew past 2^31-1".into(),
-                );
+                ));
             }
             inner.flush_blocked();
-            return;
+            return Ok(());
         }
         let Some(&key) = inner.ids.get(&head.stream) else {
             if self.is_idle(head.stream, inner) {
-                drop(guard);
-                self.connection_error(
+                return Err(Fault::Connection(
                     Reason::PROTOCOL_ERROR,
                     "WINDOW_UPDATE on an idle stream".into(),
-                );
+                ));
             }
-            return;
+            return Ok(());
         };
         if inc == 0 {
-            return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+            return Err(Fault::Stream(head.stream, Reason::PROTOCOL_ERROR));
         }
         let s = &mut inner.streams[key];
         s.send_window += inc;
         if s.send_window > i64::from(frame::MAX_WINDOW) {
-            return inner.reset_stream(key, Reason::FLOW_CONTROL_ERROR);
+            return Err(Fault::Stream(head.stream, Reason::FLOW_CONTROL_ERROR));
         }
         if !s.send_pending.is_empty() {
             inner.flush_stream(key);
         }
+        Ok(())
     }
 
-    pub(super) fn on_rst_stream(&mut self, head: Head, payload: &[u8]) {
-        let reason = match frame::rst_stream(&head, payload) {
-            Ok(reason) => reason,
-            Err(e) => return self.invalid(e),
-        };
+    pub(super) fn on_rst_stream(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
+        let reason = frame::rst_stream(&head, payload)?;
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         let Some(&key) = inner.ids.get(&head.stream) else {
             if self.is_idle(head.stream, inner) {
-                drop(guard);
-                self.connection_error(
+                return Err(Fault::Connection(
                     Reason::PROTOCOL_ERROR,
                     "RST_STREAM on an idle stream".into(),
-                );
+                ));
             }
-            return;
+            return Ok(());
         };
         let s = &mut inner.streams[key];
         if s.is_closed() {
-            return;
+            return Ok(());
         }
         // Rapid reset (CVE-2023-44487) is a client opening streams and
         // resetting them before they are answered, faster than anyone
@@ -292,12 +281,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         inner.after_change(key);
         drop(guard);
         if counts && !self.resets.take() {
-            self.connection_error(
+            return Err(Fault::Connection(
                 Reason::ENHANCE_YOUR_CALM,
                 format!(
                     "more than {RESET_BURST} streams reset before their response, faster than {RESET_RATE} a second (rapid reset)"
                 ),
-            );
+            ));
         }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::super::Reason;
+use super::recv::Fault;
 use super::{lock, Connection, State};
 
 /// Past this many bytes waiting to be written, streams stop adding DATA
@@ -77,20 +78,21 @@ impl Bucket {
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Streams the peer made torii reset use up the same budget as its
     /// own resets (see `Inner::reset_stream`).
-    pub(super) fn count_peer_resets(&mut self) {
+    pub(super) fn count_peer_resets(&mut self) -> Result<(), Fault> {
         if self.state == State::Closing {
-            return;
+            return Ok(());
         }
         let n = std::mem::take(&mut lock(&self.shared).peer_resets);
         for _ in 0..n {
             if !self.resets.take() {
-                return self.connection_error(
+                return Err(Fault::Connection(
                     Reason::ENHANCE_YOUR_CALM,
                     format!(
                         "more than {RESET_BURST} streams reset, by the client or because it broke rules on them, faster than {RESET_RATE} a second (rapid reset)"
                     ),
-                );
+                ));
             }
         }
+        Ok(())
     }
 }

@@ -338,11 +338,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         );
     }
 
-    /// A frame that cannot be read as its type says: a connection error.
-    fn invalid(&mut self, e: frame::Invalid) {
-        self.connection_error(e.reason, e.what.into())
-    }
-
     fn close(&mut self, why: String, error: Error) {
         self.state = State::Closing;
         // What is queued (a GOAWAY) gets this long to leave.

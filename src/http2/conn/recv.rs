@@ -19,6 +19,63 @@ use super::{Connection, Continuation, Opened, State};
 /// Our SETTINGS_HEADER_TABLE_SIZE (the default; never announced).
 const DECODER_TABLE_SIZE: usize = 4096;
 
+/// What a frame handler found wrong with what the peer sent (RFC 9113
+/// §5.4). Handlers return it; [`Connection::answer`] alone turns it into
+/// RST_STREAM or GOAWAY. (Refusals and answers that are torii's own choice —
+/// REFUSED_STREAM at the stream limit, a 431, a lingering request cut off —
+/// are not faults: their handlers write them.)
+#[derive(Debug)]
+pub(super) enum Fault {
+    /// A connection error (§5.4.1): GOAWAY with this code, and the words
+    /// (the log's, and the GOAWAY's debug data) on what the peer did.
+    Connection(Reason, String),
+    /// A stream error (§5.4.2) on a stream torii tracks: RST_STREAM, the
+    /// stream fails with [`Error::LocalReset`], and the server side counts
+    /// it against the reset budget (see `Inner::reset_stream`). A stream
+    /// gone meanwhile (its handles dropped) was reset already.
+    Stream(u32, Reason),
+    /// A stream error on a stream torii keeps no state for (closed, or one
+    /// the peer reset): RST_STREAM alone, counted the same.
+    Untracked(u32, Reason),
+    /// A stream error on a stream refused before it opened: as `Untracked`,
+    /// and remembered as reset by torii (the peer's frames still in flight
+    /// on it are ignored).
+    Refused(u32, Reason),
+    /// A malformed request head (§8.1.1): RST_STREAM PROTOCOL_ERROR,
+    /// remembered as reset by torii; one token of the reset budget, and
+    /// past it the connection ends.
+    Malformed(u32),
+}
+
+impl From<frame::Invalid> for Fault {
+    fn from(e: frame::Invalid) -> Fault {
+        Fault::Connection(e.reason, e.what.into())
+    }
+}
+
+/// A frame larger than torii accepts (it never raises
+/// SETTINGS_MAX_FRAME_SIZE): a connection error (RFC 9113 §4.2).
+fn frame_too_large(head: &Head) -> Fault {
+    Fault::Connection(
+        Reason::FRAME_SIZE_ERROR,
+        format!(
+            "a {}-byte frame (the limit is {})",
+            head.len,
+            frame::DEFAULT_MAX_FRAME
+        ),
+    )
+}
+
+/// A frame the peer may not send on a stream it reset itself: a stream
+/// error STREAM_CLOSED (§5.1), sent without touching the stream. Frames on
+/// streams torii reset are ignored (the peer may not have known yet).
+fn after_peer_reset(s: &Stream) -> Result<(), Fault> {
+    match s.reset {
+        Some(Error::Reset(_)) => Err(Fault::Untracked(s.id, Reason::STREAM_CLOSED)),
+        _ => Ok(()),
+    }
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Handles newly read bytes: whole frames, and what is left of an
     /// incomplete one.
@@ -48,14 +105,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     self.frame(head, &whole[frame::HEADER_LEN..]);
                 }
                 Ok(None) => return,
-                Err(head) => return self.frame_too_large(&head),
+                Err(head) => return self.answer(frame_too_large(&head)),
             }
         }
         while self.state != State::Closing {
             match frame::next(&mut data) {
                 Ok(Some((head, payload))) => self.frame(head, payload),
                 Ok(None) => break,
-                Err(head) => return self.frame_too_large(&head),
+                Err(head) => return self.answer(frame_too_large(&head)),
             }
         }
         if self.state != State::Closing && !data.is_empty() {
@@ -64,26 +121,68 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         // Once per read, not per frame (it takes the lock): a read holds
         // at most 32 KiB of frames.
         if self.role == Role::Server {
-            self.count_peer_resets();
+            if let Err(fault) = self.count_peer_resets() {
+                self.answer(fault);
+            }
         }
     }
 
     /// Handles one whole frame.
     fn frame(&mut self, head: Head, payload: &[u8]) {
+        if let Err(fault) = self.dispatch(head, payload) {
+            self.answer(fault);
+        }
+    }
+
+    /// The one place where what a handler found wrong becomes frames:
+    /// RST_STREAM for a stream error, GOAWAY (and the end of the
+    /// connection) for a connection error.
+    pub(super) fn answer(&mut self, fault: Fault) {
+        match fault {
+            Fault::Connection(reason, what) => self.connection_error(reason, what),
+            Fault::Stream(id, reason) => {
+                let mut inner = lock(&self.shared);
+                if let Some(&key) = inner.ids.get(&id) {
+                    inner.reset_stream(key, reason);
+                }
+            }
+            Fault::Untracked(id, reason) => lock(&self.shared).reset_untracked(id, reason),
+            Fault::Refused(id, reason) => {
+                let mut inner = lock(&self.shared);
+                inner.reset_untracked(id, reason);
+                inner.recent.record(id, ClosedBy::Us);
+            }
+            Fault::Malformed(id) => {
+                {
+                    let mut inner = lock(&self.shared);
+                    frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
+                    inner.recent.record(id, ClosedBy::Us);
+                }
+                if !self.resets.take() {
+                    self.connection_error(
+                        Reason::ENHANCE_YOUR_CALM,
+                        "too many malformed requests".into(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Hands a frame to the handler of its type, once it is allowed at
+    /// all here (SETTINGS first, nothing inside a header block).
+    fn dispatch(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         if self.state == State::Settings && head.kind != kind::SETTINGS {
-            self.connection_error(
+            return Err(Fault::Connection(
                 Reason::PROTOCOL_ERROR,
                 "the first frame was not SETTINGS".into(),
-            );
-            return;
+            ));
         }
         if let Some(c) = &self.continuation {
             if head.kind != kind::CONTINUATION || head.stream != c.stream {
-                self.connection_error(
+                return Err(Fault::Connection(
                     Reason::PROTOCOL_ERROR,
                     "a header block was interrupted by another frame".into(),
-                );
-                return;
+                ));
             }
         }
         match head.kind {
@@ -92,54 +191,36 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             kind::PRIORITY => self.on_priority(head, payload),
             kind::RST_STREAM => self.on_rst_stream(head, payload),
             kind::SETTINGS => self.on_settings(head, payload),
-            kind::PUSH_PROMISE => self.connection_error(
+            kind::PUSH_PROMISE => Err(Fault::Connection(
                 Reason::PROTOCOL_ERROR,
                 "PUSH_PROMISE (push is disabled)".into(),
-            ),
+            )),
             kind::PING => self.on_ping(head, payload),
             kind::GOAWAY => self.on_goaway(head, payload),
             kind::WINDOW_UPDATE => self.on_window_update(head, payload),
             kind::CONTINUATION => self.on_continuation(head, payload),
-            _ => {} // Unknown frame types are ignored (RFC 9113 §4.1).
+            _ => Ok(()), // Unknown frame types are ignored (RFC 9113 §4.1).
         }
-    }
-
-    /// A frame larger than torii accepts (it never raises
-    /// SETTINGS_MAX_FRAME_SIZE): a connection error (RFC 9113 §4.2).
-    fn frame_too_large(&mut self, head: &Head) {
-        self.connection_error(
-            Reason::FRAME_SIZE_ERROR,
-            format!(
-                "a {}-byte frame (the limit is {})",
-                head.len,
-                frame::DEFAULT_MAX_FRAME
-            ),
-        );
     }
 
     /// DATA or HEADERS on a stream torii no longer tracks: idle (never
     /// opened: a connection error), reset by torii (the peer's frames may
     /// still be in flight: ignored, RFC 9113 §5.1), or closed (STREAM_CLOSED:
     /// a connection error once the peer had ended it, else a stream error).
-    pub(super) fn frame_on_closed(&mut self, id: u32, what: &str) {
-        let mut inner = lock(&self.shared);
-        if self.is_idle(id, &inner) {
-            drop(inner);
-            return self.connection_error(
+    fn frame_on_closed(&self, inner: &Inner, id: u32, what: &str) -> Result<(), Fault> {
+        if self.is_idle(id, inner) {
+            return Err(Fault::Connection(
                 Reason::PROTOCOL_ERROR,
                 format!("{what} on stream {id}, which was never opened (idle)"),
-            );
+            ));
         }
         match inner.recent.get(id) {
-            Some(ClosedBy::Us) => {}
-            Some(ClosedBy::Ended) => {
-                drop(inner);
-                self.connection_error(
-                    Reason::STREAM_CLOSED,
-                    format!("{what} on stream {id} after it had ended"),
-                );
-            }
-            Some(ClosedBy::PeerReset) | None => inner.reset_untracked(id, Reason::STREAM_CLOSED),
+            Some(ClosedBy::Us) => Ok(()),
+            Some(ClosedBy::Ended) => Err(Fault::Connection(
+                Reason::STREAM_CLOSED,
+                format!("{what} on stream {id} after it had ended"),
+            )),
+            Some(ClosedBy::PeerReset) | None => Err(Fault::Untracked(id, Reason::STREAM_CLOSED)),
         }
     }
 
@@ -151,19 +232,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    fn on_data(&mut self, head: Head, payload: &[u8]) {
-        let data = match frame::data(&head, payload) {
-            Ok(data) => data,
-            Err(e) => return self.invalid(e),
-        };
+    fn on_data(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
+        let data = frame::data(&head, payload)?;
         let eos = head.has(flag::END_STREAM);
         if data.is_empty() && !eos {
             self.empty_data_budget = self.empty_data_budget.saturating_sub(1);
             if self.empty_data_budget == 0 {
-                return self.connection_error(
+                return Err(Fault::Connection(
                     Reason::ENHANCE_YOUR_CALM,
                     "too many empty DATA frames".into(),
-                );
+                ));
             }
         } else if self.empty_data_budget < EMPTY_DATA_BUDGET {
             self.empty_data_budget += 1;
@@ -174,39 +252,37 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let len = payload.len();
         inner.recv_window -= len as i64;
         if inner.recv_window < 0 {
-            drop(guard);
-            return self.connection_error(
+            return Err(Fault::Connection(
                 Reason::FLOW_CONTROL_ERROR,
                 "the peer sent more than the connection window allowed".into(),
-            );
+            ));
         }
         let Some(&key) = inner.ids.get(&head.stream) else {
             inner.release_connection(len);
-            drop(guard);
-            return self.frame_on_closed(head.stream, "DATA");
+            return self.frame_on_closed(inner, head.stream, "DATA");
         };
+        let id = head.stream;
         let s = &mut inner.streams[key];
         if s.recv_eos || s.reset.is_some() {
             inner.release_connection(len);
-            if !inner.streams[key].is_closed() {
+            let s = &inner.streams[key];
+            if !s.is_closed() {
                 // Half-closed (remote): RFC 9113 §5.1.
-                inner.reset_stream(key, Reason::STREAM_CLOSED);
-            } else {
-                inner.after_peer_reset(key);
+                return Err(Fault::Stream(id, Reason::STREAM_CLOSED));
             }
-            return;
+            return after_peer_reset(s);
         }
         s.recv_window -= len as i64;
         if s.recv_window < 0 {
             inner.release_connection(len);
-            return inner.reset_stream(key, Reason::FLOW_CONTROL_ERROR);
+            return Err(Fault::Stream(id, Reason::FLOW_CONTROL_ERROR));
         }
         if let Some(expect) = &mut s.recv_expect {
             match expect.checked_sub(data.len() as u64) {
                 Some(left) if !eos || left == 0 => *expect = left,
                 _ => {
                     inner.release_connection(len);
-                    return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+                    return Err(Fault::Stream(id, Reason::PROTOCOL_ERROR));
                 }
             }
         }
@@ -228,9 +304,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 inner.wake_conn();
             }
             if over && !eos {
-                return inner.cancel_stream(key, Reason::NO_ERROR);
+                inner.cancel_stream(key, Reason::NO_ERROR);
+            } else {
+                inner.after_change(key);
             }
-            return inner.after_change(key);
+            return Ok(());
         }
         if s.recv_buf.is_empty() && !s.recv_split {
             // A stream's first data, a unary body in one frame most often:
@@ -249,57 +327,56 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if eos {
             inner.after_change(key);
         }
+        Ok(())
     }
 
-    fn on_headers(&mut self, head: Head, payload: &[u8]) {
-        let headers = match frame::headers(&head, payload) {
-            Ok(headers) => headers,
-            Err(e) => return self.invalid(e),
-        };
+    fn on_headers(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
+        let headers = frame::headers(&head, payload)?;
         // RFC 9113 §5.3.1: a stream error, once the block is decoded (HPACK
         // must stay in step).
         self.self_dependent = headers.depends_on == Some(head.stream);
         let block = headers.block;
         let end_stream = head.has(flag::END_STREAM);
         if head.has(flag::END_HEADERS) {
-            self.header_block(head.stream, end_stream, block);
-        } else {
-            self.continuation = Some(Box::new(Continuation {
-                stream: head.stream,
-                end_stream,
-                block: block.to_vec(),
-                frames: 0,
-            }));
+            return self.header_block(head.stream, end_stream, block);
         }
+        self.continuation = Some(Box::new(Continuation {
+            stream: head.stream,
+            end_stream,
+            block: block.to_vec(),
+            frames: 0,
+        }));
+        Ok(())
     }
 
-    fn on_continuation(&mut self, head: Head, payload: &[u8]) {
+    fn on_continuation(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         let Some(c) = &mut self.continuation else {
-            return self.connection_error(
+            return Err(Fault::Connection(
                 Reason::PROTOCOL_ERROR,
                 "CONTINUATION without HEADERS".into(),
-            );
+            ));
         };
         c.frames += 1;
         if c.block.len() + payload.len() > MAX_BLOCK || c.frames > MAX_CONTINUATIONS {
-            return self.connection_error(
+            return Err(Fault::Connection(
                 Reason::ENHANCE_YOUR_CALM,
                 format!(
                     "a header block of more than {} KiB or {MAX_CONTINUATIONS} CONTINUATION frames",
                     MAX_BLOCK / 1024
                 ),
-            );
+            ));
         }
         c.block.extend_from_slice(payload);
         if head.has(flag::END_HEADERS) {
             let c = self.continuation.take().expect("checked above");
-            self.header_block(c.stream, c.end_stream, &c.block);
+            return self.header_block(c.stream, c.end_stream, &c.block);
         }
+        Ok(())
     }
 
     /// A complete header block on `id`: a new request, a response head,
     /// or trailers.
-    fn header_block(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+    fn header_block(&mut self, id: u32, end_stream: bool, block: &[u8]) -> Result<(), Fault> {
         let known = {
             let inner = lock(&self.shared);
             inner
@@ -317,66 +394,56 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             (Role::Server, None) => self.request_head(id, end_stream, block),
             (Role::Client, None) => {
                 // Decoded all the same: the HPACK state must stay in step.
-                if self.decode(block, |_| {}).is_none() {
-                    return;
-                }
-                let idle = self.is_idle(id, &lock(&self.shared));
-                if idle {
-                    self.connection_error(
+                self.decode(block, |_| {})?;
+                let inner = lock(&self.shared);
+                if self.is_idle(id, &inner) {
+                    return Err(Fault::Connection(
                         Reason::PROTOCOL_ERROR,
                         format!("HEADERS on stream {id}, which torii never opened"),
-                    );
-                } else {
-                    self.frame_on_closed(id, "HEADERS");
+                    ));
                 }
+                self.frame_on_closed(&inner, id, "HEADERS")
             }
         }
     }
 
     /// Decodes a header block (up to our header list limit); a block HPACK
-    /// cannot decode ends the connection (COMPRESSION_ERROR): None.
-    pub(super) fn decode(&mut self, block: &[u8], emit: impl FnMut(Field)) -> Option<BlockInfo> {
+    /// cannot decode is a connection error (COMPRESSION_ERROR).
+    pub(super) fn decode(
+        &mut self,
+        block: &[u8],
+        emit: impl FnMut(Field),
+    ) -> Result<BlockInfo, Fault> {
         let limit = self.config.max_header_list_size as usize;
-        match self
-            .decoder
+        self.decoder
             .get(|| Decoder::new(DECODER_TABLE_SIZE))
             .decode(block, limit, emit)
-        {
-            Ok(info) => Some(info),
-            Err(e) => {
-                self.connection_error(Reason::COMPRESSION_ERROR, e.to_string());
-                None
-            }
-        }
+            .map_err(|e| Fault::Connection(Reason::COMPRESSION_ERROR, e.to_string()))
     }
 
     /// Trailers: the last header block of a stream.
-    fn trailers(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+    fn trailers(&mut self, id: u32, end_stream: bool, block: &[u8]) -> Result<(), Fault> {
         let self_dependent = std::mem::take(&mut self.self_dependent);
         let mut trailers = Trailers::default();
-        let Some(info) = self.decode(block, |f| trailers.field(f)) else {
-            return;
-        };
+        let info = self.decode(block, |f| trailers.field(f))?;
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         let Some(&key) = inner.ids.get(&id) else {
-            return;
+            return Ok(());
         };
         let s = &mut inner.streams[key];
         if s.recv_eos || s.reset.is_some() {
             if !s.is_closed() {
-                inner.reset_stream(key, Reason::STREAM_CLOSED);
-            } else {
-                inner.after_peer_reset(key);
+                return Err(Fault::Stream(id, Reason::STREAM_CLOSED));
             }
-            return;
+            return after_peer_reset(s);
         }
         let trailers = match trailers.finish() {
             Ok(t) if end_stream && !info.over_limit && !self_dependent => t,
-            _ => return inner.reset_stream(key, Reason::PROTOCOL_ERROR),
+            _ => return Err(Fault::Stream(id, Reason::PROTOCOL_ERROR)),
         };
         if matches!(s.recv_expect, Some(n) if n != 0) {
-            return inner.reset_stream(key, Reason::PROTOCOL_ERROR);
+            return Err(Fault::Stream(id, Reason::PROTOCOL_ERROR));
         }
         s.recv_trailers = Some(trailers);
         s.recv_eos = true;
@@ -384,68 +451,60 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             w.wake();
         }
         inner.after_change(key);
+        Ok(())
     }
 
     /// Server side: HEADERS on a stream id at or below the highest the
     /// client opened, and no longer tracked.
-    fn headers_on_closed(&mut self, id: u32) {
-        let mut inner = lock(&self.shared);
-        match inner.recent.get(id) {
+    fn headers_on_closed(&self, id: u32) -> Result<(), Fault> {
+        let closed_by = lock(&self.shared).recent.get(id);
+        match closed_by {
             // torii reset it; the client may not have known yet.
-            Some(ClosedBy::Us) => {}
-            Some(ClosedBy::PeerReset) => inner.reset_untracked(id, Reason::STREAM_CLOSED),
-            Some(ClosedBy::Ended) => {
-                drop(inner);
-                self.connection_error(
-                    Reason::STREAM_CLOSED,
-                    format!("HEADERS on stream {id} after it had ended"),
-                );
-            }
+            Some(ClosedBy::Us) => Ok(()),
+            Some(ClosedBy::PeerReset) => Err(Fault::Untracked(id, Reason::STREAM_CLOSED)),
+            Some(ClosedBy::Ended) => Err(Fault::Connection(
+                Reason::STREAM_CLOSED,
+                format!("HEADERS on stream {id} after it had ended"),
+            )),
             None => {
-                drop(inner);
                 let last = self.last_peer_stream;
-                self.connection_error(
+                Err(Fault::Connection(
                     Reason::PROTOCOL_ERROR,
                     format!("HEADERS opening stream {id}, lower than stream {last} it had opened before (stream ids must rise)"),
-                );
+                ))
             }
         }
     }
 
     /// Server side: a HEADERS block that opens a stream (or arrives on one
     /// that has closed and been forgotten).
-    fn request_head(&mut self, id: u32, end_stream: bool, block: &[u8]) {
+    fn request_head(&mut self, id: u32, end_stream: bool, block: &[u8]) -> Result<(), Fault> {
         let mut request = RequestHead::default();
-        let Some(info) = self.decode(block, |f| request.field(f)) else {
-            return;
-        };
+        let info = self.decode(block, |f| request.field(f))?;
         if id <= self.last_peer_stream {
             return self.headers_on_closed(id);
         }
         if std::mem::take(&mut self.self_dependent) && !id.is_multiple_of(2) {
             self.last_peer_stream = id;
-            let mut inner = lock(&self.shared);
-            inner.reset_untracked(id, Reason::PROTOCOL_ERROR);
-            inner.recent.record(id, ClosedBy::Us);
-            return;
+            return Err(Fault::Refused(id, Reason::PROTOCOL_ERROR));
         }
         if id.is_multiple_of(2) {
-            return self.connection_error(
+            return Err(Fault::Connection(
                 Reason::PROTOCOL_ERROR,
                 format!("the client opened stream {id} (even)"),
-            );
+            ));
         }
         self.last_peer_stream = id;
         if self.state != State::Open {
             // Draining: streams after the GOAWAY are not processed.
-            return;
+            return Ok(());
         }
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         if inner.active >= self.config.max_concurrent_streams {
             frame::put_rst_stream(inner.wbuf(), id, Reason::REFUSED_STREAM);
             inner.recent.record(id, ClosedBy::Us);
-            return;
+            return Ok(());
         }
         if info.over_limit {
             // 431, as HTTP/1.1 would answer; the connection goes on.
@@ -463,7 +522,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 frame::put_rst_stream(&mut inner.wbuf, id, Reason::NO_ERROR);
                 inner.recent.record(id, ClosedBy::Us);
             }
-            return;
+            return Ok(());
         }
         let (parts, content_length) = match request.finish() {
             Ok(r) => r,
@@ -472,22 +531,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     stream = id,
                     "malformed request: {why}; resetting the stream"
                 );
-                frame::put_rst_stream(inner.wbuf(), id, Reason::PROTOCOL_ERROR);
-                inner.recent.record(id, ClosedBy::Us);
-                drop(guard);
-                if !self.resets.take() {
-                    self.connection_error(
-                        Reason::ENHANCE_YOUR_CALM,
-                        "too many malformed requests".into(),
-                    );
-                }
-                return;
+                return Err(Fault::Malformed(id));
             }
         };
         if end_stream && matches!(content_length, Some(n) if n != 0) {
-            inner.reset_untracked(id, Reason::PROTOCOL_ERROR);
-            inner.recent.record(id, ClosedBy::Us);
-            return;
+            return Err(Fault::Refused(id, Reason::PROTOCOL_ERROR));
         }
         let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
         stream.recv_eos = end_stream;
@@ -502,5 +550,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             request: Request::from_parts(parts, body),
             stream,
         });
+        Ok(())
     }
 }

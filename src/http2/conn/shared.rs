@@ -227,18 +227,6 @@ impl Inner {
         self.reset_with(key, reason, Error::LocalReset(reason));
     }
 
-    /// A frame the peer may not send on a stream it reset itself: a stream
-    /// error STREAM_CLOSED (RFC 9113 §5.1), sent without touching the
-    /// stream. Frames on streams torii reset are ignored (the peer may not
-    /// have known yet).
-    pub(super) fn after_peer_reset(&mut self, key: usize) {
-        let s = &self.streams[key];
-        if let Some(Error::Reset(_)) = s.reset {
-            let id = s.id;
-            self.reset_untracked(id, Reason::STREAM_CLOSED);
-        }
-    }
-
     /// A stream error on a stream torii keeps no state for (closed, or
     /// refused before it opened), because the peer broke a rule on it:
     /// counted like `reset_stream`.
