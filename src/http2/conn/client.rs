@@ -78,7 +78,9 @@ pub(crate) fn open_stream(
     inner.next_stream_id += 2;
     let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
     stream.send_eos = end_stream;
-    stream.send_done = end_stream;
+    if end_stream {
+        stream.state.end_send();
+    }
     stream.head_request = head.method == http::Method::HEAD;
     stream.pending_head = Some(Box::new(head));
     // Counted against the upstream's stream limit once its head is written.
@@ -103,7 +105,11 @@ pub(crate) fn poll_response(
         return Poll::Ready(Ok(head));
     }
     let s = &inner.streams[key];
-    let error = s.reset.clone().or_else(|| inner.error.clone());
+    let error = s
+        .state
+        .reset_error()
+        .cloned()
+        .or_else(|| inner.error.clone());
     if let Some(e) = error {
         return Poll::Ready(Err(e));
     }
@@ -140,7 +146,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let Some(&key) = inner.ids.get(&id) else {
             return Ok(());
         };
-        if inner.streams[key].reset.is_some() {
+        if inner.streams[key].state.reset_error().is_some() {
             return Ok(());
         }
         let (parts, content_length) = match head.finish() {
@@ -173,7 +179,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             super::super::maps::give(head.headers);
         }
         s.recv_expect = if bodiless { None } else { content_length };
-        s.recv_eos = end_stream;
+        s.state.set_recv_ended(end_stream);
         s.head_ended = end_stream;
         if let Some(w) = s.recv_waker.take() {
             w.wake();
@@ -205,7 +211,7 @@ impl Inner {
             let Some(head) = s.pending_head.take() else {
                 continue;
             };
-            let end_stream = s.send_done;
+            let end_stream = s.state.send_ended();
             s.send_head_done = true;
             s.counted = true;
             self.active += 1;

@@ -180,12 +180,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let refused: Vec<usize> = inner
                 .streams
                 .iter()
-                .filter(|(_, s)| s.id > last && !s.is_closed())
+                .filter(|(_, s)| s.id > last && !s.state.is_closed())
                 .map(|(key, _)| key)
                 .collect();
             for key in refused {
                 let s = &mut inner.streams[key];
-                s.reset = Some(Error::GoAway {
+                s.state.reset(Error::GoAway {
                     reason,
                     remote: true,
                 });
@@ -266,7 +266,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return Ok(());
         };
         let s = &mut inner.streams[key];
-        if s.is_closed() {
+        if s.state.is_closed() {
             return Ok(());
         }
         // Rapid reset (CVE-2023-44487) is a client opening streams and
@@ -274,7 +274,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         // cancels for real. Counted only on the server side, only before a
         // response head, never for NO_ERROR.
         let counts = self.role == Role::Server && !s.send_head_done && reason != Reason::NO_ERROR;
-        s.reset = Some(Error::Reset(reason));
+        s.state.reset(Error::Reset(reason));
         s.send_pending.clear();
         s.send_trailers = None;
         s.wake();

@@ -36,8 +36,8 @@ impl StreamRef {
 
     /// Why the stream cannot go on, if it cannot.
     pub(super) fn error_of(inner: &Inner, s: &Stream) -> Option<Error> {
-        s.reset.clone().or_else(|| {
-            if s.is_closed() {
+        s.state.reset_error().cloned().or_else(|| {
+            if s.state.is_closed() {
                 None
             } else {
                 inner.error.clone()
@@ -54,9 +54,9 @@ impl Drop for StreamRef {
         let role = inner.role;
         let s = &mut inner.streams[self.key];
         s.handles -= 1;
-        if s.handles == 0 && !s.is_closed() {
+        if s.handles == 0 && !s.state.is_closed() {
             if failed {
-                s.reset = Some(Error::Closed);
+                s.state.reset(Error::Closed);
             } else if role == Role::Server && s.send_eos {
                 // The answer was handed over whole: it leaves as the
                 // client's windows allow (resetting now would cut it), and
@@ -68,7 +68,7 @@ impl Drop for StreamRef {
             } else {
                 // Abandoned: tell the peer. A request sent whole whose
                 // response is no longer wanted ends with NO_ERROR.
-                let reason = if s.send_done {
+                let reason = if s.state.send_ended() {
                     Reason::NO_ERROR
                 } else {
                     Reason::CANCEL
@@ -102,7 +102,7 @@ impl RecvBody {
     pub fn is_end_stream(&self) -> bool {
         let inner = self.stream.lock();
         let s = &inner.streams[self.stream.key];
-        s.recv_eos
+        s.state.recv_ended()
             && s.recv_buf.is_empty()
             && s.recv_trailers.is_none()
             && (s.head_ended || s.recv_split)
@@ -136,7 +136,7 @@ impl RecvBody {
         if let Some(t) = s.recv_trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(t))));
         }
-        if s.recv_eos {
+        if s.state.recv_ended() {
             return Poll::Ready(None);
         }
         if let Some(e) = StreamRef::error_of(inner, &inner.streams[key]) {
@@ -214,7 +214,7 @@ impl SendBody {
             return Err(e);
         }
         let s = &mut inner.streams[key];
-        if s.send_done || s.send_eos {
+        if s.state.send_ended() || s.send_eos {
             return Ok(());
         }
         if add(s) {
@@ -270,7 +270,7 @@ pub(crate) fn send_head(
     s.send_head_done = true;
     if end_stream {
         s.send_eos = true;
-        s.send_done = true;
+        s.state.end_send();
     }
     ready(&mut inner.wbuf, inner.wbuf_hint);
     let start = frame::reserve_head(&mut inner.wbuf);

@@ -12,6 +12,33 @@
 //! When the connection's task polls the streams itself (torii's
 //! single-threaded mode) the lock is never contended and handles need not
 //! wake the task: it writes after polling them anyway (`inline_poll`).
+//!
+//! Frames in: `recv.rs` splits the bytes read into frames (with
+//! `frame::read`) and dispatches each by type to its handler. A handler
+//! returns what the peer did wrong as a `Fault`; one driver,
+//! `Connection::answer`, turns it into RST_STREAM (a stream error) or
+//! GOAWAY and the end of the connection (a connection error), RFC 9113
+//! §5.4. A stream's place in §5.1's lifecycle is `stream::State` (the
+//! diagram is in `stream.rs`).
+//!
+//! | RFC 9113 | where |
+//! |---|---|
+//! | §3.4 preface; §4.1, §4.2 frame layout and size | `frame/read.rs`, `frame/write.rs`; `recv.rs` (`received`) |
+//! | §4.3 header compression | `../hpack/`; `recv.rs` (`decode`) |
+//! | §5.1 stream states | `stream.rs` (`State`); `recv.rs` (`frame_on_closed`, `headers_on_closed`); `shared.rs` (`RecentClosed`) |
+//! | §5.1.1 stream ids, §5.1.2 concurrency | `recv.rs` (`request_head`, `is_idle`); `client.rs` (`open_stream`, `write_heads`) |
+//! | §5.2, §6.9 flow control, WINDOW_UPDATE | `shared.rs` (`release_stream`, `release_connection`, `flush_stream`, `flush_blocked`); `control.rs` (`on_window_update`, INITIAL_WINDOW_SIZE); `recv.rs` (`on_data`) |
+//! | §5.3 priority, §6.3 PRIORITY | `control.rs` (`on_priority`); `recv.rs` (a HEADERS frame depending on itself) |
+//! | §5.4 error handling | `recv.rs` (`Fault`, `Connection::answer`); `mod.rs` (`connection_error`) |
+//! | §6.1 DATA | `recv.rs` (`on_data`) |
+//! | §6.2 HEADERS, §6.10 CONTINUATION | `recv.rs` (`on_headers`, `on_continuation`, `header_block`) |
+//! | §6.4 RST_STREAM | `control.rs` (`on_rst_stream`); `shared.rs` (`reset_stream`, `reset_untracked`, `cancel_stream`) |
+//! | §6.5 SETTINGS | `control.rs` (`on_settings`); `mod.rs` (torii's own, in `Connection::server` and `client`) |
+//! | §6.7 PING | `control.rs` (`on_ping`); `mod.rs` (`poll_timer`: keepalive) |
+//! | §6.8 GOAWAY | `control.rs` (`on_goaway`); `mod.rs` (`graceful_shutdown`, `connection_error`) |
+//! | §8.1 messages and trailers, §8.2, §8.3 fields | `../fields.rs`; `recv.rs` (`request_head`, `trailers`); `client.rs` (`response_head`); `handles.rs` (`send_head`, `SendBody`, `RecvBody`) |
+//! | §8.7 requests not processed | `client.rs` (`take_unprocessed`); `stream.rs` (`Stream::unprocessed`); `control.rs` (`on_goaway`) |
+//! | §10.5 denial of service | `defences.rs` (budgets, the reset bucket); `recv.rs` (where they are spent) |
 
 mod client;
 mod control;

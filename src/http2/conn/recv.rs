@@ -70,7 +70,7 @@ fn frame_too_large(head: &Head) -> Fault {
 /// error STREAM_CLOSED (§5.1), sent without touching the stream. Frames on
 /// streams torii reset are ignored (the peer may not have known yet).
 fn after_peer_reset(s: &Stream) -> Result<(), Fault> {
-    match s.reset {
+    match s.state.reset_error() {
         Some(Error::Reset(_)) => Err(Fault::Untracked(s.id, Reason::STREAM_CLOSED)),
         _ => Ok(()),
     }
@@ -263,10 +263,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         };
         let id = head.stream;
         let s = &mut inner.streams[key];
-        if s.recv_eos || s.reset.is_some() {
+        if s.state.recv_closed() {
             inner.release_connection(len);
             let s = &inner.streams[key];
-            if !s.is_closed() {
+            if !s.state.is_closed() {
                 // Half-closed (remote): RFC 9113 §5.1.
                 return Err(Fault::Stream(id, Reason::STREAM_CLOSED));
             }
@@ -290,7 +290,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             // Nobody reads this request any more: dropped, and only the
             // connection's window is given back (the stream's bounds how
             // much more the peer sends).
-            s.recv_eos = eos;
+            s.state.set_recv_ended(eos);
             let over = len as u32 > s.linger_left;
             s.linger_left = s.linger_left.saturating_sub(len as u32);
             if len > 0 {
@@ -317,7 +317,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         } else {
             s.recv_buf.extend_from_slice(data);
         }
-        s.recv_eos = eos;
+        s.state.set_recv_ended(eos);
         if let Some(w) = s.recv_waker.take() {
             w.wake();
         }
@@ -432,8 +432,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return Ok(());
         };
         let s = &mut inner.streams[key];
-        if s.recv_eos || s.reset.is_some() {
-            if !s.is_closed() {
+        if s.state.recv_closed() {
+            if !s.state.is_closed() {
                 return Err(Fault::Stream(id, Reason::STREAM_CLOSED));
             }
             return after_peer_reset(s);
@@ -446,7 +446,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return Err(Fault::Stream(id, Reason::PROTOCOL_ERROR));
         }
         s.recv_trailers = Some(trailers);
-        s.recv_eos = true;
+        s.state.set_recv_ended(true);
         if let Some(w) = s.recv_waker.take() {
             w.wake();
         }
@@ -538,7 +538,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return Err(Fault::Refused(id, Reason::PROTOCOL_ERROR));
         }
         let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
-        stream.recv_eos = end_stream;
+        stream.state.set_recv_ended(end_stream);
         stream.head_ended = end_stream;
         stream.recv_expect = content_length;
         let key = inner.streams.insert(stream);

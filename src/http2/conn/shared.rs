@@ -188,7 +188,7 @@ impl Inner {
     pub(super) fn release_stream(&mut self, key: usize, n: usize) {
         let half = self.our_stream_window / 2;
         let s = &mut self.streams[key];
-        if s.recv_eos || s.reset.is_some() || n == 0 {
+        if s.state.recv_closed() || n == 0 {
             return;
         }
         s.recv_released += n as u32;
@@ -221,7 +221,7 @@ impl Inner {
     /// make torii open and cancel upstream streams without limit by
     /// breaking rules instead of resetting ("MadeYouReset", CVE-2025-8671).
     pub(super) fn reset_stream(&mut self, key: usize, reason: Reason) {
-        if self.role == Role::Server && !self.streams[key].is_closed() {
+        if self.role == Role::Server && !self.streams[key].state.is_closed() {
             self.peer_resets += 1;
         }
         self.reset_with(key, reason, Error::LocalReset(reason));
@@ -246,14 +246,14 @@ impl Inner {
 
     pub(super) fn reset_with(&mut self, key: usize, reason: Reason, error: Error) {
         let s = &mut self.streams[key];
-        if s.is_closed() {
+        if s.state.is_closed() {
             return;
         }
         let id = s.id;
-        s.reset = Some(error);
+        s.state.reset(error);
         s.send_pending.clear();
         s.send_trailers = None;
-        s.send_done = true;
+        s.state.end_send();
         s.wake();
         // A stream whose head was never written needs no RST_STREAM.
         if s.pending_head.take().is_none() {
@@ -267,7 +267,7 @@ impl Inner {
     /// handle is left.
     pub(super) fn after_change(&mut self, key: usize) {
         let s = &mut self.streams[key];
-        if s.orphan && !s.lingering && s.send_done && !s.is_closed() {
+        if s.orphan && !s.lingering && s.state.send_ended() && !s.state.is_closed() {
             // Answered in full while the request is still arriving: read
             // the rest of it (bounded) rather than reset at once.
             if self.draining || self.lingering >= MAX_LINGERING {
@@ -277,7 +277,7 @@ impl Inner {
             self.lingering += 1;
         }
         let s = &mut self.streams[key];
-        if s.counted && s.is_closed() {
+        if s.counted && s.state.is_closed() {
             s.counted = false;
             self.active -= 1;
             if let Some(w) = self.open_waiters.pop() {
@@ -294,7 +294,7 @@ impl Inner {
             if s.lingering {
                 self.lingering -= 1;
             }
-            let how = match &s.reset {
+            let how = match s.state.reset_error() {
                 None => ClosedBy::Ended,
                 Some(Error::Reset(_)) => ClosedBy::PeerReset,
                 Some(_) => ClosedBy::Us,
@@ -314,7 +314,7 @@ impl Inner {
         let Some(s) = self.streams.get_mut(key) else {
             return;
         };
-        if s.reset.is_some() || !s.send_head_done {
+        if s.state.reset_error().is_some() || !s.send_head_done {
             return;
         }
         let id = s.id;
@@ -344,7 +344,7 @@ impl Inner {
                 bytes::Buf::advance(front, n);
             }
             if eos {
-                s.send_done = true;
+                s.state.end_send();
             }
         }
         if s.send_pending.is_empty() {
@@ -353,13 +353,13 @@ impl Inner {
                 fields::encode_trailers(self.encoder.get(Encoder::new), &trailers, &mut self.wbuf);
                 super::super::maps::give(trailers);
                 frame::finish_headers(&mut self.wbuf, start, id, true, max_frame);
-                s.send_done = true;
+                s.state.end_send();
                 wrote = true;
-            } else if s.send_eos && !s.send_done {
+            } else if s.send_eos && !s.state.send_ended() {
                 // The body ended after its last DATA went out.
                 ready(&mut self.wbuf, self.wbuf_hint);
                 frame::put_data(&mut self.wbuf, id, &[], true);
-                s.send_done = true;
+                s.state.end_send();
                 wrote = true;
             }
             if let Some(w) = s.send_waker.take() {

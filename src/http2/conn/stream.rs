@@ -1,5 +1,51 @@
 //! One stream: what it received, what it is sending, and where it is in
-//! its life.
+//! its life ([`State`], RFC 9113 §5.1).
+//!
+//! # The states
+//!
+//! ```text
+//!                          idle
+//!                            |
+//!                   HEADERS, either way
+//!                            |
+//!                            v
+//!   peer's END_STREAM   +---------+   torii's END_STREAM
+//!        +--------------|  open   |---------------+
+//!        |              +---------+               |
+//!        v                   |                    v
+//!  +-------------+           |             +-------------+
+//!  | half-closed |           |             | half-closed |
+//!  |  (remote)   |      RST_STREAM,        |   (local)   |
+//!  +-------------+      either way         +-------------+
+//!        |                   |                    |
+//!  torii's END_STREAM,       |          peer's END_STREAM,
+//!  or RST_STREAM             |          or RST_STREAM
+//!        |                   v                    |
+//!        +-------------> +--------+ <-------------+
+//!                        | closed |
+//!                        +--------+
+//! ```
+//!
+//! The two `reserved` states of the RFC's figure never occur: torii
+//! disables push (SETTINGS_ENABLE_PUSH 0) and PUSH_PROMISE is a connection
+//! error.
+//!
+//! | RFC 9113 §5.1 | here |
+//! |---|---|
+//! | idle | not in `Inner::streams`; `Connection::is_idle` tells an idle id (even, or above the highest the peer opened, or not yet given out by torii) from a closed one |
+//! | open | [`State::Open`] |
+//! | half-closed (local) | [`State::HalfClosedLocal`]: torii's END_STREAM is in the write buffer |
+//! | half-closed (remote) | [`State::HalfClosedRemote`]: the peer's END_STREAM arrived |
+//! | closed | [`State::Closed`] (both sides ended) or [`State::Reset`] (RST_STREAM either way, or the connection's end); the stream stays in `Inner::streams` while a handle holds it, then `RecentClosed` remembers how it closed for the frames still in flight |
+//!
+//! Finer steps inside a state are kept beside it on [`Stream`]: whether
+//! torii's head is out (`send_head_done`), the peer's head in (client:
+//! `head_received`), END_STREAM only queued behind data (`send_eos`), and
+//! on the server a stream whose handles are gone but whose answer is
+//! still leaving or whose request is still arriving (`orphan`,
+//! `lingering`). A client stream whose head waits for the connection's
+//! task (`pending_head`) is still idle on the wire, but already counts as
+//! open here (half-closed (local) if the head carries END_STREAM).
 
 use std::collections::VecDeque;
 use std::task::Waker;
@@ -9,6 +55,113 @@ use http::HeaderMap;
 
 use super::super::{Error, Reason};
 use super::defences::LINGER_BYTES;
+
+/// Where a stream is in RFC 9113 §5.1's lifecycle (see the module doc for
+/// the diagram).
+#[derive(Debug)]
+pub(super) enum State {
+    /// Both sides may send.
+    Open,
+    /// torii sent END_STREAM (or queued its head with it); the peer may
+    /// still send.
+    HalfClosedLocal,
+    /// The peer sent END_STREAM; torii may still send.
+    HalfClosedRemote,
+    /// Both sides sent END_STREAM.
+    Closed,
+    /// Closed by RST_STREAM, sent or received, or by the end of the
+    /// connection: `error` is what the stream's handles see. Whether each
+    /// side had ended before is kept: a body the peer ended still reads
+    /// to its end.
+    Reset {
+        error: Error,
+        recv_ended: bool,
+        send_ended: bool,
+    },
+}
+
+impl State {
+    /// The state of a stream whose sides have (or have not) ended.
+    #[inline]
+    fn of(recv_ended: bool, send_ended: bool) -> State {
+        match (recv_ended, send_ended) {
+            (false, false) => State::Open,
+            (false, true) => State::HalfClosedLocal,
+            (true, false) => State::HalfClosedRemote,
+            (true, true) => State::Closed,
+        }
+    }
+
+    /// The peer sent END_STREAM.
+    #[inline]
+    pub(super) fn recv_ended(&self) -> bool {
+        match self {
+            State::HalfClosedRemote | State::Closed => true,
+            State::Reset { recv_ended, .. } => *recv_ended,
+            State::Open | State::HalfClosedLocal => false,
+        }
+    }
+
+    /// torii sent END_STREAM (or reset the stream).
+    #[inline]
+    pub(super) fn send_ended(&self) -> bool {
+        match self {
+            State::HalfClosedLocal | State::Closed => true,
+            State::Reset { send_ended, .. } => *send_ended,
+            State::Open | State::HalfClosedRemote => false,
+        }
+    }
+
+    /// Nothing more may arrive on the stream: the peer ended it, or it was
+    /// reset.
+    #[inline]
+    pub(super) fn recv_closed(&self) -> bool {
+        !matches!(self, State::Open | State::HalfClosedLocal)
+    }
+
+    #[inline]
+    pub(super) fn is_closed(&self) -> bool {
+        matches!(self, State::Closed | State::Reset { .. })
+    }
+
+    /// Why the stream was reset, if it was.
+    #[inline]
+    pub(super) fn reset_error(&self) -> Option<&Error> {
+        match self {
+            State::Reset { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Whether the peer has ended its side: END_STREAM received, or (a
+    /// client stream's response head) not yet after all.
+    #[inline]
+    pub(super) fn set_recv_ended(&mut self, ended: bool) {
+        match self {
+            State::Reset { recv_ended, .. } => *recv_ended = ended,
+            _ => *self = State::of(ended, self.send_ended()),
+        }
+    }
+
+    /// torii ended its side: END_STREAM written, or RST_STREAM.
+    #[inline]
+    pub(super) fn end_send(&mut self) {
+        match self {
+            State::Reset { send_ended, .. } => *send_ended = true,
+            _ => *self = State::of(self.recv_ended(), true),
+        }
+    }
+
+    /// RST_STREAM, either way, or the end of the connection: closed with
+    /// `error`.
+    pub(super) fn reset(&mut self, error: Error) {
+        *self = State::Reset {
+            error,
+            recv_ended: self.recv_ended(),
+            send_ended: self.send_ended(),
+        };
+    }
+}
 
 /// A stream's body chunks waiting to be sent, in order. Nearly always
 /// one at a time (a unary message, or a streamed one the window lets
@@ -65,7 +218,6 @@ pub(super) struct Stream {
     /// whole.
     pub(super) recv_split: bool,
     pub(super) recv_trailers: Option<HeaderMap>,
-    pub(super) recv_eos: bool,
     /// The head itself ended the stream (END_STREAM on HEADERS): the
     /// body is known empty from the start.
     pub(super) head_ended: bool,
@@ -82,13 +234,12 @@ pub(super) struct Stream {
     /// END_STREAM goes with the last pending byte (or trailers).
     pub(super) send_eos: bool,
     pub(super) send_trailers: Option<HeaderMap>,
-    /// END_STREAM written (or the stream reset).
-    pub(super) send_done: bool,
     pub(super) send_head_done: bool,
     pub(super) send_waker: Option<Waker>,
     /// In `Inner::blocked` (queued once, however often it is flushed).
     pub(super) blocked: bool,
-    pub(super) reset: Option<Error>,
+    /// Where the stream is in its life (RFC 9113 §5.1).
+    pub(super) state: State,
     /// Client side: the response head, once it arrived (taken by the
     /// response future).
     pub(super) response: Option<http::response::Parts>,
@@ -125,7 +276,6 @@ impl Stream {
             recv_buf: BytesMut::new(),
             recv_split: false,
             recv_trailers: None,
-            recv_eos: false,
             head_ended: false,
             recv_window: recv_window.into(),
             recv_released: 0,
@@ -135,11 +285,10 @@ impl Stream {
             send_pending: Chunks::default(),
             send_eos: false,
             send_trailers: None,
-            send_done: false,
             send_head_done: false,
             send_waker: None,
             blocked: false,
-            reset: None,
+            state: State::Open,
             response: None,
             head_received: false,
             pending_head: None,
@@ -151,10 +300,6 @@ impl Stream {
         }
     }
 
-    pub(super) fn is_closed(&self) -> bool {
-        self.reset.is_some() || (self.recv_eos && self.send_done)
-    }
-
     /// Client side: the stream failed and the upstream certainly did not
     /// process it — refused (REFUSED_STREAM), above a GOAWAY's last stream
     /// id, or never written at all (RFC 9113 §8.7) — so it may be sent
@@ -163,7 +308,7 @@ impl Stream {
         if self.head_received {
             return false;
         }
-        match &self.reset {
+        match self.state.reset_error() {
             Some(Error::Reset(Reason::REFUSED_STREAM)) => true,
             // Set only by a received GOAWAY, on streams above its last id.
             Some(Error::GoAway { remote: true, .. }) => true,
