@@ -20,19 +20,19 @@ use super::{Connection, MAX_STREAM_ID};
 
 /// Client side: every client handle is gone; the connection ends when its
 /// streams have.
-pub(crate) fn client_gone(shared: &Mutex<Inner>) {
+pub(in crate::http2) fn client_gone(shared: &Mutex<Inner>) {
     let mut inner = lock(shared);
     inner.client_gone = true;
     inner.inline_poll = false;
     inner.wake_conn();
 }
 
-pub(crate) fn client_is_closed(shared: &Mutex<Inner>) -> bool {
+pub(in crate::http2) fn client_is_closed(shared: &Mutex<Inner>) -> bool {
     let inner = lock(shared);
     inner.error.is_some() || inner.goaway_received || inner.next_stream_id > MAX_STREAM_ID
 }
 
-pub(crate) fn client_poll_ready(
+pub(in crate::http2) fn client_poll_ready(
     shared: &Mutex<Inner>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), Error>> {
@@ -57,7 +57,7 @@ pub(crate) fn client_poll_ready(
 /// for its response and, unless `end_stream`, the one for its body; or,
 /// when the connection can open no stream, why and the head untouched.
 #[allow(clippy::result_large_err)] // the error path hands the head back
-pub(crate) fn open_stream(
+pub(in crate::http2) fn open_stream(
     shared: &Arc<Mutex<Inner>>,
     head: http::request::Parts,
     end_stream: bool,
@@ -95,7 +95,7 @@ pub(crate) fn open_stream(
 }
 
 /// Client side: the response head, once it has arrived.
-pub(crate) fn poll_response(
+pub(in crate::http2) fn poll_response(
     stream: &StreamRef,
     cx: &mut Context<'_>,
 ) -> Poll<Result<http::response::Parts, Error>> {
@@ -120,7 +120,7 @@ pub(crate) fn poll_response(
 /// Client side, after the response future failed: the request head, when
 /// the upstream certainly did not process the stream (see
 /// [`Stream::unprocessed`]).
-pub(crate) fn take_unprocessed(stream: &StreamRef) -> Option<Box<http::request::Parts>> {
+pub(in crate::http2) fn take_unprocessed(stream: &StreamRef) -> Option<Box<http::request::Parts>> {
     let mut guard = stream.lock();
     let inner = &mut *guard;
     let connection_error = inner.error.is_some();

@@ -18,9 +18,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// a stream depending on itself are errors. A stream error is only
     /// ever sent on a stream that exists: an idle one cannot be reset
     /// (§6.4), so a bad PRIORITY there ends the connection.
+    // Not on a request's path: kept out of the per-frame dispatch.
+    #[inline(never)]
     pub(super) fn on_priority(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         if head.stream == 0 {
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 Reason::PROTOCOL_ERROR,
                 "PRIORITY on stream 0".into(),
             ));
@@ -40,7 +42,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             } else {
                 "a PRIORITY frame making a stream depend on itself".to_string()
             };
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 reason,
                 format!("{what} on idle stream {}", head.stream),
             ));
@@ -49,6 +51,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Err(Fault::Untracked(head.stream, reason))
     }
 
+    // Not on a request's path: kept out of the per-frame dispatch.
+    #[inline(never)]
     pub(super) fn on_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         let Some(settings) = frame::settings(&head, payload)? else {
             return Ok(()); // an acknowledgement
@@ -85,11 +89,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     } else {
                         "the server announced ENABLE_PUSH 1"
                     };
-                    return Err(Fault::Connection(Reason::PROTOCOL_ERROR, what.into()));
+                    return Err(Fault::connection(Reason::PROTOCOL_ERROR, what.into()));
                 }
                 setting::INITIAL_WINDOW_SIZE => {
                     if value > frame::MAX_WINDOW {
-                        return Err(Fault::Connection(
+                        return Err(Fault::connection(
                             Reason::FLOW_CONTROL_ERROR,
                             "INITIAL_WINDOW_SIZE above 2^31-1".into(),
                         ));
@@ -107,7 +111,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                             }
                         }
                         if overflow {
-                            return Err(Fault::Connection(
+                            return Err(Fault::connection(
                                 Reason::FLOW_CONTROL_ERROR,
                                 "INITIAL_WINDOW_SIZE pushed a stream window past 2^31-1".into(),
                             ));
@@ -117,7 +121,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
                 setting::MAX_FRAME_SIZE => {
                     if !(frame::DEFAULT_MAX_FRAME..=frame::MAX_MAX_FRAME).contains(&value) {
-                        return Err(Fault::Connection(
+                        return Err(Fault::connection(
                             Reason::PROTOCOL_ERROR,
                             format!("MAX_FRAME_SIZE {value} out of range"),
                         ));
@@ -135,6 +139,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Ok(())
     }
 
+    // Not on a request's path: kept out of the per-frame dispatch.
+    #[inline(never)]
     pub(super) fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         let data = frame::ping(&head, payload)?;
         if head.has(flag::ACK) {
@@ -152,6 +158,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Ok(())
     }
 
+    // Not on a request's path: kept out of the per-frame dispatch.
+    #[inline(never)]
     pub(super) fn on_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         let goaway = frame::goaway(&head, payload)?;
         let reason = goaway.reason;
@@ -214,14 +222,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let inner = &mut *guard;
         if head.stream == 0 {
             if inc == 0 {
-                return Err(Fault::Connection(
+                return Err(Fault::connection(
                     Reason::PROTOCOL_ERROR,
                     "a WINDOW_UPDATE of 0".into(),
                 ));
             }
             inner.send_window += inc;
             if inner.send_window > i64::from(frame::MAX_WINDOW) {
-                return Err(Fault::Connection(
+                return Err(Fault::connection(
                     Reason::FLOW_CONTROL_ERROR,
                     "the connection window grew past 2^31-1".into(),
                 ));
@@ -231,7 +239,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
         let Some(&key) = inner.ids.get(&head.stream) else {
             if self.is_idle(head.stream, inner) {
-                return Err(Fault::Connection(
+                return Err(Fault::connection(
                     Reason::PROTOCOL_ERROR,
                     "WINDOW_UPDATE on an idle stream".into(),
                 ));
@@ -252,13 +260,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Ok(())
     }
 
+    // Not on a request's path: kept out of the per-frame dispatch.
+    #[inline(never)]
     pub(super) fn on_rst_stream(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         let reason = frame::rst_stream(&head, payload)?;
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         let Some(&key) = inner.ids.get(&head.stream) else {
             if self.is_idle(head.stream, inner) {
-                return Err(Fault::Connection(
+                return Err(Fault::connection(
                     Reason::PROTOCOL_ERROR,
                     "RST_STREAM on an idle stream".into(),
                 ));
@@ -281,7 +291,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         inner.after_change(key);
         drop(guard);
         if counts && !self.resets.take() {
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 Reason::ENHANCE_YOUR_CALM,
                 format!(
                     "more than {RESET_BURST} streams reset before their response, faster than {RESET_RATE} a second (rapid reset)"

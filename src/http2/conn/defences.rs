@@ -85,7 +85,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let n = std::mem::take(&mut lock(&self.shared).peer_resets);
         for _ in 0..n {
             if !self.resets.take() {
-                return Err(Fault::Connection(
+                return Err(Fault::connection(
                     Reason::ENHANCE_YOUR_CALM,
                     format!(
                         "more than {RESET_BURST} streams reset, by the client or because it broke rules on them, faster than {RESET_RATE} a second (rapid reset)"

@@ -16,7 +16,7 @@ use super::shared::{lock, ready, register, Inner, Role};
 use super::stream::Stream;
 
 /// A handle on one stream; the stream lives while a handle does.
-pub(crate) struct StreamRef {
+pub(in crate::http2) struct StreamRef {
     shared: Arc<Mutex<Inner>>,
     pub(super) key: usize,
 }
@@ -88,7 +88,7 @@ pub struct RecvBody {
 }
 
 impl RecvBody {
-    pub(crate) fn new(stream: StreamRef) -> RecvBody {
+    pub(in crate::http2) fn new(stream: StreamRef) -> RecvBody {
         RecvBody { stream }
     }
 
@@ -157,7 +157,7 @@ pub struct SendBody {
 }
 
 impl SendBody {
-    pub(crate) fn new(stream: StreamRef) -> SendBody {
+    pub(in crate::http2) fn new(stream: StreamRef) -> SendBody {
         SendBody { stream }
     }
 
@@ -235,7 +235,7 @@ impl SendBody {
     }
 }
 
-pub(crate) fn poll_reset(stream: &StreamRef, cx: &mut Context<'_>) -> Poll<Error> {
+pub(in crate::http2) fn poll_reset(stream: &StreamRef, cx: &mut Context<'_>) -> Poll<Error> {
     let mut inner = stream.lock();
     let key = stream.key;
     if let Some(e) = StreamRef::error_of(&inner, &inner.streams[key]) {
@@ -245,7 +245,7 @@ pub(crate) fn poll_reset(stream: &StreamRef, cx: &mut Context<'_>) -> Poll<Error
     Poll::Pending
 }
 
-pub(crate) fn send_reset(stream: &StreamRef, reason: Reason) {
+pub(in crate::http2) fn send_reset(stream: &StreamRef, reason: Reason) {
     let mut inner = stream.lock();
     if inner.error.is_none() {
         inner.cancel_stream(stream.key, reason);
@@ -253,7 +253,7 @@ pub(crate) fn send_reset(stream: &StreamRef, reason: Reason) {
 }
 
 /// Sends a response (or request) head on a stream.
-pub(crate) fn send_head(
+pub(in crate::http2) fn send_head(
     stream: &StreamRef,
     encode: impl FnOnce(&mut Encoder, &mut Vec<u8>),
     end_stream: bool,

@@ -61,12 +61,12 @@ use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-pub(crate) use client::{
+pub(in crate::http2) use client::{
     client_gone, client_is_closed, client_poll_ready, open_stream, poll_response, take_unprocessed,
 };
-pub(crate) use handles::{poll_reset, send_head, send_reset, StreamRef};
+pub(in crate::http2) use handles::{poll_reset, send_head, send_reset, StreamRef};
 pub use handles::{RecvBody, SendBody};
-pub(crate) use shared::Inner;
+pub(in crate::http2) use shared::Inner;
 
 use super::chunk::Chunk;
 use super::frame;
@@ -143,13 +143,13 @@ enum Ping {
 
 /// A new stream opened by the peer: its request head and body, and the
 /// handle to answer it.
-pub(crate) struct Opened {
+pub(in crate::http2) struct Opened {
     pub request: Request<RecvBody>,
     pub stream: StreamRef,
 }
 
 /// The connection, as its task sees it.
-pub(crate) struct Connection<IO> {
+pub(in crate::http2) struct Connection<IO> {
     io: IO,
     shared: Arc<Mutex<Inner>>,
     config: Config,
@@ -188,7 +188,7 @@ pub(crate) struct Connection<IO> {
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// A server-side connection: the client's preface is expected first.
-    pub fn server(io: IO, config: Config) -> Self {
+    pub(in crate::http2) fn server(io: IO, config: Config) -> Self {
         let mut wbuf = Vec::with_capacity(64);
         frame::put_settings(
             &mut wbuf,
@@ -208,7 +208,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// A client-side connection: torii's preface and SETTINGS are queued;
     /// requests may follow at once.
-    pub fn client(io: IO, config: Config) -> Self {
+    pub(in crate::http2) fn client(io: IO, config: Config) -> Self {
         let mut wbuf = Vec::with_capacity(128);
         wbuf.extend_from_slice(frame::PREFACE);
         frame::put_settings(
@@ -289,34 +289,34 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// The state shared with stream handles (client side: for the handle
     /// that opens streams).
-    pub fn shared(&self) -> &Arc<Mutex<Inner>> {
+    pub(in crate::http2) fn shared(&self) -> &Arc<Mutex<Inner>> {
         &self.shared
     }
 
     /// A stream the peer opened, if one is waiting.
-    pub fn accept(&mut self) -> Option<Opened> {
+    pub(in crate::http2) fn accept(&mut self) -> Option<Opened> {
         self.opened.pop_front()
     }
 
     /// Why the connection ended (once it has).
-    pub fn end_reason(&self) -> Option<&str> {
+    pub(in crate::http2) fn end_reason(&self) -> Option<&str> {
         self.end.as_deref()
     }
 
     /// Starts a poll of the connection's task. `inline`: the task polls the
     /// streams itself, so handles need not wake it.
-    pub fn begin_poll(&mut self, cx: &Context<'_>, inline: bool) {
+    pub(in crate::http2) fn begin_poll(&mut self, cx: &Context<'_>, inline: bool) {
         let mut inner = lock(&self.shared);
         inner.inline_poll = inline;
         register(&mut inner.conn_waker, cx);
     }
 
-    pub fn end_poll(&mut self) {
+    pub(in crate::http2) fn end_poll(&mut self) {
         lock(&self.shared).inline_poll = false;
     }
 
     /// GOAWAY: no new streams; the connection ends when the open ones have.
-    pub fn graceful_shutdown(&mut self) {
+    pub(in crate::http2) fn graceful_shutdown(&mut self) {
         if matches!(self.state, State::Draining | State::Closing) {
             return;
         }
@@ -374,7 +374,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     /// Records a failed write (the connection is over).
-    pub fn failed_write(&mut self, e: io::Error) {
+    pub(in crate::http2) fn failed_write(&mut self, e: io::Error) {
         let why = format!("write failed: {e}");
         self.state = State::Closing;
         self.end.get_or_insert(why);
@@ -382,7 +382,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     /// True when the connection is over and everything queued was written.
-    pub fn is_finished(&self) -> bool {
+    pub(in crate::http2) fn is_finished(&self) -> bool {
         let inner = lock(&self.shared);
         let flushed = self.flushed && self.out_pos >= self.out.len() && inner.wbuf.is_empty();
         match self.state {
@@ -394,7 +394,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Reads what the peer sent and handles it. True if anything arrived
     /// (streams may have been opened or woken: poll them, then call again).
-    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(in crate::http2) fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         for _ in 0..READS_PER_POLL {
             if self.state == State::Closing {
@@ -446,7 +446,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     /// Writes what is queued. Ready(Err) if the socket failed.
-    pub fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(in crate::http2) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.out_pos >= self.out.len() {
                 self.out.clear();
@@ -493,7 +493,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// and flushed, and the stream was shut down (TLS close_notify). A
     /// peer that never reads does not hold it longer than `LINGER`: see
     /// [`poll_timer`](Self::poll_timer).
-    pub fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(in crate::http2) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.is_finished() {
             return Poll::Pending;
         }
@@ -507,7 +507,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// The handshake deadline and keepalive PINGs. True when the
     /// connection must end now (a closing connection had its time to
     /// write its last frames).
-    pub fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(in crate::http2) fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         while self.timer.as_mut().poll(cx).is_ready() {
             match (self.state, &self.ping) {
                 (State::Preface(_) | State::Settings, _) => {

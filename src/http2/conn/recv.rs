@@ -24,11 +24,15 @@ const DECODER_TABLE_SIZE: usize = 4096;
 /// RST_STREAM or GOAWAY. (Refusals and answers that are torii's own choice —
 /// REFUSED_STREAM at the stream limit, a 431, a lingering request cut off —
 /// are not faults: their handlers write them.)
+///
+/// Sixteen bytes, so that a handler's `Result<(), Fault>` comes back in
+/// registers: the words of a connection error are boxed (an allocation
+/// only on the way to GOAWAY).
 #[derive(Debug)]
 pub(super) enum Fault {
     /// A connection error (§5.4.1): GOAWAY with this code, and the words
     /// (the log's, and the GOAWAY's debug data) on what the peer did.
-    Connection(Reason, String),
+    Connection(Box<(Reason, String)>),
     /// A stream error (§5.4.2) on a stream torii tracks: RST_STREAM, the
     /// stream fails with [`Error::LocalReset`], and the server side counts
     /// it against the reset budget (see `Inner::reset_stream`). A stream
@@ -47,16 +51,26 @@ pub(super) enum Fault {
     Malformed(u32),
 }
 
+const _: () = assert!(std::mem::size_of::<Result<(), Fault>>() == 16);
+
+impl Fault {
+    #[cold]
+    pub(super) fn connection(reason: Reason, what: String) -> Fault {
+        Fault::Connection(Box::new((reason, what)))
+    }
+}
+
 impl From<frame::Invalid> for Fault {
+    #[cold]
     fn from(e: frame::Invalid) -> Fault {
-        Fault::Connection(e.reason, e.what.into())
+        Fault::connection(e.reason, e.what.into())
     }
 }
 
 /// A frame larger than torii accepts (it never raises
 /// SETTINGS_MAX_FRAME_SIZE): a connection error (RFC 9113 §4.2).
 fn frame_too_large(head: &Head) -> Fault {
-    Fault::Connection(
+    Fault::connection(
         Reason::FRAME_SIZE_ERROR,
         format!(
             "a {}-byte frame (the limit is {})",
@@ -137,9 +151,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// The one place where what a handler found wrong becomes frames:
     /// RST_STREAM for a stream error, GOAWAY (and the end of the
     /// connection) for a connection error.
+    #[cold]
+    #[inline(never)]
     pub(super) fn answer(&mut self, fault: Fault) {
         match fault {
-            Fault::Connection(reason, what) => self.connection_error(reason, what),
+            Fault::Connection(e) => {
+                let (reason, what) = *e;
+                self.connection_error(reason, what)
+            }
             Fault::Stream(id, reason) => {
                 let mut inner = lock(&self.shared);
                 if let Some(&key) = inner.ids.get(&id) {
@@ -172,14 +191,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// all here (SETTINGS first, nothing inside a header block).
     fn dispatch(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         if self.state == State::Settings && head.kind != kind::SETTINGS {
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 Reason::PROTOCOL_ERROR,
                 "the first frame was not SETTINGS".into(),
             ));
         }
         if let Some(c) = &self.continuation {
             if head.kind != kind::CONTINUATION || head.stream != c.stream {
-                return Err(Fault::Connection(
+                return Err(Fault::connection(
                     Reason::PROTOCOL_ERROR,
                     "a header block was interrupted by another frame".into(),
                 ));
@@ -191,7 +210,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             kind::PRIORITY => self.on_priority(head, payload),
             kind::RST_STREAM => self.on_rst_stream(head, payload),
             kind::SETTINGS => self.on_settings(head, payload),
-            kind::PUSH_PROMISE => Err(Fault::Connection(
+            kind::PUSH_PROMISE => Err(Fault::connection(
                 Reason::PROTOCOL_ERROR,
                 "PUSH_PROMISE (push is disabled)".into(),
             )),
@@ -209,14 +228,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// a connection error once the peer had ended it, else a stream error).
     fn frame_on_closed(&self, inner: &Inner, id: u32, what: &str) -> Result<(), Fault> {
         if self.is_idle(id, inner) {
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 Reason::PROTOCOL_ERROR,
                 format!("{what} on stream {id}, which was never opened (idle)"),
             ));
         }
         match inner.recent.get(id) {
             Some(ClosedBy::Us) => Ok(()),
-            Some(ClosedBy::Ended) => Err(Fault::Connection(
+            Some(ClosedBy::Ended) => Err(Fault::connection(
                 Reason::STREAM_CLOSED,
                 format!("{what} on stream {id} after it had ended"),
             )),
@@ -238,7 +257,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if data.is_empty() && !eos {
             self.empty_data_budget = self.empty_data_budget.saturating_sub(1);
             if self.empty_data_budget == 0 {
-                return Err(Fault::Connection(
+                return Err(Fault::connection(
                     Reason::ENHANCE_YOUR_CALM,
                     "too many empty DATA frames".into(),
                 ));
@@ -252,7 +271,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let len = payload.len();
         inner.recv_window -= len as i64;
         if inner.recv_window < 0 {
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 Reason::FLOW_CONTROL_ERROR,
                 "the peer sent more than the connection window allowed".into(),
             ));
@@ -290,7 +309,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             // Nobody reads this request any more: dropped, and only the
             // connection's window is given back (the stream's bounds how
             // much more the peer sends).
-            s.state.set_recv_ended(eos);
+            if eos {
+                s.state.end_recv();
+            }
             let over = len as u32 > s.linger_left;
             s.linger_left = s.linger_left.saturating_sub(len as u32);
             if len > 0 {
@@ -317,7 +338,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         } else {
             s.recv_buf.extend_from_slice(data);
         }
-        s.state.set_recv_ended(eos);
+        if eos {
+            s.state.end_recv();
+        }
         if let Some(w) = s.recv_waker.take() {
             w.wake();
         }
@@ -349,16 +372,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Ok(())
     }
 
+    // Not on a request's path: kept out of the per-frame dispatch.
+    #[inline(never)]
     fn on_continuation(&mut self, head: Head, payload: &[u8]) -> Result<(), Fault> {
         let Some(c) = &mut self.continuation else {
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 Reason::PROTOCOL_ERROR,
                 "CONTINUATION without HEADERS".into(),
             ));
         };
         c.frames += 1;
         if c.block.len() + payload.len() > MAX_BLOCK || c.frames > MAX_CONTINUATIONS {
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 Reason::ENHANCE_YOUR_CALM,
                 format!(
                     "a header block of more than {} KiB or {MAX_CONTINUATIONS} CONTINUATION frames",
@@ -397,7 +422,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 self.decode(block, |_| {})?;
                 let inner = lock(&self.shared);
                 if self.is_idle(id, &inner) {
-                    return Err(Fault::Connection(
+                    return Err(Fault::connection(
                         Reason::PROTOCOL_ERROR,
                         format!("HEADERS on stream {id}, which torii never opened"),
                     ));
@@ -418,7 +443,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         self.decoder
             .get(|| Decoder::new(DECODER_TABLE_SIZE))
             .decode(block, limit, emit)
-            .map_err(|e| Fault::Connection(Reason::COMPRESSION_ERROR, e.to_string()))
+            .map_err(|e| Fault::connection(Reason::COMPRESSION_ERROR, e.to_string()))
     }
 
     /// Trailers: the last header block of a stream.
@@ -446,7 +471,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return Err(Fault::Stream(id, Reason::PROTOCOL_ERROR));
         }
         s.recv_trailers = Some(trailers);
-        s.state.set_recv_ended(true);
+        s.state.end_recv();
         if let Some(w) = s.recv_waker.take() {
             w.wake();
         }
@@ -462,13 +487,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             // torii reset it; the client may not have known yet.
             Some(ClosedBy::Us) => Ok(()),
             Some(ClosedBy::PeerReset) => Err(Fault::Untracked(id, Reason::STREAM_CLOSED)),
-            Some(ClosedBy::Ended) => Err(Fault::Connection(
+            Some(ClosedBy::Ended) => Err(Fault::connection(
                 Reason::STREAM_CLOSED,
                 format!("HEADERS on stream {id} after it had ended"),
             )),
             None => {
                 let last = self.last_peer_stream;
-                Err(Fault::Connection(
+                Err(Fault::connection(
                     Reason::PROTOCOL_ERROR,
                     format!("HEADERS opening stream {id}, lower than stream {last} it had opened before (stream ids must rise)"),
                 ))
@@ -489,7 +514,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return Err(Fault::Refused(id, Reason::PROTOCOL_ERROR));
         }
         if id.is_multiple_of(2) {
-            return Err(Fault::Connection(
+            return Err(Fault::connection(
                 Reason::PROTOCOL_ERROR,
                 format!("the client opened stream {id} (even)"),
             ));
@@ -538,7 +563,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             return Err(Fault::Refused(id, Reason::PROTOCOL_ERROR));
         }
         let mut stream = Stream::new(id, inner.our_stream_window, inner.peer_initial_window);
-        stream.state.set_recv_ended(end_stream);
+        if end_stream {
+            stream.state.end_recv();
+        }
         stream.head_ended = end_stream;
         stream.recv_expect = content_length;
         let key = inner.streams.insert(stream);

@@ -52,7 +52,7 @@ pub(super) fn ready(wbuf: &mut Vec<u8>, hint: usize) {
 }
 
 /// What the connection and its stream handles share.
-pub(crate) struct Inner {
+pub(in crate::http2) struct Inner {
     pub(super) streams: Slab<Stream>,
     pub(super) ids: IdMap,
     /// Frames waiting to be written.
@@ -133,7 +133,7 @@ impl RecentClosed {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Role {
+pub(super) enum Role {
     Server,
     Client,
 }

@@ -143,6 +143,17 @@ impl State {
         }
     }
 
+    /// The peer sent END_STREAM.
+    #[inline]
+    pub(super) fn end_recv(&mut self) {
+        match self {
+            State::Open => *self = State::HalfClosedRemote,
+            State::HalfClosedLocal => *self = State::Closed,
+            State::Reset { recv_ended, .. } => *recv_ended = true,
+            State::HalfClosedRemote | State::Closed => {}
+        }
+    }
+
     /// torii ended its side: END_STREAM written, or RST_STREAM.
     #[inline]
     pub(super) fn end_send(&mut self) {
@@ -173,18 +184,22 @@ pub(super) struct Chunks {
 }
 
 impl Chunks {
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.first.is_none()
     }
 
+    #[inline]
     pub(super) fn len(&self) -> usize {
         usize::from(self.first.is_some()) + self.rest.len()
     }
 
+    #[inline]
     pub(super) fn front_mut(&mut self) -> Option<&mut Bytes> {
         self.first.as_mut()
     }
 
+    #[inline]
     pub(super) fn push_back(&mut self, chunk: Bytes) {
         if self.first.is_none() {
             self.first = Some(chunk);
@@ -193,12 +208,14 @@ impl Chunks {
         }
     }
 
+    #[inline]
     pub(super) fn pop_front(&mut self) -> Option<Bytes> {
         let front = self.first.take();
         self.first = self.rest.pop_front();
         front
     }
 
+    #[inline]
     pub(super) fn clear(&mut self) {
         self.first = None;
         self.rest.clear();

@@ -61,7 +61,10 @@ pub struct Head {
 
 impl Head {
     /// Reads a header from the first 9 bytes of `b` (which must hold them).
+    #[inline(always)]
     pub fn parse(b: &[u8]) -> Head {
+        // One length check, not one per byte.
+        let b: &[u8; HEADER_LEN] = b[..HEADER_LEN].try_into().expect("9 bytes");
         Head {
             len: u32::from_be_bytes([0, b[0], b[1], b[2]]),
             kind: b[3],
@@ -71,6 +74,7 @@ impl Head {
         }
     }
 
+    #[inline]
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag == flag
     }
