@@ -8,15 +8,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::super::fields::{self, ResponseHead};
-use super::super::frame;
-use super::super::hpack::Encoder;
-use super::super::{Error, Reason};
 use super::handles::StreamRef;
 use super::recv::Fault;
 use super::shared::{lock, ready, register, Inner};
 use super::stream::Stream;
 use super::{Connection, MAX_STREAM_ID};
+use crate::http2::fields::{self, ResponseHead};
+use crate::http2::frame;
+use crate::http2::hpack::Encoder;
+use crate::http2::{Error, Reason};
 
 /// Client side: every client handle is gone; the connection ends when its
 /// streams have.
@@ -176,7 +176,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if let Some(head) = s.sent_head.take() {
             // Kept until now only to send it again (a stream refused
             // unprocessed); done with.
-            super::super::maps::give(head.headers);
+            crate::http2::maps::give(head.headers);
         }
         s.recv_expect = if bodiless { None } else { content_length };
         s.state.set_recv_ended(end_stream);

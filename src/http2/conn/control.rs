@@ -5,13 +5,13 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::super::frame::{self, flag, setting, Head};
-use super::super::hpack::Encoder;
-use super::super::{Error, Reason};
 use super::defences::{RESET_BURST, RESET_RATE};
 use super::recv::Fault;
 use super::shared::{lock, Role};
 use super::{Connection, Ping, State};
+use crate::http2::frame::{self, flag, setting, Head};
+use crate::http2::hpack::Encoder;
+use crate::http2::{Error, Reason};
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// PRIORITY (deprecated by RFC 9113, still parsed): only its length and

@@ -5,9 +5,9 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::super::Reason;
 use super::recv::Fault;
 use super::{lock, Connection, State};
+use crate::http2::Reason;
 
 /// Past this many bytes waiting to be written, streams stop adding DATA
 /// and the connection stops reading (a peer that does not read cannot make

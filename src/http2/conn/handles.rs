@@ -9,11 +9,11 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::Frame;
 
-use super::super::frame;
-use super::super::hpack::Encoder;
-use super::super::{Error, Reason};
 use super::shared::{lock, ready, register, Inner, Role};
 use super::stream::Stream;
+use crate::http2::frame;
+use crate::http2::hpack::Encoder;
+use crate::http2::{Error, Reason};
 
 /// A handle on one stream; the stream lives while a handle does.
 pub(in crate::http2) struct StreamRef {

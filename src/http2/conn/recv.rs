@@ -6,15 +6,15 @@
 use http::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::super::fields::{RequestHead, Trailers};
-use super::super::frame::{self, flag, kind, Head};
-use super::super::hpack::{BlockInfo, Decoder, Encoder, Field};
-use super::super::{Error, Reason};
 use super::defences::{EMPTY_DATA_BUDGET, MAX_BLOCK, MAX_CONTINUATIONS};
 use super::handles::{RecvBody, StreamRef};
 use super::shared::{lock, ClosedBy, Inner, Role};
 use super::stream::Stream;
 use super::{Connection, Continuation, Opened, State};
+use crate::http2::fields::{RequestHead, Trailers};
+use crate::http2::frame::{self, flag, kind, Head};
+use crate::http2::hpack::{BlockInfo, Decoder, Encoder, Field};
+use crate::http2::{Error, Reason};
 
 /// Our SETTINGS_HEADER_TABLE_SIZE (the default; never announced).
 const DECODER_TABLE_SIZE: usize = 4096;
@@ -541,7 +541,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let start = frame::reserve_head(inner.wbuf());
             let encoder = inner.encoder.get(Encoder::new);
             encoder.begin_block(&mut inner.wbuf);
-            encoder.encode_pseudo(super::super::hpack::Name::Status, b"431", &mut inner.wbuf);
+            encoder.encode_pseudo(crate::http2::hpack::Name::Status, b"431", &mut inner.wbuf);
             frame::finish_headers(&mut inner.wbuf, start, id, true, inner.peer_max_frame);
             if !end_stream {
                 frame::put_rst_stream(&mut inner.wbuf, id, Reason::NO_ERROR);

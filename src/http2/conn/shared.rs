@@ -10,12 +10,12 @@ use std::task::{Context, Waker};
 
 use slab::Slab;
 
-use super::super::fields;
-use super::super::frame;
-use super::super::hpack::Encoder;
-use super::super::{Error, Reason};
 use super::defences::{MAX_LINGERING, WRITE_HIGH};
 use super::stream::Stream;
+use crate::http2::fields;
+use crate::http2::frame;
+use crate::http2::hpack::Encoder;
+use crate::http2::{Error, Reason};
 
 /// Recently closed streams remembered per connection, to tell a frame
 /// torii must ignore (it reset the stream; the peer's frames may still be
@@ -351,7 +351,7 @@ impl Inner {
             if let Some(trailers) = s.send_trailers.take() {
                 let start = frame::reserve_head(&mut self.wbuf);
                 fields::encode_trailers(self.encoder.get(Encoder::new), &trailers, &mut self.wbuf);
-                super::super::maps::give(trailers);
+                crate::http2::maps::give(trailers);
                 frame::finish_headers(&mut self.wbuf, start, id, true, max_frame);
                 s.state.end_send();
                 wrote = true;

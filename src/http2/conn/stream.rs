@@ -53,8 +53,8 @@ use std::task::Waker;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
-use super::super::{Error, Reason};
 use super::defences::LINGER_BYTES;
+use crate::http2::{Error, Reason};
 
 /// Where a stream is in RFC 9113 §5.1's lifecycle (see the module doc for
 /// the diagram).

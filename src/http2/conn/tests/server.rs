@@ -1,6 +1,6 @@
 //! torii serving a raw client.
-use super::super::defences::{LINGER_BYTES, RESET_BURST};
 use super::*;
+use crate::http2::conn::defences::{LINGER_BYTES, RESET_BURST};
 use crate::http2::fields;
 use crate::http2::frame::{flag, kind};
 use http::HeaderMap;
