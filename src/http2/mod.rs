@@ -9,10 +9,12 @@
 //! read buffer, header blocks are encoded straight into the write buffer,
 //! and an idle connection holds no buffers at all.
 //!
-//! Layout: [`frame`] (frame layout), [`hpack`] (header compression),
-//! [`fields`] (header blocks ↔ requests and responses, with RFC 9113 §8
-//! checks), `conn` (the connection: streams, flow control, settings,
-//! defences), [`server`] (the client-facing side).
+//! Layout: [`frame`] (frame layout; reading and writing frames),
+//! [`hpack`] (header compression), [`fields`] (header blocks ↔ requests
+//! and responses, with RFC 9113 §8 checks), `conn` (the connection —
+//! streams, flow control, settings, defences — split by RFC area: its
+//! module doc has the table), [`server`] (the client-facing side),
+//! [`client`] (torii's side towards an upstream).
 
 mod chunk;
 pub mod client;

@@ -1,100 +1,9 @@
-//! Connection tests with a raw peer on an in-memory pipe: each pins down a bug a review found (stream ids out of order, stale keys, resets budget, padding and the stream window, flushing before close, the blocked queue, the upstream stream limit).
+//! torii serving a raw client.
 use super::*;
-use std::future::poll_fn;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::mpsc;
-
-fn config(stream_window: u32, connection_window: u32) -> Config {
-    Config {
-        max_concurrent_streams: 1024,
-        max_header_list_size: 64 * 1024,
-        stream_window,
-        connection_window,
-        keepalive_interval: Duration::from_secs(600),
-        keepalive_timeout: Duration::from_secs(600),
-        keepalive_while_idle: false,
-        handshake_timeout: Duration::from_secs(600),
-    }
-}
-
-fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    frame::put_head(&mut v, payload.len(), kind, flags, stream);
-    v.extend_from_slice(payload);
-    v
-}
-
-struct Peer {
-    io: DuplexStream,
-}
-
-impl Peer {
-    async fn send(&mut self, bytes: &[u8]) {
-        self.io.write_all(bytes).await.unwrap();
-    }
-    async fn frame(&mut self) -> Option<(Head, Vec<u8>)> {
-        let mut h = [0u8; 9];
-        if self.io.read_exact(&mut h).await.is_err() {
-            return None;
-        }
-        let head = Head::parse(&h);
-        let mut p = vec![0u8; head.len as usize];
-        self.io.read_exact(&mut p).await.ok()?;
-        Some((head, p))
-    }
-    /// Frames until `pred` matches, or None after `t`.
-    async fn until(
-        &mut self,
-        t: Duration,
-        mut pred: impl FnMut(&Head, &[u8]) -> bool,
-    ) -> Option<(Head, Vec<u8>)> {
-        tokio::time::timeout(t, async {
-            loop {
-                let (h, p) = self.frame().await?;
-                if pred(&h, &p) {
-                    return Some((h, p));
-                }
-            }
-        })
-        .await
-        .ok()
-        .flatten()
-    }
-}
-
-/// Drives a connection (non-inline), handing opened streams to `tx`.
-fn spawn_driver(mut conn: Connection<DuplexStream>, tx: Option<mpsc::UnboundedSender<Opened>>) {
-    tokio::spawn(async move {
-        poll_fn(|cx| {
-            conn.begin_poll(cx, false);
-            loop {
-                let read = conn.poll_read(cx);
-                let mut acc = false;
-                while let Some(o) = conn.accept() {
-                    acc = true;
-                    if let Some(tx) = &tx {
-                        let _ = tx.send(o);
-                    }
-                }
-                if !read && !acc {
-                    break;
-                }
-            }
-            conn.end_poll();
-            if conn.poll_timer(cx) {
-                return Poll::Ready(());
-            }
-            if let Poll::Ready(Err(_)) = conn.poll_write(cx) {
-                return Poll::Ready(());
-            }
-            if conn.is_finished() {
-                return Poll::Ready(());
-            }
-            Poll::Pending
-        })
-        .await
-    });
-}
+use crate::http2::conn::defences::{LINGER_BYTES, RESET_BURST};
+use crate::http2::fields;
+use crate::http2::frame::{flag, kind};
+use http::HeaderMap;
 
 /// POST / with :authority a (static indexes + one literal).
 const POST: [u8; 6] = [0x83, 0x86, 0x84, 0x01, 0x01, b'a'];
@@ -115,6 +24,57 @@ async fn handshake_as_client(peer: &mut Peer) {
     let mut hello = frame::PREFACE.to_vec();
     hello.extend(raw(kind::SETTINGS, 0, 0, &[]));
     peer.send(&hello).await;
+}
+
+/// Answers a stream with torii's test response head.
+fn answer(stream: &StreamRef, end_stream: bool) {
+    send_head(
+        stream,
+        |e, d| fields::encode_response(e, &ok_head(), d),
+        end_stream,
+    )
+    .unwrap();
+}
+
+/// The raw client opens stream `id` with a POST head.
+async fn request(peer: &mut Peer, id: u32, end_stream: bool) {
+    let flags = if end_stream {
+        flag::END_HEADERS | flag::END_STREAM
+    } else {
+        flag::END_HEADERS
+    };
+    peer.send(&raw(kind::HEADERS, flags, id, &POST)).await;
+}
+
+/// The response head torii's application sends in these tests.
+fn ok_head() -> http::response::Parts {
+    http::Response::new(()).into_parts().0
+}
+
+/// Frames until one on `stream` of `kind` (or an RST_STREAM or GOAWAY,
+/// which the caller then sees), collecting the DATA bytes of `stream`.
+async fn read_stream(peer: &mut Peer, stream: u32, want: usize) -> (usize, Vec<(Head, Vec<u8>)>) {
+    let mut n = 0;
+    let mut other = Vec::new();
+    while n < want {
+        let Some((h, p)) = peer
+            .until(Duration::from_secs(5), |h, _| {
+                h.stream == stream || h.stream == 0
+            })
+            .await
+        else {
+            break;
+        };
+        match h.kind {
+            kind::DATA => n += p.len(),
+            kind::RST_STREAM | kind::GOAWAY => {
+                other.push((h, p));
+                break;
+            }
+            _ => other.push((h, p)),
+        }
+    }
+    (n, other)
 }
 
 /// Padding is counted against the stream window but never given back to
@@ -303,126 +263,6 @@ async fn finished_before_flushed() {
     .await;
 }
 
-fn client_conn() -> (Peer, Arc<Mutex<Inner>>) {
-    let (a, b) = tokio::io::duplex(4 << 20);
-    let conn = Connection::client(a, config(65_535, 65_535));
-    let shared = conn.shared().clone();
-    spawn_driver(conn, None);
-    (Peer { io: b }, shared)
-}
-
-fn post() -> http::request::Parts {
-    http::Request::post("http://a/x")
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0
-}
-
-/// Server side of the raw peer: reads torii's preface, sends SETTINGS,
-/// waits for torii's ACK of them.
-async fn handshake_as_server(peer: &mut Peer, settings: &[(u16, u32)]) {
-    let mut preface = [0u8; 24];
-    peer.io.read_exact(&mut preface).await.unwrap();
-    let mut s = Vec::new();
-    frame::put_settings(&mut s, settings);
-    peer.send(&s).await;
-    peer.until(Duration::from_secs(5), |h, _| {
-        h.kind == kind::SETTINGS && h.has(flag::ACK)
-    })
-    .await
-    .unwrap();
-}
-
-/// gRPC servers (grpc-go) end a client-/bidi-streaming call that they
-/// answer before the client half-closed with RST_STREAM(NO_ERROR) after
-/// the trailers (RFC 9113 §8.1). torii, as the client, counts each as a
-/// "rapid reset" and kills the upstream connection after 200 of them.
-#[tokio::test]
-async fn upstream_no_error_resets_kill_the_connection() {
-    let (mut peer, shared) = client_conn();
-    handshake_as_server(&mut peer, &[]).await;
-    for _ in 0..200 {
-        let (response, body) = open_stream(&shared, post(), false).unwrap();
-        let (h, _) = peer
-            .until(Duration::from_secs(5), |h, _| h.kind == kind::HEADERS)
-            .await
-            .unwrap();
-        // Trailers-only response (:status 200), then RST_STREAM(NO_ERROR).
-        let mut out = raw(
-            kind::HEADERS,
-            flag::END_HEADERS | flag::END_STREAM,
-            h.stream,
-            &[0x88],
-        );
-        out.extend(raw(kind::RST_STREAM, 0, h.stream, &0u32.to_be_bytes()));
-        peer.send(&out).await;
-        let mut send = SendBody::new(body.unwrap());
-        let e = poll_fn(|cx| send.poll_reset(cx)).await;
-        assert!(matches!(e, Error::Reset(Reason::NO_ERROR)), "{e}");
-        poll_fn(|cx| poll_response(&response, cx)).await.unwrap();
-    }
-    let goaway = peer
-        .until(Duration::from_millis(500), |h, _| h.kind == kind::GOAWAY)
-        .await;
-    assert!(
-        goaway.is_none(),
-        "torii sent the upstream GOAWAY {:?}",
-        goaway.map(|(_, p)| p[7])
-    );
-}
-
-/// poll_ready is not a reservation: every waiter is woken when one stream
-/// ends, and on a multi-threaded runtime several can see room before any
-/// of them opens its stream: the upstream's MAX_CONCURRENT_STREAMS is
-/// exceeded (the extra streams get REFUSED_STREAM, not retried by torii).
-#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
-async fn poll_ready_waiters_exceed_max_concurrent_streams() {
-    let (mut peer, shared) = client_conn();
-    handshake_as_server(&mut peer, &[(setting::MAX_CONCURRENT_STREAMS, 1)]).await;
-    let get = http::Request::get("http://a/")
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
-    let (first, _) = open_stream(&shared, get.clone(), true).unwrap();
-    let mut waiters = Vec::new();
-    for _ in 0..64 {
-        let shared = shared.clone();
-        let get = get.clone();
-        waiters.push(tokio::spawn(async move {
-            poll_fn(|cx| client_poll_ready(&shared, cx)).await.unwrap();
-            let r = open_stream(&shared, get.clone(), true)
-                .map(|(r, _)| r)
-                .unwrap();
-            std::future::pending::<()>().await;
-            drop(r);
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (h, _) = peer
-        .until(Duration::from_secs(5), |h, _| h.kind == kind::HEADERS)
-        .await
-        .unwrap();
-    peer.send(&raw(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        h.stream,
-        &[0x88],
-    ))
-    .await;
-    poll_fn(|cx| poll_response(&first, cx)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let active = lock(&shared).active;
-    for w in waiters {
-        w.abort();
-    }
-    assert!(
-        active <= 1,
-        "{active} streams open under MAX_CONCURRENT_STREAMS 1"
-    );
-}
-
 /// header_block() looks the stream's slab key up, drops the lock, decodes
 /// the block, and trailers() indexes `streams[key]` again: a handle
 /// dropped on another thread in between removes the stream, and the
@@ -464,114 +304,6 @@ async fn trailers_race_with_a_dropped_stream() {
         peer.send(&out).await;
         dropper.await.unwrap();
     }
-}
-
-/// `Inner::heads` keeps slab keys. A stream dropped before its head was
-/// written leaves its key there; the next stream opened reuses the key,
-/// and write_heads() writes that (higher) stream id first: ids go down
-/// on the wire, a connection PROTOCOL_ERROR for the upstream
-/// (RFC 9113 §5.1.1) that fails every request on the connection.
-#[tokio::test]
-async fn a_cancelled_unwritten_stream_reorders_stream_ids() {
-    let (mut peer, shared) = client_conn();
-    handshake_as_server(&mut peer, &[]).await;
-    let get = || {
-        http::Request::get("http://a/")
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0
-    };
-    // No await in between: the connection task does not run.
-    let (a, _) = open_stream(&shared, get(), true).unwrap(); // id 1
-    let (b, _) = open_stream(&shared, get(), true).unwrap(); // id 3
-    drop(a); // cancelled before its head went out: key freed
-    let (c, _) = open_stream(&shared, get(), true).unwrap(); // id 5, A's key
-    let mut ids = Vec::new();
-    while ids.len() < 2 {
-        let (h, _) = peer
-            .until(Duration::from_secs(5), |h, _| h.kind == kind::HEADERS)
-            .await
-            .unwrap();
-        ids.push(h.stream);
-    }
-    drop((b, c));
-    assert_eq!(ids, [3, 5], "stream ids on the wire");
-}
-
-#[test]
-fn pending_chunks_keep_their_order() {
-    let mut c = Chunks::default();
-    assert!(c.is_empty());
-    assert_eq!(c.len(), 0);
-    for s in ["a", "b", "c"] {
-        c.push_back(Bytes::from_static(s.as_bytes()));
-    }
-    assert_eq!(c.len(), 3);
-    assert_eq!(*c.front_mut().unwrap(), "a");
-    assert_eq!(c.pop_front().unwrap(), "a");
-    c.push_back(Bytes::from_static(b"d"));
-    assert_eq!(c.pop_front().unwrap(), "b");
-    assert_eq!(c.pop_front().unwrap(), "c");
-    assert_eq!(c.len(), 1);
-    assert_eq!(c.pop_front().unwrap(), "d");
-    assert!(c.is_empty() && c.pop_front().is_none());
-    c.push_back(Bytes::from_static(b"e"));
-    c.push_back(Bytes::from_static(b"f"));
-    c.clear();
-    assert!(c.is_empty());
-    assert_eq!(c.len(), 0);
-}
-
-/// Answers a stream with torii's test response head.
-fn answer(stream: &StreamRef, end_stream: bool) {
-    send_head(
-        stream,
-        |e, d| fields::encode_response(e, &ok_head(), d),
-        end_stream,
-    )
-    .unwrap();
-}
-
-/// The raw client opens stream `id` with a POST head.
-async fn request(peer: &mut Peer, id: u32, end_stream: bool) {
-    let flags = if end_stream {
-        flag::END_HEADERS | flag::END_STREAM
-    } else {
-        flag::END_HEADERS
-    };
-    peer.send(&raw(kind::HEADERS, flags, id, &POST)).await;
-}
-
-/// The response head torii's application sends in these tests.
-fn ok_head() -> http::response::Parts {
-    http::Response::new(()).into_parts().0
-}
-
-/// Frames until one on `stream` of `kind` (or an RST_STREAM or GOAWAY,
-/// which the caller then sees), collecting the DATA bytes of `stream`.
-async fn read_stream(peer: &mut Peer, stream: u32, want: usize) -> (usize, Vec<(Head, Vec<u8>)>) {
-    let mut n = 0;
-    let mut other = Vec::new();
-    while n < want {
-        let Some((h, p)) = peer
-            .until(Duration::from_secs(5), |h, _| {
-                h.stream == stream || h.stream == 0
-            })
-            .await
-        else {
-            break;
-        };
-        match h.kind {
-            kind::DATA => n += p.len(),
-            kind::RST_STREAM | kind::GOAWAY => {
-                other.push((h, p));
-                break;
-            }
-            _ => other.push((h, p)),
-        }
-    }
-    (n, other)
 }
 
 /// The application hands over a whole response bigger than the client's
@@ -819,38 +551,6 @@ async fn made_you_reset_uses_the_reset_budget() {
     .flatten()
     .expect("GOAWAY");
     assert_eq!(goaway[7], Reason::ENHANCE_YOUR_CALM.0 as u8);
-}
-
-/// torii pinged upstreams every 30 s whatever was open; gRPC servers allow
-/// one PING per 5 minutes and none without a call, and answered with
-/// GOAWAY "too_many_pings", killing every stream. Without
-/// `keepalive_while_idle` an idle connection gets no PING; one with a
-/// stream open does.
-#[tokio::test(start_paused = true)]
-async fn no_keepalive_pings_without_streams() {
-    let (a, b) = tokio::io::duplex(1 << 20);
-    let mut cfg = config(65_535, 65_535);
-    cfg.keepalive_interval = Duration::from_secs(10);
-    cfg.keepalive_timeout = Duration::from_secs(600);
-    let conn = Connection::client(a, cfg);
-    let shared = conn.shared().clone();
-    spawn_driver(conn, None);
-    let mut peer = Peer { io: b };
-    handshake_as_server(&mut peer, &[]).await;
-    let ping = peer
-        .until(Duration::from_secs(60), |h, _| h.kind == kind::PING)
-        .await;
-    assert!(ping.is_none(), "a PING on a connection with no stream");
-    let get = http::Request::get("http://a/")
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
-    let (_response, _) = open_stream(&shared, get, true).unwrap();
-    let ping = peer
-        .until(Duration::from_secs(60), |h, _| h.kind == kind::PING)
-        .await;
-    assert!(ping.is_some(), "no PING while a stream is open");
 }
 
 /// A request ended by an empty DATA frame after its head was passed on as
