@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::fault::Fault;
 use super::handles::StreamRef;
-use super::recv::Fault;
 use super::shared::{lock, ready, register, Inner};
 use super::stream::Stream;
 use super::{Connection, MAX_STREAM_ID};

@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::defences::{RESET_BURST, RESET_RATE};
-use super::recv::Fault;
+use super::fault::Fault;
 use super::shared::{lock, Role};
 use super::{Connection, Ping, State};
 use crate::http2::frame::{self, flag, setting, Head};

@@ -5,7 +5,7 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::recv::Fault;
+use super::fault::Fault;
 use super::{lock, Connection, State};
 use crate::http2::Reason;
 

@@ -43,6 +43,7 @@
 mod client;
 mod control;
 mod defences;
+mod fault;
 mod handles;
 mod recv;
 mod shared;
