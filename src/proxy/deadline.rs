@@ -17,6 +17,8 @@ pub(super) struct Deadline {
     pub err: ProxyError,
 }
 
+// One call site: inlined into the phases, as when they were one function.
+#[inline]
 pub(super) fn deadline(
     headers: &HeaderMap,
     grpc_req: bool,

@@ -70,7 +70,8 @@ use outcome::Outcome;
 use routing::Routed;
 use upstream_request::Chosen;
 
-/// How a request leaves the synchronous phases.
+/// How a request ends in the synchronous phases, when it does not go
+/// upstream.
 enum Step {
     /// torii answers it itself (its health path, a direct response).
     Answer(Response<Body>),
@@ -81,8 +82,6 @@ enum Step {
         host: String,
         headers: http::HeaderMap,
     },
-    /// To a cluster.
-    Forward(Forward),
     /// A phase refused it or could not go on.
     Fail(ProxyError),
 }
@@ -221,25 +220,26 @@ impl Pipeline {
         let mut outcome =
             Outcome::new(self.metrics.clone(), self.name.clone(), start, &self.logger);
         outcome.grpc_request = grpc_req;
-        let step = match self.phases(req, &conn, grpc_req, &mut outcome) {
-            Ok(fwd) => Step::Forward(fwd),
-            Err(step) => step,
-        };
-        match step {
-            Step::Answer(resp) => Handling::Ready(Some(answered(resp, outcome))),
-            Step::Fail(err) => Handling::Ready(Some(self.failed(err, grpc_req, Some(outcome)))),
-            Step::Health {
+        // Matched as it comes back: a request that goes upstream is moved
+        // once more only, into its boxed future (the profile counts each
+        // move of a `Forward`).
+        match self.phases(req, &conn, grpc_req, &mut outcome) {
+            Err(Step::Answer(resp)) => Handling::Ready(Some(answered(resp, outcome))),
+            Err(Step::Fail(err)) => {
+                Handling::Ready(Some(self.failed(err, grpc_req, Some(outcome))))
+            }
+            Err(Step::Health {
                 watch,
                 body,
                 host,
                 headers,
-            } => Handling::Waiting(Box::pin(async move {
+            }) => Handling::Waiting(Box::pin(async move {
                 match self.serve_health(watch, body, host, headers).await {
                     Ok(resp) => answered(resp, outcome),
                     Err(err) => self.failed(err, grpc_req, Some(outcome)),
                 }
             })),
-            Step::Forward(fwd) => {
+            Ok(fwd) => {
                 let mut slot = Some(outcome);
                 Handling::Waiting(Box::pin(async move {
                     match self.forward(fwd, grpc_req, &mut slot).await {
@@ -298,7 +298,7 @@ impl Pipeline {
             cluster,
             deadline,
         };
-        Ok(self.upstream_request(parts, body, conn, &req, chosen, grpc_req, outcome)?)
+        self.upstream_request(parts, body, conn, &req, chosen, grpc_req, outcome)
     }
 
     /// The error response for `err`, recorded in `outcome` (None once the

@@ -21,7 +21,7 @@ use super::deadline::Deadline;
 use super::headers::{self, apply_edits};
 use super::normalize::Normalized;
 use super::outcome::Outcome;
-use super::{Forward, Pipeline};
+use super::{Forward, Pipeline, Step};
 use crate::body::counting::Counting;
 use crate::body::Received;
 use crate::config::{PathMatch, Route, UpstreamProtocol};
@@ -40,6 +40,8 @@ pub(super) struct Chosen<'r> {
 
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
+    // One call site: inlined into the phases, as when they were one function.
+    #[inline]
     pub(super) fn upstream_request(
         &self,
         mut parts: Parts,
@@ -49,7 +51,7 @@ impl Pipeline {
         chosen: Chosen<'_>,
         grpc_req: bool,
         outcome: &mut Outcome,
-    ) -> Result<Forward, ProxyError> {
+    ) -> Result<Forward, Step> {
         let cluster = chosen.cluster;
         let wire = choose_wire(&cluster, grpc_req, parts.version);
         let client_version = parts.version;
@@ -85,6 +87,8 @@ impl Pipeline {
         })
     }
 
+    // One call site: inlined into the phases, as when they were one function.
+    #[inline]
     fn rewrite_request(
         &self,
         parts: &mut Parts,
@@ -101,6 +105,8 @@ impl Pipeline {
 
     /// Hop-by-hop headers out, identity headers torii's own, the route's
     /// edits.
+    // One call site: inlined into the phases, as when they were one function.
+    #[inline]
     fn rewrite_headers(&self, parts: &mut Parts, conn: &ConnInfo, route: &Route) {
         let h = &mut parts.headers;
         if parts.version != Version::HTTP_2 {
@@ -122,6 +128,8 @@ impl Pipeline {
 /// The path and query the upstream gets: the route's prefix rewrite, else
 /// the normalized path (the client's own bytes when normalizing changed
 /// nothing).
+// One call site: inlined into the phases, as when they were one function.
+#[inline]
 fn rewritten_path(parts: &Parts, route: &Route, path: &str) -> Result<PathAndQuery, ProxyError> {
     let new_path = match (&route.prefix_rewrite, &route.matcher.path) {
         (Some(rewrite), Some(PathMatch::Prefix(prefix))) => Some(format!(
@@ -152,6 +160,8 @@ fn rewritten_path(parts: &Parts, route: &Route, path: &str) -> Result<PathAndQue
 
 /// The request's target for the wire: an absolute URI with `:authority`
 /// for HTTP/2, an origin-form URI with `Host` for HTTP/1.1.
+// One call site: inlined into the phases, as when they were one function.
+#[inline]
 fn set_target(
     parts: &mut Parts,
     pq: PathAndQuery,
