@@ -84,34 +84,7 @@ pub enum Command {
     },
     /// Probe an endpoint as gRPC clients, browsers, curl and Kubernetes probes would, and say which work.
     #[command(after_help = DOCTOR_AFTER_HELP)]
-    Doctor {
-        /// host:port, https://host[:port] or http://host[:port].
-        target: String,
-        /// PEM CA(s) to verify the server's certificate with (default: the system's).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Client certificate (PEM) for mutual TLS, with --key.
-        #[arg(long, requires = "key")]
-        cert: Option<PathBuf>,
-        /// Client private key (PEM) for mutual TLS, with --cert.
-        #[arg(long, requires = "cert")]
-        key: Option<PathBuf>,
-        /// The name sent in SNI and checked against the certificate (default: the target's host).
-        #[arg(long)]
-        sni: Option<String>,
-        /// The service asked in the grpc.health.v1 Check ("" = the server as a whole).
-        #[arg(long, default_value = "")]
-        service: String,
-        /// The path the HTTP/1.1 probes GET (as a Kubernetes httpGet probe would).
-        #[arg(long, default_value = "/healthz")]
-        path: String,
-        /// How long each probe may take, like 3s or 500ms.
-        #[arg(long, default_value = "3s", value_parser = parse_duration)]
-        timeout: std::time::Duration,
-        /// One JSON object instead of text, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
+    Doctor(crate::doctor::Options),
     /// Print the version.
     Version,
     /// Run the built-in echo gRPC service (for tests and benchmarks).
@@ -140,10 +113,6 @@ Checks TCP, TLS (version, cipher, chain, SANs, expiry, ALPN offered
 h2,http/1.1 / h2 / http/1.1 and what was selected), gRPC health over HTTP/2
 (TLS or h2c), HTTP/1.1 and gRPC-Web, then judges grpcio/C-core, grpc-go,
 grpc-js, browsers (gRPC-Web), curl and Kubernetes httpGet and grpc probes.";
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    crate::config::duration::parse(text).map_err(|e| e.to_string())
-}
 
 const SERVE_AFTER_HELP: &str = "\
 Reload: SIGHUP, or save the config file (its content is checked every 2 s;
@@ -212,27 +181,7 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("torii {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Doctor {
-            target,
-            ca,
-            cert,
-            key,
-            sni,
-            service,
-            path,
-            timeout,
-            json,
-        } => ExitCode::from(crate::doctor::run(crate::doctor::Options {
-            target,
-            ca,
-            cert,
-            key,
-            sni,
-            service,
-            path,
-            timeout,
-            json,
-        })),
+        Command::Doctor(options) => ExitCode::from(crate::doctor::run(options)),
         Command::Lint { files, format } => {
             let code = crate::lint::run(
                 &files,

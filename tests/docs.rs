@@ -520,11 +520,7 @@ clusters:
 ",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_torii"))
-        .args(["check", "-c"])
-        .arg(&file)
-        .output()
-        .expect("torii check runs");
+    let out = torii_check(&file);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut sections = Vec::new();
     for line in text.lines() {
@@ -605,16 +601,6 @@ fn every_configuration_key_is_documented_and_every_documented_one_exists() {
     }
 }
 
-/// The first ```yaml block after `## heading` in a markdown file.
-fn yaml_after(text: &str, heading: &str) -> String {
-    let section = text
-        .split(&format!("\n## {heading}\n"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no \"## {heading}\" section"));
-    let block = section.split("```yaml\n").nth(1).expect("a yaml block");
-    block.split("\n```").next().unwrap().to_string()
-}
-
 #[test]
 fn the_annotated_configuration_example_passes_check() {
     let yaml = yaml_after(&read("docs/configuration.md"), "An annotated example");
@@ -629,11 +615,7 @@ fn the_annotated_configuration_example_passes_check() {
     pki.write_ca(&certs, "internal-ca").unwrap();
     let config = dir.path().join("torii.yaml");
     std::fs::write(&config, &yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_torii"))
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .expect("torii check runs");
+    let out = torii_check(&config);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && !said.contains("warning"),

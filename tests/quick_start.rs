@@ -3,23 +3,13 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::*;
 
 /// The first ```yaml block after the "## Quick start" heading.
 fn quick_start_yaml() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
-    let section = readme
-        .split("\n## Quick start")
-        .nth(1)
-        .expect("a Quick start section");
-    let block = section
-        .split("```yaml\n")
-        .nth(1)
-        .expect("a yaml block in it");
-    block.split("\n```").next().unwrap().to_string()
+    yaml_after(&readme, "Quick start")
 }
 
 #[test]
@@ -36,11 +26,7 @@ fn the_readme_quick_start_passes_check() {
     pki.write_ca(&certs, "clients-ca").unwrap();
     let config = dir.path().join("torii.yaml");
     std::fs::write(&config, &yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_torii"))
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .expect("torii check runs");
+    let out = torii_check(&config);
     assert!(
         out.status.success(),
         "torii check refused the README's quick start:\n{}{}",

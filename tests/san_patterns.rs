@@ -139,11 +139,7 @@ async fn unsupported_patterns_are_refused_at_check_time_with_their_position() {
 "#;
     let file = dir.path().join("torii.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_torii"))
-        .args(["check", "-c"])
-        .arg(&file)
-        .output()
-        .expect("torii check runs");
+    let out = torii_check(&file);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");

@@ -17,17 +17,34 @@ use serde::Serialize;
 
 use probe::{Answer, Certificate, FirstBytes, Handshake, Health, Target, Tcp};
 
-/// What the command line gave.
-#[derive(Debug, Clone)]
+/// What the command line gave (`torii doctor --help`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// host:port, https://host[:port] or http://host[:port].
     pub target: String,
+    /// PEM CA(s) to verify the server's certificate with (default: the system's).
+    #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --key.
+    #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS, with --cert.
+    #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// The name sent in SNI and checked against the certificate (default: the target's host).
+    #[arg(long)]
     pub sni: Option<String>,
+    /// The service asked in the grpc.health.v1 Check ("" = the server as a whole).
+    #[arg(long, default_value = "")]
     pub service: String,
+    /// The path the HTTP/1.1 probes GET (as a Kubernetes httpGet probe would).
+    #[arg(long, default_value = "/healthz")]
     pub path: String,
+    /// How long each probe may take, like 3s or 500ms.
+    #[arg(long, default_value = "3s", value_parser = crate::config::duration::parse)]
     pub timeout: Duration,
+    /// One JSON object instead of text, for scripts.
+    #[arg(long)]
     pub json: bool,
 }
 

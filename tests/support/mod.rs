@@ -248,6 +248,26 @@ impl Drop for TempDir {
     }
 }
 
+/// The first ```yaml block after the `## heading` line of a markdown text
+/// (a config a document shows its readers).
+pub fn yaml_after(markdown: &str, heading: &str) -> String {
+    let section = markdown
+        .split(&format!("\n## {heading}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no \"## {heading}\" section"));
+    let block = section.split("```yaml\n").nth(1).expect("a yaml block");
+    block.split("\n```").next().unwrap().to_string()
+}
+
+/// `torii check -c CONFIG` with the built binary.
+pub fn torii_check(config: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_torii"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .expect("torii check runs")
+}
+
 /// A test that cannot run here says so, and is counted: a line
 /// `SKIPPED: <test>: <why>` written straight to the process's stderr (past
 /// the test harness's capture, so it shows for passing tests too), which
