@@ -5,7 +5,6 @@
 mod proxy_support;
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use proxy_support::start;
@@ -30,15 +29,6 @@ fn replace(dir: &Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-async fn scrape(admin: SocketAddr, path: &str) -> String {
-    raw_exchange(
-        admin,
-        format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap()
 }
 
 fn expiry_line<'t>(metrics: &'t str, labels: &[&str]) -> Option<&'t str> {
@@ -109,7 +99,7 @@ listeners:
         .expect("the renewed certificate is served");
     assert!(old_client.handshake(addr).await.is_err());
 
-    let metrics = scrape(admin, "/metrics").await;
+    let metrics = admin_get(admin, "/metrics").await;
     let line = expiry_line(&metrics, &["listener=\"tls\"", "role=\"server\""])
         .unwrap_or_else(|| panic!("no expiry metric:\n{metrics}"));
     assert!(

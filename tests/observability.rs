@@ -8,15 +8,6 @@ mod support;
 use proxy_support::start;
 use support::*;
 
-async fn scrape(admin: std::net::SocketAddr, path: &str) -> String {
-    raw_exchange(
-        admin,
-        format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn metrics_and_access_log_after_known_traffic() {
     let echo = start_echo().await;
@@ -77,7 +68,7 @@ clusters:
     assert_eq!(err.code(), tonic::Code::Unavailable);
 
     let admin = proxy.running.admin.expect("admin listener");
-    let text = scrape(admin, "/metrics").await;
+    let text = admin_get(admin, "/metrics").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let value = |labels: &[&str]| -> Option<f64> {
         text.lines()
@@ -125,11 +116,11 @@ clusters:
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
 
-    let clusters = scrape(admin, "/clusters").await;
+    let clusters = admin_get(admin, "/clusters").await;
     assert!(clusters.contains("\"available\": true"), "{clusters}");
-    let config = scrape(admin, "/config").await;
+    let config = admin_get(admin, "/config").await;
     assert!(config.contains("\"name\": \"plain\""), "{config}");
-    let ready = scrape(admin, "/ready").await;
+    let ready = admin_get(admin, "/ready").await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 
     // The access log: one JSON object per request, written off the hot

@@ -123,20 +123,10 @@ async fn exercise(format: &str) -> (Vec<String>, String) {
     }
     torii.wait_for(&["ejected"], PATIENCE).await;
 
-    let config_json = raw_exchange(
-        admin,
-        b"GET /config HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let config_json = admin_get(admin, "/config").await;
 
     // The process metrics Prometheus users expect, from the binary itself.
-    let metrics = raw_exchange(
-        admin,
-        b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let metrics = admin_get(admin, "/metrics").await;
     for name in [
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",

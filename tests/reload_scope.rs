@@ -6,20 +6,10 @@
 mod proxy_support;
 mod support;
 
-use std::net::SocketAddr;
 use std::task::Poll;
 
 use proxy_support::start;
 use support::*;
-
-async fn scrape(admin: SocketAddr, path: &str) -> String {
-    raw_exchange(
-        admin,
-        format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap()
-}
 
 fn config(admin: &str, access_log: &str, endpoint: &str) -> String {
     format!(
@@ -48,7 +38,7 @@ async fn a_reload_moves_the_admin_listener_and_reopens_the_access_log() {
     let path = dir.path().join("torii.yaml");
     let proxy = start(&config("127.0.0.1:0", "off", "127.0.0.1:1"), dir).await;
     let old_admin = proxy.running.admin_addr().expect("admin listener");
-    assert!(scrape(old_admin, "/ready")
+    assert!(admin_get(old_admin, "/ready")
         .await
         .starts_with("HTTP/1.1 200"));
 
@@ -60,7 +50,7 @@ async fn a_reload_moves_the_admin_listener_and_reopens_the_access_log() {
     // config, the old one is closed.
     let admin = proxy.running.admin_addr().expect("admin listener");
     assert_eq!(admin.ip().to_string(), "127.0.0.2", "{admin}");
-    let shown = scrape(admin, "/config").await;
+    let shown = admin_get(admin, "/config").await;
     assert!(shown.contains("127.0.0.2:0"), "{shown}");
     assert!(shown.contains("access.log"), "{shown}");
     assert!(
@@ -96,7 +86,7 @@ async fn a_reload_moves_the_admin_listener_and_reopens_the_access_log() {
     )
     .await
     .unwrap();
-    assert!(scrape(admin, "/config")
+    assert!(admin_get(admin, "/config")
         .await
         .contains("\"access_log\": \"off\""));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
@@ -119,7 +109,7 @@ async fn a_reload_whose_admin_address_cannot_be_bound_is_rejected() {
     assert!(err.contains("admin: cannot listen on"), "{err}");
     // Nothing changed, and /config says so.
     assert_eq!(proxy.running.admin_addr(), Some(admin));
-    let shown = scrape(admin, "/config").await;
+    let shown = admin_get(admin, "/config").await;
     assert!(shown.contains("127.0.0.1:0"), "{shown}");
     assert!(!shown.contains(&taken.to_string()), "{shown}");
 }

@@ -214,6 +214,17 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> io::Result<String
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// `GET path` on torii's admin listener over HTTP/1.1: the whole answer,
+/// head and body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    raw_exchange(
+        admin,
+        format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap()
+}
+
 /// A directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct TempDir {
