@@ -9,7 +9,6 @@ use crate::error::{ErrorCode, ProxyError};
 use crate::upstream::ClusterRuntime;
 
 impl Pipeline {
-    // One call site: inlined into the phases, as when they were one function.
     #[inline]
     pub(super) fn cluster(&self, route: &Route) -> Result<Arc<ClusterRuntime>, ProxyError> {
         let name = match &route.action {

@@ -17,7 +17,6 @@ pub(super) struct Deadline {
     pub err: ProxyError,
 }
 
-// One call site: inlined into the phases, as when they were one function.
 #[inline]
 pub(super) fn deadline(
     headers: &HeaderMap,

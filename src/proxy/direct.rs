@@ -10,7 +10,6 @@ use super::Step;
 use crate::body;
 use crate::config::{Route, RouteAction};
 
-// One call site: inlined into the phases, as when they were one function.
 #[inline]
 pub(super) fn direct_response(route: &Route, outcome: &mut Outcome) -> Result<(), Step> {
     let RouteAction::Direct { status, body } = &route.action else {

@@ -12,7 +12,6 @@ use super::Pipeline;
 use crate::body::Body;
 
 impl Pipeline {
-    // One call site: inlined into the phases, as when they were one function.
     #[inline]
     pub(super) fn health_path(
         &self,

@@ -10,7 +10,6 @@ use super::normalize::request_authority;
 use super::outcome::Outcome;
 use crate::telemetry::access_log::Record;
 
-// One call site: inlined into the phases, as when they were one function.
 #[inline]
 pub(super) fn identify(parts: &mut Parts, conn: &ConnInfo, outcome: &mut Outcome) {
     headers::ensure_request_id(&mut parts.headers);

@@ -29,6 +29,9 @@
 
 // A phase that ends the request returns the ending (`Step`) by value, as
 // the single `prepare` before it did: the same bytes move either way.
+// The phase functions have one call site each and are marked `#[inline]`:
+// the phases compile as one function, as they did before the split (the
+// per-request instruction count, bench/profile, showed the difference).
 #![allow(clippy::result_large_err)]
 
 mod cluster;

@@ -32,7 +32,6 @@ impl Normalized<'_> {
     }
 }
 
-// One call site: inlined into the phases, as when they were one function.
 #[inline]
 pub(super) fn normalize<'u>(
     uri: &'u Uri,

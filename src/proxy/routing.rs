@@ -28,7 +28,6 @@ pub(super) enum Routed {
 }
 
 impl Pipeline {
-    // One call site: inlined into the phases, as when they were one function.
     #[inline]
     pub(super) fn route(
         &self,

@@ -40,7 +40,6 @@ pub(super) struct Chosen<'r> {
 
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
-    // One call site: inlined into the phases, as when they were one function.
     #[inline]
     pub(super) fn upstream_request(
         &self,
@@ -87,7 +86,6 @@ impl Pipeline {
         })
     }
 
-    // One call site: inlined into the phases, as when they were one function.
     #[inline]
     fn rewrite_request(
         &self,
@@ -105,7 +103,6 @@ impl Pipeline {
 
     /// Hop-by-hop headers out, identity headers torii's own, the route's
     /// edits.
-    // One call site: inlined into the phases, as when they were one function.
     #[inline]
     fn rewrite_headers(&self, parts: &mut Parts, conn: &ConnInfo, route: &Route) {
         let h = &mut parts.headers;
@@ -128,7 +125,6 @@ impl Pipeline {
 /// The path and query the upstream gets: the route's prefix rewrite, else
 /// the normalized path (the client's own bytes when normalizing changed
 /// nothing).
-// One call site: inlined into the phases, as when they were one function.
 #[inline]
 fn rewritten_path(parts: &Parts, route: &Route, path: &str) -> Result<PathAndQuery, ProxyError> {
     let new_path = match (&route.prefix_rewrite, &route.matcher.path) {
@@ -160,7 +156,6 @@ fn rewritten_path(parts: &Parts, route: &Route, path: &str) -> Result<PathAndQue
 
 /// The request's target for the wire: an absolute URI with `:authority`
 /// for HTTP/2, an origin-form URI with `Host` for HTTP/1.1.
-// One call site: inlined into the phases, as when they were one function.
 #[inline]
 fn set_target(
     parts: &mut Parts,
