@@ -23,12 +23,16 @@ pub(super) struct Normalized<'u> {
     pub authority: Option<&'u str>,
     /// Lower-cased, without port; empty when the request named none.
     pub host: Cow<'u, str>,
+    /// For a gRPC request with a well-formed path: where the slash
+    /// between service and method is (the path is split once).
+    grpc_slash: Option<usize>,
 }
 
 impl Normalized<'_> {
     /// `(service, method)` for a gRPC request with a well-formed path.
-    pub fn grpc_names(&self, grpc_req: bool) -> Option<(&str, &str)> {
-        grpc_req.then(|| grpc::split_path(&self.path)).flatten()
+    pub fn grpc_names(&self) -> Option<(&str, &str)> {
+        let slash = self.grpc_slash?;
+        Some((&self.path[1..slash], &self.path[slash + 1..]))
     }
 }
 
@@ -44,15 +48,19 @@ pub(super) fn normalize<'u>(
         .map_err(|e| ProxyError::new(ErrorCode::InvalidPath, e.to_string()))?;
     let authority = authority.map(RequestAuthority::as_str);
     let host = crate::route::normalize_host(authority.unwrap_or(""));
-    let n = Normalized {
+    let mut grpc_slash = None;
+    if grpc_req {
+        if let Some((service, _)) = grpc::split_path(&path) {
+            grpc_slash = Some(1 + service.len());
+            outcome.grpc = Some(grpc::GrpcName::split(uri, &path, service.len()));
+        }
+    }
+    Ok(Normalized {
         path,
         authority,
         host,
-    };
-    if let Some((service, _)) = n.grpc_names(grpc_req) {
-        outcome.grpc = Some(grpc::GrpcName::split(uri, &n.path, service.len()));
-    }
-    Ok(n)
+        grpc_slash,
+    })
 }
 
 /// `:authority` for HTTP/2, `Host` for HTTP/1.1: shared with the request

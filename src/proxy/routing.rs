@@ -37,7 +37,7 @@ impl Pipeline {
         grpc_req: bool,
         outcome: &mut Outcome,
     ) -> Result<Routed, Step> {
-        let grpc_names = req.grpc_names(grpc_req);
+        let grpc_names = req.grpc_names();
         let facts = RequestFacts {
             host: &req.host,
             path: &req.path,
