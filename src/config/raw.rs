@@ -38,6 +38,22 @@ pub struct RawListener {
     pub destination_protocols: Option<RawPortMap>,
     pub tls_passthrough: Option<Vec<RawPassthrough>>,
     pub tcp: Option<RawTcp>,
+    pub json_transcoding: Option<RawJsonTranscoding>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawJsonTranscoding {
+    pub descriptors: Option<String>,
+    pub protos: Option<Vec<String>>,
+    pub include_paths: Option<Vec<String>>,
+    pub services: Option<Vec<String>>,
+    pub print: Option<RawPrint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPrint {
+    pub emit_defaults: Option<bool>,
+    pub proto_field_names: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
