@@ -17,15 +17,16 @@ pub fn transcoding(cx: &mut Ctx, path: &str, raw: RawJsonTranscoding) -> Option<
             .collect()
     };
     let source = Source {
-        descriptors: raw
-            .descriptors
-            .as_deref()
-            .map(|d| cx.file(d.trim())),
+        descriptors: raw.descriptors.as_deref().map(|d| cx.file(d.trim())),
         protos: files(raw.protos, cx),
         include_paths: files(raw.include_paths, cx),
         services: raw.services.unwrap_or_default(),
         print: PrintOptions {
-            emit_defaults: raw.print.as_ref().and_then(|p| p.emit_defaults).unwrap_or(false),
+            emit_defaults: raw
+                .print
+                .as_ref()
+                .and_then(|p| p.emit_defaults)
+                .unwrap_or(false),
             proto_field_names: raw
                 .print
                 .as_ref()

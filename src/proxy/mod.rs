@@ -248,7 +248,9 @@ impl Pipeline {
                     Err(err) => self.failed(err, grpc_req, Some(outcome)),
                 }
             })),
-            Err(Step::Transcode(t)) => Handling::Waiting(Box::pin(self.transcoded(t, conn, outcome))),
+            Err(Step::Transcode(t)) => {
+                Handling::Waiting(Box::pin(self.transcoded(t, conn, outcome)))
+            }
             Ok(fwd) => {
                 let mut slot = Some(outcome);
                 Handling::Waiting(Box::pin(async move {

@@ -52,21 +52,23 @@ pub(super) fn transcode(
     parts: Parts,
     body: Received,
 ) -> Result<(Parts, Received), Step> {
-    let found = transcoder.find(&parts.method, parts.uri.path()).map(|(b, vars)| {
-        let index = transcoder
-            .bindings
-            .iter()
-            .position(|x| std::ptr::eq(x, b))
-            .expect("a binding of this transcoder");
-        let vars = vars
-            .into_iter()
-            .map(|(v, s)| {
-                let i = b.template.variables.iter().position(|x| std::ptr::eq(x, v));
-                (i.expect("a variable of this template"), s)
-            })
-            .collect();
-        (index, vars)
-    });
+    let found = transcoder
+        .find(&parts.method, parts.uri.path())
+        .map(|(b, vars)| {
+            let index = transcoder
+                .bindings
+                .iter()
+                .position(|x| std::ptr::eq(x, b))
+                .expect("a binding of this transcoder");
+            let vars = vars
+                .into_iter()
+                .map(|(v, s)| {
+                    let i = b.template.variables.iter().position(|x| std::ptr::eq(x, v));
+                    (i.expect("a variable of this template"), s)
+                })
+                .collect();
+            (index, vars)
+        });
     match found {
         None => Ok((parts, body)),
         Some((binding, vars)) => Err(Step::Transcode(Box::new(Transcoding {
@@ -103,7 +105,10 @@ fn metadata(from: &HeaderMap) -> HeaderMap {
             out.append(name.clone(), value.clone());
         }
     }
-    out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     out.insert(header::TE, HeaderValue::from_static("trailers"));
     out
 }
@@ -131,7 +136,13 @@ fn frame(msg: &[u8]) -> Bytes {
 }
 
 fn grpc_status(h: &HeaderMap) -> Option<(i32, String, Option<Vec<u8>>)> {
-    let code = h.get(&grpc::GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()?;
+    let code = h
+        .get(&grpc::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let message = h
         .get(&grpc::GRPC_MESSAGE)
         .map(|v| grpc::status::decode_message(v.as_bytes()))
@@ -140,7 +151,11 @@ fn grpc_status(h: &HeaderMap) -> Option<(i32, String, Option<Vec<u8>>)> {
         use base64::Engine;
         let text = v.as_bytes();
         base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(text.strip_suffix(b"==").or(text.strip_suffix(b"=")).unwrap_or(text))
+            .decode(
+                text.strip_suffix(b"==")
+                    .or(text.strip_suffix(b"="))
+                    .unwrap_or(text),
+            )
             .ok()
     });
     Some((code, message, details))
@@ -295,7 +310,8 @@ impl Pipeline {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
             return resp;
         }
-        self.unary_answer(&transcoder, binding, head.headers, body).await
+        self.unary_answer(&transcoder, binding, head.headers, body)
+            .await
     }
 
     async fn unary_answer(
@@ -322,8 +338,11 @@ impl Pipeline {
         };
         let trailers = trailers.unwrap_or_default();
         let mut data = BytesMut::from(bytes);
-        let status = grpc_status(&trailers)
-            .unwrap_or((2, "the upstream ended the call without a grpc-status".into(), None));
+        let status = grpc_status(&trailers).unwrap_or((
+            2,
+            "the upstream ended the call without a grpc-status".into(),
+            None,
+        ));
         if status.0 != 0 {
             let (code, message, details) = status;
             return self.status_answer(transcoder, code, &message, details, &headers);
@@ -359,15 +378,19 @@ impl Pipeline {
     ) -> Response<Body> {
         if code == 0 {
             let mut resp = Response::new(body::full("{}"));
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             return resp;
         }
         let mut resp =
             status_json_response(code, message, details.as_deref(), Some(&transcoder.pool));
         response_metadata(headers, resp.headers_mut());
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     }
 }

@@ -100,7 +100,10 @@ fn trailer_status(t: &HeaderMap) -> (i32, String) {
                 .unwrap_or_default();
             (code, msg)
         }
-        None => (2, "the upstream ended the stream without a grpc-status".into()),
+        None => (
+            2,
+            "the upstream ended the stream without a grpc-status".into(),
+        ),
     }
 }
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use prost_reflect::DescriptorPool;
-use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver};
+use protox::file::{
+    ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
+};
 
 use super::Source;
 
@@ -122,7 +124,9 @@ fn compile(protos: &[PathBuf], includes: &[PathBuf]) -> Result<DescriptorPool, S
 }
 
 /// The bundled files named (and what they import), as a descriptor set.
-pub fn compile_bundled(names: &[&str]) -> Result<prost_reflect::prost_types::FileDescriptorSet, String> {
+pub fn compile_bundled(
+    names: &[&str],
+) -> Result<prost_reflect::prost_types::FileDescriptorSet, String> {
     let mut chain = ChainFileResolver::new();
     chain.add(Bundled);
     chain.add(GoogleFileResolver::new());
@@ -133,6 +137,8 @@ pub fn compile_bundled(names: &[&str]) -> Result<prost_reflect::prost_types::Fil
             .open_file(n)
             .map_err(|e| format!("bundled {n}: {e}"))?;
     }
-    prost_reflect::prost_types::FileDescriptorSet::decode(compiler.encode_file_descriptor_set().as_slice())
-        .map_err(|e| e.to_string())
+    prost_reflect::prost_types::FileDescriptorSet::decode(
+        compiler.encode_file_descriptor_set().as_slice(),
+    )
+    .map_err(|e| e.to_string())
 }

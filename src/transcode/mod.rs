@@ -83,7 +83,11 @@ pub struct Transcoder {
 
 impl Transcoder {
     /// The binding for a request, with the values of its path variables.
-    pub fn find(&self, method: &Method, path: &str) -> Option<(&Binding, Vec<(&Variable, String)>)> {
+    pub fn find(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Option<(&Binding, Vec<(&Variable, String)>)> {
         self.bindings
             .iter()
             .filter(|b| b.http_method == method)
@@ -206,7 +210,9 @@ fn rule_bindings(
             Err(e) => problems.push(format!("{name}: {e}")),
         }
     } else if top {
-        problems.push(format!("{name}: its google.api.http rule names no HTTP method and path"));
+        problems.push(format!(
+            "{name}: its google.api.http rule names no HTTP method and path"
+        ));
     }
     if let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").as_deref() {
         for extra in more.iter().filter_map(Value::as_message) {

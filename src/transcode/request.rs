@@ -170,7 +170,10 @@ fn typed_kind(kind: &Kind, s: &str) -> Result<Json, String> {
             Err(_) => Json::String(s.to_string()),
         },
         Kind::Message(m) => match m.get_field_by_name("value") {
-            Some(inner) if m.full_name().starts_with("google.protobuf.") && m.full_name().ends_with("Value") => {
+            Some(inner)
+                if m.full_name().starts_with("google.protobuf.")
+                    && m.full_name().ends_with("Value") =>
+            {
                 typed_kind(&inner.kind(), s)?
             }
             _ => Json::String(s.to_string()),

@@ -11,7 +11,10 @@ use super::{is_http_body, Binding, PrintOptions};
 pub enum Piece {
     Json(Vec<u8>),
     /// google.api.HttpBody: the bytes as they are, with their type.
-    Raw { content_type: String, data: Bytes },
+    Raw {
+        content_type: String,
+        data: Bytes,
+    },
 }
 
 fn options(print: PrintOptions) -> SerializeOptions {
@@ -59,7 +62,9 @@ pub fn message(b: &Binding, bytes: &[u8], print: PrintOptions) -> Result<Piece, 
                 f.json_name()
             };
             let v = obj.remove(key).unwrap_or(serde_json::Value::Null);
-            serde_json::to_vec(&v).map(Piece::Json).map_err(|e| e.to_string())
+            serde_json::to_vec(&v)
+                .map(Piece::Json)
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -102,7 +107,9 @@ pub fn status_json(
     details_bin: Option<&[u8]>,
     pool: Option<&DescriptorPool>,
 ) -> Vec<u8> {
-    let details = details_bin.zip(pool).and_then(|(bin, pool)| details(bin, pool));
+    let details = details_bin
+        .zip(pool)
+        .and_then(|(bin, pool)| details(bin, pool));
     let mut obj = serde_json::Map::new();
     obj.insert("code".into(), code.into());
     obj.insert("message".into(), message.into());

@@ -107,7 +107,10 @@ impl Template {
             }
         }
         for (i, a) in t.variables.iter().enumerate() {
-            if t.variables[..i].iter().any(|b| b.field_path == a.field_path) {
+            if t.variables[..i]
+                .iter()
+                .any(|b| b.field_path == a.field_path)
+            {
                 return err(
                     text,
                     format!("the field {} is bound twice", a.field_path.join(".")),
@@ -173,10 +176,13 @@ impl Template {
         let a = &self.segments[..self.segments.len() - usize::from(a_rest)];
         let b = &other.segments[..other.segments.len() - usize::from(b_rest)];
         let common = a.len().min(b.len());
-        let compatible = a[..common].iter().zip(&b[..common]).all(|(x, y)| match (x, y) {
-            (Segment::Literal(l), Segment::Literal(m)) => l == m,
-            _ => true,
-        });
+        let compatible = a[..common]
+            .iter()
+            .zip(&b[..common])
+            .all(|(x, y)| match (x, y) {
+                (Segment::Literal(l), Segment::Literal(m)) => l == m,
+                _ => true,
+            });
         compatible
             && match a.len().cmp(&b.len()) {
                 std::cmp::Ordering::Equal => true,
@@ -202,7 +208,10 @@ fn parse_segment(text: &str, seg: &str) -> Result<Segment, ParseError> {
         "**" => Ok(Segment::Rest),
         "" => err(text, "has an empty segment"),
         s if s.chars().all(is_literal_char) => Ok(Segment::Literal(s.to_string())),
-        s => err(text, format!("{s:?} is not a literal, *, ** or {{variable}}")),
+        s => err(
+            text,
+            format!("{s:?} is not a literal, *, ** or {{variable}}"),
+        ),
     }
 }
 
@@ -213,7 +222,9 @@ fn parse_variable(text: &str, var: &str, t: &mut Template) -> Result<(), ParseEr
     };
     let field_path: Vec<String> = path.split('.').map(str::to_string).collect();
     let ident = |s: &String| {
-        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     if !field_path.iter().all(ident) {
@@ -275,7 +286,10 @@ mod tests {
             vars("/v1/{name=shelves/*/books/*}", "/v1/shelves/1/books/a%20b"),
             Some(vec![("name".into(), "shelves/1/books/a b".into())])
         );
-        assert_eq!(vars("/v1/{name=shelves/*/books/*}", "/v1/shelves/1/books"), None);
+        assert_eq!(
+            vars("/v1/{name=shelves/*/books/*}", "/v1/shelves/1/books"),
+            None
+        );
     }
 
     #[test]
@@ -309,7 +323,14 @@ mod tests {
 
     #[test]
     fn bad_templates() {
-        for bad in ["v1", "/v1/{a", "/v1//x", "/v1/{1a}", "/v1/{a}/{a}", "/v1/{a=}"] {
+        for bad in [
+            "v1",
+            "/v1/{a",
+            "/v1//x",
+            "/v1/{1a}",
+            "/v1/{a}/{a}",
+            "/v1/{a=}",
+        ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
     }
