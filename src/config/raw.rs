@@ -276,6 +276,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "listeners[].health" => fields_of::<RawHealth>(),
         "listeners[].tls_passthrough[]" => fields_of::<RawPassthrough>(),
         "listeners[].tcp" => fields_of::<RawTcp>(),
+        "listeners[].json_transcoding" => fields_of::<RawJsonTranscoding>(),
+        "listeners[].json_transcoding.print" => fields_of::<RawPrint>(),
         "clusters[]" => fields_of::<RawCluster>(),
         "clusters[].tls" => fields_of::<RawUpstreamTls>(),
         "clusters[].health_check" => fields_of::<RawHealthCheck>(),

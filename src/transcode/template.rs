@@ -233,7 +233,7 @@ fn parse_variable(text: &str, var: &str, t: &mut Template) -> Result<(), ParseEr
     let start = t.segments.len();
     match segs {
         None => t.segments.push(Segment::Any),
-        Some(s) if s.is_empty() => return err(text, format!("{{{var}}} has nothing after =")),
+        Some("") => return err(text, format!("{{{var}}} has nothing after =")),
         Some(s) => {
             for seg in s.split('/') {
                 if seg.starts_with('{') {
