@@ -149,6 +149,10 @@ impl Transcoder {
             );
         }
         overlaps(&bindings, &mut problems);
+        // `/v1/{name}:cancel` before `/v1/{name}`: a path ending in a
+        // template's custom verb goes to that template (the verb-less one
+        // would take `x:cancel` as the name).
+        bindings.sort_by_key(|b| b.template.verb.is_none());
         if problems.is_empty() {
             Ok(Transcoder {
                 bindings,
@@ -325,7 +329,8 @@ fn kind_name(field: &FieldDescriptor) -> String {
 }
 
 /// Two bindings of one HTTP method whose templates some path matches
-/// both: the request could go to either.
+/// both: the request could go to either. (A template with a custom verb
+/// and one without are not compared: the verb's wins, see `load`.)
 fn overlaps(bindings: &[Binding], problems: &mut Vec<String>) {
     for (i, a) in bindings.iter().enumerate() {
         for b in &bindings[..i] {
