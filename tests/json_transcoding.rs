@@ -74,6 +74,25 @@ impl Backend {
         DynamicMessage::new(self.pool.get_message_by_name(name).unwrap())
     }
 
+    /// A google.rpc.Status with one detail (a Duration), base64 as gRPC
+    /// sends it in `grpc-status-details-bin` (unpadded).
+    fn details(&self, code: i32, message: &str) -> String {
+        use base64::Engine;
+        let mut took = self.msg("google.protobuf.Duration");
+        took.set_field_by_name("seconds", Value::I64(3));
+        let mut any = self.msg("google.protobuf.Any");
+        any.set_field_by_name(
+            "type_url",
+            Value::String("type.googleapis.com/google.protobuf.Duration".into()),
+        );
+        any.set_field_by_name("value", Value::Bytes(took.encode_to_vec().into()));
+        let mut status = self.msg("google.rpc.Status");
+        status.set_field_by_name("code", Value::I32(code));
+        status.set_field_by_name("message", Value::String(message.into()));
+        status.set_field_by_name("details", Value::List(vec![Value::Message(any)]));
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(status.encode_to_vec())
+    }
+
     async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Response<StreamBody<Chunks>> {
         let method = req
             .uri()
@@ -170,6 +189,9 @@ impl Backend {
                 // Trailers-only, as grpc-go and C-core servers fail.
                 drop(tx);
                 let mut resp = head.header("grpc-status", code.to_string());
+                if message == "with details" {
+                    resp = resp.header("grpc-status-details-bin", self.details(code, &message));
+                }
                 if !message.is_empty() {
                     resp = resp.header("grpc-message", message);
                 }
@@ -491,6 +513,13 @@ async fn errors_are_google_rpc_status() {
         assert_eq!(v["code"], code);
         assert_eq!(v["message"], format!("nope {code}"));
     }
+    // The upstream's error details, from grpc-status-details-bin.
+    let (s, v) = json(a, "POST", "/v1/fail/9", r#"{"message":"with details"}"#).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        v["details"],
+        serde_json::json!([{"@type": "type.googleapis.com/google.protobuf.Duration", "value": "3s"}])
+    );
     // JSON that does not fit the message: transcoding_failed, naming the field.
     let resp = call(
         a,

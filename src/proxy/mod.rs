@@ -299,10 +299,14 @@ impl Pipeline {
         let allow_encoded = self.config.allow_encoded_slashes;
         let req = normalize::normalize(&uri, authority.as_ref(), allow_encoded, grpc_req, outcome)?;
         // [CORS, gRPC-Web]
-        let (parts, body) = match &self.config.json_transcoding {
-            Some(t) if transcode && !grpc_req => transcode::transcode(t, parts, body)?,
-            _ => (parts, body),
-        };
+        if let Some(t) = &self.config.json_transcoding {
+            if transcode && !grpc_req {
+                if let Some(m) = transcode::transcode(t, &parts) {
+                    let t = transcode::Transcoding::new(parts, body, t.clone(), m);
+                    return Err(Step::Transcode(t));
+                }
+            }
+        }
         let (route, index, cluster) =
             match self.route(&req, &parts.headers, conn, grpc_req, outcome)? {
                 Routed::OwnHealth { watch } => {

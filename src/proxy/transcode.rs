@@ -45,39 +45,48 @@ pub(super) struct Transcoding {
     vars: Vec<(usize, String)>,
 }
 
-/// The phase: `Err(Step::Transcode)` when a rule matches this request.
+/// The phase: the rule this request matches, if one does (its binding
+/// and path variables); the caller ends the synchronous phases with
+/// [`Step::Transcode`] then.
 #[inline]
-pub(super) fn transcode(
-    transcoder: &Arc<Transcoder>,
-    parts: Parts,
-    body: Received,
-) -> Result<(Parts, Received), Step> {
-    let found = transcoder
-        .find(&parts.method, parts.uri.path())
-        .map(|(b, vars)| {
-            let index = transcoder
-                .bindings
-                .iter()
-                .position(|x| std::ptr::eq(x, b))
-                .expect("a binding of this transcoder");
-            let vars = vars
-                .into_iter()
-                .map(|(v, s)| {
-                    let i = b.template.variables.iter().position(|x| std::ptr::eq(x, v));
-                    (i.expect("a variable of this template"), s)
-                })
-                .collect();
-            (index, vars)
-        });
-    match found {
-        None => Ok((parts, body)),
-        Some((binding, vars)) => Err(Step::Transcode(Box::new(Transcoding {
+pub(super) fn transcode(transcoder: &Transcoder, parts: &Parts) -> Option<Matched> {
+    let (b, vars) = transcoder.find(&parts.method, parts.uri.path())?;
+    let binding = transcoder
+        .bindings
+        .iter()
+        .position(|x| std::ptr::eq(x, b))
+        .expect("a binding of this transcoder");
+    let vars = vars
+        .into_iter()
+        .map(|(v, s)| {
+            let i = b.template.variables.iter().position(|x| std::ptr::eq(x, v));
+            (i.expect("a variable of this template"), s)
+        })
+        .collect();
+    Some(Matched { binding, vars })
+}
+
+/// What the phase found: the binding, and each path variable (by its
+/// index in the template) with its value.
+pub(super) struct Matched {
+    binding: usize,
+    vars: Vec<(usize, String)>,
+}
+
+impl Transcoding {
+    pub(super) fn new(
+        parts: Parts,
+        body: Received,
+        transcoder: Arc<Transcoder>,
+        m: Matched,
+    ) -> Box<Transcoding> {
+        Box::new(Transcoding {
             parts,
             body,
-            transcoder: transcoder.clone(),
-            binding,
-            vars,
-        }))),
+            transcoder,
+            binding: m.binding,
+            vars: m.vars,
+        })
     }
 }
 

@@ -122,34 +122,40 @@ impl Template {
 
     /// The variables' values if `path` (without the query) matches.
     pub fn matches(&self, path: &str) -> Option<Vec<(&Variable, String)>> {
-        let body = path.strip_prefix('/')?;
-        let body = match &self.verb {
-            Some(v) => body.strip_suffix(v.as_str())?.strip_suffix(':')?,
-            None => body,
+        let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+        self.matches_split(&parts)
+    }
+
+    /// [`Template::matches`] on a path already split at its slashes (the
+    /// leading one removed): one split for every template tried.
+    pub fn matches_split(&self, parts: &[&str]) -> Option<Vec<(&Variable, String)>> {
+        let (last, head) = parts.split_last()?;
+        let last = match &self.verb {
+            Some(v) => last.strip_suffix(v.as_str())?.strip_suffix(':')?,
+            None => last,
         };
-        let parts: Vec<&str> = body.split('/').collect();
+        let part = |i: usize| if i == head.len() { last } else { head[i] };
         let rest = self.segments.last() == Some(&Segment::Rest);
         let fixed = self.segments.len() - usize::from(rest);
         if parts.len() < fixed || (!rest && parts.len() != fixed) {
             return None;
         }
-        for (seg, part) in self.segments[..fixed].iter().zip(&parts) {
+        for (i, seg) in self.segments[..fixed].iter().enumerate() {
             match seg {
-                Segment::Literal(l) if l != part => return None,
+                Segment::Literal(l) if l != part(i) => return None,
                 // An empty segment (`//`) is not a value.
-                Segment::Any if part.is_empty() => return None,
+                Segment::Any if part(i).is_empty() => return None,
                 _ => {}
             }
         }
         let mut out = Vec::with_capacity(self.variables.len());
         for v in &self.variables {
-            let end = if v.end == self.segments.len() && rest {
-                parts.len()
-            } else {
-                v.end
-            };
-            let covered = &parts[v.start.min(parts.len())..end.min(parts.len())];
-            let value = if covered.len() == 1 && !(rest && v.end == self.segments.len()) {
+            let to_rest = rest && v.end == self.segments.len();
+            let end = if to_rest { parts.len() } else { v.end };
+            let covered: Vec<&str> = (v.start.min(parts.len())..end.min(parts.len()))
+                .map(part)
+                .collect();
+            let value = if covered.len() == 1 && !to_rest {
                 percent_decode_str(covered[0])
                     .decode_utf8()
                     .ok()?
