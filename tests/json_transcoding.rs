@@ -720,3 +720,37 @@ message Inner { string x = 1; }
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn reload_reads_the_protos_again_and_a_bad_one_keeps_the_running_rules() {
+    let (backend, _) = start_backend().await;
+    let p = proxy(backend, "").await;
+    let a = p.addr("rest");
+    let config = p.dir.path().join("torii.yaml");
+    let proto = p.dir.path().join("shop.proto");
+    let original = std::fs::read_to_string(&proto).unwrap();
+
+    std::fs::write(&proto, original.replace("rpc GetBook", "rpc GetBook(")).unwrap();
+    let err = p.running.reload_file(&config).await.unwrap_err();
+    assert!(err.contains("json_transcoding"), "{err}");
+    let (s, v) = json(a, "GET", "/v1/books/1", "").await;
+    assert_eq!(
+        (s, &v["name"]),
+        (200, &"1".into()),
+        "the old rules still serve"
+    );
+
+    std::fs::write(
+        &proto,
+        original.replace("/v1/books/{name}", "/v2/books/{name}"),
+    )
+    .unwrap();
+    p.running
+        .reload_file(&config)
+        .await
+        .expect("a good proto reloads");
+    let (s, v) = json(a, "GET", "/v2/books/7", "").await;
+    assert_eq!((s, &v["name"]), (200, &"7".into()), "the new rule serves");
+    let resp = call(a, "GET", "/v1/books/7", &[], "").await;
+    assert_ne!(resp.status(), 200, "the old rule is gone");
+}
