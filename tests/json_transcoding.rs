@@ -204,6 +204,16 @@ impl Backend {
             "ListBooks" => {
                 let count = get("count").as_i32().unwrap();
                 let fail = get("fail_code").as_i32().unwrap();
+                if count == 0 && fail == 0 {
+                    // An empty stream, trailers-only.
+                    drop(tx);
+                    return head
+                        .header("grpc-status", "0")
+                        .body(StreamBody::new(
+                            tokio_stream::wrappers::ReceiverStream::new(rx),
+                        ))
+                        .unwrap();
+                }
                 let shelf = get("shelf").as_str().unwrap().to_string();
                 let next = self.next.clone();
                 let book = self.msg("shop.v1.Book");
@@ -651,6 +661,23 @@ async fn server_streams_in_three_framings_flushed_per_message() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn an_empty_stream_is_an_empty_framing() {
+    let (backend, _) = start_backend().await;
+    let p = proxy(backend, "").await;
+    let a = p.addr("rest");
+    let (s, h, body) =
+        text(call(a, "GET", "/v1/shelves/e/books:stream?count=0", &[], "").await).await;
+    assert_eq!(
+        (s, h["content-type"].to_str().unwrap(), body.as_str()),
+        (200, "application/json", "[]")
+    );
+    let accept = [("accept", "application/x-ndjson")];
+    let (s, _, body) =
+        text(call(a, "GET", "/v1/shelves/e/books:stream?count=0", &accept, "").await).await;
+    assert_eq!((s, body.as_str()), (200, ""));
 }
 
 fn check(dir: &TempDir, yaml: &str) -> (bool, String) {

@@ -102,6 +102,8 @@ fn metadata(from: &HeaderMap) -> HeaderMap {
         "user-agent",
         "accept-language",
         "x-request-id",
+        // The authority routes match on (HTTP/1.1's; HTTP/2's is in the URI).
+        "host",
     ];
     let mut out = HeaderMap::with_capacity(from.len() + 2);
     for (name, value) in from {
@@ -281,10 +283,16 @@ impl Pipeline {
         };
         let (head, body) = resp.into_parts();
         if let Some((code, message, details)) = grpc_status(&head.headers) {
-            if code != 0 || !b.server_streaming() {
-                // Trailers-only: the upstream's status, or (OK) no message.
-                return self.status_answer(&transcoder, code, &message, details, &head.headers);
+            // Trailers-only: the upstream's status; if OK, no message.
+            if code == 0 && b.server_streaming() {
+                let mut resp = Response::new(body::full(framing.end(false, None)));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(framing.content_type()),
+                );
+                return resp;
             }
+            return self.status_answer(&transcoder, code, &message, details, &head.headers);
         }
         let content_type = head.headers.get(header::CONTENT_TYPE);
         if head.status != StatusCode::OK
