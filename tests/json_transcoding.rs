@@ -530,6 +530,16 @@ async fn errors_are_google_rpc_status() {
         v["details"],
         serde_json::json!([{"@type": "type.googleapis.com/google.protobuf.Duration", "value": "3s"}])
     );
+    // Metrics count the HTTP status the client got.
+    let count = p.metric(
+        "torii_requests_total",
+        &[
+            "grpc_method=\"Fail\"",
+            "grpc_status=\"NOT_FOUND\"",
+            "http_status=\"404\"",
+        ],
+    );
+    assert_eq!(count, Some(1.0), "{}", p.metrics());
     // JSON that does not fit the message: transcoding_failed, naming the field.
     let resp = call(
         a,

@@ -264,6 +264,7 @@ impl Pipeline {
         parts.headers = metadata(&parts.headers);
         let body = Received::Buffered(Full::new(frame(&msg)));
         outcome.grpc_request = true;
+        outcome.json_unary = !b.server_streaming();
         let fwd = match self.normalized_phases(parts, body, &conn, true, &mut outcome, false) {
             Ok(fwd) => fwd,
             Err(Step::Answer(resp)) => return resp,
