@@ -690,6 +690,26 @@ async fn an_empty_stream_is_an_empty_framing() {
     assert_eq!((s, body.as_str()), (200, ""));
 }
 
+#[tokio::test]
+async fn a_deadline_ends_a_stream_with_an_error_element() {
+    let (backend, next) = start_backend().await;
+    let p = proxy(backend, "").await;
+    let a = p.addr("rest");
+    // The backend holds the second book until told: the deadline passes.
+    let accept = [("accept", "application/x-ndjson"), ("grpc-timeout", "300m")];
+    let path = "/v1/shelves/d/books:stream?count=2";
+    let (s, _, body) = text(call(a, "GET", path, &accept, "").await).await;
+    next.notify_one();
+    assert_eq!(s, 200);
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["name"], "d/0", "{body}");
+    assert_eq!(lines[1]["error"]["code"], 4, "{body}");
+    assert_eq!(lines.len(), 2, "{body}");
+}
+
 fn check(dir: &TempDir, yaml: &str) -> (bool, String) {
     let file = dir.path().join("torii.yaml");
     std::fs::write(&file, yaml).unwrap();
