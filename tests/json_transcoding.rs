@@ -537,6 +537,7 @@ async fn errors_are_google_rpc_status() {
             "grpc_method=\"Fail\"",
             "grpc_status=\"NOT_FOUND\"",
             "http_status=\"404\"",
+            "protocol=\"json\"",
         ],
     );
     assert_eq!(count, Some(1.0), "{}", p.metrics());

@@ -229,6 +229,11 @@ impl Pipeline {
         let mut outcome =
             Outcome::new(self.metrics.clone(), self.name.clone(), start, &self.logger);
         outcome.grpc_request = grpc_req;
+        outcome.protocol = match (grpc_req, req.version()) {
+            (true, _) => "grpc",
+            (false, Version::HTTP_2) => "http2",
+            (false, _) => "http1",
+        };
         // Matched as it comes back: a request that goes upstream is moved
         // once more only, into its boxed future (the profile counts each
         // move of a `Forward`).

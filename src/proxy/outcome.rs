@@ -38,6 +38,8 @@ pub struct Outcome {
     /// A JSON-transcoded unary call: the client's HTTP status is the one
     /// its gRPC status maps to (google/rpc/code.proto), not the upstream's.
     pub json_unary: bool,
+    /// The `protocol` label: `grpc`, `json`, `http1` or `http2`.
+    pub protocol: &'static str,
     /// The access log record being filled in; None when the log is off.
     pub log: Option<Box<Record>>,
     logger: AccessLogger,
@@ -64,6 +66,7 @@ impl Outcome {
             grpc_request: false,
             routed: false,
             json_unary: false,
+            protocol: "http1",
             message: None,
             bytes_out: 0,
             bytes_in: None,
@@ -101,6 +104,7 @@ impl Outcome {
                 grpc_status,
                 http_status: self.http_status,
                 error: self.error.map(ErrorCode::as_str).unwrap_or(""),
+                protocol: self.protocol,
             },
             elapsed.as_secs_f64(),
         );

@@ -208,6 +208,7 @@ impl Pipeline {
         conn: Arc<ConnInfo>,
         mut outcome: Outcome,
     ) -> Response<Body> {
+        outcome.protocol = "json";
         if let Some(r) = outcome.log.as_mut() {
             r.protocol = "json".to_string();
         }
