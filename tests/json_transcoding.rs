@@ -272,11 +272,21 @@ async fn start_backend() -> (SocketAddr, Arc<Notify>) {
 }
 
 async fn proxy(backend: SocketAddr, extra: &str) -> Proxy {
+    proxy_logging(backend, extra, "off").await
+}
+
+async fn proxy_logging(backend: SocketAddr, extra: &str, access_log: &str) -> Proxy {
     let dir = TempDir::new("transcode");
+    let access_log = if access_log == "off" {
+        "off".to_string()
+    } else {
+        dir.path().join(access_log).display().to_string()
+    };
     let proto = dir.path().join("shop.proto");
     std::fs::copy(shop_proto(), &proto).unwrap();
     let yaml = format!(
         r#"
+access_log: {access_log}
 admin: {{ address: 127.0.0.1:0 }}
 listeners:
   - name: rest
@@ -709,6 +719,28 @@ async fn a_deadline_ends_a_stream_with_an_error_element() {
     assert_eq!(lines[0]["name"], "d/0", "{body}");
     assert_eq!(lines[1]["error"]["code"], 4, "{body}");
     assert_eq!(lines.len(), 2, "{body}");
+}
+
+#[tokio::test]
+async fn the_access_log_says_json() {
+    let (backend, _) = start_backend().await;
+    let p = proxy_logging(backend, "", "access.log").await;
+    let (s, _) = json(p.addr("rest"), "GET", "/v1/books/9", "").await;
+    assert_eq!(s, 200);
+    let log = p.dir.path().join("access.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line: serde_json::Value = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().next() {
+            break serde_json::from_str(l).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(line["protocol"], "json", "{line}");
+    assert_eq!(line["path"], "/v1/books/9", "{line}");
+    assert_eq!(line["grpc_method"], "GetBook", "{line}");
+    assert_eq!(line["http_status"], 200, "{line}");
 }
 
 fn check(dir: &TempDir, yaml: &str) -> (bool, String) {
