@@ -29,7 +29,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, PROTO_DIR, curl
+from conftest import PROTO_DIR, REPO, curl, run_torii
 
 pytestmark = pytest.mark.proxy
 
@@ -149,7 +149,6 @@ def _code(number):
 
 @pytest.fixture(scope="module")
 def torii(module_spawn, tmp_path_factory, backend, stubs):
-    from conftest import run_torii
 
     directory = tmp_path_factory.mktemp("torii_transcoding")
     config = f"""
