@@ -30,13 +30,16 @@ pub enum ErrorCode {
     /// Plaintext HTTP arrived on a TLS listener: answered in words, before
     /// any request exists (so not in the access log).
     PlaintextOnTlsPort,
+    /// A JSON-transcoded request whose body, path or query does not fit
+    /// the gRPC method's request message.
+    TranscodingFailed,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -52,6 +55,7 @@ impl ErrorCode {
         ErrorCode::DeadlineExceeded,
         ErrorCode::ClientCancelled,
         ErrorCode::PlaintextOnTlsPort,
+        ErrorCode::TranscodingFailed,
         ErrorCode::Internal,
     ];
 
@@ -72,6 +76,7 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::ClientCancelled => "client_cancelled",
             ErrorCode::PlaintextOnTlsPort => "plaintext_on_tls_port",
+            ErrorCode::TranscodingFailed => "transcoding_failed",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -80,7 +85,9 @@ impl ErrorCode {
     pub fn grpc_code(self) -> Code {
         match self {
             ErrorCode::NoRoute => Code::Unimplemented,
-            ErrorCode::InvalidPath | ErrorCode::BadRequest => Code::InvalidArgument,
+            ErrorCode::InvalidPath | ErrorCode::BadRequest | ErrorCode::TranscodingFailed => {
+                Code::InvalidArgument
+            }
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => Code::DeadlineExceeded,
             ErrorCode::Internal => Code::Internal,
             ErrorCode::ClientCancelled => Code::Cancelled,
@@ -93,7 +100,10 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::NoRoute => 404,
-            ErrorCode::InvalidPath | ErrorCode::BadRequest | ErrorCode::PlaintextOnTlsPort => 400,
+            ErrorCode::InvalidPath
+            | ErrorCode::BadRequest
+            | ErrorCode::PlaintextOnTlsPort
+            | ErrorCode::TranscodingFailed => 400,
             ErrorCode::UpstreamProtocolMismatch
             | ErrorCode::UpstreamReset
             | ErrorCode::UpstreamTlsFailed => 502,
@@ -124,6 +134,7 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::DeadlineExceeded
     | ErrorCode::ClientCancelled
     | ErrorCode::PlaintextOnTlsPort
+    | ErrorCode::TranscodingFailed
     | ErrorCode::Internal => {}
 };
 

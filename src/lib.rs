@@ -23,6 +23,7 @@ pub(crate) mod route;
 pub(crate) mod server;
 pub(crate) mod tcp;
 pub mod telemetry;
+pub mod transcode;
 pub mod upstream;
 
 use std::sync::{Arc, OnceLock};

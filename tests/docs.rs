@@ -505,6 +505,7 @@ listeners:
     health: {zz: 1}
     tcp: {zz: 1}
     tls_passthrough: [{zz: 1}]
+    json_transcoding: {zz: 1, print: {zz: 1}}
     routes:
       - zz: 1
         match: {zz: 1, headers: [{zz: 1}]}
@@ -550,7 +551,7 @@ clusters:
         let keys = keys.split(", ").map(str::to_string).collect();
         sections.push((shape, keys));
     }
-    assert_eq!(sections.len(), 20, "torii check said:\n{text}");
+    assert_eq!(sections.len(), 22, "torii check said:\n{text}");
     sections
 }
 

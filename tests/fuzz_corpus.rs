@@ -116,6 +116,11 @@ fn grpc_timeout() {
 }
 
 #[test]
+fn path_template() {
+    replay("path_template");
+}
+
+#[test]
 fn config() {
     replay("config");
 }
@@ -493,6 +498,25 @@ fn write_seeds() {
         ("relative", "a/b"),
     ] {
         write("path", name, p.as_bytes());
+    }
+
+    // path_template: two templates and a path, one per line.
+    for (name, t) in [
+        (
+            "nested",
+            "/v1/{name=shelves/*/books/*}\n/v1/shelves/{s}/books/{b}\n/v1/shelves/1/books/2",
+        ),
+        ("verb", "/v1/{name}:cancel\n/v1/{name}\n/v1/x:cancel"),
+        ("rest", "/files/{path=**}\n/files/a/**\n/files/a/b%2Fc/d"),
+        (
+            "rest-empty",
+            "/files/{path=**}:get\n/files/**:get\n/files:get",
+        ),
+        ("literals", "/v1/a/b\n/v1/*/b\n/v1/a/b"),
+        ("bad", "/v1/{a=**}/x\n/{1}\n//"),
+        ("escapes", "/v1/{a.b.c}\n/v1/*\n/v1/%E2%82%AC%zz"),
+    ] {
+        write("path_template", name, t.as_bytes());
     }
 
     // grpc_timeout

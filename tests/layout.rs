@@ -24,6 +24,7 @@ const FOUNDATION: &[&str] = &[
     "limits",
     "net",
     "heap",
+    "transcode",
     "lib",
 ];
 

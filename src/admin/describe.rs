@@ -39,6 +39,40 @@ pub fn config(c: &Config) -> Value {
     })
 }
 
+/// Every listener's JSON transcoding table: HTTP rule → gRPC method.
+pub fn transcoding(c: &Config) -> Value {
+    let listeners: Vec<Value> = c
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let t = l.json_transcoding.as_ref()?;
+            let rules: Vec<Value> = t
+                .bindings
+                .iter()
+                .map(|b| {
+                    json!({
+                        "http_method": b.http_method.as_str(),
+                        "path": b.template.text,
+                        "grpc_method": b.grpc_path,
+                        "body": b.body,
+                        "response_body": b.response_body,
+                        "server_streaming": b.server_streaming(),
+                    })
+                })
+                .collect();
+            Some(json!({
+                "listener": l.name,
+                "print": {
+                    "emit_defaults": t.print.emit_defaults,
+                    "proto_field_names": t.print.proto_field_names,
+                },
+                "rules": rules,
+            }))
+        })
+        .collect();
+    json!({ "listeners": listeners })
+}
+
 fn listener(l: &Listener) -> Value {
     json!({
         "name": l.name,
@@ -47,6 +81,7 @@ fn listener(l: &Listener) -> Value {
         "health_path": l.health_path,
         "allow_encoded_slashes": l.allow_encoded_slashes,
         "header_read_timeout": dur(l.header_read_timeout),
+        "json_transcoding": l.json_transcoding.as_ref().map(|t| t.bindings.len()),
         "tls": l.tls.as_ref().map(|t| json!({
             "certificates": t.certificates.iter().map(|c| json!({
                 "cert": c.cert_path.display().to_string(),

@@ -1,4 +1,5 @@
-//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, `/clusters`.
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, `/clusters`,
+//! `/transcoding`.
 
 mod describe;
 
@@ -91,9 +92,10 @@ fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
         }
         "/config" => json(describe::config(&shared.config.load())),
         "/clusters" => json(describe::clusters(&shared.clusters.load())),
+        "/transcoding" => json(describe::transcoding(&shared.config.load())),
         _ => text_response(
             404,
-            "admin endpoints: /live /ready /metrics /config /clusters",
+            "admin endpoints: /live /ready /metrics /config /clusters /transcoding",
         ),
     }
 }

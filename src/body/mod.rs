@@ -31,6 +31,9 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 pub enum Received {
     H1(hyper::body::Incoming),
     H2(H2Received),
+    /// Made by torii from what it read whole (a JSON-transcoded request's
+    /// gRPC message).
+    Buffered(Full<Bytes>),
 }
 
 impl Received {
@@ -52,6 +55,9 @@ impl HttpBody for Received {
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BoxError::from))),
             Received::H2(b) => b.poll_frame(cx),
+            Received::Buffered(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
         }
     }
 
@@ -59,6 +65,7 @@ impl HttpBody for Received {
         match self {
             Received::H1(b) => b.is_end_stream(),
             Received::H2(b) => b.is_end_stream(),
+            Received::Buffered(b) => b.is_end_stream(),
         }
     }
 
@@ -67,6 +74,7 @@ impl HttpBody for Received {
             Received::H1(b) => b.size_hint(),
             Received::H2(b) if b.is_end_stream() => SizeHint::with_exact(0),
             Received::H2(_) => SizeHint::default(),
+            Received::Buffered(b) => b.size_hint(),
         }
     }
 }

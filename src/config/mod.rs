@@ -22,6 +22,7 @@ mod route;
 pub mod san;
 mod tls;
 mod traffic;
+mod transcoding;
 mod validate;
 mod warnings;
 

@@ -124,6 +124,8 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// Detection, TLS passthrough, opaque TCP, original destination.
     pub traffic: Traffic,
+    /// `json_transcoding:`: HTTP/JSON requests mapped to gRPC methods.
+    pub json_transcoding: Option<std::sync::Arc<crate::transcode::Transcoder>>,
 }
 
 /// What a listener does with connections that are not (only) HTTP for it:

@@ -38,6 +38,22 @@ pub struct RawListener {
     pub destination_protocols: Option<RawPortMap>,
     pub tls_passthrough: Option<Vec<RawPassthrough>>,
     pub tcp: Option<RawTcp>,
+    pub json_transcoding: Option<RawJsonTranscoding>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawJsonTranscoding {
+    pub descriptors: Option<String>,
+    pub protos: Option<Vec<String>>,
+    pub include_paths: Option<Vec<String>>,
+    pub services: Option<Vec<String>>,
+    pub print: Option<RawPrint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPrint {
+    pub emit_defaults: Option<bool>,
+    pub proto_field_names: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +276,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "listeners[].health" => fields_of::<RawHealth>(),
         "listeners[].tls_passthrough[]" => fields_of::<RawPassthrough>(),
         "listeners[].tcp" => fields_of::<RawTcp>(),
+        "listeners[].json_transcoding" => fields_of::<RawJsonTranscoding>(),
+        "listeners[].json_transcoding.print" => fields_of::<RawPrint>(),
         "clusters[]" => fields_of::<RawCluster>(),
         "clusters[].tls" => fields_of::<RawUpstreamTls>(),
         "clusters[].health_check" => fields_of::<RawHealthCheck>(),

@@ -11,7 +11,7 @@ use super::context::{one_of, Ctx};
 use super::locate::join;
 use super::model::*;
 use super::raw::{RawAdmin, RawConfig, RawListener};
-use super::{cluster, route, tls, traffic};
+use super::{cluster, route, tls, traffic, transcoding};
 
 /// Checks the whole file. `None` if any error was reported.
 pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<Config> {
@@ -141,6 +141,9 @@ fn listener(
         &join(path, "health.path"),
         raw.health.and_then(|h| h.path),
     );
+    let json_transcoding = raw
+        .json_transcoding
+        .map(|t| transcoding::transcoding(cx, &join(path, "json_transcoding"), t));
     let routes: Vec<Option<Route>> = raw
         .routes
         .unwrap_or_default()
@@ -161,6 +164,10 @@ fn listener(
         header_read_timeout: header_read_timeout??,
         routes: routes.into_iter().collect::<Option<_>>()?,
         traffic: traffic?,
+        json_transcoding: match json_transcoding {
+            Some(t) => Some(t?),
+            None => None,
+        },
     })
 }
 

@@ -9,6 +9,7 @@
 //! | 1 | identify | `identify.rs` | `x-request-id`; the access log's facts as the client sent them |
 //! | 2 | health path | `health_path.rs` | the listener's `/healthz`: 200, or 503 while draining |
 //! | 3 | normalize | `normalize.rs` | path, authority, host, gRPC service and method |
+//! | 3b | JSON transcoding | `transcode.rs` | a `json_transcoding` rule's HTTP/JSON request becomes a gRPC call (its own future) |
 //! | 4 | route | `routing.rs` | first matching route; original destination; own `grpc.health.v1`; `no_route` |
 //! | 5 | own health | `grpc_health.rs` | torii's `grpc.health.v1.Health` Check and Watch |
 //! | 6 | direct response | `direct.rs` | a route's `direct_response` |
@@ -50,6 +51,8 @@ pub mod respond;
 mod response;
 pub mod response_body;
 mod routing;
+mod transcode;
+mod transcode_stream;
 mod upstream_request;
 
 use std::collections::HashMap;
@@ -87,6 +90,9 @@ enum Step {
     },
     /// A phase refused it or could not go on.
     Fail(ProxyError),
+    /// A JSON transcoding rule matched: the body is read and the call
+    /// made in a future of its own ([`Pipeline::transcoded`]).
+    Transcode(Box<transcode::Transcoding>),
 }
 
 impl From<ProxyError> for Step {
@@ -223,6 +229,11 @@ impl Pipeline {
         let mut outcome =
             Outcome::new(self.metrics.clone(), self.name.clone(), start, &self.logger);
         outcome.grpc_request = grpc_req;
+        outcome.protocol = match (grpc_req, req.version()) {
+            (true, _) => "grpc",
+            (false, Version::HTTP_2) => "http2",
+            (false, _) => "http1",
+        };
         // Matched as it comes back: a request that goes upstream is moved
         // once more only, into its boxed future (the profile counts each
         // move of a `Forward`).
@@ -242,6 +253,9 @@ impl Pipeline {
                     Err(err) => self.failed(err, grpc_req, Some(outcome)),
                 }
             })),
+            Err(Step::Transcode(t)) => {
+                Handling::Waiting(Box::pin(self.transcoded(t, conn, outcome)))
+            }
             Ok(fwd) => {
                 let mut slot = Some(outcome);
                 Handling::Waiting(Box::pin(async move {
@@ -268,13 +282,36 @@ impl Pipeline {
         if let Some(resp) = self.health_path(&parts, conn, outcome) {
             return Err(Step::Answer(resp));
         }
+        self.normalized_phases(parts, body, conn, grpc_req, outcome, true)
+    }
+
+    /// The phases from normalize on; a transcoded call comes back here as
+    /// gRPC (`transcode: false`).
+    #[inline]
+    fn normalized_phases(
+        &self,
+        parts: http::request::Parts,
+        body: Received,
+        conn: &ConnInfo,
+        grpc_req: bool,
+        outcome: &mut Outcome,
+        transcode: bool,
+    ) -> Result<Forward, Step> {
         // Cheap clones (shared bytes): the normalized request borrows them
         // while the request's parts are rewritten.
         let uri = parts.uri.clone();
         let authority = normalize::request_authority(&parts);
         let allow_encoded = self.config.allow_encoded_slashes;
         let req = normalize::normalize(&uri, authority.as_ref(), allow_encoded, grpc_req, outcome)?;
-        // [CORS, gRPC-Web, JSON transcoding]
+        // [CORS, gRPC-Web]
+        if let Some(t) = &self.config.json_transcoding {
+            if transcode && !grpc_req {
+                if let Some(m) = transcode::transcode(t, &parts) {
+                    let t = transcode::Transcoding::new(parts, body, t.clone(), m);
+                    return Err(Step::Transcode(t));
+                }
+            }
+        }
         let (route, index, cluster) =
             match self.route(&req, &parts.headers, conn, grpc_req, outcome)? {
                 Routed::OwnHealth { watch } => {
@@ -308,6 +345,22 @@ impl Pipeline {
     /// response body owns it).
     fn failed(&self, err: ProxyError, grpc_req: bool, outcome: Option<Outcome>) -> Response<Body> {
         let resp = respond::error_response(&err, grpc_req);
+        self.note_failure(resp, err, grpc_req, outcome)
+    }
+
+    /// [`Pipeline::failed`] for a JSON-transcoded request.
+    fn failed_json(&self, err: ProxyError, outcome: Option<Outcome>) -> Response<Body> {
+        let resp = respond::error_json(&err);
+        self.note_failure(resp, err, true, outcome)
+    }
+
+    fn note_failure(
+        &self,
+        resp: Response<Body>,
+        err: ProxyError,
+        grpc_req: bool,
+        outcome: Option<Outcome>,
+    ) -> Response<Body> {
         let Some(mut outcome) = outcome else {
             return resp;
         };

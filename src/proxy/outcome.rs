@@ -35,6 +35,11 @@ pub struct Outcome {
     pub bytes_out: u64,
     /// Request body bytes, counted as they stream (access log only).
     pub bytes_in: Option<Arc<AtomicU64>>,
+    /// A JSON-transcoded unary call: the client's HTTP status is the one
+    /// its gRPC status maps to (google/rpc/code.proto), not the upstream's.
+    pub json_unary: bool,
+    /// The `protocol` label: `grpc`, `json`, `http1` or `http2`.
+    pub protocol: &'static str,
     /// The access log record being filled in; None when the log is off.
     pub log: Option<Box<Record>>,
     logger: AccessLogger,
@@ -60,6 +65,8 @@ impl Outcome {
             upstream: None,
             grpc_request: false,
             routed: false,
+            json_unary: false,
+            protocol: "http1",
             message: None,
             bytes_out: 0,
             bytes_in: None,
@@ -76,6 +83,9 @@ impl Outcome {
             return;
         }
         self.recorded = true;
+        if let (true, Some(code)) = (self.json_unary, self.grpc_status) {
+            self.http_status = crate::transcode::response::http_status(code);
+        }
         let elapsed = self.start.elapsed();
         let cluster = self.cluster.clone().unwrap_or_else(empty);
         let grpc_status = match (self.grpc_status, self.grpc.is_some()) {
@@ -94,6 +104,7 @@ impl Outcome {
                 grpc_status,
                 http_status: self.http_status,
                 error: self.error.map(ErrorCode::as_str).unwrap_or(""),
+                protocol: self.protocol,
             },
             elapsed.as_secs_f64(),
         );

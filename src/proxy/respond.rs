@@ -5,6 +5,10 @@
 //!   everyone else an HTTP status with a one-line body;
 //! - after the head (the upstream failed mid-stream, the deadline passed),
 //!   [`error_trailers`]: the same gRPC status fields as trailers;
+//! - a JSON-transcoded request, before the head, [`error_json`] (and
+//!   [`status_json_response`] for a gRPC status the upstream sent):
+//!   `google.rpc.Status` JSON with the HTTP status its code maps to; after
+//!   the head, the stream's last element (`transcode_stream.rs`);
 //! - on a TLS port that got plaintext, before any request exists, the
 //!   listener writes [`error_response`]'s status, fields and text itself.
 //!
@@ -28,6 +32,36 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
         resp.headers_mut().insert(X_TORII_ERROR, code);
         resp
     }
+}
+
+/// Renders `err` for a JSON-transcoded request: `{"code","message"}` (a
+/// `google.rpc.Status`) with the HTTP status the gRPC code maps to.
+pub fn error_json(err: &ProxyError) -> Response<Body> {
+    let code = err.code.grpc_code().as_i32();
+    let mut resp = status_json_response(code, &err.message, None, None);
+    resp.headers_mut()
+        .insert(X_TORII_ERROR, HeaderValue::from_static(err.code.as_str()));
+    resp
+}
+
+/// A gRPC status as a JSON client gets it: `google.rpc.Status` JSON (with
+/// the details of `grpc-status-details-bin` whose types `pool` knows) and
+/// the HTTP status of google/rpc/code.proto's table.
+pub fn status_json_response(
+    code: i32,
+    message: &str,
+    details_bin: Option<&[u8]>,
+    pool: Option<&prost_reflect::DescriptorPool>,
+) -> Response<Body> {
+    let json = crate::transcode::response::status_json(code, message, details_bin, pool);
+    let mut resp = Response::new(body::full(json));
+    *resp.status_mut() = StatusCode::from_u16(crate::transcode::response::http_status(code))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// The trailers that end a response whose head already went out, when
@@ -106,6 +140,15 @@ mod tests {
         assert_eq!(r.headers()["grpc-message"], "no route for /a.B/C");
         assert_eq!(r.headers()["x-torii-error"], "no_route");
         assert_eq!(r.headers()["content-type"], "application/grpc");
+    }
+
+    #[test]
+    fn json_shape() {
+        let err = ProxyError::new(ErrorCode::NoRoute, "no route for GET /v1/x");
+        let r = error_json(&err);
+        assert_eq!(r.status(), 501);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.headers()["x-torii-error"], "no_route");
     }
 
     #[test]

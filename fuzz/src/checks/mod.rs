@@ -39,6 +39,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("path", small::path),
     ("grpc_timeout", small::grpc_timeout),
     ("config", small::config),
+    ("path_template", small::path_template),
 ];
 
 /// The check of target `name`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use torii::config::Severity;
 use torii::grpc::timeout;
 use torii::proxy::path::normalize;
+use torii::transcode::template::{Segment, Template};
 
 fn unescape_but_slashes(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
@@ -169,5 +170,51 @@ pub fn config(data: &[u8]) {
         (Ok(a), Ok(b)) => assert_eq!(a.warnings, b.warnings),
         (Err(a), Err(b)) => assert_eq!(a, b),
         _ => panic!("loading the same text twice gave different answers"),
+    }
+}
+
+/// `google.api.http` path templates: input lines `TEMPLATE`, `TEMPLATE`,
+/// `PATH`. Parsing and matching never panic; a parsed template keeps its
+/// text, its variables cover segments inside it, `**` only comes last; a
+/// match binds every variable; and two templates with the same verb that
+/// both match one path are reported as overlapping (the load-time check
+/// that refuses ambiguous rules must never miss one), symmetrically.
+pub fn path_template(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = s.splitn(3, '\n');
+    let (a, b, path) = (
+        lines.next().unwrap_or(""),
+        lines.next().unwrap_or(""),
+        lines.next().unwrap_or(""),
+    );
+    let parsed: Vec<Template> = [a, b]
+        .into_iter()
+        .filter_map(|text| Template::parse(text).ok())
+        .collect();
+    for t in &parsed {
+        assert!([a, b].contains(&t.text.as_str()), "{t:?}");
+        let n = t.segments.len();
+        for v in &t.variables {
+            assert!(v.start < v.end && v.end <= n, "{t:?}");
+            assert!(!v.field_path.is_empty(), "{t:?}");
+        }
+        if let Some(i) = t.segments.iter().position(|x| *x == Segment::Rest) {
+            assert_eq!(i + 1, n, "** not last: {t:?}");
+        }
+        assert!(t.overlaps(t), "a template overlaps itself: {t:?}");
+        if let Some(vars) = t.matches(path) {
+            assert_eq!(vars.len(), t.variables.len(), "{t:?} on {path:?}");
+        }
+    }
+    if let [t, u] = &parsed[..] {
+        assert_eq!(t.overlaps(u), u.overlaps(t), "{t:?} / {u:?}");
+        if t.verb == u.verb && t.matches(path).is_some() && u.matches(path).is_some() {
+            assert!(
+                t.overlaps(u),
+                "both match {path:?}, no overlap: {t:?} / {u:?}"
+            );
+        }
     }
 }
