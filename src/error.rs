@@ -30,13 +30,15 @@ pub enum ErrorCode {
     /// Plaintext HTTP arrived on a TLS listener: answered in words, before
     /// any request exists (so not in the access log).
     PlaintextOnTlsPort,
+    /// A malformed gRPC-Web request: bad base64, a bad frame, not a POST.
+    GrpcWebInvalid,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -52,6 +54,7 @@ impl ErrorCode {
         ErrorCode::DeadlineExceeded,
         ErrorCode::ClientCancelled,
         ErrorCode::PlaintextOnTlsPort,
+        ErrorCode::GrpcWebInvalid,
         ErrorCode::Internal,
     ];
 
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::ClientCancelled => "client_cancelled",
             ErrorCode::PlaintextOnTlsPort => "plaintext_on_tls_port",
+            ErrorCode::GrpcWebInvalid => "grpc_web_invalid",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -80,7 +84,9 @@ impl ErrorCode {
     pub fn grpc_code(self) -> Code {
         match self {
             ErrorCode::NoRoute => Code::Unimplemented,
-            ErrorCode::InvalidPath | ErrorCode::BadRequest => Code::InvalidArgument,
+            ErrorCode::InvalidPath | ErrorCode::BadRequest | ErrorCode::GrpcWebInvalid => {
+                Code::InvalidArgument
+            }
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => Code::DeadlineExceeded,
             ErrorCode::Internal => Code::Internal,
             ErrorCode::ClientCancelled => Code::Cancelled,
@@ -93,7 +99,10 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::NoRoute => 404,
-            ErrorCode::InvalidPath | ErrorCode::BadRequest | ErrorCode::PlaintextOnTlsPort => 400,
+            ErrorCode::InvalidPath
+            | ErrorCode::BadRequest
+            | ErrorCode::PlaintextOnTlsPort
+            | ErrorCode::GrpcWebInvalid => 400,
             ErrorCode::UpstreamProtocolMismatch
             | ErrorCode::UpstreamReset
             | ErrorCode::UpstreamTlsFailed => 502,
@@ -124,6 +133,7 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::DeadlineExceeded
     | ErrorCode::ClientCancelled
     | ErrorCode::PlaintextOnTlsPort
+    | ErrorCode::GrpcWebInvalid
     | ErrorCode::Internal => {}
 };
 

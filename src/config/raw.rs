@@ -38,6 +38,17 @@ pub struct RawListener {
     pub destination_protocols: Option<RawPortMap>,
     pub tls_passthrough: Option<Vec<RawPassthrough>>,
     pub tcp: Option<RawTcp>,
+    pub grpc_web: Option<bool>,
+    pub cors: Option<RawCors>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCors {
+    pub allow_origins: Option<Vec<String>>,
+    pub allow_credentials: Option<bool>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +100,7 @@ pub struct RawRoute {
     pub request_headers: Option<RawHeaderEdits>,
     pub response_headers: Option<RawHeaderEdits>,
     pub timeout: Option<String>,
+    pub cors: Option<RawCors>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -141,6 +141,7 @@ fn listener(
         &join(path, "health.path"),
         raw.health.and_then(|h| h.path),
     );
+    let cors = super::cors::cors(cx, &join(path, "cors"), raw.cors);
     let routes: Vec<Option<Route>> = raw
         .routes
         .unwrap_or_default()
@@ -161,6 +162,8 @@ fn listener(
         header_read_timeout: header_read_timeout??,
         routes: routes.into_iter().collect::<Option<_>>()?,
         traffic: traffic?,
+        grpc_web: raw.grpc_web.unwrap_or(true),
+        cors: cors?,
     })
 }
 

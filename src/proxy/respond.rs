@@ -5,6 +5,10 @@
 //!   everyone else an HTTP status with a one-line body;
 //! - after the head (the upstream failed mid-stream, the deadline passed),
 //!   [`error_trailers`]: the same gRPC status fields as trailers;
+//! - gRPC-Web clients, before the head, [`web_error_response`]: HTTP 200,
+//!   the status in the head and again as gRPC-Web's trailers frame (which a
+//!   browser lets the page read even when CORS exposes no header); after
+//!   the head, [`error_trailers`] becomes that frame on the way out;
 //! - on a TLS port that got plaintext, before any request exists, the
 //!   listener writes [`error_response`]'s status, fields and text itself.
 //!
@@ -28,6 +32,31 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
         resp.headers_mut().insert(X_TORII_ERROR, code);
         resp
     }
+}
+
+/// Renders `err` for a gRPC-Web client: base64 (`text`) or binary.
+pub fn web_error_response(err: &ProxyError, text: bool) -> Response<Body> {
+    let mut resp = grpc_trailers_only(
+        err.code.grpc_code(),
+        &err.message,
+        Some(HeaderValue::from_static(err.code.as_str())),
+    );
+    let frame = body::grpc_web::trailer_frame(resp.headers());
+    let frame = if text {
+        body::grpc_web::base64_chunk(&frame)
+    } else {
+        frame
+    };
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if text {
+            "application/grpc-web-text+proto"
+        } else {
+            "application/grpc-web+proto"
+        }),
+    );
+    *resp.body_mut() = body::full(frame);
+    resp
 }
 
 /// The trailers that end a response whose head already went out, when
@@ -106,6 +135,26 @@ mod tests {
         assert_eq!(r.headers()["grpc-message"], "no route for /a.B/C");
         assert_eq!(r.headers()["x-torii-error"], "no_route");
         assert_eq!(r.headers()["content-type"], "application/grpc");
+    }
+
+    #[test]
+    fn grpc_web_shape() {
+        let err = ProxyError::new(ErrorCode::GrpcWebInvalid, "bad base64");
+        let r = error_response(&err, true);
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        let r = web_error_response(&err, false);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "3");
+        assert_eq!(r.headers()["content-type"], "application/grpc-web+proto");
+        let body = http_body::Body::size_hint(r.body()).exact().unwrap();
+        let want =
+            "grpc-status: 3\r\ngrpc-message: bad base64\r\nx-torii-error: grpc_web_invalid\r\n";
+        assert_eq!(body as usize, 5 + want.len());
+        let r = web_error_response(&err, true);
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/grpc-web-text+proto"
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct RequestLabels {
     pub http_status: u16,
     /// The `x-torii-error` code when torii failed the request, else empty.
     pub error: &'static str,
+    /// What the client spoke: `grpc`, `grpc-web`, `grpc-web-text`, `http1`, `http2`.
+    pub protocol: &'static str,
 }
 
 /// A request's labels, borrowed: what [`Metrics::record_request`] takes.
@@ -35,6 +37,7 @@ pub struct RequestKey<'a> {
     pub grpc_status: &'static str,
     pub http_status: u16,
     pub error: &'static str,
+    pub protocol: &'static str,
 }
 
 impl RequestLabels {
@@ -42,6 +45,7 @@ impl RequestLabels {
         self.http_status == k.http_status
             && self.grpc_status == k.grpc_status
             && self.error == k.error
+            && self.protocol == k.protocol
             && self.grpc_method == k.grpc_method
             && self.grpc_service == k.grpc_service
             && *self.cluster == **k.cluster
@@ -373,6 +377,7 @@ impl Metrics {
                 grpc_status: key.grpc_status,
                 http_status: key.http_status,
                 error: key.error,
+                protocol: key.protocol,
             };
             // The cache remembers the names as sent; the series may be `other`.
             let requests = if self.grpc_names_allowed(key.grpc_service, key.grpc_method) {
@@ -466,6 +471,7 @@ mod tests {
                 grpc_status: "OK",
                 http_status,
                 error: "",
+                protocol: "grpc",
             },
             0.001,
         );
