@@ -2,6 +2,7 @@
 
 pub mod status;
 pub mod timeout;
+pub mod web;
 
 use http::{HeaderMap, HeaderName, Uri};
 

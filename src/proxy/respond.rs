@@ -36,12 +36,11 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
 
 /// Renders `err` for a gRPC-Web client: base64 (`text`) or binary.
 pub fn web_error_response(err: &ProxyError, text: bool) -> Response<Body> {
-    let mut resp = grpc_trailers_only(
-        err.code.grpc_code(),
-        &err.message,
-        Some(HeaderValue::from_static(err.code.as_str())),
-    );
-    let frame = body::grpc_web::trailer_frame(resp.headers());
+    let code = HeaderValue::from_static(err.code.as_str());
+    let mut resp = grpc_trailers_only(err.code.grpc_code(), &err.message, Some(code.clone()));
+    let mut status = HeaderMap::new();
+    grpc_status_fields(&mut status, err.code.grpc_code(), &err.message, Some(code));
+    let frame = body::grpc_web::trailer_frame(&status);
     let frame = if text {
         body::grpc_web::base64_chunk(&frame)
     } else {

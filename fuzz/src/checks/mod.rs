@@ -39,6 +39,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("path", small::path),
     ("grpc_timeout", small::grpc_timeout),
     ("config", small::config),
+    ("grpc_web", small::grpc_web),
 ];
 
 /// The check of target `name`.
