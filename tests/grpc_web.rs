@@ -846,3 +846,48 @@ fn cors_config_errors_name_the_line() {
     let loaded = torii::config::load_str(&ok, &file).unwrap();
     assert!(loaded.config.listeners[0].grpc_web);
 }
+
+/// A disallowed origin is logged once, naming the origin and what to add.
+#[tokio::test]
+async fn a_disallowed_origin_is_logged_once_with_the_fix() {
+    let dir = TempDir::new("grpc-web-cors-log");
+    let config = dir.path().join("torii.yaml");
+    std::fs::write(
+        &config,
+        "access_log: off\nlisteners:\n  - name: plain\n    address: 127.0.0.1:0\n    cors:\n      allow_origins: [\"https://app.example.com\"]\n    routes: [{ direct_response: { status: 200, body: ok } }]\n",
+    )
+    .unwrap();
+    let mut torii = support::process::ToriiProcess::serve(&config);
+    let addr = support::process::ToriiProcess::address(
+        &torii
+            .wait_for(&["listening", "listener=plain "], PATIENCE * 3)
+            .await,
+    );
+    for origin in [
+        "https://evil.example",
+        "https://evil.example",
+        "https://other.example",
+    ] {
+        let req = Request::get("http://localhost/x")
+            .header("host", "localhost")
+            .header("origin", origin)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send(addr, None, Wire::H1, req).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("access-control-allow-origin").is_none());
+    }
+    let line = torii
+        .wait_for(&["CORS", "\"https://other.example\""], PATIENCE)
+        .await;
+    assert!(
+        line.contains("add \"https://other.example\" to cors.allow_origins"),
+        "{line}"
+    );
+    let evil = torii
+        .seen
+        .iter()
+        .filter(|l| l.contains("\"https://evil.example\" is not allowed"))
+        .count();
+    assert_eq!(evil, 1, "once per origin:\n{}", torii.seen.join("\n"));
+}
