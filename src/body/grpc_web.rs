@@ -127,7 +127,8 @@ impl HttpBody for WebRequest {
 
 /// A gRPC response body on its way back to a gRPC-Web client: messages
 /// pass as they come (base64 per chunk in text mode), the trailers become
-/// the last frame. A Trailers-Only answer (status in the head, no body)
+/// the last frame. A Trailers-Only answer (status in the head, no body;
+/// the caller takes it out of the head)
 /// gets its status as that frame too: clients read the frame, and a
 /// browser shows a cross-origin response's headers only when CORS exposes
 /// them.

@@ -10,8 +10,11 @@
 //!   (`body::grpc_web::WebRequest`). A malformed body is `grpc_web_invalid`.
 //! - Response: binary or text as `Accept` asks (else as the request came),
 //!   every message as it arrives, the trailers as the last frame
-//!   (`body::grpc_web::WebResponse`); a Trailers-Only answer keeps its
-//!   status in the head and gets it as that frame too. An upstream answer
+//!   (`body::grpc_web::WebResponse`). A Trailers-Only answer (the status
+//!   in the head, no body) gets its status moved into that frame: a browser
+//!   shows a page a cross-origin head only as far as CORS exposes it, and
+//!   connect-web refuses a body after a head that holds `grpc-status: 0`;
+//!   both real clients read the frame. An upstream answer
 //!   that is not gRPC (an HTML 502 from something in front of the server)
 //!   becomes a gRPC-Web status saying so.
 //!
@@ -183,8 +186,8 @@ pub(super) fn check_answer(parts: &http::response::Parts) -> Result<(), ProxyErr
 }
 
 /// The head of a gRPC answer made gRPC-Web: its content type, status 200,
-/// no length (the body is re-framed). Returns the head's status fields of
-/// a Trailers-Only answer, to be sent again as the trailers frame.
+/// no length (the body is re-framed). Returns the status fields of a
+/// Trailers-Only answer, taken out of the head, for the trailers frame.
 pub(super) fn web_head(parts: &mut http::response::Parts, text: bool) -> Option<HeaderMap> {
     let suffix = parts
         .headers
@@ -196,8 +199,14 @@ pub(super) fn web_head(parts: &mut http::response::Parts, text: bool) -> Option<
         .insert(header::CONTENT_TYPE, web_content_type(text, &suffix));
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.status = StatusCode::OK;
-    parts
-        .headers
-        .contains_key(grpc::GRPC_STATUS)
-        .then(|| status_fields(&parts.headers))
+    if !parts.headers.contains_key(grpc::GRPC_STATUS) {
+        return None;
+    }
+    let status = status_fields(&parts.headers);
+    for name in status.keys() {
+        if name.as_str() != super::respond::X_TORII_ERROR {
+            parts.headers.remove(name);
+        }
+    }
+    Some(status)
 }

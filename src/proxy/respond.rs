@@ -6,9 +6,10 @@
 //! - after the head (the upstream failed mid-stream, the deadline passed),
 //!   [`error_trailers`]: the same gRPC status fields as trailers;
 //! - gRPC-Web clients, before the head, [`web_error_response`]: HTTP 200,
-//!   the status in the head and again as gRPC-Web's trailers frame (which a
-//!   browser lets the page read even when CORS exposes no header); after
-//!   the head, [`error_trailers`] becomes that frame on the way out;
+//!   the status as gRPC-Web's trailers frame, the body's only frame (which
+//!   a browser lets the page read even when CORS exposes no header; the
+//!   head keeps only `x-torii-error`); after the head, [`error_trailers`]
+//!   becomes that frame on the way out;
 //! - on a TLS port that got plaintext, before any request exists, the
 //!   listener writes [`error_response`]'s status, fields and text itself.
 //!
@@ -37,7 +38,8 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
 /// Renders `err` for a gRPC-Web client: base64 (`text`) or binary.
 pub fn web_error_response(err: &ProxyError, text: bool) -> Response<Body> {
     let code = HeaderValue::from_static(err.code.as_str());
-    let mut resp = grpc_trailers_only(err.code.grpc_code(), &err.message, Some(code.clone()));
+    let mut resp = Response::new(body::empty());
+    resp.headers_mut().insert(X_TORII_ERROR, code.clone());
     let mut status = HeaderMap::new();
     grpc_status_fields(&mut status, err.code.grpc_code(), &err.message, Some(code));
     let frame = body::grpc_web::trailer_frame(&status);
@@ -143,7 +145,8 @@ mod tests {
         assert_eq!(r.headers()["content-type"], "application/grpc");
         let r = web_error_response(&err, false);
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["grpc-status"], "3");
+        assert!(r.headers().get("grpc-status").is_none(), "in the body only");
+        assert_eq!(r.headers()["x-torii-error"], "grpc_web_invalid");
         assert_eq!(r.headers()["content-type"], "application/grpc-web+proto");
         let body = http_body::Body::size_hint(r.body()).exact().unwrap();
         let want =

@@ -247,4 +247,5 @@ def test_browser_calls_through_torii_across_origins(env, tmp_path):
     assert result["unary"] == 31415, result
     assert result["status"] == {"code": "InvalidArgument", "message": "browser \u263a"}, result
     assert result["stream"] == [9, 2653, 58979], result
+    assert result["empty"] == [], result
     assert result["unimplemented"] == "Unimplemented", result
