@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command. Installs what is missing (curl, iproute2, iptables;
 # the foreign peers' toolchains: Go with Debian's grpc-go and x/net, nghttp,
-# the Node peer's npm packages from its lockfile; a Python venv at .venv with
+# chromium, the Node peer's npm packages from its lockfile; a Python venv at .venv with
 # pinned packages), builds everything, runs every Rust test, then the
 # black-box tests (tests/blackbox) against the built binary. Safe to run again:
 # installed pieces are reused. Exits non-zero on any failure.
@@ -68,9 +68,17 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt_install openssl
 fi
 
-# The Node peer: @grpc/grpc-js and @grpc/proto-loader exactly as locked.
+# tests/blackbox/test_grpc_web.py: a real browser (Debian's chromium,
+# headless) calls gRPC through torii with a bundled gRPC-Web client.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing chromium" >&2
+  apt_install --no-install-recommends chromium
+fi
+
+# The Node peer: @grpc/grpc-js and @grpc/proto-loader, and for gRPC-Web the
+# grpc-web client (with xhr2), connect-web and esbuild, exactly as locked.
 node_peer=tests/peers/node
-if [ ! -d "$node_peer/node_modules/@grpc/grpc-js" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; then
+if [ ! -d "$node_peer/node_modules/@grpc/grpc-js" ] || [ ! -d "$node_peer/node_modules/grpc-web" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; then
   echo "scripts/test.sh: npm ci in $node_peer" >&2
   (cd "$node_peer" && npm ci --no-audit --no-fund)
 fi

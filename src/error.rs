@@ -33,13 +33,15 @@ pub enum ErrorCode {
     /// A JSON-transcoded request whose body, path or query does not fit
     /// the gRPC method's request message.
     TranscodingFailed,
+    /// A malformed gRPC-Web request: bad base64, a bad frame, not a POST.
+    GrpcWebInvalid,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -56,6 +58,7 @@ impl ErrorCode {
         ErrorCode::ClientCancelled,
         ErrorCode::PlaintextOnTlsPort,
         ErrorCode::TranscodingFailed,
+        ErrorCode::GrpcWebInvalid,
         ErrorCode::Internal,
     ];
 
@@ -77,6 +80,7 @@ impl ErrorCode {
             ErrorCode::ClientCancelled => "client_cancelled",
             ErrorCode::PlaintextOnTlsPort => "plaintext_on_tls_port",
             ErrorCode::TranscodingFailed => "transcoding_failed",
+            ErrorCode::GrpcWebInvalid => "grpc_web_invalid",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -85,9 +89,10 @@ impl ErrorCode {
     pub fn grpc_code(self) -> Code {
         match self {
             ErrorCode::NoRoute => Code::Unimplemented,
-            ErrorCode::InvalidPath | ErrorCode::BadRequest | ErrorCode::TranscodingFailed => {
-                Code::InvalidArgument
-            }
+            ErrorCode::InvalidPath
+            | ErrorCode::BadRequest
+            | ErrorCode::TranscodingFailed
+            | ErrorCode::GrpcWebInvalid => Code::InvalidArgument,
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => Code::DeadlineExceeded,
             ErrorCode::Internal => Code::Internal,
             ErrorCode::ClientCancelled => Code::Cancelled,
@@ -103,7 +108,8 @@ impl ErrorCode {
             ErrorCode::InvalidPath
             | ErrorCode::BadRequest
             | ErrorCode::PlaintextOnTlsPort
-            | ErrorCode::TranscodingFailed => 400,
+            | ErrorCode::TranscodingFailed
+            | ErrorCode::GrpcWebInvalid => 400,
             ErrorCode::UpstreamProtocolMismatch
             | ErrorCode::UpstreamReset
             | ErrorCode::UpstreamTlsFailed => 502,
@@ -135,6 +141,7 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::ClientCancelled
     | ErrorCode::PlaintextOnTlsPort
     | ErrorCode::TranscodingFailed
+    | ErrorCode::GrpcWebInvalid
     | ErrorCode::Internal => {}
 };
 

@@ -202,8 +202,8 @@ fn a_type_error_is_one_problem_in_plain_words() {
         [
             "torii.yaml:3:5: error: unknown key \"adress\" in listeners[0]; expected one of: name, address, \
              protocol, allow_encoded_slashes, header_read_timeout, tls, health, routes, detect_timeout, \
-             original_destination, destination_protocols, tls_passthrough, tcp, json_transcoding; \
-             did you mean \"address\"?",
+             original_destination, destination_protocols, tls_passthrough, tcp, json_transcoding, grpc_web, \
+             cors; did you mean \"address\"?",
             "torii.yaml:5:21: error: listeners[0].tls.certificates must be a list: write [a, b] or one \"- item\" per line",
             "torii.yaml: 2 errors, 0 warnings",
         ]

@@ -125,6 +125,11 @@ fn config() {
     replay("config");
 }
 
+#[test]
+fn grpc_web() {
+    replay("grpc_web");
+}
+
 /// Finding 4c of issue 23, found again by `h2_server_raw` within seconds,
 /// by `h2_server_structured`, and on the upstream side by `h2_client`: a
 /// PRIORITY frame of a length other than 5 was answered with
@@ -528,6 +533,31 @@ fn write_seeds() {
         "bytes",
         &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
     );
+
+    // grpc_web: the first byte seeds the cuts (bit 7: also round-trip).
+    let frame = |flag: u8, payload: &[u8]| {
+        let mut f = vec![flag];
+        f.extend((payload.len() as u32).to_be_bytes());
+        f.extend(payload);
+        f
+    };
+    for (name, seed, body) in [
+        ("padded-flushes", 0x83u8, b"AAAAAAc=aGk=".to_vec()),
+        ("padding-mid-group", 2, b"A=AA".to_vec()),
+        ("partial-quantum", 1, b"AAAAAAA".to_vec()),
+        ("bad-char", 4, b"AA!A".to_vec()),
+        (
+            "two-frames",
+            0x85,
+            [frame(0, b"hi"), frame(1, b"")].concat(),
+        ),
+        ("trailers-frame", 3, frame(0x80, b"grpc-status: 0\r\n")),
+        ("truncated", 6, frame(0, b"hello")[..7].to_vec()),
+    ] {
+        let mut input = vec![seed];
+        input.extend(body);
+        write("grpc_web", name, &input);
+    }
 
     // config: the test configurations.
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs");

@@ -3,6 +3,7 @@
 //! upstream, over HTTP/1.1 or HTTP/2).
 
 pub mod counting;
+pub mod grpc_web;
 pub mod h2;
 
 use std::pin::Pin;

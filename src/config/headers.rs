@@ -93,7 +93,7 @@ pub fn edits(cx: &mut Ctx, path: &str, raw: Option<RawHeaderEdits>) -> Option<He
 
 /// A header name a route may match (`edit: false`) or change (`edit: true`);
 /// the error says why not.
-fn header_name(name: &str, edit: bool) -> Result<HeaderName, String> {
+pub(super) fn header_name(name: &str, edit: bool) -> Result<HeaderName, String> {
     let name = name.trim();
     if name.starts_with(':') {
         return Err(format!(

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod context;
+mod cors;
 pub mod duration;
 mod headers;
 mod health;

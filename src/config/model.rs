@@ -126,6 +126,50 @@ pub struct Listener {
     pub traffic: Traffic,
     /// `json_transcoding:`: HTTP/JSON requests mapped to gRPC methods.
     pub json_transcoding: Option<std::sync::Arc<crate::transcode::Transcoder>>,
+    /// gRPC-Web requests are translated to gRPC (on by default).
+    pub grpc_web: bool,
+    /// CORS for browsers on other origins; None: no CORS headers.
+    pub cors: Option<Arc<Cors>>,
+}
+
+/// Headers every CORS policy allows: what gRPC-Web clients send.
+pub const CORS_GRPC_WEB_HEADERS: [&str; 5] = [
+    "content-type",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+    "authorization",
+];
+/// Headers every CORS policy exposes: without them a browser hides the
+/// gRPC status of a cross-origin response from the page.
+pub const CORS_EXPOSED_HEADERS: [&str; 3] =
+    ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+/// How long a browser may cache a preflight's answer unless told otherwise.
+pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// A CORS policy (listener-wide, or a route's own).
+#[derive(Debug, Clone)]
+pub struct Cors {
+    pub allow_origins: Vec<OriginMatch>,
+    pub allow_credentials: bool,
+    /// Lower-cased; the gRPC-Web set included.
+    pub allow_headers: Vec<String>,
+    /// Comma-separated, the gRPC status headers included.
+    pub expose_headers: http::HeaderValue,
+    /// Seconds, as the preflight answer says it.
+    pub max_age: http::HeaderValue,
+}
+
+/// An allowed origin, as written in `allow_origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginMatch {
+    /// `"*"`: any origin.
+    Any,
+    /// `https://app.example.com[:port]`, lower-cased.
+    Exact(String),
+    /// `https://*.example.com`: the scheme and `.example.com`, lower-cased;
+    /// a port, when written, is part of the suffix.
+    Suffix { scheme: String, suffix: String },
 }
 
 /// What a listener does with connections that are not (only) HTTP for it:
@@ -265,6 +309,8 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     /// Total time for a non-streaming (non-gRPC) request. None: no limit.
     pub timeout: Option<Duration>,
+    /// The route's own CORS policy, in place of the listener's.
+    pub cors: Option<Arc<Cors>>,
 }
 
 #[derive(Debug, Clone, Default)]

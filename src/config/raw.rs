@@ -39,6 +39,8 @@ pub struct RawListener {
     pub tls_passthrough: Option<Vec<RawPassthrough>>,
     pub tcp: Option<RawTcp>,
     pub json_transcoding: Option<RawJsonTranscoding>,
+    pub grpc_web: Option<bool>,
+    pub cors: Option<RawCors>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +56,15 @@ pub struct RawJsonTranscoding {
 pub struct RawPrint {
     pub emit_defaults: Option<bool>,
     pub proto_field_names: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCors {
+    pub allow_origins: Option<Vec<String>>,
+    pub allow_credentials: Option<bool>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +116,7 @@ pub struct RawRoute {
     pub request_headers: Option<RawHeaderEdits>,
     pub response_headers: Option<RawHeaderEdits>,
     pub timeout: Option<String>,
+    pub cors: Option<RawCors>,
 }
 
 #[derive(Debug, Default, Deserialize)]

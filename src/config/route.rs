@@ -47,6 +47,7 @@ pub fn route(cx: &mut Ctx, path: &str, raw: RawRoute, clusters: &Clusters) -> Op
     let request_headers = edits(cx, &join(path, "request_headers"), raw.request_headers);
     let response_headers = edits(cx, &join(path, "response_headers"), raw.response_headers);
     let timeout = cx.duration(&join(path, "timeout"), &raw.timeout, None, true);
+    let cors = super::cors::cors(cx, &join(path, "cors"), raw.cors);
     Some(Route {
         matcher: matcher?,
         action: action?,
@@ -54,6 +55,7 @@ pub fn route(cx: &mut Ctx, path: &str, raw: RawRoute, clusters: &Clusters) -> Op
         request_headers: request_headers?,
         response_headers: response_headers?,
         timeout: timeout?,
+        cors: cors?,
     })
 }
 

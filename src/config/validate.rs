@@ -144,6 +144,7 @@ fn listener(
     let json_transcoding = raw
         .json_transcoding
         .map(|t| transcoding::transcoding(cx, &join(path, "json_transcoding"), t));
+    let cors = super::cors::cors(cx, &join(path, "cors"), raw.cors);
     let routes: Vec<Option<Route>> = raw
         .routes
         .unwrap_or_default()
@@ -168,6 +169,8 @@ fn listener(
             Some(t) => Some(t?),
             None => None,
         },
+        grpc_web: raw.grpc_web.unwrap_or(true),
+        cors: cors?,
     })
 }
 

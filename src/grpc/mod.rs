@@ -2,6 +2,7 @@
 
 pub mod status;
 pub mod timeout;
+pub mod web;
 
 use http::{HeaderMap, HeaderName, Uri};
 
@@ -19,6 +20,71 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .map(is_grpc_content_type)
         .unwrap_or(false)
+}
+
+/// What a request's content type says it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// `application/grpc[+…][;…]`.
+    Grpc,
+    /// `application/grpc-web[+…]` (binary); `text` for
+    /// `application/grpc-web-text[+…]` (base64).
+    GrpcWeb {
+        text: bool,
+    },
+    Other,
+}
+
+/// Classifies a request by its content type: one look at one header. The
+/// gRPC form most clients send (lower-case) is decided by the first
+/// compare; gRPC-Web's names are compared without regard to case, and
+/// parameters (`; charset=…`) are ignored.
+#[inline]
+pub fn carries(headers: &HeaderMap) -> Carries {
+    match headers.get(http::header::CONTENT_TYPE) {
+        Some(ct) => carries_bytes(ct.as_bytes()),
+        None => Carries::Other,
+    }
+}
+
+/// [`carries`] for one content-type value.
+pub fn carries_value(ct: &http::HeaderValue) -> Carries {
+    carries_bytes(ct.as_bytes())
+}
+
+/// [`carries`] for a media type's bytes.
+#[inline]
+pub fn carries_bytes(ct: &[u8]) -> Carries {
+    const GRPC: &[u8] = b"application/grpc";
+    let Some(head) = ct.get(..GRPC.len()) else {
+        return Carries::Other;
+    };
+    if head != GRPC && !head.eq_ignore_ascii_case(GRPC) {
+        return Carries::Other;
+    }
+    let rest = &ct[GRPC.len()..];
+    let ends = |r: &[u8]| matches!(r.first(), None | Some(b'+' | b';' | b' '));
+    if ends(rest) {
+        return if head == GRPC {
+            Carries::Grpc
+        } else {
+            Carries::Other
+        };
+    }
+    match rest.get(..4) {
+        Some(w) if w.eq_ignore_ascii_case(b"-web") => {}
+        _ => return Carries::Other,
+    }
+    let rest = &rest[4..];
+    if ends(rest) {
+        return Carries::GrpcWeb { text: false };
+    }
+    match rest.get(..5) {
+        Some(t) if t.eq_ignore_ascii_case(b"-text") && ends(&rest[5..]) => {
+            Carries::GrpcWeb { text: true }
+        }
+        _ => Carries::Other,
+    }
 }
 
 pub fn is_grpc_content_type(ct: &str) -> bool {
@@ -123,5 +189,35 @@ mod tests {
         assert_eq!(split_path("/hello.Hello/"), None);
         assert_eq!(split_path("/a/b/c"), None);
         assert_eq!(split_path("hello"), None);
+    }
+}
+
+#[cfg(test)]
+mod carries_tests {
+    use super::*;
+
+    fn of(ct: &str) -> Carries {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+        carries(&h)
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(of("application/grpc"), Carries::Grpc);
+        assert_eq!(of("application/grpc+proto"), Carries::Grpc);
+        assert_eq!(of("application/grpc;x=1"), Carries::Grpc);
+        assert_eq!(of("application/grpcx"), Carries::Other);
+        assert_eq!(of("application/json"), Carries::Other);
+        let bin = Carries::GrpcWeb { text: false };
+        let text = Carries::GrpcWeb { text: true };
+        assert_eq!(of("application/grpc-web"), bin);
+        assert_eq!(of("application/grpc-web+proto"), bin);
+        assert_eq!(of("Application/GRPC-Web+proto; charset=x"), bin);
+        assert_eq!(of("application/grpc-web-text"), text);
+        assert_eq!(of("application/grpc-web-text+proto"), text);
+        assert_eq!(of("APPLICATION/GRPC-WEB-TEXT"), text);
+        assert_eq!(of("application/grpc-webx"), Carries::Other);
+        assert_eq!(of("application/grpc-web-textx"), Carries::Other);
     }
 }

@@ -9,7 +9,9 @@
 //! | 1 | identify | `identify.rs` | `x-request-id`; the access log's facts as the client sent them |
 //! | 2 | health path | `health_path.rs` | the listener's `/healthz`: 200, or 503 while draining |
 //! | 3 | normalize | `normalize.rs` | path, authority, host, gRPC service and method |
-//! | 3b | JSON transcoding | `transcode.rs` | a `json_transcoding` rule's HTTP/JSON request becomes a gRPC call (its own future) |
+//! | 3a | CORS | `cors.rs` | preflights answered; the CORS headers every answer to the origin gets |
+//! | 3b | gRPC-Web | `grpc_web.rs` | a gRPC-Web call becomes gRPC (head, decoded body); its answer gRPC-Web again |
+//! | 3c | JSON transcoding | `transcode.rs` | a `json_transcoding` rule's HTTP/JSON request becomes a gRPC call (its own future) |
 //! | 4 | route | `routing.rs` | first matching route; original destination; own `grpc.health.v1`; `no_route` |
 //! | 5 | own health | `grpc_health.rs` | torii's `grpc.health.v1.Health` Check and Watch |
 //! | 6 | direct response | `direct.rs` | a route's `direct_response` |
@@ -21,8 +23,8 @@
 //! | — | failure | `respond.rs` | every failure, before or after the head, in the client's protocol |
 //!
 //! Slots for the phases to come, in this order (each one function, one
-//! file, one line in `phases` below): CORS preflight and gRPC-Web decoding
-//! and JSON transcoding after *normalize* (they change what routing sees:
+//! file, one line in `phases` below): JSON transcoding after CORS and
+//! gRPC-Web, after *normalize* (they change what routing sees:
 //! content type, path); authentication, authorization and rate limiting
 //! after *route* (policies are per route) and before *direct response*
 //! (a direct response is guarded like any other); retries and tracing in
@@ -37,10 +39,12 @@
 
 mod cluster;
 mod conn_info;
+mod cors;
 mod deadline;
 mod direct;
 mod forward;
 pub mod grpc_health;
+mod grpc_web;
 pub mod headers;
 mod health_path;
 mod identify;
@@ -72,7 +76,7 @@ use crate::telemetry::access_log::AccessLogger;
 use crate::telemetry::Metrics;
 use crate::upstream::original::OriginalDestinations;
 use crate::upstream::{ClusterRuntime, Wire};
-use outcome::Outcome;
+use outcome::{Outcome, Protocol};
 use routing::Routed;
 use upstream_request::Chosen;
 
@@ -144,8 +148,9 @@ impl std::future::Future for Handling {
 }
 
 /// A response torii made itself: its size is known up front.
-fn answered(resp: Response<Body>, mut outcome: Outcome) -> Response<Body> {
+fn answered(mut resp: Response<Body>, mut outcome: Outcome) -> Response<Body> {
     outcome.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+    cors::apply(resp.headers_mut(), &outcome);
     resp
 }
 
@@ -166,6 +171,8 @@ pub struct Pipeline {
     pub logger: AccessLogger,
     /// On an `original_destination` listener: one cluster per destination.
     original: Option<OriginalDestinations>,
+    /// The listener or one of its routes has a CORS policy.
+    cors: bool,
 }
 
 impl Pipeline {
@@ -180,7 +187,9 @@ impl Pipeline {
             .traffic
             .original_destination
             .then(|| OriginalDestinations::new(metrics.clone()));
+        let cors = config.cors.is_some() || config.routes.iter().any(|r| r.cors.is_some());
         Pipeline {
+            cors,
             name: Arc::from(config.name.as_str()),
             config,
             clusters,
@@ -225,15 +234,24 @@ impl Pipeline {
     /// keeps alive until an `.await`.
     pub fn handle(self: Arc<Self>, req: Request<Received>, conn: Arc<ConnInfo>) -> Handling {
         let start = Instant::now();
-        let grpc_req = grpc::is_grpc(req.headers());
         let mut outcome =
             Outcome::new(self.metrics.clone(), self.name.clone(), start, &self.logger);
-        outcome.grpc_request = grpc_req;
-        outcome.protocol = match (grpc_req, req.version()) {
-            (true, _) => "grpc",
-            (false, Version::HTTP_2) => "http2",
-            (false, _) => "http1",
+        // One look at the content type: gRPC, gRPC-Web (a gRPC call from
+        // here on, answered in gRPC-Web), or anything else.
+        outcome.protocol = match grpc::carries(req.headers()) {
+            grpc::Carries::Grpc => Protocol::Grpc,
+            grpc::Carries::GrpcWeb { text } if self.config.grpc_web => {
+                if text {
+                    Protocol::GrpcWebText
+                } else {
+                    Protocol::GrpcWeb
+                }
+            }
+            _ if req.version() == Version::HTTP_2 => Protocol::Http2,
+            _ => Protocol::Http1,
         };
+        let grpc_req = outcome.protocol.is_grpc();
+        outcome.grpc_request = grpc_req;
         // Matched as it comes back: a request that goes upstream is moved
         // once more only, into its boxed future (the profile counts each
         // move of a `Forward`).
@@ -290,7 +308,7 @@ impl Pipeline {
     #[inline]
     fn normalized_phases(
         &self,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: Received,
         conn: &ConnInfo,
         grpc_req: bool,
@@ -303,7 +321,15 @@ impl Pipeline {
         let authority = normalize::request_authority(&parts);
         let allow_encoded = self.config.allow_encoded_slashes;
         let req = normalize::normalize(&uri, authority.as_ref(), allow_encoded, grpc_req, outcome)?;
-        // [CORS, gRPC-Web]
+        // A transcoded call comes back here (`transcode: false`) after
+        // CORS looked at the client's request already.
+        if self.cors && transcode {
+            self.cors(&parts, &req, outcome)?;
+        }
+        let web_text = outcome.protocol.web_text();
+        if let Some(text) = web_text {
+            grpc_web::grpc_web(&mut parts, text, outcome)?;
+        }
         if let Some(t) = &self.config.json_transcoding {
             if transcode && !grpc_req {
                 if let Some(m) = transcode::transcode(t, &parts) {
@@ -312,24 +338,23 @@ impl Pipeline {
                 }
             }
         }
-        let (route, index, cluster) =
-            match self.route(&req, &parts.headers, conn, grpc_req, outcome)? {
-                Routed::OwnHealth { watch } => {
-                    return Err(Step::Health {
-                        watch,
-                        body,
-                        host: req.host.into_owned(),
-                        headers: parts.headers,
-                    })
-                }
-                Routed::Original(cluster) => (routing::passthrough_route(), None, cluster),
-                Routed::Route(index) => {
-                    let route = &self.config.routes[index];
-                    // [authentication, authorization, rate limits]
-                    direct::direct_response(route, outcome)?;
-                    (route, Some(index), self.cluster(route)?)
-                }
-            };
+        let (route, index, cluster) = match self.route(&req, &parts.headers, conn, outcome)? {
+            Routed::OwnHealth { watch } => {
+                return Err(Step::Health {
+                    watch,
+                    body,
+                    host: req.host.into_owned(),
+                    headers: parts.headers,
+                })
+            }
+            Routed::Original(cluster) => (routing::passthrough_route(), None, cluster),
+            Routed::Route(index) => {
+                let route = &self.config.routes[index];
+                // [authentication, authorization, rate limits]
+                direct::direct_response(route, outcome)?;
+                (route, Some(index), self.cluster(route)?)
+            }
+        };
         outcome.cluster = Some(cluster.name.clone());
         let deadline = deadline::deadline(&parts.headers, grpc_req, route.timeout);
         let chosen = Chosen {
@@ -338,13 +363,36 @@ impl Pipeline {
             cluster,
             deadline,
         };
+        let body = match web_text {
+            Some(text) => grpc_web::request_body(body.boxed(), text, outcome),
+            None => body.boxed(),
+        };
         self.upstream_request(parts, body, conn, &req, chosen, grpc_req, outcome)
     }
 
     /// The error response for `err`, recorded in `outcome` (None once the
     /// response body owns it).
-    fn failed(&self, err: ProxyError, grpc_req: bool, outcome: Option<Outcome>) -> Response<Body> {
-        let resp = respond::error_response(&err, grpc_req);
+    fn failed(
+        &self,
+        mut err: ProxyError,
+        grpc_req: bool,
+        outcome: Option<Outcome>,
+    ) -> Response<Body> {
+        let web = outcome
+            .as_ref()
+            .and_then(|o| o.browser.as_deref())
+            .and_then(|b| b.web.as_ref());
+        let resp = match web {
+            Some(call) => {
+                // A malformed body reaches the upstream side as a
+                // cancelled stream: the reason is the body's.
+                if let Some(invalid) = call.invalid.get() {
+                    err = invalid.clone();
+                }
+                respond::web_error_response(&err, call.text_out)
+            }
+            None => respond::error_response(&err, grpc_req),
+        };
         self.note_failure(resp, err, grpc_req, outcome)
     }
 
@@ -356,7 +404,7 @@ impl Pipeline {
 
     fn note_failure(
         &self,
-        resp: Response<Body>,
+        mut resp: Response<Body>,
         err: ProxyError,
         grpc_req: bool,
         outcome: Option<Outcome>,
@@ -364,6 +412,7 @@ impl Pipeline {
         let Some(mut outcome) = outcome else {
             return resp;
         };
+        cors::apply(resp.headers_mut(), &outcome);
         outcome.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
         outcome.error = Some(err.code);
         if outcome.log.is_some() {

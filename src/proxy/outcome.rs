@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::body::grpc_web::InvalidSlot;
 use crate::error::ErrorCode;
 use crate::grpc::status::code_name;
 use crate::grpc::GrpcName;
@@ -38,10 +39,12 @@ pub struct Outcome {
     /// A JSON-transcoded unary call: the client's HTTP status is the one
     /// its gRPC status maps to (google/rpc/code.proto), not the upstream's.
     pub json_unary: bool,
-    /// The `protocol` label: `grpc`, `json`, `http1` or `http2`.
-    pub protocol: &'static str,
     /// The access log record being filled in; None when the log is off.
     pub log: Option<Box<Record>>,
+    /// What the client spoke: the `protocol` label.
+    pub protocol: Protocol,
+    /// A browser's request (gRPC-Web, CORS): what answering it needs.
+    pub browser: Option<Box<Browser>>,
     logger: AccessLogger,
     recorded: bool,
 }
@@ -66,11 +69,12 @@ impl Outcome {
             grpc_request: false,
             routed: false,
             json_unary: false,
-            protocol: "http1",
             message: None,
             bytes_out: 0,
             bytes_in: None,
             log: logger.enabled().then(Box::default),
+            protocol: Protocol::Http1,
+            browser: None,
             logger: logger.clone(),
             recorded: false,
         }
@@ -104,7 +108,7 @@ impl Outcome {
                 grpc_status,
                 http_status: self.http_status,
                 error: self.error.map(ErrorCode::as_str).unwrap_or(""),
-                protocol: self.protocol,
+                protocol: self.protocol.as_str(),
             },
             elapsed.as_secs_f64(),
         );
@@ -149,6 +153,68 @@ impl Outcome {
             (g.service(), g.method())
         }
     }
+}
+
+/// What the client spoke, as the metrics' and access log's `protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+    Grpc,
+    GrpcWeb,
+    GrpcWebText,
+    /// HTTP/JSON, transcoded to a gRPC call.
+    Json,
+}
+
+impl Protocol {
+    /// gRPC, natively or as gRPC-Web.
+    #[inline]
+    pub fn is_grpc(self) -> bool {
+        matches!(
+            self,
+            Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText
+        )
+    }
+
+    /// For gRPC-Web: whether it came base64 (`-text`).
+    #[inline]
+    pub fn web_text(self) -> Option<bool> {
+        match self {
+            Protocol::GrpcWeb => Some(false),
+            Protocol::GrpcWebText => Some(true),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::GrpcWebText => "grpc-web-text",
+            Protocol::Json => "json",
+        }
+    }
+}
+
+/// A gRPC-Web call: how its answer is encoded, and where a malformed body
+/// leaves its reason.
+pub struct WebCall {
+    /// Answer in base64 (`application/grpc-web-text`).
+    pub text_out: bool,
+    /// Where the request body leaves why it is malformed.
+    pub invalid: InvalidSlot,
+}
+
+/// What answering a browser's request needs: its gRPC-Web shape, and the
+/// CORS headers its origin gets.
+#[derive(Default)]
+pub struct Browser {
+    pub web: Option<WebCall>,
+    /// Added to every answer, torii's own and the upstream's.
+    pub cors: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// What a request that ends without a response head was: the client

@@ -9,6 +9,11 @@
 //!   [`status_json_response`] for a gRPC status the upstream sent):
 //!   `google.rpc.Status` JSON with the HTTP status its code maps to; after
 //!   the head, the stream's last element (`transcode_stream.rs`);
+//! - gRPC-Web clients, before the head, [`web_error_response`]: HTTP 200,
+//!   the status as gRPC-Web's trailers frame, the body's only frame (which
+//!   a browser lets the page read even when CORS exposes no header; the
+//!   head keeps only `x-torii-error`); after the head, [`error_trailers`]
+//!   becomes that frame on the way out;
 //! - on a TLS port that got plaintext, before any request exists, the
 //!   listener writes [`error_response`]'s status, fields and text itself.
 //!
@@ -61,6 +66,31 @@ pub fn status_json_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+/// Renders `err` for a gRPC-Web client: base64 (`text`) or binary.
+pub fn web_error_response(err: &ProxyError, text: bool) -> Response<Body> {
+    let code = HeaderValue::from_static(err.code.as_str());
+    let mut resp = Response::new(body::empty());
+    resp.headers_mut().insert(X_TORII_ERROR, code.clone());
+    let mut status = HeaderMap::new();
+    grpc_status_fields(&mut status, err.code.grpc_code(), &err.message, Some(code));
+    let frame = body::grpc_web::trailer_frame(&status);
+    let frame = if text {
+        body::grpc_web::base64_chunk(&frame)
+    } else {
+        frame
+    };
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if text {
+            "application/grpc-web-text+proto"
+        } else {
+            "application/grpc-web+proto"
+        }),
+    );
+    *resp.body_mut() = body::full(frame);
     resp
 }
 
@@ -149,6 +179,27 @@ mod tests {
         assert_eq!(r.status(), 501);
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_eq!(r.headers()["x-torii-error"], "no_route");
+    }
+
+    #[test]
+    fn grpc_web_shape() {
+        let err = ProxyError::new(ErrorCode::GrpcWebInvalid, "bad base64");
+        let r = error_response(&err, true);
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        let r = web_error_response(&err, false);
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("grpc-status").is_none(), "in the body only");
+        assert_eq!(r.headers()["x-torii-error"], "grpc_web_invalid");
+        assert_eq!(r.headers()["content-type"], "application/grpc-web+proto");
+        let body = http_body::Body::size_hint(r.body()).exact().unwrap();
+        let want =
+            "grpc-status: 3\r\ngrpc-message: bad base64\r\nx-torii-error: grpc_web_invalid\r\n";
+        assert_eq!(body as usize, 5 + want.len());
+        let r = web_error_response(&err, true);
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/grpc-web-text+proto"
+        );
     }
 
     #[test]

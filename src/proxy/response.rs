@@ -15,6 +15,7 @@ use super::headers::{self, apply_edits};
 use super::outcome::Outcome;
 use super::response_body::ResponseBody;
 use super::Pipeline;
+use crate::body::grpc_web::WebResponse;
 use crate::body::{Body, Received};
 use crate::error::ProxyError;
 use crate::grpc;
@@ -50,6 +51,19 @@ impl Pipeline {
             apply_edits(&mut rparts.headers, &self.config.routes[i].response_headers);
         }
         rparts.version = a.client_version;
+        super::cors::apply(&mut rparts.headers, outcome);
+        let web = outcome
+            .browser
+            .as_deref()
+            .and_then(|b| b.web.as_ref())
+            .map(|w| w.text_out);
+        if web.is_some() {
+            if let Err(err) = super::grpc_web::check_answer(&rparts) {
+                guard.cluster.report(&guard.ep, false, err.code.as_str());
+                drop((rbody, guard));
+                return self.failed(err, grpc_req, slot.take());
+            }
+        }
         outcome.http_status = rparts.status.as_u16();
         let head_grpc_status: Option<i32> = rparts
             .headers
@@ -74,15 +88,31 @@ impl Pipeline {
             let remaining = d.saturating_sub(outcome.start.elapsed());
             (Box::pin(tokio::time::sleep(remaining)), a.limit_err)
         });
-        let outcome = slot.take().expect("present until here");
-        let body = ResponseBody::new(
-            rbody,
-            grpc_req,
-            deadline,
-            guard,
-            outcome,
-            a.cluster.name.clone(),
-        );
-        Response::from_parts(rparts, body.boxed_unsync())
+        let mut outcome = slot.take().expect("present until here");
+        let body = match web {
+            Some(text) => {
+                let head_status = super::grpc_web::web_head(&mut rparts, text);
+                outcome.http_status = 200;
+                let body = ResponseBody::new(
+                    rbody,
+                    grpc_req,
+                    deadline,
+                    guard,
+                    outcome,
+                    a.cluster.name.clone(),
+                );
+                WebResponse::new(body.boxed_unsync(), text, head_status).boxed_unsync()
+            }
+            None => ResponseBody::new(
+                rbody,
+                grpc_req,
+                deadline,
+                guard,
+                outcome,
+                a.cluster.name.clone(),
+            )
+            .boxed_unsync(),
+        };
+        Response::from_parts(rparts, body)
     }
 }

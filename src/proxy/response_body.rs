@@ -49,7 +49,13 @@ impl ResponseBody {
         }
     }
 
-    fn fail(&mut self, err: ProxyError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn fail(&mut self, mut err: ProxyError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // A malformed gRPC-Web body reaches here as a cancelled stream:
+        // the reason is the body's.
+        let web = self.outcome.browser.as_deref().and_then(|b| b.web.as_ref());
+        if let Some(invalid) = web.and_then(|w| w.invalid.get()) {
+            err = invalid.clone();
+        }
         // Dropping the upstream body resets the upstream stream at once.
         self.inner = None;
         self.deadline = None;

@@ -34,7 +34,6 @@ impl Pipeline {
         req: &Normalized<'_>,
         headers: &HeaderMap,
         conn: &ConnInfo,
-        grpc_req: bool,
         outcome: &mut Outcome,
     ) -> Result<Routed, Step> {
         let grpc_names = req.grpc_names();
@@ -54,7 +53,9 @@ impl Pipeline {
                 return Ok(Routed::Original(cluster?));
             }
         }
-        if grpc_req && (req.path == grpc_health::CHECK || req.path == grpc_health::WATCH) {
+        // torii's own health answers native gRPC only.
+        let native = outcome.protocol == super::outcome::Protocol::Grpc;
+        if native && (req.path == grpc_health::CHECK || req.path == grpc_health::WATCH) {
             outcome.routed = true;
             outcome.http_status = 200;
             outcome.grpc_status = Some(0);
@@ -96,5 +97,6 @@ pub(super) fn passthrough_route() -> &'static Route {
         request_headers: HeaderEdits::default(),
         response_headers: HeaderEdits::default(),
         timeout: None,
+        cors: None,
     })
 }

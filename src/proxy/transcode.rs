@@ -20,7 +20,7 @@ use http::{Method, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 
 use super::conn_info::ConnInfo;
-use super::outcome::Outcome;
+use super::outcome::{Outcome, Protocol};
 use super::respond::{error_json, status_json_response};
 use super::transcode_stream::{grpc_frames, JsonStream};
 use super::{Pipeline, Step};
@@ -201,16 +201,31 @@ where
 }
 
 impl Pipeline {
-    /// A matched request, from its body to the client's JSON answer.
+    /// A matched request, from its body to the client's JSON answer, with
+    /// the CORS headers the request's origin gets.
     pub(super) async fn transcoded(
+        self: Arc<Self>,
+        t: Box<Transcoding>,
+        conn: Arc<ConnInfo>,
+        outcome: Outcome,
+    ) -> Response<Body> {
+        let cors = outcome.browser.as_ref().map(|b| b.cors.clone());
+        let mut resp = self.transcoded_answer(t, conn, outcome).await;
+        if let Some(cors) = cors {
+            super::cors::apply_headers(resp.headers_mut(), &cors);
+        }
+        resp
+    }
+
+    async fn transcoded_answer(
         self: Arc<Self>,
         t: Box<Transcoding>,
         conn: Arc<ConnInfo>,
         mut outcome: Outcome,
     ) -> Response<Body> {
-        outcome.protocol = "json";
+        outcome.protocol = Protocol::Json;
         if let Some(r) = outcome.log.as_mut() {
-            r.protocol = "json".to_string();
+            r.protocol = Protocol::Json.as_str().to_string();
         }
         let Transcoding {
             mut parts,

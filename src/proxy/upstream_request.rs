@@ -23,7 +23,7 @@ use super::normalize::Normalized;
 use super::outcome::Outcome;
 use super::{Forward, Pipeline, Step};
 use crate::body::counting::Counting;
-use crate::body::Received;
+use crate::body::Body;
 use crate::config::{PathMatch, Route, UpstreamProtocol};
 use crate::error::{ErrorCode, ProxyError};
 use crate::upstream::{ClusterRuntime, Wire};
@@ -44,7 +44,7 @@ impl Pipeline {
     pub(super) fn upstream_request(
         &self,
         mut parts: Parts,
-        body: Received,
+        body: Body,
         conn: &ConnInfo,
         req: &Normalized<'_>,
         chosen: Chosen<'_>,
@@ -70,9 +70,9 @@ impl Pipeline {
             Some(_) => {
                 let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
                 outcome.bytes_in = Some(count.clone());
-                Counting::new(body.boxed(), count).boxed_unsync()
+                Counting::new(body, count).boxed_unsync()
             }
-            None => body.boxed(),
+            None => body,
         };
         Ok(Forward {
             req: Box::new(Request::from_parts(parts, body)),

@@ -133,6 +133,7 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
+            cors: None,
         }
     }
 

@@ -24,7 +24,8 @@ pub struct RequestLabels {
     pub http_status: u16,
     /// The `x-torii-error` code when torii failed the request, else empty.
     pub error: &'static str,
-    /// What the client spoke: `grpc`, `json` (transcoded), `http1`, `http2`.
+    /// What the client spoke: `grpc`, `grpc-web`, `grpc-web-text`, `json`
+    /// (transcoded), `http1`, `http2`.
     pub protocol: &'static str,
 }
 
@@ -43,9 +44,9 @@ pub struct RequestKey<'a> {
 impl RequestLabels {
     fn is(&self, k: &RequestKey<'_>) -> bool {
         self.http_status == k.http_status
-            && self.protocol == k.protocol
             && self.grpc_status == k.grpc_status
             && self.error == k.error
+            && self.protocol == k.protocol
             && self.grpc_method == k.grpc_method
             && self.grpc_service == k.grpc_service
             && *self.cluster == **k.cluster

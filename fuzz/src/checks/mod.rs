@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("grpc_timeout", small::grpc_timeout),
     ("config", small::config),
     ("path_template", small::path_template),
+    ("grpc_web", small::grpc_web),
 ];
 
 /// The check of target `name`.

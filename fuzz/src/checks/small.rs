@@ -218,3 +218,115 @@ pub fn path_template(data: &[u8]) {
         }
     }
 }
+
+/// gRPC-Web's decoder: the input's first byte seeds where reads end, the
+/// rest is the body. Streaming base64 decoding, however the body is cut,
+/// agrees with decoding it whole 4-character group by group (padding may
+/// end any group); so does the frame walk over the decoded bytes with a
+/// reference parse; what `base64_chunk` encodes decodes back; a trailers
+/// frame parses back into its fields.
+pub fn grpc_web(data: &[u8]) {
+    use base64::Engine as _;
+    use torii::grpc::web::{base64_chunk, trailer_frame, Base64Stream, FrameCheck};
+    let Some((&seed, body)) = data.split_first() else {
+        return;
+    };
+    let cuts = |len: usize| -> Vec<usize> {
+        let step = 1 + (seed as usize % 7);
+        (step..len).step_by(step).collect()
+    };
+    let pieces = |b: &[u8]| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for c in cuts(b.len()).into_iter().chain([b.len()]) {
+            out.push(b[at..c].to_vec());
+            at = c;
+        }
+        out
+    };
+    // The reference: group by group, each standalone.
+    let reference: Option<Vec<u8>> = if body.len() % 4 == 0 {
+        body.chunks(4)
+            .map(|g| base64::engine::general_purpose::STANDARD.decode(g).ok())
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.concat())
+    } else {
+        None
+    };
+    let mut d = Base64Stream::default();
+    let mut out = bytes::BytesMut::new();
+    let streamed = pieces(body)
+        .iter()
+        .try_for_each(|p| d.push(p, &mut out))
+        .and_then(|()| d.finish())
+        .ok()
+        .map(|()| out.to_vec());
+    assert_eq!(
+        streamed,
+        reference,
+        "base64 of {body:?} cut at {:?}",
+        cuts(body.len())
+    );
+    if seed & 0x80 != 0 {
+        let enc = base64_chunk(body);
+        let mut d = Base64Stream::default();
+        let mut back = bytes::BytesMut::new();
+        d.push(&enc, &mut back).expect("own encoding decodes");
+        d.finish().expect("own encoding is whole");
+        assert_eq!(&back[..], body);
+    }
+    // Frames: the same answer however the bytes are cut.
+    let whole = {
+        let mut f = FrameCheck::default();
+        f.feed(body).and_then(|()| f.finish()).map(|()| f.messages)
+    };
+    let mut f = FrameCheck::default();
+    let cut = pieces(body)
+        .iter()
+        .try_for_each(|p| f.feed(p))
+        .and_then(|()| f.finish())
+        .map(|()| f.messages);
+    assert_eq!(whole.is_ok(), cut.is_ok(), "frames of {body:?}");
+    if let (Ok(a), Ok(b)) = (&whole, &cut) {
+        assert_eq!(a, b);
+    }
+    // A reference walk: 5-byte heads, flags 0 or 1, whole payloads.
+    let mut rest = body;
+    let mut n = 0u64;
+    let ok = loop {
+        if rest.is_empty() {
+            break true;
+        }
+        if rest.len() < 5 || rest[0] > 1 {
+            break false;
+        }
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        if rest.len() - 5 < len {
+            break false;
+        }
+        rest = &rest[5 + len..];
+        n += 1;
+    };
+    assert_eq!(whole.as_ref().ok(), ok.then_some(&n), "frames of {body:?}");
+    // Trailers: printable values round-trip through the frame.
+    if let Ok(text) = std::str::from_utf8(body) {
+        let mut t = http::HeaderMap::new();
+        for (i, v) in text.split('\n').enumerate().take(4) {
+            if let Ok(v) = http::HeaderValue::from_str(v) {
+                t.append(
+                    http::HeaderName::from_bytes(format!("x-f{i}").as_bytes()).unwrap(),
+                    v,
+                );
+            }
+        }
+        let f = trailer_frame(&t);
+        assert_eq!(f[0], 0x80);
+        let len = u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize;
+        assert_eq!(len, f.len() - 5);
+        let lines: Vec<&[u8]> = f[5..]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), t.len());
+    }
+}
