@@ -70,7 +70,7 @@ impl Pipeline {
             Some(_) => {
                 let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
                 outcome.bytes_in = Some(count.clone());
-                Counting::new(body.boxed(), count).boxed_unsync()
+                Counting::new(body, count).boxed_unsync()
             }
             None => body.boxed(),
         };
