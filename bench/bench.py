@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""torii against nginx, HAProxy and Caddy, side by side in one run.
+"""torii against nginx, HAProxy, Caddy and Pingora, side by side in one run.
 
 Run through bench/run (which installs the peers and builds the binaries).
-Every proxy gets one worker, logs off, the same TLS 1.3 ECDSA P-256
-certificate, ALPN h2 in and h2c to the same backend. Each round starts every
-proxy afresh and measures every scenario on every target, alternating the
-targets (the order rotates each round). Proxy CPU comes from
-/proc/PID/stat (utime+stime) over the measured window.
+Every proxy gets one worker, the same TLS 1.3 ECDSA P-256 certificate, ALPN
+h2 in and h2c to the same backend; each is measured with its access log off
+(every scenario) and on (NAME-log: the unary scenarios), logging to a file.
+Each round starts every proxy afresh and measures every scenario on every
+target, alternating the targets (the order rotates each round). Proxy CPU
+comes from /proc/PID/stat (utime+stime) over the measured window.
 
 Standard library only. Every wait is bounded; every process started here is
 in its own process group and is killed on exit.
@@ -33,7 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SIZES = [100, 1024, 65536]
-PEERS = ["haproxy", "nginx", "caddy"]
+PEERS = ["haproxy", "nginx", "caddy", "pingora"]
+PROXIES = ["torii"] + PEERS
+# The same proxies with their access log on, writing to a file.
+LOGGED = [f"{p}-log" for p in PROXIES]
 UNARY_PATH = "/torii.echo.v1.Echo/Unary"
 
 # --------------------------------------------------------------- processes
@@ -198,11 +202,21 @@ class Target:
     """A proxy (or the backend itself, "direct") the clients load."""
 
     tls = True
+    # Logs on: the proxy writes its access log to stdout, which start()
+    # sends to log_file (else it writes log_file itself).
+    log_to_stdout = True
 
-    def __init__(self, name, ctx):
+    def __init__(self, name, ctx, logs=False):
         self.name, self.ctx = name, ctx
+        self.logs = logs
         self.proc = None
         self.port = None
+
+    @property
+    def log_file(self):
+        """Where the access log goes when it is on (stdout is redirected
+        here for the proxies that log to stdout)."""
+        return self.ctx.work / f"{self.name}.access.log"
 
     @property
     def address(self):
@@ -228,7 +242,12 @@ class Target:
         self.port = free_port()
         conf = self.config()
         argv, env = self.command(conf)
-        self.proc = start(argv, name=self.name, workdir=self.ctx.work, env=env)
+        out = open(self.log_file, "ab") if self.logs and self.log_to_stdout else None
+        try:
+            self.proc = start(argv, name=self.name, workdir=self.ctx.work, env=env, stdout=out)
+        finally:
+            if out:
+                out.close()
         if not wait_port(self.port, self.proc):
             raise RuntimeError(f"{self.name} did not start: see {self.ctx.work / (self.name + '.err')}")
         # Ready when a real call goes through (upstream connection made).
@@ -267,11 +286,12 @@ class Direct(Target):
 class Torii(Target):
     def config(self):
         c = self.ctx
-        path = c.work / "torii.yaml"
+        path = c.work / f"{self.name}.yaml"
+        # Logs on: torii's default, the JSON access log on stdout (which
+        # start() sends to a file).
+        log = "" if self.logs else "# Logs off (the access log is on by default).\naccess_log: off\n"
         path.write_text(
-            f"""# Logs off, as for every peer (the access log is on by default).
-access_log: off
-listeners:
+            f"""{log}listeners:
   - name: bench
     address: {self.address}
     tls:
@@ -297,10 +317,14 @@ clusters:
 
 
 class Nginx(Target):
+    log_to_stdout = False
+
     def config(self):
         c = self.ctx
-        d = c.work / "nginx"
+        d = c.work / self.name
         d.mkdir(exist_ok=True)
+        # Logs on: nginx's default access log (the combined format), to a file.
+        access = f"access_log {self.log_file};" if self.logs else "access_log off;"
         path = d / "nginx.conf"
         path.write_text(
             f"""daemon off;
@@ -311,7 +335,7 @@ pid {d}/nginx.pid;
 error_log stderr crit;
 events {{ worker_connections {c.maxconn}; }}
 http {{
-    access_log off;
+    {access}
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -351,14 +375,17 @@ http {{
 class HAProxy(Target):
     def config(self):
         c = self.ctx
-        path = c.work / "haproxy.cfg"
+        path = c.work / f"{self.name}.cfg"
+        # Logs on: `option httplog` to stdout (sent to a file by start()).
+        glog = "\n    log stdout format raw local0 info" if self.logs else ""
+        dlog = "\n    log global\n    option httplog" if self.logs else ""
         path.write_text(
             f"""global
     nbthread 1
-    maxconn {c.maxconn}
+    maxconn {c.maxconn}{glog}
 defaults
     mode http
-    maxconn {c.maxconn}
+    maxconn {c.maxconn}{dlog}
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -380,16 +407,31 @@ backend backend
 
 
 class Caddy(Target):
+    log_to_stdout = False
+
     def config(self):
         c = self.ctx
-        path = c.work / "caddy.json"
+        path = c.work / f"{self.name}.json"
+        logs = {"default": {"level": "ERROR"}}
+        if self.logs:
+            # What Caddyfile's `log` does: the server's access logs (JSON),
+            # here to a file of their own.
+            logs = {
+                "default": {"level": "ERROR", "exclude": ["http.log.access.bench"]},
+                "bench": {
+                    "writer": {"output": "file", "filename": str(self.log_file)},
+                    "encoder": {"format": "json"},
+                    "include": ["http.log.access.bench"],
+                },
+            }
         conf = {
             "admin": {"disabled": True},
-            "logging": {"logs": {"default": {"level": "ERROR"}}},
+            "logging": {"logs": logs},
             "apps": {
                 "http": {
                     "servers": {
                         "bench": {
+                            **({"logs": {"default_logger_name": "bench"}} if self.logs else {}),
                             "listen": [self.address],
                             "protocols": ["h1", "h2"],
                             "automatic_https": {"disable": True},
@@ -426,7 +468,7 @@ class Caddy(Target):
         return path
 
     def command(self, conf):
-        home = self.ctx.work / "caddy-home"
+        home = self.ctx.work / f"{self.name}-home"
         home.mkdir(exist_ok=True)
         env = dict(os.environ)
         env.update(
@@ -441,7 +483,42 @@ class Caddy(Target):
         return "caddy " + run_tool(["caddy", "version"], 10, "caddy version").strip()
 
 
-TARGET_CLASSES = {"torii": Torii, "haproxy": HAProxy, "nginx": Nginx, "caddy": Caddy, "direct": Direct}
+class Pingora(Target):
+    """bench/pingora: Pingora's proxy with its rustls listener (ALPN h2 and
+    http/1.1), h2c to the backend (HTTP/2 only, 32 streams per upstream
+    connection), one thread. Logs on: one line per request in its
+    `logging` hook, as Pingora's examples do (env_logger, to stderr)."""
+
+    def config(self):
+        return None
+
+    def command(self, conf):
+        c = self.ctx
+        argv = [c.pingora, self.address, c.certs["cert"], c.certs["key"], f"127.0.0.1:{c.backend_port}"]
+        if self.logs:
+            argv.append("--access-log")
+        return argv, None
+
+    log_to_stdout = False
+
+    @property
+    def log_file(self):
+        # start() sends stderr to NAME.err: that file is the log.
+        return self.ctx.work / f"{self.name}.err"
+
+    def version(self):
+        return "pingora " + self.ctx.pingora_version
+
+
+TARGET_CLASSES = {
+    "torii": Torii, "haproxy": HAProxy, "nginx": Nginx, "caddy": Caddy, "pingora": Pingora, "direct": Direct,
+}
+
+
+def make_target(name, ctx):
+    """NAME, or NAME-log: the same proxy with its access log on."""
+    base = name[:-4] if name.endswith("-log") else name
+    return TARGET_CLASSES[base](name, ctx, logs=name != base)
 
 
 # ---------------------------------------------------------------- scenarios
@@ -453,6 +530,8 @@ class Bench:
         self.work = args.work
         self.torii = args.bin_dir / "torii"
         self.tool = args.bin_dir / "examples" / "torii-bench"
+        self.pingora = getattr(args, "pingora", None)
+        self.pingora_version = pingora_version()
         self.samples = {}  # scenario -> target -> metric -> [values]
         self.errors = []  # (scenario, target, message)
         self.latency_rps = None
@@ -712,6 +791,24 @@ ROWS = [
 
 SCENARIOS = ["memory", "unary_100", "latency", "unary_1024", "unary_65536", "bidi", "handshakes"]
 TLS_ONLY = {"memory", "handshakes"}
+# What the logs-on targets run: every request logged is what costs.
+LOGGED_SCENARIOS = {"unary_100", "unary_1024", "unary_65536"}
+
+
+def applies(scenario, name):
+    if name.endswith("-log"):
+        return scenario in LOGGED_SCENARIOS
+    return name != "direct" or scenario not in TLS_ONLY
+
+
+def pingora_version():
+    """Pingora's version in bench/pingora's lock file."""
+    try:
+        text = (ROOT / "bench" / "pingora" / "Cargo.lock").read_text()
+    except OSError:
+        return "?"
+    m = re.search(r'name = "pingora"\nversion = "([^"]+)"', text)
+    return m.group(1) if m else "?"
 
 
 def summary(values):
@@ -802,6 +899,49 @@ def evaluate_targets(results, peers_present, samples=None):
         None if r is None else r >= 1.0,
         "HAProxy missing" if not hap else (f"torii/HAProxy = {r:.2f}" if r else "no numbers"),
     )
+
+    # Access log on and off (issue 22).
+    def cpu_ratio(a, b, sc="unary_100"):
+        return ratio(med(results, sc, a, "cpu_us"), med(results, sc, b, "cpu_us"))
+
+    r = cpu_ratio("torii", "haproxy") if hap else None
+    line(
+        "logs off: CPU per unary 100 B request ≤ 0.5 × HAProxy's",
+        None if r is None else r <= 0.5,
+        "HAProxy missing" if not hap else (f"torii/HAProxy = {r:.2f}" if r else "no numbers"),
+    )
+    r = cpu_ratio("torii-log", "haproxy-log") if "haproxy-log" in peers_present else None
+    line(
+        "logs on: CPU per unary 100 B request ≤ 0.65 × HAProxy's (both logging every request)",
+        None if r is None else r <= 0.65,
+        f"torii-log/haproxy-log = {r:.2f}" if r else "no numbers",
+    )
+    on, off = med(results, "unary_100", "torii-log", "cpu_us"), med(results, "unary_100", "torii", "cpu_us")
+    cost = on - off if on is not None and off is not None else None
+    line(
+        "torii's access log costs ≤ 1.5 µs of CPU per request (100 B, on − off)",
+        None if cost is None else cost <= 1.5,
+        f"{on:.2f} − {off:.2f} = {cost:+.2f} µs" if cost is not None else "no numbers",
+    )
+    pin = "pingora" in peers_present
+    r = cpu_ratio("torii", "pingora") if pin else None
+    line(
+        "CPU per unary 100 B request ≤ 0.8 × Pingora's",
+        None if r is None else r <= 0.8,
+        "Pingora missing" if not pin else (f"torii/Pingora = {r:.2f}" if r else "no numbers"),
+    )
+    r = ratio(med(results, "unary_100", "torii", "rps"), med(results, "unary_100", "pingora", "rps")) if pin else None
+    line(
+        "requests/s (100 B) ≥ 1.2 × Pingora's",
+        None if r is None else r >= 1.2,
+        "Pingora missing" if not pin else (f"torii/Pingora = {r:.2f}" if r else "no numbers"),
+    )
+    r = ratio(med(results, "memory", "torii", "per_conn_kb"), med(results, "memory", "pingora", "per_conn_kb")) if pin else None
+    line(
+        "memory per idle TLS+HTTP/2 connection ≤ 0.5 × Pingora's",
+        None if r is None else r <= 0.5,
+        "Pingora missing" if not pin else (f"torii/Pingora = {r:.2f}" if r else "no numbers"),
+    )
     return out
 
 
@@ -842,6 +982,43 @@ def markdown(report):
                 cell += f" · ×{tv / s['median']:.2f}"
             cells.append(cell)
         lines.append(f"| {label}{' (' + unit + ')' if unit and unit != '/s' else ''} | " + " | ".join(cells) + " |")
+    logged = [c for c in LOGGED if c in meta["targets"] or c[:-4] in missing]
+    if logged:
+        lines += [
+            "",
+            "Access log on (each proxy logging every request to a file: torii's default JSON access log on "
+            "stdout, HAProxy `option httplog` to stdout, nginx `access_log`, Caddy's access log, Pingora a "
+            "line per request in its `logging` hook); peer cells end with torii-log/peer-log. "
+            "\"log cost\" is CPU per request with the log on minus off.",
+            "",
+            "| metric | " + " | ".join(logged) + " |",
+            "|---|" + "---|" * len(logged),
+        ]
+        for scenario, metric, label, unit, _hib in ROWS:
+            if scenario not in LOGGED_SCENARIOS or metric == "backend_cpu_us":
+                continue
+            cells = []
+            tv = med(results, scenario, "torii-log", metric)
+            for c in logged:
+                if c[:-4] in missing:
+                    cells.append("not installed")
+                    continue
+                s_ = results.get(scenario, {}).get(c, {}).get(metric)
+                if s_ is None:
+                    failed = any(e["scenario"] == scenario and e["target"] == c for e in report["errors"])
+                    cells.append("FAILED" if failed else "—")
+                    continue
+                cell = f"{fmt(s_['median'])} ({fmt(s_['min'])}–{fmt(s_['max'])})"
+                if c != "torii-log" and tv is not None and s_["median"]:
+                    cell += f" · ×{tv / s_['median']:.2f}"
+                cells.append(cell)
+            lines.append(f"| {label}{' (' + unit + ')' if unit else ''} | " + " | ".join(cells) + " |")
+            if metric == "cpu_us":
+                costs = []
+                for c in logged:
+                    on, off = med(results, scenario, c, metric), med(results, scenario, c[:-4], metric)
+                    costs.append(f"{on - off:+.2f}" if on is not None and off is not None else "—")
+                lines.append(f"| {label.split(':')[0]}: log cost (µs) | " + " | ".join(costs) + " |")
     lines += ["", "| target | verdict | detail |", "|---|---|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['verdict']} | {t['detail']} |")
@@ -864,7 +1041,9 @@ def main():
     ap.add_argument("--warmup", type=float)
     ap.add_argument("--latency-seconds", type=float)
     ap.add_argument("--idle-connections", type=int)
-    ap.add_argument("--targets", default="torii,haproxy,nginx,caddy,direct")
+    ap.add_argument("--targets", default=",".join(PROXIES + ["direct"] + LOGGED),
+                    help="NAME-log is NAME with its access log on (unary scenarios only)")
+    ap.add_argument("--pingora", type=Path, help="bench/pingora's binary (bench/run builds it)")
     ap.add_argument("--bin-dir", type=Path, required=True, help="cargo's profile dir (target/release)")
     ap.add_argument("--out", type=Path, help="where the JSON and markdown go")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work")
@@ -907,12 +1086,15 @@ def main():
         sys.exit("bench: h2load is missing (Debian's nghttp2-client)")
 
     wanted = [t.strip() for t in a.targets.split(",") if t.strip()]
-    binaries = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy"}
-    missing = [p for p in PEERS if p in wanted and not shutil.which(binaries[p])]
-    present_peers = [p for p in PEERS if p in wanted and p not in missing]
+    unknown = [t for t in wanted if t not in PROXIES + ["direct"] + LOGGED]
+    if unknown:
+        sys.exit(f"bench: unknown targets: {', '.join(unknown)}")
+    binaries = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy", "pingora": str(a.pingora or "")}
+    missing = [p for p in PEERS if (p in wanted or p + "-log" in wanted) and not shutil.which(binaries[p])]
+    present_peers = [p for p in PEERS + [p + "-log" for p in PEERS] if p in wanted and p.removesuffix("-log") not in missing]
     if missing:
         log("peers not installed, measured without them: " + ", ".join(missing))
-    names = [t for t in wanted if t not in missing]
+    names = [t for t in wanted if t.removesuffix("-log") not in missing]
     if "torii" not in names or "direct" not in names:
         sys.exit("bench: torii and direct are always measured")
 
@@ -924,8 +1106,8 @@ def main():
         sys.exit(f"bench: the backend did not start: {line!r}")
     b.backend_port = int(mm.group(1))
 
-    targets = {n: TARGET_CLASSES[n](n, b) for n in names}
-    versions = {n: t.version() for n, t in targets.items() if n != "direct"}
+    targets = {n: make_target(n, b) for n in names}
+    versions = {n: t.version() for n, t in targets.items() if n != "direct" and not n.endswith("-log")}
     versions["h2load"] = run_tool(["h2load", "--version"], 10, "h2load").strip()
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
@@ -942,24 +1124,26 @@ def main():
                     live.append(n)
                 except RuntimeError as e:
                     for sc in SCENARIOS:
-                        if n != "direct" or sc not in TLS_ONLY:
+                        if applies(sc, n):
                             b.fail(sc, n, e)
-            tls_live = [n for n in live if targets[n].tls]
-            for n in tls_live:
+            # The logs-on targets run the unary scenarios only.
+            full = [n for n in live if not n.endswith("-log")]
+            tls_full = [n for n in full if targets[n].tls]
+            for n in tls_full:
                 b.memory(targets[n])
             b.round = rnd + 1
             for n in live:
                 b.unary(targets[n], 100)
             # Latency right after the 100 B saturation runs it is pegged to.
             b.set_latency_rate()
-            for n in live:
+            for n in full:
                 b.latency(targets[n])
             for size in SIZES[1:]:
                 for n in live:
                     b.unary(targets[n], size)
-            for n in live:
+            for n in full:
                 b.bidi(targets[n])
-            for n in tls_live:
+            for n in tls_full:
                 b.handshakes(targets[n])
         finally:
             for n in live:
@@ -993,6 +1177,7 @@ def main():
                 "bidi": "torii-bench bidi: 4 connections × 16 streams, 100 B ping-pong; messages = echoes received",
                 "handshakes": "torii-bench handshakes: 8 loops of connect, TLS 1.3 full handshake (no resumption, X25519), close_notify, wait for close",
                 "memory": "VmRSS summed over the proxy's processes, idle after one call, then with N TLS+h2 connections (preface and SETTINGS exchanged) held",
+                "logs": "NAME-log: NAME with its access log on, to a file (unary scenarios only); NAME: logs off",
             },
         },
         "results": results,
@@ -1013,7 +1198,7 @@ def main():
     holes = []
     for sc in SCENARIOS:
         for n in names:
-            if n == "direct" and sc in TLS_ONLY:
+            if not applies(sc, n):
                 continue
             got = b.samples.get(sc, {}).get(n)
             if not got or any(not isinstance(v, (int, float)) for vals in got.values() for v in vals):

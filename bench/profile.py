@@ -18,6 +18,8 @@
                     PROFILE_SMAPS=1 also saves /proc/PID/smaps idle and held.
   --tool strace     counts torii's system calls per request (strace -c) over
                     COUNT requests: the kernel time callgrind does not see.
+  --access-log      torii with its default JSON access log on, stdout sent
+                    to a file (as bench.py's torii-log); with any tool.
   --of backend      (callgrind, unary) counts the backend's instructions
                     instead, per request through torii and then direct: what
                     torii's way of forwarding (headers, HPACK choices, frame
@@ -58,6 +60,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0, help="perf: seconds of load")
     ap.add_argument("--of", choices=["torii", "backend"], default="torii",
                     help="callgrind: the process measured")
+    ap.add_argument("--access-log", action="store_true",
+                    help="torii with its default access log on (stdout, sent to a file), as bench.py's torii-log")
     ap.add_argument("--work", type=Path, default=bench.ROOT / "bench" / "work")
     ap.add_argument("--pgid-file", type=Path)
     a = ap.parse_args()
@@ -85,7 +89,7 @@ def main():
         sys.exit("profile: the backend did not start")
     b.backend_port = int(m.group(1))
 
-    t = bench.Torii("torii", b)
+    t = bench.Torii("torii-log", b, logs=True) if a.access_log else bench.Torii("torii", b)
     t.port = bench.free_port()
     conf = t.config()
     argv, _ = t.command(conf)
@@ -95,7 +99,10 @@ def main():
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
     elif a.tool == "massif":
         argv = ["valgrind", "--tool=massif", f"--massif-out-file={out}", *argv]
-    t.proc = bench.start(argv, name="torii", workdir=a.work)
+    log_out = open(t.log_file, "ab") if a.access_log else None
+    t.proc = bench.start(argv, name="torii", workdir=a.work, stdout=log_out)
+    if log_out:
+        log_out.close()
     if not bench.wait_port(t.port, t.proc, timeout=60):
         sys.exit(f"profile: torii did not start (see {a.work / 'torii.err'})")
     b.probe(t)
@@ -183,7 +190,7 @@ def main():
                     return orig(pids)
                 bench.rss_bytes = rss_and_maps
             b.memory(t)
-            m = {k: v[0] for k, v in b.samples.get("memory", {}).get("torii", {}).items()}
+            m = {k: v[0] for k, v in b.samples.get("memory", {}).get(t.name, {}).items()}
             text = (f"idle RSS {m.get('idle_rss_mb', 0):.2f} MB; {m.get('per_conn_kb', 0):.2f} KB per idle "
                     f"TLS+HTTP/2 connection ({a.connections} held)")
             out.write_text(text + "\n")

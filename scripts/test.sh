@@ -146,8 +146,9 @@ export TORII_BIN="${TORII_BIN:-$target_dir/debug/torii}"
 # The Go peer, built offline (the black-box tests build it too, if missing).
 bash tests/peers/go/build.sh "$target_dir/peers/go-peer"
 # The benchmark harness must not rot: every scenario must yield numbers
-# (debug build; values not checked).
-BENCH_PROFILE=debug bash bench/run --quick
+# (debug build; values not checked). The Pingora peer is left out here: its
+# build (a few hundred crates) would add minutes to every run.
+BENCH_PROFILE=debug BENCH_PINGORA=0 bash bench/run --quick
 # -rs: each skipped black-box test is listed with its reason.
 "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/blackbox
 echo "scripts/test.sh: done; Rust tests skipped: $skip_count (listed above)"

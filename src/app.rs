@@ -294,6 +294,9 @@ impl Running {
         if let Some(a) = admin {
             a.task.abort();
         }
+        // The access log's last lines, written before the process ends.
+        let logger = state.logger.clone();
+        let _ = tokio::task::spawn_blocking(move || logger.flush(Duration::from_secs(2))).await;
     }
 }
 

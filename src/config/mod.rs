@@ -34,7 +34,6 @@ pub use model::*;
 pub use problem::{Problem, Severity};
 
 use context::Ctx;
-use locate::Index;
 use problem::Findings;
 
 /// A configuration that loaded, with what is worth a look but not fatal.
@@ -73,8 +72,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, Vec<Problem>> {
 /// Loads configuration text as if read from `file`: problems name `file`,
 /// and relative certificate paths resolve against its directory.
 pub fn load_str(text: &str, file: &Path) -> Result<Loaded, Vec<Problem>> {
-    let index = Index::build(text);
-    let mut findings = Findings::new(&index);
+    let mut findings = Findings::new(text);
     let base = file.parent().unwrap_or(Path::new(""));
     let config = parse::parse(text, &mut findings).and_then(|raw| {
         let mut cx = Ctx {

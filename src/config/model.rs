@@ -325,7 +325,7 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatch>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostMatch {
     /// Lower-cased, without port.
     Exact(String),

@@ -128,8 +128,7 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<String> {
-        let index = Index::build(text);
-        let mut findings = Findings::new(&index);
+        let mut findings = Findings::new(text);
         parse(text, &mut findings);
         findings
             .into_problems("f")

@@ -56,9 +56,6 @@ pub(super) fn grpc_web(
     } else {
         Protocol::GrpcWeb
     };
-    if let Some(r) = outcome.log.as_deref_mut() {
-        r.protocol = outcome.protocol.as_str().to_string();
-    }
     let browser = outcome.browser.get_or_insert_with(Box::default);
     browser.web = Some(WebCall {
         text_out,

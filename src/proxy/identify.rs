@@ -6,40 +6,58 @@ use http::request::Parts;
 
 use super::conn_info::ConnInfo;
 use super::headers;
-use super::normalize::request_authority;
 use super::outcome::Outcome;
-use crate::telemetry::access_log::Record;
+use crate::telemetry::access_log::Line;
+use crate::telemetry::json_line::key;
 
 #[inline]
 pub(super) fn identify(parts: &mut Parts, conn: &ConnInfo, outcome: &mut Outcome) {
     headers::ensure_request_id(&mut parts.headers);
-    if let Some(r) = outcome.log.as_deref_mut() {
-        fill_log(r, parts, conn);
+    if let Some(line) = outcome.log.as_mut() {
+        fill_log(line, &outcome.listener, parts, conn);
     }
 }
 
-/// The request's facts for the access log, taken before any rewriting.
-fn fill_log(r: &mut Record, parts: &Parts, conn: &ConnInfo) {
-    r.client = conn.peer.to_string();
-    r.detected = conn.detected;
-    r.detect_reason = conn.detect_reason;
-    r.original_dst = conn.original_dst.map(|d| d.to_string());
-    if let Some(t) = &conn.tls {
-        r.tls_version = t.version.clone();
-        r.sni = t.sni.clone();
-        r.alpn = t.alpn.clone();
-        r.client_san = t.client_sans.clone();
+/// The request's facts for the access log, taken before any rewriting:
+/// the line's head (after `time`) and its tail (`request_id`, last).
+fn fill_log(line: &mut Line, listener: &str, parts: &Parts, conn: &ConnInfo) {
+    let mut j = line.head();
+    j.str(key!("listener"), listener);
+    j.addr(key!("client"), conn.peer);
+    j.str_nonempty(key!("detected"), conn.detected);
+    j.str_nonempty(key!("detect_reason"), conn.detect_reason);
+    if let Some(d) = conn.original_dst {
+        j.addr(key!("original_dst"), d);
     }
-    r.method = parts.method.to_string();
-    r.authority = request_authority(parts)
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
-    r.path = parts.uri.path().to_string();
-    r.protocol = format!("{:?}", parts.version);
-    r.request_id = parts
-        .headers
-        .get(&headers::X_REQUEST_ID)
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    if let Some(t) = &conn.tls {
+        if let Some(v) = &t.version {
+            j.str(key!("tls_version"), v);
+        }
+        if let Some(sni) = &t.sni {
+            j.str(key!("sni"), sni);
+        }
+        if let Some(alpn) = &t.alpn {
+            j.str(key!("alpn"), alpn);
+        }
+        j.strs_nonempty(key!("client_san"), &t.client_sans);
+    }
+    j.str_nonempty(key!("method"), parts.method.as_str());
+    let authority = match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None => parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default(),
+    };
+    j.str_nonempty(key!("authority"), authority);
+    j.str_nonempty(key!("path"), parts.uri.path());
+    // `protocol` goes first after the head: what the client spoke is known
+    // for certain only once the phases that translate it have run.
+    line.start_tail();
+    if let Some(id) = parts.headers.get(&headers::X_REQUEST_ID) {
+        if let Ok(id) = id.to_str() {
+            line.head().str_nonempty(key!("request_id"), id);
+        }
+    }
 }

@@ -250,6 +250,7 @@ impl Pipeline {
             _ if req.version() == Version::HTTP_2 => Protocol::Http2,
             _ => Protocol::Http1,
         };
+        outcome.version = req.version();
         let grpc_req = outcome.protocol.is_grpc();
         outcome.grpc_request = grpc_req;
         // Matched as it comes back: a request that goes upstream is moved

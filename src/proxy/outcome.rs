@@ -10,7 +10,8 @@ use crate::body::grpc_web::InvalidSlot;
 use crate::error::ErrorCode;
 use crate::grpc::status::code_name;
 use crate::grpc::GrpcName;
-use crate::telemetry::access_log::{self, AccessLogger, Record};
+use crate::telemetry::access_log::{AccessLogger, Line};
+use crate::telemetry::json_line::key;
 use crate::telemetry::metrics::RequestKey;
 use crate::telemetry::Metrics;
 
@@ -39,10 +40,14 @@ pub struct Outcome {
     /// A JSON-transcoded unary call: the client's HTTP status is the one
     /// its gRPC status maps to (google/rpc/code.proto), not the upstream's.
     pub json_unary: bool,
-    /// The access log record being filled in; None when the log is off.
-    pub log: Option<Box<Record>>,
+    /// The request's access-log line, its head filled in by `identify`;
+    /// None when the log is off.
+    pub log: Option<Line>,
     /// What the client spoke: the `protocol` label.
     pub protocol: Protocol,
+    /// The client's HTTP version (the access log's `protocol` for plain
+    /// HTTP and native gRPC).
+    pub version: http::Version,
     /// A browser's request (gRPC-Web, CORS): what answering it needs.
     pub browser: Option<Box<Browser>>,
     logger: AccessLogger,
@@ -72,8 +77,9 @@ impl Outcome {
             message: None,
             bytes_out: 0,
             bytes_in: None,
-            log: logger.enabled().then(Box::default),
+            log: logger.line(),
             protocol: Protocol::Http1,
+            version: http::Version::HTTP_11,
             browser: None,
             logger: logger.clone(),
             recorded: false,
@@ -112,26 +118,56 @@ impl Outcome {
             },
             elapsed.as_secs_f64(),
         );
-        if let Some(mut r) = self.log.take() {
-            r.time = access_log::now();
-            r.listener = self.listener.to_string();
-            if let Some(g) = &self.grpc {
-                r.grpc_service = Some(g.service().to_string());
-                r.grpc_method = Some(g.method().to_string());
-            }
-            r.http_status = self.http_status;
-            r.grpc_status = self.grpc_status;
-            r.bytes_in = self
+        if let Some(line) = self.log.take() {
+            let bytes_in = self
                 .bytes_in
                 .as_ref()
                 .map_or(0, |b| b.load(Ordering::Relaxed));
-            r.bytes_out = self.bytes_out;
-            r.duration_ms = elapsed.as_secs_f64() * 1000.0;
-            r.cluster = self.cluster.as_deref().map(str::to_string);
-            r.upstream = self.upstream.map(|a| a.to_string());
-            r.error = self.error.map(ErrorCode::as_str);
-            r.error_message = self.message.take();
-            self.logger.log(*r);
+            // The fields known now, between the line's head (the request
+            // as it arrived) and its tail (`request_id`); names and order
+            // are the access log's (docs/metrics.md).
+            self.logger.finish(line, |j| {
+                j.str(key!("protocol"), self.log_protocol());
+                if let Some(g) = &self.grpc {
+                    j.str(key!("grpc_service"), g.service());
+                    j.str(key!("grpc_method"), g.method());
+                }
+                j.u64(key!("http_status"), self.http_status.into());
+                if let Some(s) = self.grpc_status {
+                    j.i64(key!("grpc_status"), s.into());
+                }
+                j.u64(key!("bytes_in"), bytes_in);
+                j.u64(key!("bytes_out"), self.bytes_out);
+                j.f64(key!("duration_ms"), elapsed.as_secs_f64() * 1000.0);
+                if let Some(c) = &self.cluster {
+                    j.str(key!("cluster"), c);
+                }
+                if let Some(u) = self.upstream {
+                    j.addr(key!("upstream"), u);
+                }
+                if let Some(e) = self.error {
+                    j.str(key!("error"), e.as_str());
+                }
+                if let Some(m) = &self.message {
+                    j.str(key!("error_message"), m);
+                }
+            });
+        }
+    }
+
+    /// The access log's `protocol`: the HTTP version as the client spoke
+    /// it, or what torii translated (`grpc-web`, `grpc-web-text`, `json`).
+    fn log_protocol(&self) -> &'static str {
+        match self.protocol {
+            Protocol::GrpcWeb | Protocol::GrpcWebText | Protocol::Json => self.protocol.as_str(),
+            Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => match self.version {
+                http::Version::HTTP_09 => "HTTP/0.9",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_11 => "HTTP/1.1",
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_3 => "HTTP/3.0",
+                _ => "HTTP/?",
+            },
         }
     }
 
@@ -245,5 +281,288 @@ impl Drop for Outcome {
             }
         }
         self.record();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The line written by hand has the shape `serde_json` gave the
+    //! access log's record before: the same names, order, omissions and
+    //! value forms.
+    use super::*;
+    use crate::config::AccessLog;
+    use crate::proxy::{ConnInfo, TlsFacts};
+    use serde::Serialize;
+
+    /// The access log's record as it was serialised before the lines were
+    /// written by hand.
+    #[derive(Default, Serialize)]
+    pub(super) struct Old {
+        pub(super) time: String,
+        pub(super) listener: String,
+        pub(super) client: String,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        pub(super) detected: &'static str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        pub(super) detect_reason: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) original_dst: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) tls_version: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) sni: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) alpn: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub(super) client_san: Vec<String>,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub(super) method: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub(super) authority: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub(super) path: String,
+        pub(super) protocol: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) grpc_service: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) grpc_method: Option<String>,
+        pub(super) http_status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) grpc_status: Option<i32>,
+        pub(super) bytes_in: u64,
+        pub(super) bytes_out: u64,
+        pub(super) duration_ms: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) cluster: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) upstream: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) error: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) error_message: Option<String>,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub(super) request_id: String,
+    }
+
+    /// Logs one request through `Outcome` into a file and returns the line,
+    /// and the old record serialised for the same facts.
+    fn logged(full: bool) -> (String, String) {
+        let dir = std::env::temp_dir().join(format!("torii-outcome-{}-{full}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("access.log");
+        let _ = std::fs::remove_file(&file);
+        let metrics = Arc::new(Metrics::new());
+        let logger = AccessLogger::start(&AccessLog::File(file.clone()), metrics.clone()).unwrap();
+        let mut conn = ConnInfo::new("10.1.2.3:40000".parse().unwrap());
+        let uri: http::Uri = "https://api.example/pkg.Svc/Do%22it?q=1".parse().unwrap();
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(uri.clone())
+            .version(http::Version::HTTP_2)
+            .header("x-request-id", "abc-123")
+            .body(())
+            .unwrap();
+        if full {
+            conn.detected = "tls";
+            conn.detect_reason = "TLS ClientHello";
+            conn.original_dst = Some("[2001:db8::1]:443".parse().unwrap());
+            conn.tls = Some(TlsFacts {
+                sni: Some("api.example".into()),
+                alpn: Some("h2".into()),
+                version: Some("TLSv1.3".into()),
+                client_sans: vec!["URI:spiffe://x/y".into(), "DNS:a.example".into()],
+                xfcc: None,
+            });
+        } else {
+            *req.version_mut() = http::Version::HTTP_11;
+            *req.uri_mut() = "/plain".parse().unwrap();
+            req.headers_mut().remove("x-request-id");
+            req.headers_mut()
+                .insert("host", "h.example:8080".parse().unwrap());
+        }
+        let (mut parts, ()) = req.into_parts();
+        let mut outcome = Outcome::new(metrics, Arc::from("edge"), Instant::now(), &logger);
+        outcome.version = parts.version;
+        crate::proxy::identify::identify(&mut parts, &conn, &mut outcome);
+        let mut old = Old {
+            listener: "edge".into(),
+            client: "10.1.2.3:40000".into(),
+            method: "POST".into(),
+            path: parts.uri.path().into(),
+            http_status: if full { 200 } else { 404 },
+            request_id: parts.headers["x-request-id"].to_str().unwrap().into(),
+            ..Default::default()
+        };
+        outcome.http_status = old.http_status;
+        if full {
+            let g = GrpcName::new(&uri, uri.path()).unwrap();
+            old.grpc_service = Some(g.service().into());
+            old.grpc_method = Some(g.method().into());
+            outcome.grpc = Some(g);
+            outcome.grpc_status = Some(14);
+            outcome.bytes_in = Some(Arc::new(AtomicU64::new(17)));
+            outcome.bytes_out = 1234;
+            outcome.cluster = Some(Arc::from("app"));
+            outcome.upstream = Some("127.0.0.1:50051".parse().unwrap());
+            outcome.error = Some(ErrorCode::UpstreamConnectRefused);
+            outcome.message = Some("the \"upstream\"\trefused\u{1}".into());
+            old.detected = "tls";
+            old.detect_reason = "TLS ClientHello";
+            old.original_dst = Some("[2001:db8::1]:443".into());
+            old.tls_version = Some("TLSv1.3".into());
+            old.sni = Some("api.example".into());
+            old.alpn = Some("h2".into());
+            old.client_san = vec!["URI:spiffe://x/y".into(), "DNS:a.example".into()];
+            old.authority = "api.example".into();
+            old.protocol = "HTTP/2.0".into();
+            old.grpc_status = Some(14);
+            old.bytes_in = 17;
+            old.bytes_out = 1234;
+            old.cluster = Some("app".into());
+            old.upstream = Some("127.0.0.1:50051".into());
+            old.error = Some("upstream_connect_refused");
+            old.error_message = outcome.message.clone();
+        } else {
+            old.authority = "h.example:8080".into();
+            old.protocol = "HTTP/1.1".into();
+        }
+        outcome.record();
+        logger.flush(std::time::Duration::from_secs(5));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            text.ends_with("}\n") && text.lines().count() == 1,
+            "{text:?}"
+        );
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // The time and duration are the line's own; the rest must match.
+        let time = line["time"].as_str().unwrap().to_string();
+        assert_eq!(time.len(), 24, "{time}");
+        assert!(time.ends_with('Z') && time.as_bytes()[19] == b'.', "{time}");
+        old.time = time;
+        // The duration's text as written (parsing it back need not give
+        // the same float; json_line's tests compare float forms).
+        let d = text.split("\"duration_ms\":").nth(1).unwrap();
+        let d = &d[..d.find(',').unwrap()];
+        assert!(d.parse::<f64>().unwrap() > 0.0, "{d}");
+        let old = serde_json::to_string(&old)
+            .unwrap()
+            .replace("\"duration_ms\":0.0", &format!("\"duration_ms\":{d}"));
+        (text, old + "\n")
+    }
+
+    #[test]
+    fn the_hand_written_line_has_the_records_shape() {
+        for full in [true, false] {
+            // Byte for byte: names, order, omissions, value forms.
+            let (line, old) = logged(full);
+            assert_eq!(line, old);
+        }
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    //! What writing one line costs on the request's thread, against what
+    //! the record serialised by `serde_json` cost before (its owned
+    //! strings built, then serialised: the writer thread's part, which
+    //! the process paid too). Timing, so not run by default:
+    //! `cargo test --release --lib -- --ignored --nocapture access_log_line_cost`.
+    use super::tests::Old;
+    use super::*;
+    use crate::config::AccessLog;
+    use crate::proxy::ConnInfo;
+
+    #[test]
+    #[ignore]
+    fn access_log_line_cost() {
+        const N: u32 = 200_000;
+        let metrics = Arc::new(Metrics::new());
+        let logger =
+            AccessLogger::start(&AccessLog::File("/dev/null".into()), metrics.clone()).unwrap();
+        let conn = ConnInfo::new("10.1.2.3:40000".parse().unwrap());
+        let uri: http::Uri = "/torii.echo.v1.Echo/Unary".parse().unwrap();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(uri.clone())
+            .version(http::Version::HTTP_2)
+            .header("x-request-id", "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9")
+            .header("host", "127.0.0.1:8443")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let cluster: Arc<str> = Arc::from("backend");
+        let upstream: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+
+        let t = Instant::now();
+        for _ in 0..N {
+            let mut parts = parts.clone();
+            let mut o = Outcome::new(metrics.clone(), Arc::from("bench"), Instant::now(), &logger);
+            crate::proxy::identify::identify(&mut parts, &conn, &mut o);
+            o.grpc = GrpcName::new(&uri, uri.path());
+            o.routed = true;
+            o.http_status = 200;
+            o.grpc_status = Some(0);
+            o.bytes_out = 100;
+            o.cluster = Some(cluster.clone());
+            o.upstream = Some(upstream);
+            o.record();
+        }
+        let new = t.elapsed() / N;
+        logger.flush(std::time::Duration::from_secs(5));
+
+        let t = Instant::now();
+        for _ in 0..N {
+            let mut parts = parts.clone();
+            let mut o = Outcome::new(metrics.clone(), Arc::from("bench"), Instant::now(), &logger);
+            o.log = None;
+            crate::proxy::identify::identify(&mut parts, &conn, &mut o);
+            o.grpc = GrpcName::new(&uri, uri.path());
+            o.routed = true;
+            o.http_status = 200;
+            o.grpc_status = Some(0);
+            o.bytes_out = 100;
+            o.cluster = Some(cluster.clone());
+            o.upstream = Some(upstream);
+            o.record();
+        }
+        let off = t.elapsed() / N;
+
+        let mut out = Vec::with_capacity(1 << 20);
+        let t = Instant::now();
+        for _ in 0..N {
+            let g = GrpcName::new(&uri, uri.path()).unwrap();
+            let r = Old {
+                time: crate::telemetry::access_log::now(),
+                listener: "bench".to_string(),
+                client: conn.peer.to_string(),
+                method: parts.method.to_string(),
+                authority: "127.0.0.1:8443".to_string(),
+                path: parts.uri.path().to_string(),
+                protocol: format!("{:?}", parts.version),
+                grpc_service: Some(g.service().to_string()),
+                grpc_method: Some(g.method().to_string()),
+                http_status: 200,
+                grpc_status: Some(0),
+                bytes_out: 100,
+                duration_ms: 0.25,
+                cluster: Some(cluster.to_string()),
+                upstream: Some(upstream.to_string()),
+                request_id: parts.headers["x-request-id"].to_str().unwrap().to_string(),
+                ..Default::default()
+            };
+            let r = Box::new(r);
+            serde_json::to_writer(&mut out, &*r).unwrap();
+            out.push(b'\n');
+            if out.len() > 1 << 19 {
+                out.clear();
+            }
+        }
+        let old = t.elapsed() / N;
+        eprintln!(
+            "per request: the outcome recorded with the log on {new:?}, off {off:?} \
+             (the line: {:?}); the old record built and serialised {old:?}",
+            new.saturating_sub(off)
+        );
     }
 }

@@ -224,9 +224,6 @@ impl Pipeline {
         mut outcome: Outcome,
     ) -> Response<Body> {
         outcome.protocol = Protocol::Json;
-        if let Some(r) = outcome.log.as_mut() {
-            r.protocol = Protocol::Json.as_str().to_string();
-        }
         let Transcoding {
             mut parts,
             body,

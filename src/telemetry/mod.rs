@@ -1,6 +1,7 @@
 //! Metrics (Prometheus) and the access log.
 
 pub mod access_log;
+pub mod json_line;
 pub mod log_once;
 pub mod metrics;
 pub mod process;
