@@ -494,39 +494,31 @@ mod bench {
         let cluster: Arc<str> = Arc::from("backend");
         let upstream: SocketAddr = "127.0.0.1:50051".parse().unwrap();
 
-        let t = Instant::now();
-        for _ in 0..N {
-            let mut parts = parts.clone();
-            let mut o = Outcome::new(metrics.clone(), Arc::from("bench"), Instant::now(), &logger);
-            crate::proxy::identify::identify(&mut parts, &conn, &mut o);
-            o.grpc = GrpcName::new(&uri, uri.path());
-            o.routed = true;
-            o.http_status = 200;
-            o.grpc_status = Some(0);
-            o.bytes_out = 100;
-            o.cluster = Some(cluster.clone());
-            o.upstream = Some(upstream);
-            o.record();
-        }
-        let new = t.elapsed() / N;
+        // N requests recorded, with their access-log line or without.
+        let run = |log: bool| {
+            let t = Instant::now();
+            for _ in 0..N {
+                let mut parts = parts.clone();
+                let mut o =
+                    Outcome::new(metrics.clone(), Arc::from("bench"), Instant::now(), &logger);
+                if !log {
+                    o.log = None;
+                }
+                crate::proxy::identify::identify(&mut parts, &conn, &mut o);
+                o.grpc = GrpcName::new(&uri, uri.path());
+                o.routed = true;
+                o.http_status = 200;
+                o.grpc_status = Some(0);
+                o.bytes_out = 100;
+                o.cluster = Some(cluster.clone());
+                o.upstream = Some(upstream);
+                o.record();
+            }
+            t.elapsed() / N
+        };
+        let new = run(true);
         logger.flush(std::time::Duration::from_secs(5));
-
-        let t = Instant::now();
-        for _ in 0..N {
-            let mut parts = parts.clone();
-            let mut o = Outcome::new(metrics.clone(), Arc::from("bench"), Instant::now(), &logger);
-            o.log = None;
-            crate::proxy::identify::identify(&mut parts, &conn, &mut o);
-            o.grpc = GrpcName::new(&uri, uri.path());
-            o.routed = true;
-            o.http_status = 200;
-            o.grpc_status = Some(0);
-            o.bytes_out = 100;
-            o.cluster = Some(cluster.clone());
-            o.upstream = Some(upstream);
-            o.record();
-        }
-        let off = t.elapsed() / N;
+        let off = run(false);
 
         let mut out = Vec::with_capacity(1 << 20);
         let t = Instant::now();
