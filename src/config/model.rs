@@ -302,6 +302,8 @@ pub struct ClientAuth {
 
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// What metrics and logs call the route: its `name:`, or `LISTENER/INDEX`.
+    pub name: Arc<str>,
     pub matcher: RouteMatch,
     pub action: RouteAction,
     pub prefix_rewrite: Option<String>,

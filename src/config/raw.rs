@@ -107,6 +107,7 @@ pub struct RawHealth {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRoute {
+    pub name: Option<String>,
     #[serde(rename = "match")]
     pub matcher: Option<RawMatch>,
     pub cluster: Option<String>,

@@ -11,7 +11,16 @@ use super::model::*;
 use super::patterns::{host_pattern, regex};
 use super::raw::{RawDirectResponse, RawMatch, RawRoute, RawWeightedCluster};
 
-pub fn route(cx: &mut Ctx, path: &str, raw: RawRoute, clusters: &Clusters) -> Option<Route> {
+/// A route's name: the one written (unique within its listener, checked by
+/// the caller), or `LISTENER/INDEX`.
+pub fn route(
+    cx: &mut Ctx,
+    path: &str,
+    default_name: String,
+    raw: RawRoute,
+    clusters: &Clusters,
+) -> Option<Route> {
+    let name = route_name(cx, &join(path, "name"), raw.name, default_name);
     let match_at = join(path, "match");
     let has_prefix = raw.matcher.as_ref().is_some_and(|m| m.prefix.is_some());
     let matcher = matcher(cx, &match_at, raw.matcher.unwrap_or_default());
@@ -49,6 +58,7 @@ pub fn route(cx: &mut Ctx, path: &str, raw: RawRoute, clusters: &Clusters) -> Op
     let timeout = cx.duration(&join(path, "timeout"), &raw.timeout, None, true);
     let cors = super::cors::cors(cx, &join(path, "cors"), raw.cors);
     Some(Route {
+        name: name?,
         matcher: matcher?,
         action: action?,
         prefix_rewrite: prefix_rewrite?,
@@ -57,6 +67,31 @@ pub fn route(cx: &mut Ctx, path: &str, raw: RawRoute, clusters: &Clusters) -> Op
         timeout: timeout?,
         cors: cors?,
     })
+}
+
+fn route_name(
+    cx: &mut Ctx,
+    at: &str,
+    written: Option<String>,
+    default: String,
+) -> Option<Arc<str>> {
+    let Some(name) = written else {
+        return Some(default.into());
+    };
+    if name.is_empty()
+        || name.len() > 128
+        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        cx.error(
+            at,
+            format!(
+                "{at} {name:?} must be 1 to 128 characters without spaces or control characters \
+                 (it is a metric label and an access-log field)"
+            ),
+        );
+        return None;
+    }
+    Some(name.into())
 }
 
 fn action(

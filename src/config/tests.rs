@@ -748,3 +748,25 @@ fn parse_errors_in_plain_words() {
         "this must be a single value, not a list or a mapping",
     );
 }
+
+#[test]
+fn route_names() {
+    let c = load(&with_routes(
+        "      - name: orders\n        cluster: hello\n      - cluster: web\n",
+    ))
+    .unwrap();
+    assert_eq!(&*c.listeners[0].routes[0].name, "orders");
+    assert_eq!(&*c.listeners[0].routes[1].name, "edge/1");
+    only(
+        &with_routes(
+            "      - name: a\n        cluster: hello\n      - name: a\n        cluster: web\n",
+        ),
+        "7:15",
+        "\"a\" is already the name of listeners[0].routes[0]",
+    );
+    only(
+        &with_routes("      - name: two words\n        cluster: hello\n"),
+        "5:15",
+        "without spaces",
+    );
+}

@@ -150,8 +150,32 @@ fn listener(
         .unwrap_or_default()
         .into_iter()
         .enumerate()
-        .map(|(i, r)| route::route(cx, &format!("{path}.routes[{i}]"), r, clusters))
+        .map(|(i, r)| {
+            let default_name = format!("{}/{i}", name.unwrap_or("?"));
+            route::route(
+                cx,
+                &format!("{path}.routes[{i}]"),
+                default_name,
+                r,
+                clusters,
+            )
+        })
         .collect();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        let Some(r) = r else { continue };
+        if let Some(first) = seen.insert(&r.name, i) {
+            let at = format!("{path}.routes[{i}].name");
+            cx.error(
+                &at,
+                format!(
+                    "{at} {:?} is already the name of {path}.routes[{first}]: route names are unique \
+                     within a listener (metrics and logs tell routes apart by them)",
+                    r.name
+                ),
+            );
+        }
+    }
     Some(Listener {
         name: name?.to_string(),
         address: address?,

@@ -32,6 +32,8 @@ pub struct Outcome {
     /// destination) took the request: its gRPC names are not just
     /// whatever a client sent to no avail.
     pub routed: bool,
+    /// The name of the route that took the request.
+    pub route: Option<Arc<str>>,
     /// Why it failed, in words (access log only; set only when logging).
     pub message: Option<String>,
     pub bytes_out: u64,
@@ -73,6 +75,7 @@ impl Outcome {
             upstream: None,
             grpc_request: false,
             routed: false,
+            route: None,
             json_unary: false,
             message: None,
             bytes_out: 0,
@@ -139,6 +142,9 @@ impl Outcome {
                 j.u64(key!("bytes_in"), bytes_in);
                 j.u64(key!("bytes_out"), self.bytes_out);
                 j.f64(key!("duration_ms"), elapsed.as_secs_f64() * 1000.0);
+                if let Some(r) = &self.route {
+                    j.str(key!("route"), r);
+                }
                 if let Some(c) = &self.cluster {
                     j.str(key!("cluster"), c);
                 }

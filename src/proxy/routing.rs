@@ -45,6 +45,7 @@ impl Pipeline {
         };
         if let Some(index) = route::find_index(&self.config.routes, &facts) {
             outcome.routed = true;
+            outcome.route = Some(self.config.routes[index].name.clone());
             return Ok(Routed::Route(index));
         }
         if let Some(dst) = conn.original_dst {
@@ -88,6 +89,7 @@ impl Pipeline {
 pub(super) fn passthrough_route() -> &'static Route {
     static ROUTE: OnceLock<Route> = OnceLock::new();
     ROUTE.get_or_init(|| Route {
+        name: "original_destination".into(),
         matcher: Default::default(),
         action: RouteAction::Direct {
             status: 0,

@@ -124,6 +124,7 @@ mod tests {
 
     fn route(m: RouteMatch, body: &str) -> Route {
         Route {
+            name: "r".into(),
             matcher: m,
             action: RouteAction::Direct {
                 status: 200,
