@@ -35,13 +35,16 @@ pub enum ErrorCode {
     TranscodingFailed,
     /// A malformed gRPC-Web request: bad base64, a bad frame, not a POST.
     GrpcWebInvalid,
+    /// A gRPC-Web request carrying more than one message: client or bidi
+    /// streaming, which gRPC-Web cannot carry.
+    GrpcWebStreaming,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -59,6 +62,7 @@ impl ErrorCode {
         ErrorCode::PlaintextOnTlsPort,
         ErrorCode::TranscodingFailed,
         ErrorCode::GrpcWebInvalid,
+        ErrorCode::GrpcWebStreaming,
         ErrorCode::Internal,
     ];
 
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::PlaintextOnTlsPort => "plaintext_on_tls_port",
             ErrorCode::TranscodingFailed => "transcoding_failed",
             ErrorCode::GrpcWebInvalid => "grpc_web_invalid",
+            ErrorCode::GrpcWebStreaming => "grpc_web_streaming",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -88,7 +93,7 @@ impl ErrorCode {
     /// The gRPC status a gRPC client gets for this failure.
     pub fn grpc_code(self) -> Code {
         match self {
-            ErrorCode::NoRoute => Code::Unimplemented,
+            ErrorCode::NoRoute | ErrorCode::GrpcWebStreaming => Code::Unimplemented,
             ErrorCode::InvalidPath
             | ErrorCode::BadRequest
             | ErrorCode::TranscodingFailed
@@ -115,6 +120,7 @@ impl ErrorCode {
             | ErrorCode::UpstreamTlsFailed => 502,
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => 504,
             ErrorCode::Internal => 500,
+            ErrorCode::GrpcWebStreaming => 501,
             // nginx's "client closed request".
             ErrorCode::ClientCancelled => 499,
             _ => 503,
@@ -142,6 +148,7 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::PlaintextOnTlsPort
     | ErrorCode::TranscodingFailed
     | ErrorCode::GrpcWebInvalid
+    | ErrorCode::GrpcWebStreaming
     | ErrorCode::Internal => {}
 };
 

@@ -552,6 +552,59 @@ async fn malformed_requests_are_grpc_web_invalid() {
     assert_eq!(answer.trailer("x-torii-error"), Some("grpc_web_invalid"));
 }
 
+/// Client and bidi streaming cannot work over gRPC-Web: a second request
+/// message gets UNIMPLEMENTED with the reason; one message goes through.
+#[tokio::test]
+async fn client_and_bidi_streaming_are_unimplemented() {
+    let (_echo, proxy) = echo_proxy("", "").await;
+    let one = echo_frame(&unary_req("a"));
+    let two: Bytes = [one.clone(), echo_frame(&unary_req("b"))].concat().into();
+    for wire in [Wire::H1, Wire::H2] {
+        for path in [
+            "/torii.echo.v1.Echo/ClientStream",
+            "/torii.echo.v1.Echo/Bidi",
+        ] {
+            for text in [false, true] {
+                let (ct, body) = if text {
+                    ("application/grpc-web-text", Bytes::from(B64.encode(&two)))
+                } else {
+                    ("application/grpc-web", two.clone())
+                };
+                let resp = send(proxy.addr("plain"), None, wire, web_request(path, ct, body)).await;
+                let answer = read_answer(resp).await;
+                assert_eq!(answer.status, 200, "{path} {wire:?}");
+                assert_eq!(
+                    answer.trailer("grpc-status"),
+                    Some("12"),
+                    "{path} {wire:?} {answer:?}"
+                );
+                assert_eq!(answer.trailer("x-torii-error"), Some("grpc_web_streaming"));
+                let message = answer.trailer("grpc-message").unwrap();
+                assert!(message.contains("native gRPC"), "{message}");
+            }
+        }
+        // One message on a client-streaming method is a valid call.
+        let resp = send(
+            proxy.addr("plain"),
+            None,
+            wire,
+            web_request(
+                "/torii.echo.v1.Echo/ClientStream",
+                "application/grpc-web",
+                one.clone(),
+            ),
+        )
+        .await;
+        let answer = read_answer(resp).await;
+        assert_eq!(
+            answer.trailer("grpc-status"),
+            Some("0"),
+            "{wire:?} {answer:?}"
+        );
+        assert_eq!(answer.messages.len(), 1, "{answer:?}");
+    }
+}
+
 /// torii's own failures reach a gRPC-Web client as gRPC-Web statuses.
 #[tokio::test]
 async fn torii_failures_in_grpc_web_shape() {

@@ -204,11 +204,12 @@ impl Backend {
             "ListBooks" => {
                 let count = get("count").as_i32().unwrap();
                 let fail = get("fail_code").as_i32().unwrap();
-                if count == 0 && fail == 0 {
-                    // An empty stream, trailers-only.
+                if count == 0 {
+                    // An empty stream or a failure before any message,
+                    // trailers-only.
                     drop(tx);
                     return head
-                        .header("grpc-status", "0")
+                        .header("grpc-status", fail.to_string())
                         .body(StreamBody::new(
                             tokio_stream::wrappers::ReceiverStream::new(rx),
                         ))
@@ -741,6 +742,50 @@ async fn the_access_log_says_json() {
     assert_eq!(line["path"], "/v1/books/9", "{line}");
     assert_eq!(line["grpc_method"], "GetBook", "{line}");
     assert_eq!(line["http_status"], 200, "{line}");
+}
+
+/// A server stream the upstream fails at once (Trailers-Only) is answered
+/// like a unary call: google.rpc.Status with the mapped HTTP status, and
+/// the access log and metrics say the status the client got.
+#[tokio::test]
+async fn a_stream_failed_at_once_gets_the_mapped_status_everywhere() {
+    let (backend, _) = start_backend().await;
+    let p = proxy_logging(backend, "", "access.log").await;
+    let (s, _, body) = text(
+        call(
+            p.addr("rest"),
+            "GET",
+            "/v1/shelves/e/books:stream?count=0&fail_code=5",
+            &[],
+            "",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, 404, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], 5, "{body}");
+    let log = p.dir.path().join("access.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line: serde_json::Value = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().next() {
+            break serde_json::from_str(l).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(line["http_status"], 404, "{line}");
+    assert_eq!(line["grpc_status"], 5, "{line}");
+    let metrics = p.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("torii_requests_total{")
+                && l.contains("http_status=\"404\"")
+                && l.contains("protocol=\"json\"")),
+        "{metrics}"
+    );
 }
 
 fn check(dir: &TempDir, yaml: &str) -> (bool, String) {

@@ -42,11 +42,14 @@ impl WebRequest {
     }
 
     fn fail(&mut self, why: Invalid) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.done = true;
-        let err = ProxyError::new(
+        self.refuse(ProxyError::new(
             ErrorCode::GrpcWebInvalid,
             format!("malformed gRPC-Web request: {}", why.0),
-        );
+        ))
+    }
+
+    fn refuse(&mut self, err: ProxyError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
         let _ = self.invalid.set(err.clone());
         Poll::Ready(Some(Err(Box::new(err))))
     }
@@ -86,6 +89,16 @@ impl HttpBody for WebRequest {
                     };
                     if let Err(why) = this.frames.feed(&data) {
                         return this.fail(why);
+                    }
+                    if this.frames.messages > 1 {
+                        return this.refuse(ProxyError::new(
+                            ErrorCode::GrpcWebStreaming,
+                            "this gRPC-Web call sent a second request message, so the method is \
+                             client or bidi streaming; gRPC-Web carries one request message per \
+                             call (a browser sends the whole request body at once), so torii \
+                             cancelled it upstream: call this method over native gRPC (HTTP/2), \
+                             or make it unary or server streaming",
+                        ));
                     }
                     if data.is_empty() {
                         continue;

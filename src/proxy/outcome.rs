@@ -39,8 +39,9 @@ pub struct Outcome {
     pub bytes_out: u64,
     /// Request body bytes, counted as they stream (access log only).
     pub bytes_in: Option<Arc<AtomicU64>>,
-    /// A JSON-transcoded unary call: the client's HTTP status is the one
-    /// its gRPC status maps to (google/rpc/code.proto), not the upstream's.
+    /// A JSON-transcoded unary call, or a server stream answered
+    /// Trailers-Only: the client's HTTP status is the one its gRPC status
+    /// maps to (google/rpc/code.proto), not the upstream's.
     pub json_unary: bool,
     /// The request's access-log line, its head filled in by `identify`;
     /// None when the log is off.

@@ -72,6 +72,11 @@ impl Pipeline {
             .and_then(|v| v.parse().ok());
         if let Some(code) = head_grpc_status {
             outcome.grpc_status = Some(code);
+            // A Trailers-Only answer to a JSON-transcoded server stream is
+            // answered like a unary one: the HTTP status its code maps to.
+            if outcome.protocol == super::outcome::Protocol::Json {
+                outcome.json_unary = true;
+            }
         }
         // Passive health: gateway errors and UNAVAILABLE count against the
         // endpoint. A gRPC stream's verdict comes with its trailers.
