@@ -15,6 +15,7 @@ in its own process group and is killed on exit.
 
 import argparse
 import atexit
+import base64
 import datetime
 import json
 import os
@@ -314,6 +315,40 @@ clusters:
 
     def version(self):
         return run_tool([self.ctx.torii, "version"], 10, "torii version").strip()
+
+
+class ToriiPhases(Torii):
+    """torii with the phases a request may pass through on top of proxying:
+    gRPC-Web (on by default) and JSON transcoding of Echo/Unary
+    (bench/proto/echo_http.proto, POST /v1/echo). ALPN h2 and http/1.1,
+    logs off (on as NAME-log, in bench/profile). Measured in the phase scenarios only, against native gRPC
+    through the same listener."""
+
+    def config(self):
+        c = self.ctx
+        path = c.work / f"{self.name}.yaml"
+        proto = ROOT / "bench" / "proto"
+        log = "" if self.logs else "access_log: off\n"
+        path.write_text(
+            f"""{log}listeners:
+  - name: phases
+    address: {self.address}
+    tls:
+      certificates:
+        - cert: {c.certs['cert']}
+          key: {c.certs['key']}
+    json_transcoding:
+      protos: [{proto / 'echo_http.proto'}]
+      include_paths: [{proto}]
+    routes:
+      - cluster: backend
+clusters:
+  - name: backend
+    endpoints: ["127.0.0.1:{c.backend_port}"]
+    protocol: h2c
+"""
+        )
+        return path
 
 
 class Nginx(Target):
@@ -690,6 +725,79 @@ class Bench:
         self.record(scenario, t.name, **m)
         log(f"{scenario:12} {t.name:8} {m['msgs']:10.0f} msg/s  " + (f"{m['cpu_us']:6.1f} µs/msg" if "cpu_us" in m else ""))
 
+    # -- phases (torii only): what gRPC-Web and JSON transcoding cost
+
+    def phase(self, t, scenario):
+        """One phase scenario on the torii-phases target: h2load over TLS,
+        h2 (-c4 -m16) or HTTP/1.1 keep-alive (-c16, one request at a time
+        per connection), the same 100 B payload as native, gRPC-Web or
+        JSON."""
+        a = self.args
+
+        def run(seconds):
+            cmd = self.phase_cmd(t, scenario, ["-D", f"{round(seconds * 1000)}ms"])
+            out = run_tool(cmd, seconds + 30, f"h2load {scenario}")
+            m = re.search(r"finished in ([\d.]+)(m?s),", out)
+            r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+            if not m or not r:
+                raise RuntimeError(f"h2load output not understood: {out[-300:]}")
+            secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+            return int(r.group(4)), int(r.group(5)), secs
+
+        try:
+            run(a.warmup)
+            pids = t.pids()
+            c0 = cpu_ticks(pids)
+            ok, failed, secs = run(a.seconds)
+            c1 = cpu_ticks(pids)
+        except RuntimeError as e:
+            return self.fail(scenario, "torii", e)
+        if ok == 0:
+            return self.fail(scenario, "torii", f"no request succeeded ({failed} failed)")
+        m = {"rps": ok / secs, "cpu_us": (c1 - c0) / CLK_TCK * 1e6 / ok}
+        if failed:
+            m["failed"] = failed
+        self.record(scenario, "torii", **m)
+        log(f"{scenario:12} torii    {m['rps']:10.0f} req/s  {m['cpu_us']:6.1f} µs/req")
+
+    def phase_cmd(self, t, scenario, limit):
+        """h2load's command line for a phase scenario; `limit` is -D or -n."""
+        kind, wire = PHASES[scenario]
+        if kind == "grpc":
+            body, headers = self.certs["bodies"]["100"], ["content-type: application/grpc", "te: trailers"]
+        elif kind == "grpc-web":
+            body, headers = self.certs["bodies"]["100"], ["content-type: application/grpc-web+proto", "x-grpc-web: 1"]
+        else:
+            if not getattr(self, "json_body", None):
+                # The same 100 B payload as the gRPC frame.
+                self.json_body = self.work / "unary-100.json"
+                self.json_body.write_text(json.dumps({"payload": base64.b64encode(b"x" * 100).decode()}))
+            body, headers = str(self.json_body), ["content-type: application/json"]
+        path = "/v1/echo" if kind == "json" else UNARY_PATH
+        conc = ["-c4", "-m16"] if wire == "h2" else ["--h1", "-c16", "-m1"]
+        cmd = ["h2load", "-t1", *conc, *limit, "-d", body]
+        for h in headers:
+            cmd += ["-H", h]
+        return cmd + [f"https://{t.address}{path}"]
+
+    def phases(self, rnd):
+        """Every phase scenario once, on a torii-phases started afresh, in an
+        order that rotates each round."""
+        t = ToriiPhases("torii-phases", self)
+        names = list(PHASES)
+        shift = rnd % len(names)
+        try:
+            t.start()
+        except RuntimeError as e:
+            for sc in names:
+                self.fail(sc, "torii", e)
+            return
+        try:
+            for sc in names[shift:] + names[:shift]:
+                self.phase(t, sc)
+        finally:
+            t.stop()
+
     def handshakes(self, t):
         a = self.args
         scenario = "handshakes"
@@ -790,6 +898,22 @@ ROWS = [
 ]
 
 SCENARIOS = ["memory", "unary_100", "latency", "unary_1024", "unary_65536", "bidi", "handshakes"]
+# torii only, 100 B unary through one listener with gRPC-Web and JSON
+# transcoding: scenario -> (what the client speaks, wire).
+PHASES = {
+    "phase_grpc": ("grpc", "h2"),
+    "phase_grpc_web_h2": ("grpc-web", "h2"),
+    "phase_grpc_web_h1": ("grpc-web", "h1"),
+    "phase_json_h2": ("json", "h2"),
+    "phase_json_h1": ("json", "h1"),
+}
+PHASE_LABELS = {
+    "phase_grpc": "native gRPC, TLS h2",
+    "phase_grpc_web_h2": "gRPC-Web (binary), TLS h2",
+    "phase_grpc_web_h1": "gRPC-Web (binary), TLS HTTP/1.1",
+    "phase_json_h2": "JSON-transcoded unary, TLS h2",
+    "phase_json_h1": "JSON-transcoded unary, TLS HTTP/1.1",
+}
 TLS_ONLY = {"memory", "handshakes"}
 # What the logs-on targets run: every request logged is what costs.
 LOGGED_SCENARIOS = {"unary_100", "unary_1024", "unary_65536"}
@@ -847,6 +971,19 @@ def evaluate_targets(results, peers_present, samples=None):
     def line(name, ok, detail):
         verdict = "n/a" if ok is None else ("met" if ok else "NOT met")
         out.append({"target": name, "verdict": verdict, "detail": detail})
+
+    native = med(results, "phase_grpc", "torii", "cpu_us")
+    for sc, bound in [
+        ("phase_grpc_web_h2", 1.3), ("phase_grpc_web_h1", 1.3), ("phase_json_h2", 2.0), ("phase_json_h1", 2.0),
+    ]:
+        if sc not in results:
+            continue
+        r = ratio(med(results, sc, "torii", "cpu_us"), native)
+        line(
+            f"{PHASE_LABELS[sc]}: CPU per request ≤ {bound} × native gRPC's",
+            None if r is None else r <= bound,
+            f"{r:.2f} × native" if r else "no numbers",
+        )
 
     hap = "haproxy" in peers_present
     for size, label in [(100, "100 B"), (1024, "1 KiB"), (65536, "64 KiB")]:
@@ -1019,6 +1156,22 @@ def markdown(report):
                     on, off = med(results, scenario, c, metric), med(results, scenario, c[:-4], metric)
                     costs.append(f"{on - off:+.2f}" if on is not None and off is not None else "—")
                 lines.append(f"| {label.split(':')[0]}: log cost (µs) | " + " | ".join(costs) + " |")
+    phases = [sc for sc in PHASES if sc in results]
+    if phases:
+        native = med(results, "phase_grpc", "torii", "cpu_us")
+        lines += [
+            "",
+            "Phases (torii only, one listener with gRPC-Web and JSON transcoding, logs off; 100 B payload; "
+            "h2: h2load -c4 -m16, HTTP/1.1: h2load --h1 -c16 -m1 keep-alive):",
+            "",
+            "| request | requests/s | proxy CPU per request (µs) | × native gRPC |",
+            "|---|---|---|---|",
+        ]
+        for sc in phases:
+            rps, cpu = results[sc]["torii"].get("rps"), results[sc]["torii"].get("cpu_us")
+            cell = lambda s_: f"{fmt(s_['median'])} ({fmt(s_['min'])}–{fmt(s_['max'])})" if s_ else "—"
+            times = f"×{cpu['median'] / native:.2f}" if cpu and native else "—"
+            lines.append(f"| {PHASE_LABELS[sc]} | {cell(rps)} | {cell(cpu)} | {times} |")
     lines += ["", "| target | verdict | detail |", "|---|---|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['verdict']} | {t['detail']} |")
@@ -1048,6 +1201,8 @@ def main():
     ap.add_argument("--out", type=Path, help="where the JSON and markdown go")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work")
     ap.add_argument("--pgid-file", type=Path)
+    ap.add_argument("--no-phases", action="store_true",
+                    help="skip the torii-only phase scenarios (gRPC-Web, JSON transcoding)")
     a = ap.parse_args()
     q = a.quick
     a.rounds = a.rounds or (1 if q else 5)
@@ -1148,6 +1303,8 @@ def main():
         finally:
             for n in live:
                 targets[n].stop()
+        if not a.no_phases:
+            b.phases(rnd)
     elapsed = time.monotonic() - started
     stop(b.backend)
 
@@ -1178,6 +1335,7 @@ def main():
                 "handshakes": "torii-bench handshakes: 8 loops of connect, TLS 1.3 full handshake (no resumption, X25519), close_notify, wait for close",
                 "memory": "VmRSS summed over the proxy's processes, idle after one call, then with N TLS+h2 connections (preface and SETTINGS exchanged) held",
                 "logs": "NAME-log: NAME with its access log on, to a file (unary scenarios only); NAME: logs off",
+                "phases": "torii only, a second torii (one listener, gRPC-Web on, JSON transcoding of Echo/Unary from bench/proto/echo_http.proto, logs off) started after each round; h2load over TLS: h2 -c4 -m16, HTTP/1.1 --h1 -c16 -m1; CPU as above",
             },
         },
         "results": results,
@@ -1203,6 +1361,8 @@ def main():
             got = b.samples.get(sc, {}).get(n)
             if not got or any(not isinstance(v, (int, float)) for vals in got.values() for v in vals):
                 holes.append(f"{sc} on {n}")
+    if not a.no_phases:
+        holes += [f"{sc} on torii" for sc in PHASES if not b.samples.get(sc, {}).get("torii")]
     if missing:
         log("NOTE: not measured (not installed): " + ", ".join(missing))
     if holes:

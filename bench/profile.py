@@ -53,7 +53,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin-dir", type=Path, required=True)
     ap.add_argument("--tool", choices=["callgrind", "perf", "massif", "strace", "cpu", "rss"], default="callgrind")
-    ap.add_argument("--load", choices=["unary", "bidi", "idle"], default="unary")
+    ap.add_argument("--load", choices=["unary", "bidi", "idle", *bench.PHASES], default="unary",
+                    help="phase_*: bench.py's phase scenarios (100 B), on its torii-phases config")
+    ap.add_argument("--phases-config", action="store_true",
+                    help="run torii with bench.py's torii-phases config (gRPC-Web, JSON transcoding) for any load")
     ap.add_argument("--connections", type=int, default=500, help="idle: connections held")
     ap.add_argument("--size", type=int, default=100, choices=bench.SIZES)
     ap.add_argument("--count", type=int, default=5000, help="callgrind: requests measured")
@@ -89,7 +92,9 @@ def main():
         sys.exit("profile: the backend did not start")
     b.backend_port = int(m.group(1))
 
-    t = bench.Torii("torii-log", b, logs=True) if a.access_log else bench.Torii("torii", b)
+    phases = a.load in bench.PHASES or a.phases_config
+    kind = bench.ToriiPhases if phases else bench.Torii
+    t = kind("torii-log", b, logs=True) if a.access_log else kind("torii", b)
     t.port = bench.free_port()
     conf = t.config()
     argv, _ = t.command(conf)
@@ -108,13 +113,18 @@ def main():
     b.probe(t)
     pid = t.proc.pid
 
-    unit = "request" if a.load == "unary" else "message"
+    unit = "message" if a.load == "bidi" else "request"
 
     def load(count=None, seconds=None, target=t):
         if a.load == "idle":
             cmd = [b.tool, "idle", "--address", t.address, "--tls", "--connections", str(a.connections),
                    "--parallel", "8", "--hold", "5"]
             return bench.last_json(bench.run_tool(cmd, 600, "idle"), "idle")["opened"]
+        if a.load in bench.PHASES:
+            limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
+            o = bench.run_tool(b.phase_cmd(target, a.load, limit), 600, "h2load")
+            r = re.search(r"(\d+) succeeded", o)
+            return int(r.group(1)) if r else 0
         if a.load == "unary":
             body = b.certs["bodies"][str(a.size)]
             limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]

@@ -20,7 +20,7 @@ use super::respond::text_response;
 use super::{Pipeline, Step};
 use crate::body;
 use crate::config::Cors;
-use crate::route::{self, RequestFacts};
+use crate::route::RequestFacts;
 use crate::telemetry::log_once::LogOnce;
 
 const VARY_PREFLIGHT: HeaderValue = HeaderValue::from_static(
@@ -106,7 +106,7 @@ impl Pipeline {
                 headers,
                 grpc: crate::grpc::split_path(&req.path),
             };
-            if let Some(i) = route::find_index(&self.config.routes, &facts) {
+            if let Some(i) = self.routes.find(&self.config.routes, &facts) {
                 if let Some(c) = &self.config.routes[i].cors {
                     return Some(c);
                 }

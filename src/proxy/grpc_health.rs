@@ -21,7 +21,7 @@ use crate::config::RouteAction;
 use crate::error::{ErrorCode, ProxyError};
 use crate::grpc::status::Code;
 use crate::proxy::respond::grpc_trailers_only;
-use crate::route::{self, RequestFacts};
+use crate::route::RequestFacts;
 
 pub const CHECK: &str = "/grpc.health.v1.Health/Check";
 pub const WATCH: &str = "/grpc.health.v1.Health/Watch";
@@ -202,7 +202,11 @@ impl Pipeline {
             headers,
             grpc: Some((service, "Check")),
         };
-        let Some(route) = route::find(&self.config.routes, &facts) else {
+        let Some(route) = self
+            .routes
+            .find(&self.config.routes, &facts)
+            .map(|i| &self.config.routes[i])
+        else {
             return Verdict::Unknown;
         };
         let cluster_ok = |name: &str| {

@@ -173,6 +173,8 @@ pub struct Pipeline {
     original: Option<OriginalDestinations>,
     /// The listener or one of its routes has a CORS policy.
     cors: bool,
+    /// Finds the first matching route without testing every route.
+    routes: crate::route::Index,
 }
 
 impl Pipeline {
@@ -190,6 +192,7 @@ impl Pipeline {
         let cors = config.cors.is_some() || config.routes.iter().any(|r| r.cors.is_some());
         Pipeline {
             cors,
+            routes: crate::route::Index::new(&config.routes),
             name: Arc::from(config.name.as_str()),
             config,
             clusters,

@@ -14,7 +14,7 @@ use super::outcome::Outcome;
 use super::{Pipeline, Step};
 use crate::config::{HeaderEdits, Route, RouteAction};
 use crate::error::{ErrorCode, ProxyError};
-use crate::route::{self, RequestFacts};
+use crate::route::RequestFacts;
 use crate::upstream::ClusterRuntime;
 
 /// Where routing sent a request.
@@ -43,7 +43,7 @@ impl Pipeline {
             headers,
             grpc: grpc_names,
         };
-        if let Some(index) = route::find_index(&self.config.routes, &facts) {
+        if let Some(index) = self.routes.find(&self.config.routes, &facts) {
             outcome.routed = true;
             outcome.route = Some(self.config.routes[index].name.clone());
             return Ok(Routed::Route(index));

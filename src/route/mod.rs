@@ -5,6 +5,9 @@ use std::borrow::Cow;
 
 use http::HeaderMap;
 
+mod index;
+pub use index::Index;
+
 use crate::config::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, Route, RouteMatch};
 
 /// What a route is matched against. The path is already normalised.
@@ -17,6 +20,7 @@ pub struct RequestFacts<'a> {
     pub grpc: Option<(&'a str, &'a str)>,
 }
 
+#[cfg(test)]
 pub fn find<'r>(routes: &'r [Route], req: &RequestFacts<'_>) -> Option<&'r Route> {
     find_index(routes, req).map(|i| &routes[i])
 }
