@@ -207,9 +207,12 @@ class Target:
     # sends to log_file (else it writes log_file itself).
     log_to_stdout = True
 
-    def __init__(self, name, ctx, logs=False):
+    def __init__(self, name, ctx, logs=False, h1=False):
         self.name, self.ctx = name, ctx
         self.logs = logs
+        # The REST scenario's setup: TLS with ALPN http/1.1 in, HTTP/1.1
+        # keep-alive to the HTTP/1.1 backend.
+        self.h1 = h1
         self.proc = None
         self.port = None
 
@@ -299,13 +302,13 @@ class Torii(Target):
       certificates:
         - cert: {c.certs['cert']}
           key: {c.certs['key']}
-      alpn: [h2]
+      alpn: [{"http/1.1" if self.h1 else "h2"}]
     routes:
       - cluster: backend
 clusters:
   - name: backend
-    endpoints: ["127.0.0.1:{c.backend_port}"]
-    protocol: h2c
+    endpoints: ["127.0.0.1:{c.h1_backend_port if self.h1 else c.backend_port}"]
+    protocol: {"http1" if self.h1 else "h2c"}
 """
         )
         return path
@@ -351,6 +354,11 @@ clusters:
         return path
 
 
+# nginx's HTTP/1.1 proxying with upstream keep-alive (its default is
+# HTTP/1.0 and a connection per request).
+H1_NGINX = 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
+
+
 class Nginx(Target):
     log_to_stdout = False
 
@@ -379,19 +387,19 @@ http {{
     client_max_body_size 0;
     keepalive_requests 100000000;
     upstream backend {{
-        server 127.0.0.1:{c.backend_port};
+        server 127.0.0.1:{c.h1_backend_port if self.h1 else c.backend_port};
         # nginx runs one request per upstream connection: cache enough of
         # them for every stream in flight (h2load -c4 -m16 = 64).
         keepalive 128;
         keepalive_requests 100000000;
     }}
     server {{
-        listen {self.address} ssl http2;
+        listen {self.address} ssl{"" if self.h1 else " http2"};
         ssl_certificate {c.certs['cert']};
         ssl_certificate_key {c.certs['key']};
         ssl_protocols TLSv1.3;
         location / {{
-            grpc_pass grpc://backend;
+            {H1_NGINX if self.h1 else "grpc_pass grpc://backend;"}
         }}
     }}
 }}
@@ -425,10 +433,10 @@ defaults
     timeout client 60s
     timeout server 60s
 frontend bench
-    bind {self.address} ssl crt {c.certs['pem']} alpn h2 ssl-min-ver TLSv1.3
+    bind {self.address} ssl crt {c.certs['pem']} alpn {"http/1.1" if self.h1 else "h2"} ssl-min-ver TLSv1.3
     default_backend backend
 backend backend
-    server s1 127.0.0.1:{c.backend_port} proto h2
+    server s1 127.0.0.1:{c.h1_backend_port if self.h1 else c.backend_port}{"" if self.h1 else " proto h2"}
 """
         )
         return path
@@ -586,6 +594,8 @@ class Bench:
         self.errors.append({"scenario": scenario, "target": target, "error": str(err)})
 
     def probe(self, t):
+        if t.h1:
+            return probe_h1(t.address)
         cmd = [self.tool, "probe", "--address", t.address] + (["--tls"] if t.tls else [])
         run_tool(cmd, 20, f"probe {t.name}")
 
@@ -725,6 +735,62 @@ class Bench:
         self.record(scenario, t.name, **m)
         log(f"{scenario:12} {t.name:8} {m['msgs']:10.0f} msg/s  " + (f"{m['cpu_us']:6.1f} µs/msg" if "cpu_us" in m else ""))
 
+    # -- HTTP/1.1 keep-alive REST: torii, HAProxy, nginx
+
+    def h1(self, t, scenario):
+        """h2load --h1 over TLS (ALPN http/1.1), 16 keep-alive connections,
+        one request at a time each: GET, or POST of 1 KiB; 1 KiB answers."""
+        a = self.args
+        post = scenario == "h1_post_1024"
+
+        def run(seconds):
+            cmd = ["h2load", "--h1", "-t1", "-c16", "-m1", "-D", f"{round(seconds * 1000)}ms"]
+            if post:
+                cmd += ["-d", str(self.h1_body), "-H", "content-type: application/octet-stream"]
+            cmd.append(f"https://{t.address}/item")
+            out = run_tool(cmd, seconds + 30, f"h2load {scenario} {t.name}")
+            m = re.search(r"finished in ([\d.]+)(m?s),", out)
+            r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+            if not m or not r:
+                raise RuntimeError(f"h2load output not understood: {out[-300:]}")
+            secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+            return int(r.group(4)), int(r.group(5)), secs
+
+        name = t.name.removesuffix("-h1")
+        try:
+            run(a.warmup)
+            pids = t.pids()
+            c0 = cpu_ticks(pids)
+            ok, failed, secs = run(a.seconds)
+            c1 = cpu_ticks(pids)
+        except RuntimeError as e:
+            return self.fail(scenario, name, e)
+        if ok == 0:
+            return self.fail(scenario, name, f"no request succeeded ({failed} failed)")
+        m = {"rps": ok / secs, "cpu_us": (c1 - c0) / CLK_TCK * 1e6 / ok}
+        if failed:
+            m["failed"] = failed
+        self.record(scenario, name, **m)
+        log(f"{scenario:12} {name:8} {m['rps']:10.0f} req/s  {m['cpu_us']:6.1f} µs/req")
+
+    def h1_round(self, rnd, names):
+        """The REST scenarios on each of `names` (torii, haproxy, nginx),
+        each started afresh in its HTTP/1.1 setup, in rotating order."""
+        shift = rnd % len(names)
+        for n in names[shift:] + names[:shift]:
+            t = TARGET_CLASSES[n](f"{n}-h1", self, h1=True)
+            try:
+                t.start()
+            except RuntimeError as e:
+                for sc in H1_SCENARIOS:
+                    self.fail(sc, n, e)
+                continue
+            try:
+                for sc in H1_SCENARIOS:
+                    self.h1(t, sc)
+            finally:
+                t.stop()
+
     # -- phases (torii only): what gRPC-Web and JSON transcoding cost
 
     def phase(self, t, scenario):
@@ -855,6 +921,28 @@ class Bench:
         log(f"{scenario:12} {t.name:8} idle {m['idle_rss_mb']:.1f} MB, {m['per_conn_kb']:.1f} KB per idle connection")
 
 
+def probe_h1(address):
+    """One HTTPS GET over HTTP/1.1 through a target: 200 with a body."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    host, port = address.rsplit(":", 1)
+    try:
+        c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
+        c.request("GET", "/item")
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+    except (OSError, http.client.HTTPException) as e:
+        raise RuntimeError(f"HTTP/1.1 probe: {e}")
+    if r.status != 200 or not body:
+        raise RuntimeError(f"HTTP/1.1 probe: {r.status} with {len(body)} bytes")
+
+
 def _readline(f, timeout):
     import select
 
@@ -898,6 +986,9 @@ ROWS = [
 ]
 
 SCENARIOS = ["memory", "unary_100", "latency", "unary_1024", "unary_65536", "bidi", "handshakes"]
+# HTTP/1.1 keep-alive REST through torii, HAProxy and nginx.
+H1_SCENARIOS = ["h1_get_1024", "h1_post_1024"]
+H1_PEERS = ["haproxy", "nginx"]
 # torii only, 100 B unary through one listener with gRPC-Web and JSON
 # transcoding: scenario -> (what the client speaks, wire).
 PHASES = {
@@ -972,6 +1063,15 @@ def evaluate_targets(results, peers_present, samples=None):
         verdict = "n/a" if ok is None else ("met" if ok else "NOT met")
         out.append({"target": name, "verdict": verdict, "detail": detail})
 
+    for sc in H1_SCENARIOS:
+        if sc not in results:
+            continue
+        r = ratio(med(results, sc, "torii", "cpu_us"), med(results, sc, "haproxy", "cpu_us"))
+        line(
+            f"HTTP/1.1 keep-alive {'GET' if 'get' in sc else 'POST'} 1 KiB: CPU per request ≤ 0.75 × HAProxy's",
+            None if r is None else r <= 0.75,
+            f"torii/HAProxy = {r:.2f}" if r else "no numbers",
+        )
     native = med(results, "phase_grpc", "torii", "cpu_us")
     for sc, bound in [
         ("phase_grpc_web_h2", 1.3), ("phase_grpc_web_h1", 1.3), ("phase_json_h2", 2.0), ("phase_json_h1", 2.0),
@@ -1156,6 +1256,32 @@ def markdown(report):
                     on, off = med(results, scenario, c, metric), med(results, scenario, c[:-4], metric)
                     costs.append(f"{on - off:+.2f}" if on is not None and off is not None else "—")
                 lines.append(f"| {label.split(':')[0]}: log cost (µs) | " + " | ".join(costs) + " |")
+    h1 = [sc for sc in H1_SCENARIOS if sc in results]
+    if h1:
+        cols1 = ["torii"] + [p for p in H1_PEERS if p not in missing]
+        lines += [
+            "",
+            "HTTP/1.1 keep-alive REST (TLS 1.3 with ALPN http/1.1 in, HTTP/1.1 keep-alive to an HTTP/1.1 backend; "
+            "h2load --h1 -c16 -m1; 1 KiB answers, POST sends 1 KiB); peer cells end with torii/peer:",
+            "",
+            "| metric | " + " | ".join(cols1) + " |",
+            "|---|" + "---|" * len(cols1),
+        ]
+        for sc in h1:
+            for metric, label in (("rps", "requests/s"), ("cpu_us", "proxy CPU per request (µs)")):
+                tv = med(results, sc, "torii", metric)
+                cells = []
+                for c in cols1:
+                    s_ = results[sc].get(c, {}).get(metric)
+                    if s_ is None:
+                        cells.append("—")
+                        continue
+                    cell = f"{fmt(s_['median'])} ({fmt(s_['min'])}–{fmt(s_['max'])})"
+                    if c != "torii" and tv is not None and s_["median"]:
+                        cell += f" · ×{tv / s_['median']:.2f}"
+                    cells.append(cell)
+                what = "GET" if "get" in sc else "POST"
+                lines.append(f"| {what} 1 KiB: {label} | " + " | ".join(cells) + " |")
     phases = [sc for sc in PHASES if sc in results]
     if phases:
         native = med(results, "phase_grpc", "torii", "cpu_us")
@@ -1201,6 +1327,7 @@ def main():
     ap.add_argument("--out", type=Path, help="where the JSON and markdown go")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work")
     ap.add_argument("--pgid-file", type=Path)
+    ap.add_argument("--no-h1", action="store_true", help="skip the HTTP/1.1 keep-alive REST scenarios")
     ap.add_argument("--no-phases", action="store_true",
                     help="skip the torii-only phase scenarios (gRPC-Web, JSON transcoding)")
     a = ap.parse_args()
@@ -1261,6 +1388,16 @@ def main():
         sys.exit(f"bench: the backend did not start: {line!r}")
     b.backend_port = int(mm.group(1))
 
+    h1_names = [] if a.no_h1 else [n for n in ["torii"] + H1_PEERS if n in names]
+    if h1_names:
+        b.h1_backend = start([b.tool, "http-backend", "--size", "1024"], name="h1-backend", workdir=a.work,
+                             stdout=subprocess.PIPE)
+        mm = re.search(r"address=127\.0\.0\.1:(\d+)", _readline(b.h1_backend.stdout, timeout=15) or "")
+        if not mm:
+            sys.exit("bench: the HTTP/1.1 backend did not start")
+        b.h1_backend_port = int(mm.group(1))
+        b.h1_body = a.work / "post-1024.bin"
+        b.h1_body.write_bytes(b"x" * 1024)
     targets = {n: make_target(n, b) for n in names}
     versions = {n: t.version() for n, t in targets.items() if n != "direct" and not n.endswith("-log")}
     versions["h2load"] = run_tool(["h2load", "--version"], 10, "h2load").strip()
@@ -1303,10 +1440,14 @@ def main():
         finally:
             for n in live:
                 targets[n].stop()
+        if h1_names:
+            b.h1_round(rnd, h1_names)
         if not a.no_phases:
             b.phases(rnd)
     elapsed = time.monotonic() - started
     stop(b.backend)
+    if h1_names:
+        stop(b.h1_backend)
 
     results = {
         sc: {t: {m: summary(v) for m, v in metrics.items()} for t, metrics in by_t.items()}
@@ -1335,6 +1476,7 @@ def main():
                 "handshakes": "torii-bench handshakes: 8 loops of connect, TLS 1.3 full handshake (no resumption, X25519), close_notify, wait for close",
                 "memory": "VmRSS summed over the proxy's processes, idle after one call, then with N TLS+h2 connections (preface and SETTINGS exchanged) held",
                 "logs": "NAME-log: NAME with its access log on, to a file (unary scenarios only); NAME: logs off",
+                "h1": "HTTP/1.1 keep-alive REST: torii, HAProxy and nginx started afresh after each round with TLS 1.3 (ALPN http/1.1) in and HTTP/1.1 keep-alive to torii-bench http-backend (1 KiB answers); h2load --h1 -t1 -c16 -m1, GET and POST of 1 KiB",
                 "phases": "torii only, a second torii (one listener, gRPC-Web on, JSON transcoding of Echo/Unary from bench/proto/echo_http.proto, logs off) started after each round; h2load over TLS: h2 -c4 -m16, HTTP/1.1 --h1 -c16 -m1; CPU as above",
             },
         },
@@ -1363,6 +1505,7 @@ def main():
                 holes.append(f"{sc} on {n}")
     if not a.no_phases:
         holes += [f"{sc} on torii" for sc in PHASES if not b.samples.get(sc, {}).get("torii")]
+    holes += [f"{sc} on {n}" for sc in H1_SCENARIOS for n in h1_names if not b.samples.get(sc, {}).get(n)]
     if missing:
         log("NOTE: not measured (not installed): " + ", ".join(missing))
     if holes:

@@ -96,6 +96,57 @@ pub fn run(address: SocketAddr, workers: Option<usize>) -> Result<(), Error> {
     })
 }
 
+/// The REST scenario's upstream: HTTP/1.1 keep-alive, every request's body
+/// read whole, every answer `size` bytes with a content-length.
+pub fn run_http1(address: SocketAddr, size: usize, workers: Option<usize>) -> Result<(), Error> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        rt.worker_threads(n.max(1));
+    }
+    let answer = Bytes::from(vec![b'x'; size]);
+    rt.enable_all().build()?.block_on(async move {
+        let listener = TcpListener::bind(address).await?;
+        println!("backend listening address={}", listener.local_addr()?);
+        let accept = async {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let answer = answer.clone();
+                            async move {
+                                // Read the request body whole, as a REST service would.
+                                let _ = req.into_body().collect().await;
+                                let mut resp = hyper::Response::new(Full::new(answer));
+                                resp.headers_mut().insert(
+                                    hyper::header::CONTENT_TYPE,
+                                    hyper::header::HeaderValue::from_static("text/plain"),
+                                );
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = stop_signal() => {}
+        }
+        Ok(())
+    })
+}
+
 async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {

@@ -9,6 +9,8 @@
 //! - `setup`: the ECDSA P-256 certificate every proxy serves, and the
 //!   pre-encoded gRPC request bodies h2load posts;
 //! - `backend`: a minimal tonic echo service (Unary, Bidi) on h2c;
+//! - `http-backend`: a minimal HTTP/1.1 server (GET and POST, 1 KiB
+//!   answers, keep-alive) for the REST scenario;
 //! - `probe`: one unary call through a target, checked end to end;
 //! - `bidi`: N ping-pong bidi streams for a while: messages/s;
 //! - `handshakes`: TLS 1.3 full handshakes for a while: handshakes/s;
@@ -71,6 +73,18 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Serve HTTP/1.1 with keep-alive: every request's body is read and
+    /// answered with `size` bytes (200, text/plain); prints `backend
+    /// listening address=IP:PORT`; runs until SIGTERM/SIGINT.
+    HttpBackend {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        address: SocketAddr,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// One unary call through the target: HTTP 200, grpc-status 0 and the
     /// payload echoed back, else exit 1.
     Probe {
@@ -127,6 +141,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup { dir, sizes } => setup::run(&dir, &sizes),
         Command::Backend { address, workers } => backend::run(address, workers),
+        Command::HttpBackend {
+            address,
+            size,
+            workers,
+        } => backend::run_http1(address, size, workers),
         Command::Probe { target, payload } => {
             clients::single_thread(clients::probe(target, payload))
         }
