@@ -840,7 +840,7 @@ class Bench:
                 self.json_body.write_text(json.dumps({"payload": base64.b64encode(b"x" * 100).decode()}))
             body, headers = str(self.json_body), ["content-type: application/json"]
         path = "/v1/echo" if kind == "json" else UNARY_PATH
-        conc = ["-c4", "-m16"] if wire == "h2" else ["--h1", "-c16", "-m1"]
+        conc = {"h2": ["-c4", "-m16"], "h2-m1": ["-c16", "-m1"], "h1": ["--h1", "-c16", "-m1"]}[wire]
         cmd = ["h2load", "-t1", *conc, *limit, "-d", body]
         for h in headers:
             cmd += ["-H", h]
@@ -863,6 +863,34 @@ class Bench:
                 self.phase(t, sc)
         finally:
             t.stop()
+
+    def streams(self, t):
+        """RSS with C connections × S open bidi streams held (each has
+        echoed one 100 B message, so it is open through the proxy to the
+        backend): (RSS held − idle RSS) ÷ streams."""
+        a = self.args
+        scenario = "streams"
+        conns, per = a.stream_connections, a.streams_per_connection
+        time.sleep(0.3)
+        pids = t.pids()
+        idle = rss_bytes(pids)
+        cmd = [self.tool, "streams", "--address", t.address, "--tls", "--connections", str(conns),
+               "--streams", str(per), "--hold", "120"]
+        try:
+            p, r = _held(cmd, f"streams-{t.name}", self.work, timeout=90)
+        except (RuntimeError, ValueError) as e:
+            return self.fail(scenario, t.name, e)
+        try:
+            if r["opened"] < conns * per:
+                return self.fail(scenario, t.name,
+                                 f"{r['opened']} of {conns * per} streams opened ({r.get('first_error')})")
+            time.sleep(0.5)
+            held = rss_bytes(pids)
+        finally:
+            _release(p)
+        m = {"per_stream_kb": (held - idle) / (conns * per) / 1e3, "held_rss_mb": held / 1e6}
+        self.record(scenario, t.name, **m)
+        log(f"{scenario:12} {t.name:8} {m['per_stream_kb']:.2f} KB per open stream ({m['held_rss_mb']:.0f} MB held)")
 
     def handshakes(self, t):
         a = self.args
@@ -919,6 +947,32 @@ class Bench:
         m = {"idle_rss_mb": idle / 1e6, "per_conn_kb": (held - idle) / n / 1e3}
         self.record(scenario, t.name, **m)
         log(f"{scenario:12} {t.name:8} idle {m['idle_rss_mb']:.1f} MB, {m['per_conn_kb']:.1f} KB per idle connection")
+
+
+def _held(cmd, name, work, timeout):
+    """Starts a holding client (idle, streams), reads its JSON line;
+    returns (process, result). The caller closes its stdin to end it."""
+    p = start(cmd, name=name, workdir=work, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        line = _readline(p.stdout, timeout=timeout)
+        if not line:
+            raise RuntimeError(f"the client ended early: see {work / (name + '.err')}")
+        return p, json.loads(line)
+    except (RuntimeError, ValueError):
+        _release(p)
+        raise
+
+
+def _release(p):
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+    try:
+        p.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    stop(p)
 
 
 def probe_h1(address):
@@ -982,10 +1036,11 @@ ROWS = [
     ("handshakes", "cpu_us", "TLS: proxy CPU per handshake", "µs", False),
     ("memory", "idle_rss_mb", "RSS idle", "MB", False),
     ("memory", "per_conn_kb", "RSS per idle TLS+h2 connection", "KB", False),
+    ("streams", "per_stream_kb", "RSS per open bidi stream", "KB", False),
     ("unary_100", "backend_cpu_us", "(backend CPU per unary 100 B request)", "µs", False),
 ]
 
-SCENARIOS = ["memory", "unary_100", "latency", "unary_1024", "unary_65536", "bidi", "handshakes"]
+SCENARIOS = ["memory", "unary_100", "latency", "unary_1024", "unary_65536", "bidi", "handshakes", "streams"]
 # HTTP/1.1 keep-alive REST through torii, HAProxy and nginx.
 H1_SCENARIOS = ["h1_get_1024", "h1_post_1024"]
 H1_PEERS = ["haproxy", "nginx"]
@@ -993,6 +1048,7 @@ H1_PEERS = ["haproxy", "nginx"]
 # transcoding: scenario -> (what the client speaks, wire).
 PHASES = {
     "phase_grpc": ("grpc", "h2"),
+    "phase_grpc_m1": ("grpc", "h2-m1"),
     "phase_grpc_web_h2": ("grpc-web", "h2"),
     "phase_grpc_web_h1": ("grpc-web", "h1"),
     "phase_json_h2": ("json", "h2"),
@@ -1000,12 +1056,13 @@ PHASES = {
 }
 PHASE_LABELS = {
     "phase_grpc": "native gRPC, TLS h2",
+    "phase_grpc_m1": "native gRPC, TLS h2, one request at a time per connection",
     "phase_grpc_web_h2": "gRPC-Web (binary), TLS h2",
     "phase_grpc_web_h1": "gRPC-Web (binary), TLS HTTP/1.1",
     "phase_json_h2": "JSON-transcoded unary, TLS h2",
     "phase_json_h1": "JSON-transcoded unary, TLS HTTP/1.1",
 }
-TLS_ONLY = {"memory", "handshakes"}
+TLS_ONLY = {"memory", "handshakes", "streams"}
 # What the logs-on targets run: every request logged is what costs.
 LOGGED_SCENARIOS = {"unary_100", "unary_1024", "unary_65536"}
 
@@ -1063,6 +1120,14 @@ def evaluate_targets(results, peers_present, samples=None):
         verdict = "n/a" if ok is None else ("met" if ok else "NOT met")
         out.append({"target": name, "verdict": verdict, "detail": detail})
 
+    per = {t: v["per_stream_kb"]["median"] for t, v in results.get("streams", {}).items() if "per_stream_kb" in v}
+    if "torii" in per:
+        others = {t: v for t, v in per.items() if t != "torii"}
+        line(
+            "RSS per open bidi stream: torii lowest",
+            None if not others else all(per["torii"] < v for v in others.values()),
+            ", ".join(f"{t} {v:.2f} KB" for t, v in sorted(per.items(), key=lambda kv: kv[1])),
+        )
     for sc in H1_SCENARIOS:
         if sc not in results:
             continue
@@ -1072,15 +1137,18 @@ def evaluate_targets(results, peers_present, samples=None):
             None if r is None else r <= 0.75,
             f"torii/HAProxy = {r:.2f}" if r else "no numbers",
         )
-    native = med(results, "phase_grpc", "torii", "cpu_us")
-    for sc, bound in [
-        ("phase_grpc_web_h2", 1.3), ("phase_grpc_web_h1", 1.3), ("phase_json_h2", 2.0), ("phase_json_h1", 2.0),
+    # Each against native gRPC sent the same way: h2 with 16 requests in
+    # flight per connection, or (for HTTP/1.1, one request at a time per
+    # connection) h2 with one at a time per connection.
+    for sc, bound, base in [
+        ("phase_grpc_web_h2", 1.3, "phase_grpc"), ("phase_grpc_web_h1", 1.3, "phase_grpc_m1"),
+        ("phase_json_h2", 2.0, "phase_grpc"), ("phase_json_h1", 2.0, "phase_grpc_m1"),
     ]:
         if sc not in results:
             continue
-        r = ratio(med(results, sc, "torii", "cpu_us"), native)
+        r = ratio(med(results, sc, "torii", "cpu_us"), med(results, base, "torii", "cpu_us"))
         line(
-            f"{PHASE_LABELS[sc]}: CPU per request ≤ {bound} × native gRPC's",
+            f"{PHASE_LABELS[sc]}: CPU per request ≤ {bound} × native gRPC's ({PHASE_LABELS[base]})",
             None if r is None else r <= bound,
             f"{r:.2f} × native" if r else "no numbers",
         )
@@ -1284,11 +1352,11 @@ def markdown(report):
                 lines.append(f"| {what} 1 KiB: {label} | " + " | ".join(cells) + " |")
     phases = [sc for sc in PHASES if sc in results]
     if phases:
-        native = med(results, "phase_grpc", "torii", "cpu_us")
         lines += [
             "",
             "Phases (torii only, one listener with gRPC-Web and JSON transcoding, logs off; 100 B payload; "
-            "h2: h2load -c4 -m16, HTTP/1.1: h2load --h1 -c16 -m1 keep-alive):",
+            "h2: h2load -c4 -m16; HTTP/1.1 and \"one at a time\": -c16 -m1 keep-alive, compared with native "
+            "gRPC sent the same way):",
             "",
             "| request | requests/s | proxy CPU per request (µs) | × native gRPC |",
             "|---|---|---|---|",
@@ -1296,7 +1364,8 @@ def markdown(report):
         for sc in phases:
             rps, cpu = results[sc]["torii"].get("rps"), results[sc]["torii"].get("cpu_us")
             cell = lambda s_: f"{fmt(s_['median'])} ({fmt(s_['min'])}–{fmt(s_['max'])})" if s_ else "—"
-            times = f"×{cpu['median'] / native:.2f}" if cpu and native else "—"
+            base = med(results, "phase_grpc_m1" if PHASES[sc][1] != "h2" else "phase_grpc", "torii", "cpu_us")
+            times = f"×{cpu['median'] / base:.2f}" if cpu and base else "—"
             lines.append(f"| {PHASE_LABELS[sc]} | {cell(rps)} | {cell(cpu)} | {times} |")
     lines += ["", "| target | verdict | detail |", "|---|---|---|"]
     for t in report["targets"]:
@@ -1327,6 +1396,8 @@ def main():
     ap.add_argument("--out", type=Path, help="where the JSON and markdown go")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work")
     ap.add_argument("--pgid-file", type=Path)
+    ap.add_argument("--stream-connections", type=int, help="streams scenario: connections (default 100)")
+    ap.add_argument("--streams-per-connection", type=int, help="streams scenario: streams on each (default 100)")
     ap.add_argument("--no-h1", action="store_true", help="skip the HTTP/1.1 keep-alive REST scenarios")
     ap.add_argument("--no-phases", action="store_true",
                     help="skip the torii-only phase scenarios (gRPC-Web, JSON transcoding)")
@@ -1337,6 +1408,8 @@ def main():
     a.warmup = a.warmup or (0.3 if q else 1.0)
     a.latency_seconds = a.latency_seconds or (1.0 if q else 5.0)
     a.idle_connections = a.idle_connections or (200 if q else 2000)
+    a.stream_connections = a.stream_connections or (10 if q else 100)
+    a.streams_per_connection = a.streams_per_connection or 100
     a.out = a.out or (a.work / "quick" if q else ROOT / "bench" / "results")
 
     global _pgid_file
@@ -1437,6 +1510,16 @@ def main():
                 b.bidi(targets[n])
             for n in tls_full:
                 b.handshakes(targets[n])
+            # Open streams in a fresh process: one whose allocator holds the
+            # memory the load scenarios freed would grow by nothing.
+            for n in tls_full:
+                targets[n].stop()
+                try:
+                    targets[n].start()
+                except RuntimeError as e:
+                    b.fail("streams", n, e)
+                    continue
+                b.streams(targets[n])
         finally:
             for n in live:
                 targets[n].stop()
@@ -1474,6 +1557,7 @@ def main():
                 "latency": "h2load --rps (per client) × 4 clients at half of torii's 100 B requests/s of the same round, per-request log; nearest-rank percentiles of the 2xx durations",
                 "bidi": "torii-bench bidi: 4 connections × 16 streams, 100 B ping-pong; messages = echoes received",
                 "handshakes": "torii-bench handshakes: 8 loops of connect, TLS 1.3 full handshake (no resumption, X25519), close_notify, wait for close",
+                "streams": "torii-bench streams: C TLS+h2 connections × S bidi streams, each echoing one 100 B message then held open; (VmRSS held − VmRSS idle) ÷ streams",
                 "memory": "VmRSS summed over the proxy's processes, idle after one call, then with N TLS+h2 connections (preface and SETTINGS exchanged) held",
                 "logs": "NAME-log: NAME with its access log on, to a file (unary scenarios only); NAME: logs off",
                 "h1": "HTTP/1.1 keep-alive REST: torii, HAProxy and nginx started afresh after each round with TLS 1.3 (ALPN http/1.1) in and HTTP/1.1 keep-alive to torii-bench http-backend (1 KiB answers); h2load --h1 -t1 -c16 -m1, GET and POST of 1 KiB",

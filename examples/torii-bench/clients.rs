@@ -1,4 +1,4 @@
-//! The load clients: probe, bidi, handshakes, idle. Each runs on a
+//! The load clients: probe, bidi, handshakes, idle, streams. Each runs on a
 //! current-thread runtime and bounds every loop in time.
 
 use std::future::Future;
@@ -468,4 +468,80 @@ async fn open_idle(
             return Err("the server closed before sending SETTINGS".into());
         }
     }
+}
+
+// -------------------------------------------------------------- streams
+
+/// Opens `connections` TLS + HTTP/2 connections and `streams` bidi streams
+/// on each; every stream sends one message and waits for its echo (so it is
+/// open end to end, through the proxy to the backend), then stays open.
+/// Prints a JSON line, then holds everything until stdin closes (or `hold`
+/// seconds pass).
+pub async fn streams(
+    target: Target,
+    connections: usize,
+    streams: usize,
+    hold: f64,
+) -> Result<(), Error> {
+    let connector = target.tls.then(tls::connector).transpose()?;
+    let frame = Bytes::from(grpc_frame(100));
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(timed("connecting", h2_connect(&target, connector.as_ref())).await?);
+    }
+    let mut opening = tokio::task::JoinSet::new();
+    for send in &conns {
+        for _ in 0..streams {
+            let (send, req, frame) = (send.clone(), grpc_request(&target, "Bidi")?, frame.clone());
+            opening.spawn(timed("opening a held stream", async move {
+                let mut send = send.ready().await?;
+                let (resp, mut tx) = send.send_request(req, false)?;
+                tx.send_data(frame, false)?;
+                let resp = resp.await?;
+                if resp.status() != 200 {
+                    return Err(format!("HTTP status {}", resp.status()).into());
+                }
+                check_grpc_status(resp.headers(), "headers")?;
+                let mut messages = Messages::new(resp.into_body());
+                messages.next().await?.ok_or("the stream ended before its echo")?;
+                Ok((tx, messages))
+            }));
+        }
+    }
+    let mut held = Vec::with_capacity(connections * streams);
+    let mut first_error = None;
+    let mut errors = 0usize;
+    while let Some(joined) = opening.join_next().await {
+        match joined {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(e)) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    print_json(serde_json::json!({
+        "opened": held.len(),
+        "errors": errors,
+        "first_error": first_error,
+        "seconds": started.elapsed().as_secs_f64(),
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs_f64(hold), async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    drop(held);
+    drop(conns);
+    Ok(())
 }

@@ -14,7 +14,8 @@
 //! - `probe`: one unary call through a target, checked end to end;
 //! - `bidi`: N ping-pong bidi streams for a while: messages/s;
 //! - `handshakes`: TLS 1.3 full handshakes for a while: handshakes/s;
-//! - `idle`: open and hold N idle TLS + HTTP/2 connections.
+//! - `idle`: open and hold N idle TLS + HTTP/2 connections;
+//! - `streams`: open and hold C connections × S open bidi streams.
 //!
 //! Clients run on one thread (as h2load -t1 does), leaving the other core
 //! to the proxy and the backend. Every loop is bounded in time.
@@ -134,6 +135,19 @@ enum Command {
         #[arg(long, default_value_t = 60.0)]
         hold: f64,
     },
+    /// Open `connections` connections with `streams` bidi streams each
+    /// (every stream echoes one 100 B message, then stays open), print a
+    /// JSON line, then hold them until stdin closes (or `hold` seconds).
+    Streams {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        #[arg(long, default_value_t = 120.0)]
+        hold: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -177,6 +191,12 @@ fn main() -> ExitCode {
             parallel,
             hold,
         } => clients::single_thread(clients::idle(target, connections, parallel, hold)),
+        Command::Streams {
+            target,
+            connections,
+            streams,
+            hold,
+        } => clients::single_thread(clients::streams(target, connections, streams, hold)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
