@@ -1398,9 +1398,9 @@ def main():
     ap.add_argument("--pgid-file", type=Path)
     ap.add_argument("--stream-connections", type=int, help="streams scenario: connections (default 100)")
     ap.add_argument("--streams-per-connection", type=int, help="streams scenario: streams on each (default 100)")
-    ap.add_argument("--no-h1", action="store_true", help="skip the HTTP/1.1 keep-alive REST scenarios")
-    ap.add_argument("--no-phases", action="store_true",
-                    help="skip the torii-only phase scenarios (gRPC-Web, JSON transcoding)")
+    ap.add_argument("--only", default="main,h1,phases",
+                    help="which groups run: main (the peers' gRPC scenarios), h1 (HTTP/1.1 REST), "
+                         "phases (torii only: gRPC-Web, JSON transcoding)")
     a = ap.parse_args()
     q = a.quick
     a.rounds = a.rounds or (1 if q else 5)
@@ -1461,7 +1461,10 @@ def main():
         sys.exit(f"bench: the backend did not start: {line!r}")
     b.backend_port = int(mm.group(1))
 
-    h1_names = [] if a.no_h1 else [n for n in ["torii"] + H1_PEERS if n in names]
+    a.only = {g.strip() for g in a.only.split(",") if g.strip()}
+    if a.only - {"main", "h1", "phases"}:
+        sys.exit(f"bench: unknown --only groups: {', '.join(sorted(a.only - {'main', 'h1', 'phases'}))}")
+    h1_names = [n for n in ["torii"] + H1_PEERS if n in names] if "h1" in a.only else []
     if h1_names:
         b.h1_backend = start([b.tool, "http-backend", "--size", "1024"], name="h1-backend", workdir=a.work,
                              stdout=subprocess.PIPE)
@@ -1483,7 +1486,7 @@ def main():
         log(f"round {rnd + 1}/{a.rounds}: {' '.join(order)}")
         live = []
         try:
-            for n in order:
+            for n in order if "main" in a.only else []:
                 try:
                     targets[n].start()
                     live.append(n)
@@ -1500,7 +1503,8 @@ def main():
             for n in live:
                 b.unary(targets[n], 100)
             # Latency right after the 100 B saturation runs it is pegged to.
-            b.set_latency_rate()
+            if live:
+                b.set_latency_rate()
             for n in full:
                 b.latency(targets[n])
             for size in SIZES[1:]:
@@ -1525,7 +1529,7 @@ def main():
                 targets[n].stop()
         if h1_names:
             b.h1_round(rnd, h1_names)
-        if not a.no_phases:
+        if "phases" in a.only:
             b.phases(rnd)
     elapsed = time.monotonic() - started
     stop(b.backend)
@@ -1580,14 +1584,14 @@ def main():
 
     # Every scenario must have produced numbers for every target it applies to.
     holes = []
-    for sc in SCENARIOS:
+    for sc in SCENARIOS if "main" in a.only else []:
         for n in names:
             if not applies(sc, n):
                 continue
             got = b.samples.get(sc, {}).get(n)
             if not got or any(not isinstance(v, (int, float)) for vals in got.values() for v in vals):
                 holes.append(f"{sc} on {n}")
-    if not a.no_phases:
+    if "phases" in a.only:
         holes += [f"{sc} on torii" for sc in PHASES if not b.samples.get(sc, {}).get("torii")]
     holes += [f"{sc} on {n}" for sc in H1_SCENARIOS for n in h1_names if not b.samples.get(sc, {}).get(n)]
     if missing:
