@@ -153,10 +153,13 @@ def cpu_per_request(a, work, counts):
             order = counts if rnd % 2 == 0 else list(reversed(counts))
             for n in order:
                 t = bench.Torii(f"torii-{n}", ctx)
-                t.port = bench.free_port()
                 path = work / f"routes-{n}-tls.yaml"
-                path.write_text(config(n, t.port, info))
-                t.config = lambda path=path: path
+
+                def write(t=t, n=n, path=path):
+                    # start() picks the port, then asks for the config.
+                    path.write_text(config(n, t.port, info))
+                    return path
+                t.config = write
                 t.start()
                 try:
                     def load(seconds):

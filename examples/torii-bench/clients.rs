@@ -504,7 +504,10 @@ pub async fn streams(
                 }
                 check_grpc_status(resp.headers(), "headers")?;
                 let mut messages = Messages::new(resp.into_body());
-                messages.next().await?.ok_or("the stream ended before its echo")?;
+                messages
+                    .next()
+                    .await?
+                    .ok_or("the stream ended before its echo")?;
                 Ok((tx, messages))
             }));
         }

@@ -161,7 +161,7 @@ fn listener(
             )
         })
         .collect();
-    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut seen: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
     for (i, r) in routes.iter().enumerate() {
         let Some(r) = r else { continue };
         if let Some(first) = seen.insert(&r.name, i) {

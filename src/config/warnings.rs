@@ -253,7 +253,7 @@ fn covers(a: &RouteMatch, b: &RouteMatch) -> bool {
 /// each key, and a route looks up every key that would cover it.
 #[derive(Default)]
 struct Shadows<'a> {
-    first: std::collections::HashMap<Key<'a>, usize>,
+    first: std::collections::HashMap<Key<'a>, usize, foldhash::fast::RandomState>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,11 +25,15 @@ pub struct Index {
     keyed: Option<Keyed>,
 }
 
+/// The keys in the maps come from the config file, not from clients (who
+/// only look up), and the hash is seeded per process: a fast one will do.
+type Map = HashMap<Box<str>, Vec<u32>, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Keyed {
-    by_service: HashMap<Box<str>, Vec<u32>>,
-    by_path: HashMap<Box<str>, Vec<u32>>,
-    by_host: HashMap<Box<str>, Vec<u32>>,
+    by_service: Map,
+    by_path: Map,
+    by_host: Map,
     /// Routes without an exact condition: tested for every request.
     rest: Vec<u32>,
 }
