@@ -164,6 +164,21 @@ impl Backend {
                 );
                 send(vec![hb], 0, "");
             }
+            "DownloadChunks" => {
+                let path = get("path").as_str().unwrap().to_string();
+                let chunks = (0..3)
+                    .map(|i| {
+                        let mut hb = self.msg("google.api.HttpBody");
+                        hb.set_field_by_name("content_type", Value::String("text/csv".into()));
+                        hb.set_field_by_name(
+                            "data",
+                            Value::Bytes(Bytes::from(format!("{path},{i}\n"))),
+                        );
+                        hb
+                    })
+                    .collect();
+                send(chunks, 0, "");
+            }
             "Upload" => {
                 let content = get("content");
                 let content = content.as_message().unwrap();
@@ -474,6 +489,11 @@ async fn print_options_response_body_and_http_body() {
     assert_eq!(s, 200);
     assert_eq!(h["content-type"], "text/plain");
     assert_eq!(body, "file a/b c/d.txt");
+    // A stream of them: the first one's content type, the data back to back.
+    let (s, h, body) = text(call(a, "GET", "/v1/chunks/x.csv", &[], "").await).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["content-type"], "text/csv");
+    assert_eq!(body, "x.csv,0\nx.csv,1\nx.csv,2\n");
     // …and in, as the body field.
     let resp = call(
         a,

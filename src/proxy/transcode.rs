@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
@@ -200,6 +201,56 @@ where
     Ok((out.freeze(), trailers))
 }
 
+/// A stream of google.api.HttpBody messages answers with the first
+/// message's `content_type` (`application/octet-stream` if it has none):
+/// the body is read up to that message (or its end), and what was read is
+/// replayed in front of the rest.
+async fn first_http_body(
+    mut body: Body,
+    transcoder: &Transcoder,
+    binding: usize,
+) -> (Body, HeaderValue) {
+    let b = &transcoder.bindings[binding];
+    let mut seen: Vec<Result<http_body::Frame<Bytes>, crate::error::BoxError>> = Vec::new();
+    let mut buf = BytesMut::new();
+    let mut ct = None;
+    loop {
+        if buf.len() >= 5 && buf[0] & 1 == 0 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() >= 5 + len {
+                if let Ok(Piece::Raw { content_type, .. }) =
+                    message(b, &buf[5..5 + len], transcoder.print)
+                {
+                    ct = HeaderValue::from_str(&content_type)
+                        .ok()
+                        .filter(|v| !v.is_empty());
+                }
+                break;
+            }
+        }
+        match body.frame().await {
+            Some(Ok(f)) => {
+                let end = f.is_trailers();
+                if let Some(d) = f.data_ref() {
+                    buf.extend_from_slice(d);
+                }
+                seen.push(Ok(f));
+                if end {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                seen.push(Err(e));
+                break;
+            }
+            None => break,
+        }
+    }
+    let replay = futures_util::stream::iter(seen).chain(http_body_util::BodyStream::new(body));
+    let ct = ct.unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    (http_body_util::StreamBody::new(replay).boxed_unsync(), ct)
+}
+
 impl Pipeline {
     /// A matched request, from its body to the client's JSON answer, with
     /// the CORS headers the request's origin gets.
@@ -328,17 +379,16 @@ impl Pipeline {
             return error_json(&err);
         }
         if b.server_streaming() {
+            let (body, ct) = if crate::transcode::is_http_body(&b.method.output()) {
+                first_http_body(body, &transcoder, binding).await
+            } else {
+                (body, HeaderValue::from_static(framing.content_type()))
+            };
             let mut resp = Response::new(
                 JsonStream::new(body, transcoder.clone(), binding, framing).boxed_unsync(),
             );
             response_metadata(&head.headers, resp.headers_mut());
-            let ct = if crate::transcode::is_http_body(&b.method.output()) {
-                "application/octet-stream"
-            } else {
-                framing.content_type()
-            };
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
             return resp;
         }
         self.unary_answer(&transcoder, binding, head.headers, body)
