@@ -53,8 +53,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin-dir", type=Path, required=True)
     ap.add_argument("--tool", choices=["callgrind", "perf", "massif", "strace", "cpu", "rss"], default="callgrind")
-    ap.add_argument("--load", choices=["unary", "bidi", "idle", *bench.PHASES], default="unary",
-                    help="phase_*: bench.py's phase scenarios (100 B), on its torii-phases config")
+    ap.add_argument("--load", choices=["unary", "bidi", "idle", *bench.PHASES, *bench.H1_SCENARIOS], default="unary",
+                    help="phase_*: bench.py's phase scenarios (100 B), on its torii-phases config; "
+                         "h1_*: its HTTP/1.1 keep-alive REST scenarios (torii in its HTTP/1.1 setup)")
     ap.add_argument("--phases-config", action="store_true",
                     help="run torii with bench.py's torii-phases config (gRPC-Web, JSON transcoding) for any load")
     ap.add_argument("--connections", type=int, default=500, help="idle: connections held")
@@ -91,10 +92,20 @@ def main():
     if not m:
         sys.exit("profile: the backend did not start")
     b.backend_port = int(m.group(1))
+    h1 = a.load in bench.H1_SCENARIOS
+    if h1:
+        b.h1_backend = bench.start([b.tool, "http-backend", "--size", "1024"], name="h1-backend", workdir=a.work,
+                                   stdout=subprocess.PIPE)
+        m = re.search(r"address=127\.0\.0\.1:(\d+)", bench._readline(b.h1_backend.stdout, timeout=60) or "")
+        if not m:
+            sys.exit("profile: the HTTP/1.1 backend did not start")
+        b.h1_backend_port = int(m.group(1))
+        b.h1_body = a.work / "post-1024.bin"
+        b.h1_body.write_bytes(b"x" * 1024)
 
     phases = a.load in bench.PHASES or a.phases_config
     kind = bench.ToriiPhases if phases else bench.Torii
-    t = kind("torii-log", b, logs=True) if a.access_log else kind("torii", b)
+    t = kind("torii-log", b, logs=True, h1=h1) if a.access_log else kind("torii", b, h1=h1)
     t.port = bench.free_port()
     conf = t.config()
     argv, _ = t.command(conf)
@@ -120,6 +131,14 @@ def main():
             cmd = [b.tool, "idle", "--address", t.address, "--tls", "--connections", str(a.connections),
                    "--parallel", "8", "--hold", "5"]
             return bench.last_json(bench.run_tool(cmd, 600, "idle"), "idle")["opened"]
+        if h1:
+            limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
+            cmd = ["h2load", "--h1", "-t1", "-c16", "-m1", *limit]
+            if a.load == "h1_post_1024":
+                cmd += ["-d", str(b.h1_body), "-H", "content-type: application/octet-stream"]
+            o = bench.run_tool(cmd + [f"https://{target.address}/item"], 600, "h2load")
+            r = re.search(r"(\d+) succeeded", o)
+            return int(r.group(1)) if r else 0
         if a.load in bench.PHASES:
             limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
             o = bench.run_tool(b.phase_cmd(target, a.load, limit), 600, "h2load")
