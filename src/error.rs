@@ -35,13 +35,16 @@ pub enum ErrorCode {
     TranscodingFailed,
     /// A malformed gRPC-Web request: bad base64, a bad frame, not a POST.
     GrpcWebInvalid,
+    /// The route's rate limit (its token bucket, for the route, the
+    /// client IP or the caller) is used up for now.
+    RateLimited,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -59,6 +62,7 @@ impl ErrorCode {
         ErrorCode::PlaintextOnTlsPort,
         ErrorCode::TranscodingFailed,
         ErrorCode::GrpcWebInvalid,
+        ErrorCode::RateLimited,
         ErrorCode::Internal,
     ];
 
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::PlaintextOnTlsPort => "plaintext_on_tls_port",
             ErrorCode::TranscodingFailed => "transcoding_failed",
             ErrorCode::GrpcWebInvalid => "grpc_web_invalid",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -96,6 +101,7 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => Code::DeadlineExceeded,
             ErrorCode::Internal => Code::Internal,
             ErrorCode::ClientCancelled => Code::Cancelled,
+            ErrorCode::RateLimited => Code::ResourceExhausted,
             // Everything upstream-side is retryable from the client's view.
             _ => Code::Unavailable,
         }
@@ -117,6 +123,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             // nginx's "client closed request".
             ErrorCode::ClientCancelled => 499,
+            ErrorCode::RateLimited => 429,
             _ => 503,
         }
     }
@@ -142,6 +149,7 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::PlaintextOnTlsPort
     | ErrorCode::TranscodingFailed
     | ErrorCode::GrpcWebInvalid
+    | ErrorCode::RateLimited
     | ErrorCode::Internal => {}
 };
 
@@ -158,6 +166,10 @@ impl fmt::Display for ErrorCode {
 pub struct ProxyError {
     pub code: ErrorCode,
     pub message: String,
+    /// When the client may try again (`rate_limited`): `retry-after`, and
+    /// `grpc-retry-pushback-ms` for gRPC. Milliseconds, rounded up; a
+    /// `u32` keeps the error as small as it was.
+    pub retry_after_ms: Option<std::num::NonZeroU32>,
 }
 
 impl ProxyError {
@@ -165,7 +177,15 @@ impl ProxyError {
         ProxyError {
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
+    }
+
+    /// The same error, telling the client to wait `wait` before retrying.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        let ms = wait.as_nanos().div_ceil(1_000_000).max(1);
+        self.retry_after_ms = std::num::NonZeroU32::new(u32::try_from(ms).unwrap_or(u32::MAX));
+        self
     }
 }
 
