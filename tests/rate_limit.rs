@@ -402,10 +402,10 @@ fn check_reports_bad_limits_with_their_place() {
     assert!(!out.status.success(), "{text}");
     let at = |line: usize, col: usize| format!("{}:{line}:{col}: ", file.display());
     for (where_, what) in [
-        (at(6, 45), "listeners[0].routes[0].rate_limit.requests_per_second is 0; it must be more than 0"),
-        (at(6, 55), "listeners[0].routes[0].rate_limit.burst is 0; it must be at least 1"),
-        (at(6, 63), "listeners[0].routes[0].rate_limit.per \"clientip\" is not one of the allowed values; write one of: route, client_ip, identity (did you mean \"client_ip\"?)"),
-        (at(8, 54), "listeners[0].routes[1].rate_limit.burst 10 is below listeners[0].routes[1].rate_limit.requests_per_second 100"),
+        (at(6, 44), "listeners[0].routes[0].rate_limit.requests_per_second is 0; it must be more than 0"),
+        (at(6, 54), "listeners[0].routes[0].rate_limit.burst is 0; it must be at least 1"),
+        (at(6, 62), "listeners[0].routes[0].rate_limit.per \"clientip\" is not one of the allowed values; write one of: route, client_ip, identity (did you mean \"client_ip\"?)"),
+        (at(8, 56), "listeners[0].routes[1].rate_limit.burst 10 is below listeners[0].routes[1].rate_limit.requests_per_second 100"),
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&where_) && l.contains(what)),
