@@ -19,17 +19,24 @@
 //! aim two keys at one bucket): two live keys share a bucket only if their
 //! hashes collide, odds of about 1 in 3·10⁹ at 100,000 live keys.
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Nanoseconds since the first call in this process: the clock every
-/// bucket of the running proxy reads (monotonic).
+/// The clock every bucket of the running proxy reads: nanoseconds since
+/// the first reading in this process (monotonic).
 pub fn now() -> u64 {
+    at(Instant::now())
+}
+
+/// [`now`] for a moment already read: the request's start, which the
+/// pipeline has anyway (a clock read costs more than a check).
+#[inline]
+pub fn at(instant: Instant) -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
     let base = *BASE.get_or_init(Instant::now);
-    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    u64::try_from(instant.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A bucket's shape: how fast it refills and how much it holds.
@@ -97,7 +104,30 @@ impl Bucket {
 /// Shards of [`KeyedBuckets`]: enough that cores rarely wait on one lock.
 const SHARDS: usize = 16;
 
-type Shard = Mutex<lru::LruCache<u64, u64>>;
+type Shard = Mutex<lru::LruCache<u64, u64, BuildHasherDefault<Spread>>>;
+
+/// The map's hasher: its keys are SipHash values already, spread evenly,
+/// so hashing them again would only cost time.
+#[derive(Default)]
+struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here (write_u64); any other input is
+        // folded in all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// Buckets per key, at most `max_keys` of them (see the module's words).
 pub struct KeyedBuckets {
@@ -114,7 +144,7 @@ impl KeyedBuckets {
             // Unbounded maps that this type bounds: a map grows as keys
             // come, rather than reserving room for `max_keys` up front.
             shards: (0..shards)
-                .map(|_| Mutex::new(lru::LruCache::unbounded()))
+                .map(|_| Mutex::new(lru::LruCache::unbounded_with_hasher(Default::default())))
                 .collect(),
             per_shard: max_keys / shards,
             hasher: std::hash::RandomState::new(),
@@ -171,7 +201,9 @@ impl KeyedBuckets {
     }
 }
 
-fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, lru::LruCache<u64, u64>> {
+fn lock(
+    shard: &Shard,
+) -> std::sync::MutexGuard<'_, lru::LruCache<u64, u64, BuildHasherDefault<Spread>>> {
     shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 

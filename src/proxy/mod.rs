@@ -359,7 +359,7 @@ impl Pipeline {
                 // [authentication and authorization go here, before rate
                 // limits: they set `outcome.identity`]
                 let identity = outcome.identity.as_deref().or_else(|| conn.identity());
-                self.rate_limit(index, identity, conn.peer.ip())?;
+                self.rate_limit(index, identity, conn.peer.ip(), outcome.start)?;
                 direct::direct_response(route, outcome)?;
                 (route, Some(index), self.cluster(route)?)
             }

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -141,16 +141,18 @@ pub(super) fn build(config: &Listener, metrics: &Metrics) -> Box<[Option<Arc<Rou
 impl Pipeline {
     /// The phase: the route's bucket for this caller, if the route has a
     /// limit. `identity` is the caller's identity once authenticated (the
-    /// mTLS client certificate's SAN until JWT and API keys exist).
+    /// mTLS client certificate's SAN until JWT and API keys exist); the
+    /// time is the request's start (read once for the metrics already).
     #[inline]
     pub(super) fn rate_limit(
         &self,
         index: usize,
         identity: Option<&str>,
         ip: IpAddr,
+        start: Instant,
     ) -> Result<(), ProxyError> {
         match self.rate_limits.get(index) {
-            Some(Some(limit)) => limit.check(identity, ip, buckets::now()),
+            Some(Some(limit)) => limit.check(identity, ip, buckets::at(start)),
             _ => Ok(()),
         }
     }
