@@ -68,3 +68,5 @@ clusters:
     _, _, metrics = curl(f"http://{torii.admin}/metrics")
     assert 'torii_rate_limited_total{listener="plain",route="echo-limited"} 2' in metrics, metrics
     assert 'torii_rate_limited_total{listener="plain",route="page"} 1' in metrics, metrics
+    _, _, config = curl(f"http://{torii.admin}/config")
+    assert '"per": "client_ip"' in config and '"requests_per_second": 0.01' in config, config
