@@ -161,7 +161,12 @@ impl Running {
         let mut prepared = Vec::new();
         for l in &config.listeners {
             let tls = tls_acceptor(l)?;
-            let runtime = self.listener_runtime(l, &clusters, &logger);
+            let old = state
+                .listeners
+                .get(&l.name)
+                .map(|b| b.listening.load_full());
+            let runtime =
+                self.listener_runtime(l, &clusters, &logger, old.as_ref().map(|o| &*o.rt));
             let socket = match state.listeners.get(&l.name) {
                 Some(b) if b.config.address == l.address => None,
                 _ => Some(bind(l).await?),
@@ -262,14 +267,20 @@ impl Running {
         l: &Listener,
         clusters: &Clusters,
         logger: &AccessLogger,
+        old: Option<&Pipeline>,
     ) -> Arc<Pipeline> {
-        Arc::new(Pipeline::new(
+        let mut p = Pipeline::new(
             l.clone(),
             clusters.clone(),
             self.metrics.clone(),
             self.shared.ready.clone(),
             logger.clone(),
-        ))
+        );
+        // Rate-limit buckets of unchanged routes outlive the reload.
+        if let Some(old) = old {
+            p.keep_rate_limits(old);
+        }
+        Arc::new(p)
     }
 
     /// Drains: readiness turns false, listeners stop accepting (new

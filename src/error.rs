@@ -38,13 +38,16 @@ pub enum ErrorCode {
     /// A gRPC-Web request carrying more than one message: client or bidi
     /// streaming, which gRPC-Web cannot carry.
     GrpcWebStreaming,
+    /// The route's rate limit (its token bucket, for the route, the
+    /// client IP or the caller) is used up for now.
+    RateLimited,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -63,6 +66,7 @@ impl ErrorCode {
         ErrorCode::TranscodingFailed,
         ErrorCode::GrpcWebInvalid,
         ErrorCode::GrpcWebStreaming,
+        ErrorCode::RateLimited,
         ErrorCode::Internal,
     ];
 
@@ -86,6 +90,7 @@ impl ErrorCode {
             ErrorCode::TranscodingFailed => "transcoding_failed",
             ErrorCode::GrpcWebInvalid => "grpc_web_invalid",
             ErrorCode::GrpcWebStreaming => "grpc_web_streaming",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -101,6 +106,7 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => Code::DeadlineExceeded,
             ErrorCode::Internal => Code::Internal,
             ErrorCode::ClientCancelled => Code::Cancelled,
+            ErrorCode::RateLimited => Code::ResourceExhausted,
             // Everything upstream-side is retryable from the client's view.
             _ => Code::Unavailable,
         }
@@ -123,6 +129,7 @@ impl ErrorCode {
             ErrorCode::GrpcWebStreaming => 501,
             // nginx's "client closed request".
             ErrorCode::ClientCancelled => 499,
+            ErrorCode::RateLimited => 429,
             _ => 503,
         }
     }
@@ -149,6 +156,7 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::TranscodingFailed
     | ErrorCode::GrpcWebInvalid
     | ErrorCode::GrpcWebStreaming
+    | ErrorCode::RateLimited
     | ErrorCode::Internal => {}
 };
 
@@ -165,6 +173,10 @@ impl fmt::Display for ErrorCode {
 pub struct ProxyError {
     pub code: ErrorCode,
     pub message: String,
+    /// When the client may try again (`rate_limited`): `retry-after`, and
+    /// `grpc-retry-pushback-ms` for gRPC. Milliseconds, rounded up; a
+    /// `u32` keeps the error as small as it was.
+    pub retry_after_ms: Option<std::num::NonZeroU32>,
 }
 
 impl ProxyError {
@@ -172,7 +184,15 @@ impl ProxyError {
         ProxyError {
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
+    }
+
+    /// The same error, telling the client to wait `wait` before retrying.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        let ms = wait.as_nanos().div_ceil(1_000_000).max(1);
+        self.retry_after_ms = std::num::NonZeroU32::new(u32::try_from(ms).unwrap_or(u32::MAX));
+        self
     }
 }
 

@@ -19,6 +19,7 @@ pub mod lint;
 pub mod listener;
 pub(crate) mod net;
 pub mod proxy;
+pub mod rate_limit;
 pub(crate) mod route;
 pub(crate) mod server;
 pub(crate) mod tcp;

@@ -128,6 +128,12 @@ fn route(r: &Route) -> Value {
         "action": action,
         "prefix_rewrite": r.prefix_rewrite,
         "timeout": r.timeout.map(dur),
+        "rate_limit": r.rate_limit.as_ref().map(|l| json!({
+            "requests_per_second": l.requests_per_second,
+            "burst": l.burst,
+            "per": l.per.as_str(),
+            "max_keys": (l.per != crate::config::RateLimitPer::Route).then_some(l.max_keys),
+        })),
     })
 }
 

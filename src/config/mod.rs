@@ -18,6 +18,7 @@ pub mod model;
 mod parse;
 mod patterns;
 mod problem;
+mod rate_limit;
 mod raw;
 mod route;
 pub mod san;
@@ -32,6 +33,7 @@ use std::path::Path;
 
 pub use model::*;
 pub use problem::{Problem, Severity};
+pub use rate_limit::{RateLimit, RateLimitPer};
 
 use context::Ctx;
 use problem::Findings;

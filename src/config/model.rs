@@ -313,6 +313,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// The route's own CORS policy, in place of the listener's.
     pub cors: Option<Arc<Cors>>,
+    /// The route's token bucket (src/config/rate_limit.rs).
+    pub rate_limit: Option<super::rate_limit::RateLimit>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -118,6 +118,17 @@ pub struct RawRoute {
     pub response_headers: Option<RawHeaderEdits>,
     pub timeout: Option<String>,
     pub cors: Option<RawCors>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// Numbers read wide and signed, as for weights: `burst: 0` or `-1` is a
+/// semantic problem with its place (src/config/rate_limit.rs).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRateLimit {
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<i64>,
+    pub per: Option<String>,
+    pub max_keys: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +284,7 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
             ".weighted_clusters[]" => fields_of::<RawWeightedCluster>(),
             ".direct_response" => fields_of::<RawDirectResponse>(),
             ".request_headers" | ".response_headers" => fields_of::<RawHeaderEdits>(),
+            ".rate_limit" => fields_of::<RawRateLimit>(),
             _ => return None,
         })
     };

@@ -57,6 +57,7 @@ pub fn route(
     let response_headers = edits(cx, &join(path, "response_headers"), raw.response_headers);
     let timeout = cx.duration(&join(path, "timeout"), &raw.timeout, None, true);
     let cors = super::cors::cors(cx, &join(path, "cors"), raw.cors);
+    let rate_limit = super::rate_limit::rate_limit(cx, &join(path, "rate_limit"), raw.rate_limit);
     Some(Route {
         name: name?,
         matcher: matcher?,
@@ -66,6 +67,7 @@ pub fn route(
         response_headers: response_headers?,
         timeout: timeout?,
         cors: cors?,
+        rate_limit: rate_limit?,
     })
 }
 

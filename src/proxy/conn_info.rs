@@ -39,6 +39,20 @@ impl ConnInfo {
     }
 }
 
+impl ConnInfo {
+    /// The caller's identity from its verified client certificate: the
+    /// first URI SAN (a SPIFFE ID), else the first DNS SAN, else the first
+    /// SAN of any kind, without its `URI:`/`DNS:` tag. None without mTLS.
+    pub fn identity(&self) -> Option<&str> {
+        let sans = &self.tls.as_ref()?.client_sans;
+        let tagged = |tag: &str| sans.iter().find_map(|s| s.strip_prefix(tag));
+        tagged("URI:").or_else(|| tagged("DNS:")).or_else(|| {
+            sans.first()
+                .map(|s| s.split_once(':').map_or(s.as_str(), |(_, v)| v))
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TlsFacts {
     pub sni: Option<String>,

@@ -14,6 +14,7 @@
 //! | 3c | JSON transcoding | `transcode.rs` | a `json_transcoding` rule's HTTP/JSON request becomes a gRPC call (its own future) |
 //! | 4 | route | `routing.rs` | first matching route; original destination; own `grpc.health.v1`; `no_route` |
 //! | 5 | own health | `grpc_health.rs` | torii's `grpc.health.v1.Health` Check and Watch |
+//! | 5a | rate limit | `rate_limit.rs` | the route's token bucket (route, client IP or identity); `rate_limited` |
 //! | 6 | direct response | `direct.rs` | a route's `direct_response` |
 //! | 7 | cluster | `cluster.rs` | the route's cluster, or a weighted pick |
 //! | 8 | deadline | `deadline.rs` | `grpc-timeout`, or the route's `timeout` for other requests |
@@ -51,6 +52,7 @@ mod identify;
 mod normalize;
 pub mod outcome;
 pub mod path;
+mod rate_limit;
 pub mod respond;
 mod response;
 pub mod response_body;
@@ -175,6 +177,8 @@ pub struct Pipeline {
     cors: bool,
     /// Finds the first matching route without testing every route.
     routes: crate::route::Index,
+    /// Each route's rate limit, by index (empty: no route has one).
+    rate_limits: Box<[Option<Arc<rate_limit::RouteLimit>>]>,
 }
 
 impl Pipeline {
@@ -193,6 +197,7 @@ impl Pipeline {
         Pipeline {
             cors,
             routes: crate::route::Index::new(&config.routes),
+            rate_limits: rate_limit::build(&config, &metrics),
             name: Arc::from(config.name.as_str()),
             config,
             clusters,
@@ -354,7 +359,10 @@ impl Pipeline {
             Routed::Original(cluster) => (routing::passthrough_route(), None, cluster),
             Routed::Route(index) => {
                 let route = &self.config.routes[index];
-                // [authentication, authorization, rate limits]
+                // [authentication and authorization go here, before rate
+                // limits: they set `outcome.identity`]
+                let identity = outcome.identity.as_deref().or_else(|| conn.identity());
+                self.rate_limit(index, identity, conn.peer.ip(), outcome.start)?;
                 direct::direct_response(route, outcome)?;
                 (route, Some(index), self.cluster(route)?)
             }

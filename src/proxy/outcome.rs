@@ -34,6 +34,10 @@ pub struct Outcome {
     pub routed: bool,
     /// The name of the route that took the request.
     pub route: Option<Arc<str>>,
+    /// Who the caller is, once an authentication phase says so (a JWT's
+    /// `sub`, an API key's consumer). None: the mTLS client certificate's
+    /// SAN stands for it (`ConnInfo::identity`), if there is one.
+    pub identity: Option<Arc<str>>,
     /// Why it failed, in words (access log only; set only when logging).
     pub message: Option<String>,
     pub bytes_out: u64,
@@ -77,6 +81,7 @@ impl Outcome {
             grpc_request: false,
             routed: false,
             route: None,
+            identity: None,
             json_unary: false,
             message: None,
             bytes_out: 0,

@@ -17,7 +17,10 @@
 //! - on a TLS port that got plaintext, before any request exists, the
 //!   listener writes [`error_response`]'s status, fields and text itself.
 //!
-//! All carry `x-torii-error` with the stable reason code.
+//! All carry `x-torii-error` with the stable reason code, and an error that
+//! says when to try again (`rate_limited`) `retry-after` in seconds, rounded
+//! up, plus `grpc-retry-pushback-ms` for gRPC and gRPC-Web clients (where
+//! the status is: head or trailers frame).
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
@@ -30,14 +33,33 @@ pub const X_TORII_ERROR: &str = "x-torii-error";
 /// Renders `err` for a client that spoke gRPC (`grpc == true`) or plain HTTP.
 pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
     let code = HeaderValue::from_static(err.code.as_str());
-    if grpc {
+    let mut resp = if grpc {
         grpc_trailers_only(err.code.grpc_code(), &err.message, Some(code))
     } else {
         let mut resp = text_response(err.code.http_status(), &err.message);
         resp.headers_mut().insert(X_TORII_ERROR, code);
         resp
+    };
+    retry_fields(resp.headers_mut(), err, grpc);
+    resp
+}
+
+/// `retry-after` (whole seconds, rounded up) and, for gRPC,
+/// `grpc-retry-pushback-ms`, when `err` says when to try again.
+fn retry_fields(h: &mut HeaderMap, err: &ProxyError, grpc: bool) {
+    let Some(ms) = err.retry_after_ms else {
+        return;
+    };
+    h.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(ms.get().div_ceil(1000)),
+    );
+    if grpc {
+        h.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from(ms.get()));
     }
 }
+
+pub const GRPC_RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
 
 /// Renders `err` for a JSON-transcoded request: `{"code","message"}` (a
 /// `google.rpc.Status`) with the HTTP status the gRPC code maps to.
@@ -46,6 +68,7 @@ pub fn error_json(err: &ProxyError) -> Response<Body> {
     let mut resp = status_json_response(code, &err.message, None, None);
     resp.headers_mut()
         .insert(X_TORII_ERROR, HeaderValue::from_static(err.code.as_str()));
+    retry_fields(resp.headers_mut(), err, false);
     resp
 }
 
@@ -74,8 +97,12 @@ pub fn web_error_response(err: &ProxyError, text: bool) -> Response<Body> {
     let code = HeaderValue::from_static(err.code.as_str());
     let mut resp = Response::new(body::empty());
     resp.headers_mut().insert(X_TORII_ERROR, code.clone());
+    retry_fields(resp.headers_mut(), err, false);
     let mut status = HeaderMap::new();
     grpc_status_fields(&mut status, err.code.grpc_code(), &err.message, Some(code));
+    if let Some(ms) = err.retry_after_ms {
+        status.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from(ms.get()));
+    }
     let frame = body::grpc_web::trailer_frame(&status);
     let frame = if text {
         body::grpc_web::base64_chunk(&frame)
@@ -104,6 +131,9 @@ pub fn error_trailers(err: &ProxyError) -> HeaderMap {
         &err.message,
         Some(HeaderValue::from_static(err.code.as_str())),
     );
+    if let Some(ms) = err.retry_after_ms {
+        t.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from(ms.get()));
+    }
     t
 }
 
@@ -200,6 +230,34 @@ mod tests {
             r.headers()["content-type"],
             "application/grpc-web-text+proto"
         );
+    }
+
+    #[test]
+    fn rate_limited_says_when_to_retry_in_every_shape() {
+        let err = ProxyError::new(ErrorCode::RateLimited, "slow down")
+            .retry_after(std::time::Duration::from_micros(1_200_001));
+        let r = error_response(&err, true);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "8");
+        assert_eq!(r.headers()["retry-after"], "2");
+        assert_eq!(r.headers()["grpc-retry-pushback-ms"], "1201");
+        let r = error_response(&err, false);
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "2");
+        assert!(r.headers().get("grpc-retry-pushback-ms").is_none());
+        let r = error_json(&err);
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "2");
+        let r = web_error_response(&err, false);
+        assert_eq!(r.headers()["retry-after"], "2");
+        let want = "grpc-status: 8\r\ngrpc-message: slow down\r\nx-torii-error: rate_limited\r\ngrpc-retry-pushback-ms: 1201\r\n";
+        let body = http_body::Body::size_hint(r.body()).exact().unwrap();
+        assert_eq!(body as usize, 5 + want.len());
+        assert_eq!(error_trailers(&err)["grpc-retry-pushback-ms"], "1201");
+        // Under a second still says 1 (retry-after is whole seconds).
+        let err = ProxyError::new(ErrorCode::RateLimited, "x")
+            .retry_after(std::time::Duration::from_millis(3));
+        assert_eq!(error_response(&err, false).headers()["retry-after"], "1");
     }
 
     #[test]

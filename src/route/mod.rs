@@ -139,6 +139,7 @@ mod tests {
             response_headers: HeaderEdits::default(),
             timeout: None,
             cors: None,
+            rate_limit: None,
         }
     }
 

@@ -110,6 +110,12 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub cluster: String,
 }
@@ -171,6 +177,7 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    pub rate_limited: Family<RouteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -272,6 +279,12 @@ impl Metrics {
             "When the certificate in use that expires first in each file does (notAfter, Unix time in seconds); alert on torii_certificate_expiry_seconds - time() < 14 * 86400",
             certificate_expiry.clone(),
         );
+        let rate_limited = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused because the route's rate limit (its token bucket) was empty",
+            rate_limited.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
             grpc_names: Default::default(),
@@ -291,6 +304,7 @@ impl Metrics {
             access_log_dropped,
             config_reloads,
             certificate_expiry,
+            rate_limited,
         }
     }
 
