@@ -29,6 +29,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # --- sidecar-init: the init container that installs the iptables REDIRECT
 # rules of a transparent sidecar (docs/sidecar.md). It needs NET_ADMIN and
 # NET_RAW, runs once as root before the pod's other containers, and exits.
+# Debian's iptables writes nf_tables rules; on a node whose kernel lacks
+# nf_tables, switch it to iptables-legacy (update-alternatives).
 FROM debian:bookworm-slim AS sidecar-init
 # Debian's security updates move iptables' exact version; the release is
 # pinned by the base image tag instead.

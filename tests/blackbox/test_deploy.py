@@ -165,6 +165,7 @@ def test_strict_validation_rejects_an_unknown_field(rendered, tmp_path):
     assert "terminationGracePeriodSecond" in proc.stdout + proc.stderr
 
 
+@pytest.mark.proxy
 @pytest.mark.parametrize("tree", TREES)
 def test_torii_lint_and_check_find_nothing(rendered, tree, tmp_path):
     text, docs = rendered[tree]
