@@ -190,7 +190,16 @@ pub fn clusters(clusters: &HashMap<String, Arc<ClusterRuntime>>) -> Value {
                     })
                 })
                 .collect();
-            json!({ "name": name, "endpoints": eps })
+            let load = &c.connector().load;
+            let use_of = |limit: usize, n: &std::sync::atomic::AtomicUsize| {
+                json!({ "limit": limit, "in_use": n.load(Ordering::Relaxed) })
+            };
+            let limits = json!({
+                "max_requests": use_of(load.limits.max_requests, &load.requests),
+                "max_pending_requests": use_of(load.limits.max_pending_requests, &load.pending),
+                "max_connections": use_of(load.limits.max_connections, &load.connections),
+            });
+            json!({ "name": name, "endpoints": eps, "limits": limits })
         })
         .collect();
     json!({ "clusters": list })

@@ -19,6 +19,7 @@ mod parse;
 mod patterns;
 mod problem;
 mod raw;
+pub mod retry;
 mod route;
 pub mod san;
 mod tls;
@@ -32,6 +33,7 @@ use std::path::Path;
 
 pub use model::*;
 pub use problem::{Problem, Severity};
+pub use retry::{Limits, RetryBudget, RetryOn, RetryPolicy};
 
 use context::Ctx;
 use problem::Findings;

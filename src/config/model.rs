@@ -313,6 +313,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// The route's own CORS policy, in place of the listener's.
     pub cors: Option<Arc<Cors>>,
+    /// The route's retry policy; None: only the built-in resends.
+    pub retry: Option<Arc<super::retry::RetryPolicy>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -432,6 +434,8 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     pub outlier_detection: OutlierDetection,
     pub http2_keepalive: Keepalive,
+    pub retry_budget: super::retry::RetryBudget,
+    pub limits: super::retry::Limits,
 }
 
 /// HTTP/2 PINGs on upstream connections, to find a connection that died

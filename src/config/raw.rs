@@ -118,6 +118,7 @@ pub struct RawRoute {
     pub response_headers: Option<RawHeaderEdits>,
     pub timeout: Option<String>,
     pub cors: Option<RawCors>,
+    pub retry: Option<super::retry::RawRetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +174,8 @@ pub struct RawCluster {
     pub health_check: Option<RawHealthCheck>,
     pub outlier_detection: Option<RawOutlierDetection>,
     pub http2_keepalive: Option<RawKeepalive>,
+    pub retry_budget: Option<super::retry::RawRetryBudget>,
+    pub limits: Option<super::retry::RawLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +276,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
             ".weighted_clusters[]" => fields_of::<RawWeightedCluster>(),
             ".direct_response" => fields_of::<RawDirectResponse>(),
             ".request_headers" | ".response_headers" => fields_of::<RawHeaderEdits>(),
+            ".retry" => fields_of::<super::retry::RawRetry>(),
+            ".retry.backoff" => fields_of::<super::retry::RawBackoff>(),
             _ => return None,
         })
     };
@@ -296,6 +301,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "clusters[].health_check" => fields_of::<RawHealthCheck>(),
         "clusters[].outlier_detection" => fields_of::<RawOutlierDetection>(),
         "clusters[].http2_keepalive" => fields_of::<RawKeepalive>(),
+        "clusters[].retry_budget" => fields_of::<super::retry::RawRetryBudget>(),
+        "clusters[].limits" => fields_of::<super::retry::RawLimits>(),
         _ => return None,
     })
 }

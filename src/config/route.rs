@@ -57,6 +57,9 @@ pub fn route(
     let response_headers = edits(cx, &join(path, "response_headers"), raw.response_headers);
     let timeout = cx.duration(&join(path, "timeout"), &raw.timeout, None, true);
     let cors = super::cors::cors(cx, &join(path, "cors"), raw.cors);
+    let retry = raw
+        .retry
+        .map(|r| super::retry::retry(cx, &join(path, "retry"), r).map(Arc::new));
     Some(Route {
         name: name?,
         matcher: matcher?,
@@ -66,6 +69,10 @@ pub fn route(
         response_headers: response_headers?,
         timeout: timeout?,
         cors: cors?,
+        retry: match retry {
+            Some(r) => Some(r?),
+            None => None,
+        },
     })
 }
 

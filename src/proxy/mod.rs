@@ -54,6 +54,7 @@ pub mod path;
 pub mod respond;
 mod response;
 pub mod response_body;
+mod retry;
 mod routing;
 mod transcode;
 mod transcode_stream;

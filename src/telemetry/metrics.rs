@@ -171,6 +171,7 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    pub resilience: super::resilience::ResilienceMetrics,
 }
 
 impl Default for Metrics {
@@ -221,7 +222,7 @@ impl Metrics {
         let upstream_retries = Family::<UpstreamErrorLabels, Counter>::default();
         registry.register(
             "upstream_retries",
-            "Requests sent again because an upstream did not process them (reason: refused_stream, goaway, not_sent)",
+            "Requests sent again: because an upstream did not process them (reason: refused_stream, goaway, not_sent), or by a route's retry policy (reason: the gRPC status, connect_failure, reset, 5xx, gateway_error, per_try_timeout)",
             upstream_retries.clone(),
         );
         let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
@@ -272,8 +273,10 @@ impl Metrics {
             "When the certificate in use that expires first in each file does (notAfter, Unix time in seconds); alert on torii_certificate_expiry_seconds - time() < 14 * 86400",
             certificate_expiry.clone(),
         );
+        let resilience = super::resilience::ResilienceMetrics::register(&mut registry);
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            resilience,
             grpc_names: Default::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,

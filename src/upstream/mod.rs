@@ -2,11 +2,13 @@
 //! Routing picks a cluster; the cluster picks a healthy endpoint and the
 //! endpoint lends a connection.
 
+pub mod budget;
 pub mod connect;
 pub mod dns;
 pub mod failures;
 pub mod h2client;
 pub mod health;
+pub mod limits;
 pub mod original;
 pub mod pitfall;
 pub use pitfall::http1_wire;
@@ -52,6 +54,8 @@ pub struct ClusterRuntime {
     rr: AtomicUsize,
     /// True once every DNS name was looked up at least once.
     resolved: tokio::sync::watch::Sender<bool>,
+    /// How many retries the cluster's retry policies may send.
+    pub budget: budget::Budget,
 }
 
 /// What keeps an exchange's bookkeeping alive until its response body ends.
@@ -66,13 +70,28 @@ pub struct ExchangeGuard {
         hyper::client::conn::http1::SendRequest<Body>,
         connect::FirstBytes,
     )>,
+    /// Holds one of the cluster's `max_requests` places.
+    admitted: bool,
 }
 
 impl ExchangeGuard {
     /// Call when the response body was read to its end.
     pub fn complete(&mut self) {
         if let Some((send, first)) = self.h1.take() {
-            self.ep.release_h1(send, first);
+            let waiters = self.cluster.connector.load.pending.load(Ordering::Relaxed) > 0;
+            self.ep.release_h1(send, first, waiters);
+        }
+    }
+}
+
+impl Drop for ExchangeGuard {
+    fn drop(&mut self) {
+        if self.admitted {
+            self.cluster
+                .connector
+                .load
+                .requests
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -97,6 +116,7 @@ impl ClusterRuntime {
                 Err(_) => names.push((ep.host.clone(), ep.port)),
             }
         }
+        let budget = budget::Budget::new(config.retry_budget);
         let rt = Arc::new(ClusterRuntime {
             name: Arc::from(config.name.as_str()),
             config,
@@ -108,6 +128,7 @@ impl ClusterRuntime {
             dns_errors: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
             resolved: tokio::sync::watch::Sender::new(names.is_empty()),
+            budget,
         });
         for ep in &statics {
             rt.set_healthy_gauge(ep, true);

@@ -85,6 +85,8 @@ fn cluster_for(addr: SocketAddr) -> Cluster {
             ..OutlierDetection::default()
         },
         http2_keepalive: Keepalive::default(),
+        retry_budget: Default::default(),
+        limits: Default::default(),
     }
 }
 
