@@ -204,6 +204,11 @@ pub struct RawOutlierDetection {
     pub consecutive_failures: Option<i64>,
     pub base_ejection_time: Option<String>,
     pub max_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<i64>,
+    pub interval: Option<String>,
+    pub success_rate_min_requests: Option<i64>,
+    pub success_rate_min_endpoints: Option<i64>,
+    pub success_rate_stdev_factor: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

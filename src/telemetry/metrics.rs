@@ -234,7 +234,7 @@ impl Metrics {
         let endpoint_ejections = Family::<EndpointLabels, Counter>::default();
         registry.register(
             "endpoint_ejections",
-            "Times an endpoint was ejected after failing requests in a row",
+            "Times an endpoint was ejected: after failing requests in a row, or for a success rate far below its peers'",
             endpoint_ejections.clone(),
         );
         let upstream_connect_duration =

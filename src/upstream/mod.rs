@@ -10,6 +10,7 @@ pub mod h2client;
 pub mod health;
 pub mod limits;
 pub mod original;
+mod outlier;
 pub mod pitfall;
 pub use pitfall::http1_wire;
 pub mod pool;
@@ -144,6 +145,9 @@ impl ClusterRuntime {
         if rt.config.health_check.is_some() {
             health::spawn(&rt);
         }
+        if rt.config.outlier_detection.success_rate_min_requests > 0 {
+            outlier::spawn(&rt);
+        }
         Ok(rt)
     }
 
@@ -246,26 +250,19 @@ impl ClusterRuntime {
 
     /// Records how a request to `ep` went, for passive health (ejection).
     pub fn report(&self, ep: &Endpoint, ok: bool, why: &str) {
+        let o = &self.config.outlier_detection;
+        if o.success_rate_min_requests > 0 {
+            ep.count_outcome(ok);
+        }
         if ok {
             ep.record_success();
             return;
         }
-        let o = &self.config.outlier_detection;
-        if let Some(time) = ep.record_failure(
-            o.consecutive_failures,
-            o.base_ejection_time,
-            o.max_ejection_time,
-        ) {
-            tracing::warn!(
-                cluster = %self.config.name, endpoint = %ep.addr, ejected_for = %crate::config::duration::display(time),
-                "endpoint ejected after {} failures in a row (last: {why}); it gets no new requests until then",
-                o.consecutive_failures
+        if ep.record_failure(o.consecutive_failures) {
+            self.eject(
+                ep,
+                &format!("{} failures in a row (last: {why})", o.consecutive_failures),
             );
-            self.metrics
-                .endpoint_ejections
-                .get_or_create(&self.endpoint_labels(ep))
-                .inc();
-            self.set_healthy_gauge(ep, false);
         }
     }
 

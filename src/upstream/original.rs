@@ -82,6 +82,7 @@ fn cluster_for(addr: SocketAddr) -> Cluster {
         // One endpoint: ejecting it would change nothing (panic mode).
         outlier_detection: OutlierDetection {
             consecutive_failures: 0,
+            success_rate_min_requests: 0,
             ..OutlierDetection::default()
         },
         http2_keepalive: Keepalive::default(),

@@ -28,6 +28,9 @@ pub struct Endpoint {
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
+    /// Requests since the last success-rate look: the total in the low
+    /// 32 bits, the successful ones in the high 32 (one add per request).
+    outcomes: AtomicU64,
     h2: Arc<Mutex<Vec<H2Conn>>>,
     /// The HTTP/2 connect under way, if any: every request that needs a
     /// new connection meanwhile waits for this one's outcome.
@@ -87,6 +90,7 @@ impl Endpoint {
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
+            outcomes: AtomicU64::new(0),
             h2: Arc::new(Mutex::new(Vec::new())),
             h2_connecting: Arc::new(Mutex::new(None)),
             h1_idle: Mutex::new(Vec::new()),
@@ -135,25 +139,39 @@ impl Endpoint {
         }
     }
 
-    /// Counts a failed request; returns the ejection time when this failure
-    /// completes a streak of `threshold` (0 = never eject).
-    pub fn record_failure(
-        &self,
-        threshold: u32,
-        base: Duration,
-        max: Duration,
-    ) -> Option<Duration> {
+    /// Counts a failed request; true when this failure completes a streak
+    /// of `threshold` (0 = never) and the endpoint is not ejected already.
+    pub fn record_failure(&self, threshold: u32) -> bool {
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if threshold == 0 || n < threshold || self.ejected_for().is_some() {
-            return None;
+            return false;
         }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        true
+    }
+
+    /// Counts a request's outcome for success-rate ejection.
+    #[inline]
+    pub fn count_outcome(&self, ok: bool) {
+        self.outcomes
+            .fetch_add(1 | (u64::from(ok) << 32), Ordering::Relaxed);
+    }
+
+    /// The requests and successes since the last call.
+    pub fn take_outcomes(&self) -> (u64, u64) {
+        let v = self.outcomes.swap(0, Ordering::Relaxed);
+        (v & 0xffff_ffff, v >> 32)
+    }
+
+    /// Ejects the endpoint, longer each time; returns for how long.
+    pub fn eject(&self, base: Duration, max: Duration) -> Duration {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         // Longer each time it happens again, up to the maximum.
         let time = base.saturating_mul(times).min(max);
         self.ejected_until_ms
             .store(now_ms() + time.as_millis() as u64, Ordering::Relaxed);
-        Some(time)
+        time
     }
 
     pub async fn lease(&self, connector: &Arc<Connector>, wire: Wire) -> Result<Lease, ProxyError> {
