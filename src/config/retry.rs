@@ -314,3 +314,66 @@ pub fn limits(cx: &mut Ctx, path: &str, raw: Option<RawLimits>) -> Option<Limits
         max_requests: requests?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match super::super::load_str(yaml, Path::new("t.yaml")) {
+            Ok(_) => Vec::new(),
+            Err(ps) => ps.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn config(route: &str, cluster: &str) -> String {
+        format!(
+            "listeners:\n  - name: edge\n    address: 127.0.0.1:8080\n    routes:\n      - cluster: up\n{route}\
+             clusters:\n  - name: up\n    endpoints: [app:9090]\n{cluster}"
+        )
+    }
+
+    #[test]
+    fn a_policy_loads_with_its_defaults() {
+        let yaml = config(
+            "        retry: { on: [unavailable, connect_failure, 5xx] }\n",
+            "",
+        );
+        let loaded = super::super::load_str(&yaml, Path::new("t.yaml")).expect("loads");
+        let route = &loaded.config.listeners[0].routes[0];
+        let p = route.retry.as_deref().expect("a policy");
+        assert_eq!(p.attempts, super::DEFAULT_RETRY_ATTEMPTS);
+        assert_eq!(p.on.grpc_status(14), Some("unavailable"));
+        assert_eq!(p.on.grpc_status(13), None);
+        assert!(p.on.connect_failure && p.on.http_5xx && !p.on.reset);
+        let c = &loaded.config.clusters[0];
+        assert_eq!(c.retry_budget, super::RetryBudget::default());
+        assert_eq!(c.limits, super::Limits::default());
+    }
+
+    #[test]
+    fn each_problem_points_at_its_value() {
+        let p = problems(&config(
+            "        retry:\n          on: [unavailble]\n          attempts: 1\n",
+            "    retry_budget: { ratio: 2 }\n    limits: { max_requests: 0 }\n",
+        ));
+        assert_eq!(p.len(), 4, "{p:#?}");
+        assert!(
+            p[0].starts_with("t.yaml:7:16: error: ")
+                && p[0].contains("did you mean \"unavailable\""),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("t.yaml:8:21: error: ") && p[1].contains("2 to 10"),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter().any(|m| m.contains("retry_budget.ratio is 2")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter().any(|m| m.contains("limits.max_requests is 0")),
+            "{p:#?}"
+        );
+    }
+}

@@ -231,6 +231,10 @@ async fn attempt(
         let pushback = pushback_of(resp.headers());
         return judge(policy, code, pushback, (resp, guard));
     }
+    if policy.on.grpc == 0 && !policy.on.reset {
+        // Nothing in the trailers could make it retried: no need to hold.
+        return Try::Done(Ok((resp, guard)));
+    }
     // Hold the head until the first message or the trailers.
     let (parts, mut body) = resp.into_parts();
     let first = tokio::time::timeout(HOLD, poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))).await;

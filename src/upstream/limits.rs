@@ -143,3 +143,54 @@ impl Load {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_given_back() {
+        let limits = Limits {
+            max_connections: 1,
+            max_pending_requests: 0,
+            max_requests: 1,
+        };
+        let load = Load::new(limits, "c", Arc::new(Metrics::new()));
+        let first = load.admit().expect("one fits");
+        let err = load.admit().err().expect("the second does not");
+        assert_eq!(err.code, ErrorCode::Overloaded);
+        assert!(err.message.contains("max_requests: 1"), "{}", err.message);
+        drop(first);
+        assert!(load.admit().is_ok());
+        assert!(load.wait("x").is_err(), "no one may wait");
+        let conn = load.connection().expect("one connection");
+        assert!(load.connection().is_none());
+        drop(conn);
+        assert!(load.connection().is_some());
+    }
+
+    /// What the success path adds per request for retries, limits and
+    /// outlier detection: the budget's request count, a max_requests
+    /// place taken and given back, the success-rate count.
+    /// `cargo test --release --lib -- --ignored --nocapture success_path_bookkeeping_cost`
+    #[test]
+    #[ignore]
+    fn success_path_bookkeeping_cost() {
+        let load = Load::new(Limits::default(), "c", Arc::new(Metrics::new()));
+        let budget = super::super::budget::Budget::new(Default::default());
+        let ep =
+            super::super::pool::Endpoint::new("127.0.0.1:1".parse().unwrap(), "h".into(), 1, 1);
+        const N: u32 = 10_000_000;
+        for round in 0..3 {
+            let t = std::time::Instant::now();
+            for _ in 0..N {
+                budget.note_request();
+                let slot = std::hint::black_box(load.admit().unwrap());
+                drop(slot);
+                ep.count_outcome(std::hint::black_box(true));
+            }
+            let ns = t.elapsed().as_nanos() as f64 / f64::from(N);
+            eprintln!("round {round}: {ns:.1} ns of bookkeeping per request");
+        }
+    }
+}
