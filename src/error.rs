@@ -22,6 +22,8 @@ pub enum ErrorCode {
     UpstreamReset,
     UpstreamTimeout,
     NoHealthyUpstream,
+    /// A cluster limit (`limits`) refused the request: circuit breaking.
+    Overloaded,
     DeadlineExceeded,
     /// The client abandoned the request before its response ended (reset
     /// its stream, or broke HTTP/2 rules on it and torii reset it): no
@@ -47,7 +49,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -60,6 +62,7 @@ impl ErrorCode {
         ErrorCode::UpstreamReset,
         ErrorCode::UpstreamTimeout,
         ErrorCode::NoHealthyUpstream,
+        ErrorCode::Overloaded,
         ErrorCode::DeadlineExceeded,
         ErrorCode::ClientCancelled,
         ErrorCode::PlaintextOnTlsPort,
@@ -84,6 +87,7 @@ impl ErrorCode {
             ErrorCode::UpstreamReset => "upstream_reset",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::NoHealthyUpstream => "no_healthy_upstream",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::ClientCancelled => "client_cancelled",
             ErrorCode::PlaintextOnTlsPort => "plaintext_on_tls_port",
@@ -150,6 +154,7 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::UpstreamReset
     | ErrorCode::UpstreamTimeout
     | ErrorCode::NoHealthyUpstream
+    | ErrorCode::Overloaded
     | ErrorCode::DeadlineExceeded
     | ErrorCode::ClientCancelled
     | ErrorCode::PlaintextOnTlsPort

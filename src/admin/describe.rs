@@ -134,6 +134,11 @@ fn route(r: &Route) -> Value {
             "per": l.per.as_str(),
             "max_keys": (l.per != crate::config::RateLimitPer::Route).then_some(l.max_keys),
         })),
+        "retry": r.retry.as_deref().map(|p| json!({
+            "attempts": p.attempts,
+            "per_try_timeout": p.per_try_timeout.map(dur),
+            "backoff": { "base": dur(p.backoff_base), "max": dur(p.backoff_max) },
+        })),
     })
 }
 
@@ -164,6 +169,20 @@ fn cluster(c: &Cluster) -> Value {
             "consecutive_failures": c.outlier_detection.consecutive_failures,
             "base_ejection_time": dur(c.outlier_detection.base_ejection_time),
             "max_ejection_time": dur(c.outlier_detection.max_ejection_time),
+            "max_ejection_percent": c.outlier_detection.max_ejection_percent,
+            "interval": dur(c.outlier_detection.interval),
+            "success_rate_min_requests": c.outlier_detection.success_rate_min_requests,
+            "success_rate_min_endpoints": c.outlier_detection.success_rate_min_endpoints,
+            "success_rate_stdev_factor": f64::from(c.outlier_detection.success_rate_stdev_factor) / 1000.0,
+        },
+        "retry_budget": {
+            "ratio": c.retry_budget.ratio,
+            "min_per_second": c.retry_budget.min_per_second,
+        },
+        "limits": {
+            "max_connections": c.limits.max_connections,
+            "max_pending_requests": c.limits.max_pending_requests,
+            "max_requests": c.limits.max_requests,
         },
         "http2_keepalive": {
             "interval": dur(c.http2_keepalive.interval),
@@ -196,7 +215,16 @@ pub fn clusters(clusters: &HashMap<String, Arc<ClusterRuntime>>) -> Value {
                     })
                 })
                 .collect();
-            json!({ "name": name, "endpoints": eps })
+            let load = &c.connector().load;
+            let use_of = |limit: usize, n: &std::sync::atomic::AtomicUsize| {
+                json!({ "limit": limit, "in_use": n.load(Ordering::Relaxed) })
+            };
+            let limits = json!({
+                "max_requests": use_of(load.limits.max_requests, &load.requests),
+                "max_pending_requests": use_of(load.limits.max_pending_requests, &load.pending),
+                "max_connections": use_of(load.limits.max_connections, &load.connections),
+            });
+            json!({ "name": name, "endpoints": eps, "limits": limits })
         })
         .collect();
     json!({ "clusters": list })

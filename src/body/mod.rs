@@ -5,6 +5,7 @@
 pub mod counting;
 pub mod grpc_web;
 pub mod h2;
+pub mod replay;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,6 +36,15 @@ pub enum Received {
     /// Made by torii from what it read whole (a JSON-transcoded request's
     /// gRPC message).
     Buffered(Full<Bytes>),
+    /// An upstream's body whose first frame torii read ahead (a retry
+    /// policy holds the response until it knows the attempt's outcome).
+    Held(Box<Held>),
+}
+
+/// The frame read ahead, then the rest of the body.
+pub struct Held {
+    pub first: Option<Result<Frame<Bytes>, BoxError>>,
+    pub rest: Received,
 }
 
 impl Received {
@@ -59,6 +69,10 @@ impl HttpBody for Received {
             Received::Buffered(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            Received::Held(h) => match h.first.take() {
+                Some(first) => Poll::Ready(Some(first)),
+                None => Pin::new(&mut h.rest).poll_frame(cx),
+            },
         }
     }
 
@@ -67,6 +81,7 @@ impl HttpBody for Received {
             Received::H1(b) => b.is_end_stream(),
             Received::H2(b) => b.is_end_stream(),
             Received::Buffered(b) => b.is_end_stream(),
+            Received::Held(h) => h.first.is_none() && h.rest.is_end_stream(),
         }
     }
 
@@ -76,6 +91,7 @@ impl HttpBody for Received {
             Received::H2(b) if b.is_end_stream() => SizeHint::with_exact(0),
             Received::H2(_) => SizeHint::default(),
             Received::Buffered(b) => b.size_hint(),
+            Received::Held(_) => SizeHint::default(),
         }
     }
 }

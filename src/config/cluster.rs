@@ -110,6 +110,9 @@ fn cluster(cx: &mut Ctx, path: &str, raw: RawCluster) -> Option<Cluster> {
         raw.outlier_detection,
     );
     let http2_keepalive = keepalive(cx, &join(path, "http2_keepalive"), raw.http2_keepalive);
+    let retry_budget =
+        super::retry::retry_budget(cx, &join(path, "retry_budget"), raw.retry_budget);
+    let limits = super::retry::limits(cx, &join(path, "limits"), raw.limits);
     match (protocol, &tls) {
         (Some(UpstreamProtocol::H2), None) => cx.error(
             &join(path, "protocol"),
@@ -145,6 +148,8 @@ fn cluster(cx: &mut Ctx, path: &str, raw: RawCluster) -> Option<Cluster> {
         },
         outlier_detection: outlier_detection?,
         http2_keepalive: http2_keepalive?,
+        retry_budget: retry_budget?,
+        limits: limits?,
     })
 }
 

@@ -161,6 +161,54 @@ pub fn outlier_detection(
         Some(DEFAULT_MAX_EJECTION_TIME),
         true,
     );
+    let interval = cx.duration(
+        &join(path, "interval"),
+        &raw.interval,
+        Some(DEFAULT_OUTLIER_INTERVAL),
+        true,
+    );
+    let mut number = |key: &str, value: Option<i64>, range: (i64, i64), default: u32| match value {
+        None => Some(default),
+        Some(n) if (range.0..=range.1).contains(&n) => Some(n as u32),
+        Some(n) => {
+            let at = join(path, key);
+            cx.error(
+                &at,
+                format!(
+                    "{at} is {n}; write {} to {} (default {default})",
+                    range.0, range.1
+                ),
+            );
+            None
+        }
+    };
+    let percent = number(
+        "max_ejection_percent",
+        raw.max_ejection_percent,
+        (0, 100),
+        DEFAULT_MAX_EJECTION_PERCENT,
+    );
+    let min_requests = number(
+        "success_rate_min_requests",
+        raw.success_rate_min_requests,
+        (0, 1_000_000),
+        DEFAULT_SUCCESS_RATE_MIN_REQUESTS,
+    );
+    let min_endpoints = number(
+        "success_rate_min_endpoints",
+        raw.success_rate_min_endpoints,
+        (2, 10_000),
+        DEFAULT_SUCCESS_RATE_MIN_ENDPOINTS,
+    );
+    let factor = match raw.success_rate_stdev_factor {
+        None => Some(DEFAULT_SUCCESS_RATE_STDEV_FACTOR),
+        Some(f) if (0.0..=100.0).contains(&f) => Some((f * 1000.0).round() as u32),
+        Some(f) => {
+            let at = join(path, "success_rate_stdev_factor");
+            cx.error(&at, format!("{at} is {f}; write 0 to 100, like 1.9"));
+            None
+        }
+    };
     let (base, max) = (base??, max??);
     if max < base {
         let at = join(path, "max_ejection_time");
@@ -171,5 +219,10 @@ pub fn outlier_detection(
         consecutive_failures: failures?,
         base_ejection_time: base,
         max_ejection_time: max,
+        max_ejection_percent: percent?,
+        interval: interval??,
+        success_rate_min_requests: min_requests?,
+        success_rate_min_endpoints: min_endpoints?,
+        success_rate_stdev_factor: factor?,
     })
 }

@@ -20,6 +20,7 @@ mod patterns;
 mod problem;
 mod rate_limit;
 mod raw;
+pub mod retry;
 mod route;
 pub mod san;
 mod tls;
@@ -34,6 +35,7 @@ use std::path::Path;
 pub use model::*;
 pub use problem::{Problem, Severity};
 pub use rate_limit::{RateLimit, RateLimitPer};
+pub use retry::{Limits, RetryBudget, RetryOn, RetryPolicy};
 
 use context::Ctx;
 use problem::Findings;

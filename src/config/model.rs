@@ -315,6 +315,8 @@ pub struct Route {
     pub cors: Option<Arc<Cors>>,
     /// The route's token bucket (src/config/rate_limit.rs).
     pub rate_limit: Option<super::rate_limit::RateLimit>,
+    /// The route's retry policy; None: only the built-in resends.
+    pub retry: Option<Arc<super::retry::RetryPolicy>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -434,6 +436,8 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     pub outlier_detection: OutlierDetection,
     pub http2_keepalive: Keepalive,
+    pub retry_budget: super::retry::RetryBudget,
+    pub limits: super::retry::Limits,
 }
 
 /// HTTP/2 PINGs on upstream connections, to find a connection that died
@@ -532,7 +536,24 @@ pub struct OutlierDetection {
     pub consecutive_failures: u32,
     pub base_ejection_time: Duration,
     pub max_ejection_time: Duration,
+    /// Never more than this share (percent) of the endpoints ejected.
+    pub max_ejection_percent: u32,
+    /// How often success rates are compared.
+    pub interval: Duration,
+    /// Requests an endpoint needs in an interval for its success rate to
+    /// count; 0 turns success-rate ejection off.
+    pub success_rate_min_requests: u32,
+    /// Endpoints with enough requests needed to compare them at all.
+    pub success_rate_min_endpoints: u32,
+    /// Ejected below mean − factor × stdev; in thousandths (1900 = 1.9).
+    pub success_rate_stdev_factor: u32,
 }
+
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+pub const DEFAULT_OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_SUCCESS_RATE_MIN_REQUESTS: u32 = 100;
+pub const DEFAULT_SUCCESS_RATE_MIN_ENDPOINTS: u32 = 5;
+pub const DEFAULT_SUCCESS_RATE_STDEV_FACTOR: u32 = 1900;
 
 impl Default for OutlierDetection {
     fn default() -> Self {
@@ -540,6 +561,11 @@ impl Default for OutlierDetection {
             consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
             base_ejection_time: DEFAULT_BASE_EJECTION_TIME,
             max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+            interval: DEFAULT_OUTLIER_INTERVAL,
+            success_rate_min_requests: DEFAULT_SUCCESS_RATE_MIN_REQUESTS,
+            success_rate_min_endpoints: DEFAULT_SUCCESS_RATE_MIN_ENDPOINTS,
+            success_rate_stdev_factor: DEFAULT_SUCCESS_RATE_STDEV_FACTOR,
         }
     }
 }

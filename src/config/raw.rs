@@ -119,6 +119,7 @@ pub struct RawRoute {
     pub timeout: Option<String>,
     pub cors: Option<RawCors>,
     pub rate_limit: Option<RawRateLimit>,
+    pub retry: Option<super::retry::RawRetry>,
 }
 
 /// Numbers read wide and signed, as for weights: `burst: 0` or `-1` is a
@@ -184,6 +185,8 @@ pub struct RawCluster {
     pub health_check: Option<RawHealthCheck>,
     pub outlier_detection: Option<RawOutlierDetection>,
     pub http2_keepalive: Option<RawKeepalive>,
+    pub retry_budget: Option<super::retry::RawRetryBudget>,
+    pub limits: Option<super::retry::RawLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +215,11 @@ pub struct RawOutlierDetection {
     pub consecutive_failures: Option<i64>,
     pub base_ejection_time: Option<String>,
     pub max_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<i64>,
+    pub interval: Option<String>,
+    pub success_rate_min_requests: Option<i64>,
+    pub success_rate_min_endpoints: Option<i64>,
+    pub success_rate_stdev_factor: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,6 +293,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
             ".direct_response" => fields_of::<RawDirectResponse>(),
             ".request_headers" | ".response_headers" => fields_of::<RawHeaderEdits>(),
             ".rate_limit" => fields_of::<RawRateLimit>(),
+            ".retry" => fields_of::<super::retry::RawRetry>(),
+            ".retry.backoff" => fields_of::<super::retry::RawBackoff>(),
             _ => return None,
         })
     };
@@ -308,6 +318,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "clusters[].health_check" => fields_of::<RawHealthCheck>(),
         "clusters[].outlier_detection" => fields_of::<RawOutlierDetection>(),
         "clusters[].http2_keepalive" => fields_of::<RawKeepalive>(),
+        "clusters[].retry_budget" => fields_of::<super::retry::RawRetryBudget>(),
+        "clusters[].limits" => fields_of::<super::retry::RawLimits>(),
         _ => return None,
     })
 }

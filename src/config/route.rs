@@ -58,6 +58,9 @@ pub fn route(
     let timeout = cx.duration(&join(path, "timeout"), &raw.timeout, None, true);
     let cors = super::cors::cors(cx, &join(path, "cors"), raw.cors);
     let rate_limit = super::rate_limit::rate_limit(cx, &join(path, "rate_limit"), raw.rate_limit);
+    let retry = raw
+        .retry
+        .map(|r| super::retry::retry(cx, &join(path, "retry"), r).map(Arc::new));
     Some(Route {
         name: name?,
         matcher: matcher?,
@@ -68,6 +71,10 @@ pub fn route(
         timeout: timeout?,
         cors: cors?,
         rate_limit: rate_limit?,
+        retry: match retry {
+            Some(r) => Some(r?),
+            None => None,
+        },
     })
 }
 

@@ -2,12 +2,14 @@
 //! endpoint, connects or reuses a connection, and fails over where the
 //! request was never processed), within the deadline. An `auto` cluster
 //! whose upstream turns out to speak only HTTP/1.1 gets the request again
-//! over HTTP/1.1, and HTTP/1.1 from then on. Retry policies will go here.
+//! over HTTP/1.1, and HTTP/1.1 from then on. A route's retry policy sends
+//! it again where the policy says (`retry.rs`).
 
 use http::{Request, Response};
 
 use super::outcome::Outcome;
 use super::response::Answering;
+use super::retry::Retrying;
 use super::upstream_request::to_http1;
 use super::{Forward, Pipeline};
 use crate::body::{self, Body};
@@ -36,10 +38,39 @@ impl Pipeline {
         } = fwd;
         // The endpoint tried last: a failed request's `upstream` in the log.
         let mut endpoint = None;
-        let send = cluster.send_noting(req, wire, &mut endpoint);
-        let result = match limit {
-            Some(d) => tokio::time::timeout(d, send).await.ok(),
-            None => Some(send.await),
+        cluster.budget.note_request();
+        let policy = route.and_then(|i| self.config.routes[i].retry.as_deref());
+        let result = match policy {
+            None => {
+                let send = cluster.send_noting(req, wire, &mut endpoint);
+                match limit {
+                    Some(d) => tokio::time::timeout(d, send).await.ok(),
+                    None => Some(send.await),
+                }
+            }
+            Some(policy) => {
+                let start = slot.as_ref().map(|o| o.start);
+                let r = Retrying {
+                    policy,
+                    cluster: &cluster,
+                    wire,
+                    grpc_req,
+                    deadline: limit.zip(start).map(|(d, s)| s + d),
+                };
+                let mut notes = Vec::new();
+                let sent = Box::pin(async {
+                    let retrying = self.retrying(r, req, &mut endpoint, &mut notes);
+                    match limit {
+                        Some(d) => tokio::time::timeout(d, retrying).await.ok(),
+                        None => Some(retrying.await),
+                    }
+                })
+                .await;
+                if let Some(o) = slot.as_mut() {
+                    o.attempts = Some(Box::new(notes));
+                }
+                sent
+            }
         };
         if let (Some(Err(_)) | None, Some(o)) = (&result, slot.as_mut()) {
             o.upstream = endpoint;

@@ -19,7 +19,7 @@
 //! | 7 | cluster | `cluster.rs` | the route's cluster, or a weighted pick |
 //! | 8 | deadline | `deadline.rs` | `grpc-timeout`, or the route's `timeout` for other requests |
 //! | 9 | upstream request | `upstream_request.rs` | the wire (HTTP/2 for gRPC), header rewrites, the resend copy, body counting |
-//! | 10 | forward | `forward.rs` | to the cluster within the deadline; HTTP/1.1 fallback for `auto` |
+//! | 10 | forward | `forward.rs` | to the cluster within the deadline; HTTP/1.1 fallback for `auto`; the route's retry policy (`retry.rs`) |
 //! | 11 | response | `response.rs` | the upstream's head for the client, passive health, the streamed body |
 //! | — | failure | `respond.rs` | every failure, before or after the head, in the client's protocol |
 //!
@@ -56,6 +56,7 @@ mod rate_limit;
 pub mod respond;
 mod response;
 pub mod response_body;
+mod retry;
 mod routing;
 mod transcode;
 mod transcode_stream;

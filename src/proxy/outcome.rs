@@ -57,6 +57,8 @@ pub struct Outcome {
     pub version: http::Version,
     /// A browser's request (gRPC-Web, CORS): what answering it needs.
     pub browser: Option<Box<Browser>>,
+    /// Under a retry policy: each attempt's endpoint and outcome.
+    pub attempts: Option<Box<Vec<super::retry::Note>>>,
     logger: AccessLogger,
     recorded: bool,
 }
@@ -90,6 +92,7 @@ impl Outcome {
             protocol: Protocol::Http1,
             version: http::Version::HTTP_11,
             browser: None,
+            attempts: None,
             logger: logger.clone(),
             recorded: false,
         }
@@ -156,6 +159,17 @@ impl Outcome {
                 }
                 if let Some(u) = self.upstream {
                     j.addr(key!("upstream"), u);
+                }
+                if let Some(a) = &self.attempts {
+                    j.u64(key!("attempts"), a.len() as u64);
+                    let each: Vec<String> = a
+                        .iter()
+                        .map(|(ep, what)| match ep {
+                            Some(ep) => format!("{ep} {what}"),
+                            None => (*what).to_string(),
+                        })
+                        .collect();
+                    j.strs_nonempty(key!("tries"), &each);
                 }
                 if let Some(e) = self.error {
                     j.str(key!("error"), e.as_str());

@@ -101,5 +101,6 @@ pub(super) fn passthrough_route() -> &'static Route {
         timeout: None,
         cors: None,
         rate_limit: None,
+        retry: None,
     })
 }

@@ -140,6 +140,7 @@ mod tests {
             timeout: None,
             cors: None,
             rate_limit: None,
+            retry: None,
         }
     }
 

@@ -178,6 +178,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
     pub rate_limited: Family<RouteLabels, Counter>,
+    pub resilience: super::resilience::ResilienceMetrics,
 }
 
 impl Default for Metrics {
@@ -228,7 +229,7 @@ impl Metrics {
         let upstream_retries = Family::<UpstreamErrorLabels, Counter>::default();
         registry.register(
             "upstream_retries",
-            "Requests sent again because an upstream did not process them (reason: refused_stream, goaway, not_sent)",
+            "Requests sent again: because an upstream did not process them (reason: refused_stream, goaway, not_sent), or by a route's retry policy (reason: the gRPC status, connect_failure, reset, 5xx, gateway_error, per_try_timeout)",
             upstream_retries.clone(),
         );
         let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
@@ -240,7 +241,7 @@ impl Metrics {
         let endpoint_ejections = Family::<EndpointLabels, Counter>::default();
         registry.register(
             "endpoint_ejections",
-            "Times an endpoint was ejected after failing requests in a row",
+            "Times an endpoint was ejected: after failing requests in a row, or for a success rate far below its peers'",
             endpoint_ejections.clone(),
         );
         let upstream_connect_duration =
@@ -285,8 +286,10 @@ impl Metrics {
             "Requests refused because the route's rate limit (its token bucket) was empty",
             rate_limited.clone(),
         );
+        let resilience = super::resilience::ResilienceMetrics::register(&mut registry);
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            resilience,
             grpc_names: Default::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,

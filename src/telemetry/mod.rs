@@ -5,5 +5,6 @@ pub mod json_line;
 pub mod log_once;
 pub mod metrics;
 pub mod process;
+pub mod resilience;
 
 pub use metrics::Metrics;

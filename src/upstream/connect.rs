@@ -51,6 +51,8 @@ pub struct Connector {
     tls: Option<TlsSet>,
     /// HTTP/2 settings, with the cluster's keepalive.
     h2: h2client::Settings,
+    /// The cluster's limits and their use.
+    pub load: Arc<super::limits::Load>,
 }
 
 struct TlsSet {
@@ -67,6 +69,11 @@ impl Connector {
         Ok(Connector {
             cluster: cluster.name.clone(),
             failures: Arc::default(),
+            load: Arc::new(super::limits::Load::new(
+                cluster.limits,
+                &cluster.name,
+                metrics.clone(),
+            )),
             metrics,
             connect_timeout: cluster.connect_timeout,
             tls,
@@ -86,14 +93,17 @@ impl Connector {
     /// performs the handshake for `wire`.
     /// Connects to `addr` (`host` is the name it came from, for SNI) and
     /// performs the handshake for `wire`; the time it took is a metric.
+    /// `slot` is the connection's place under `max_connections`: its task
+    /// keeps it while the connection lives.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         host: &str,
         wire: Wire,
+        slot: super::limits::ConnSlot,
     ) -> Result<Connected, ProxyError> {
         let started = std::time::Instant::now();
-        let result = self.connect_inner(addr, host, wire).await;
+        let result = self.connect_inner(addr, host, wire, slot).await;
         if result.is_ok() {
             self.metrics
                 .upstream_connect_duration
@@ -110,10 +120,11 @@ impl Connector {
         addr: SocketAddr,
         host: &str,
         wire: Wire,
+        slot: super::limits::ConnSlot,
     ) -> Result<Connected, ProxyError> {
         let tcp = self.tcp(addr).await?;
         match &self.tls {
-            None => handshake(tcp, wire, addr, self).await,
+            None => handshake(tcp, wire, addr, self, slot).await,
             Some(tls) => {
                 let connector = match wire {
                     Wire::Http2 => &tls.h2,
@@ -148,7 +159,7 @@ impl Connector {
                         ),
                     ));
                 }
-                handshake(stream, wire, addr, self).await
+                handshake(stream, wire, addr, self, slot).await
             }
         }
     }
@@ -257,6 +268,7 @@ async fn handshake<T>(
     wire: Wire,
     addr: SocketAddr,
     connector: &Connector,
+    slot: super::limits::ConnSlot,
 ) -> Result<Connected, ProxyError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -275,6 +287,7 @@ where
                 .await
                 .map_err(|e| handshake_error(e, addr, cluster))?;
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = conn.await {
                     tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
                 }
@@ -285,6 +298,7 @@ where
             let ended = h2client::Ended {
                 cluster: cluster.to_string(),
                 failures: connector.failures.clone(),
+                slot: Some(slot),
             };
             let client = h2client::handshake(io, &connector.h2, addr, ended)
                 .await

@@ -41,6 +41,8 @@ pub struct H2Client {
 pub struct Ended {
     pub cluster: String,
     pub failures: std::sync::Arc<super::failures::FailureLog>,
+    /// The connection's place under the cluster's `max_connections`.
+    pub slot: Option<super::limits::ConnSlot>,
 }
 
 /// Starts the HTTP/2 connection on `io` (torii's preface and SETTINGS are

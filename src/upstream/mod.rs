@@ -2,12 +2,15 @@
 //! Routing picks a cluster; the cluster picks a healthy endpoint and the
 //! endpoint lends a connection.
 
+pub mod budget;
 pub mod connect;
 pub mod dns;
 pub mod failures;
 pub mod h2client;
 pub mod health;
+pub mod limits;
 pub mod original;
+mod outlier;
 pub mod pitfall;
 pub use pitfall::http1_wire;
 pub mod pool;
@@ -52,6 +55,8 @@ pub struct ClusterRuntime {
     rr: AtomicUsize,
     /// True once every DNS name was looked up at least once.
     resolved: tokio::sync::watch::Sender<bool>,
+    /// How many retries the cluster's retry policies may send.
+    pub budget: budget::Budget,
 }
 
 /// What keeps an exchange's bookkeeping alive until its response body ends.
@@ -66,13 +71,28 @@ pub struct ExchangeGuard {
         hyper::client::conn::http1::SendRequest<Body>,
         connect::FirstBytes,
     )>,
+    /// Holds one of the cluster's `max_requests` places.
+    admitted: bool,
 }
 
 impl ExchangeGuard {
     /// Call when the response body was read to its end.
     pub fn complete(&mut self) {
         if let Some((send, first)) = self.h1.take() {
-            self.ep.release_h1(send, first);
+            let waiters = self.cluster.connector.load.pending.load(Ordering::Relaxed) > 0;
+            self.ep.release_h1(send, first, waiters);
+        }
+    }
+}
+
+impl Drop for ExchangeGuard {
+    fn drop(&mut self) {
+        if self.admitted {
+            self.cluster
+                .connector
+                .load
+                .requests
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -97,6 +117,7 @@ impl ClusterRuntime {
                 Err(_) => names.push((ep.host.clone(), ep.port)),
             }
         }
+        let budget = budget::Budget::new(config.retry_budget);
         let rt = Arc::new(ClusterRuntime {
             name: Arc::from(config.name.as_str()),
             config,
@@ -108,6 +129,7 @@ impl ClusterRuntime {
             dns_errors: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
             resolved: tokio::sync::watch::Sender::new(names.is_empty()),
+            budget,
         });
         for ep in &statics {
             rt.set_healthy_gauge(ep, true);
@@ -122,6 +144,9 @@ impl ClusterRuntime {
         }
         if rt.config.health_check.is_some() {
             health::spawn(&rt);
+        }
+        if rt.config.outlier_detection.success_rate_min_requests > 0 {
+            outlier::spawn(&rt);
         }
         Ok(rt)
     }
@@ -225,26 +250,19 @@ impl ClusterRuntime {
 
     /// Records how a request to `ep` went, for passive health (ejection).
     pub fn report(&self, ep: &Endpoint, ok: bool, why: &str) {
+        let o = &self.config.outlier_detection;
+        if o.success_rate_min_requests > 0 {
+            ep.count_outcome(ok);
+        }
         if ok {
             ep.record_success();
             return;
         }
-        let o = &self.config.outlier_detection;
-        if let Some(time) = ep.record_failure(
-            o.consecutive_failures,
-            o.base_ejection_time,
-            o.max_ejection_time,
-        ) {
-            tracing::warn!(
-                cluster = %self.config.name, endpoint = %ep.addr, ejected_for = %crate::config::duration::display(time),
-                "endpoint ejected after {} failures in a row (last: {why}); it gets no new requests until then",
-                o.consecutive_failures
+        if ep.record_failure(o.consecutive_failures) {
+            self.eject(
+                ep,
+                &format!("{} failures in a row (last: {why})", o.consecutive_failures),
             );
-            self.metrics
-                .endpoint_ejections
-                .get_or_create(&self.endpoint_labels(ep))
-                .inc();
-            self.set_healthy_gauge(ep, false);
         }
     }
 

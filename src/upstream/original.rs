@@ -82,9 +82,12 @@ fn cluster_for(addr: SocketAddr) -> Cluster {
         // One endpoint: ejecting it would change nothing (panic mode).
         outlier_detection: OutlierDetection {
             consecutive_failures: 0,
+            success_rate_min_requests: 0,
             ..OutlierDetection::default()
         },
         http2_keepalive: Keepalive::default(),
+        retry_budget: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Endpoint {
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
+    /// Requests since the last success-rate look: the total in the low
+    /// 32 bits, the successful ones in the high 32 (one add per request).
+    outcomes: AtomicU64,
     h2: Arc<Mutex<Vec<H2Conn>>>,
     /// The HTTP/2 connect under way, if any: every request that needs a
     /// new connection meanwhile waits for this one's outcome.
@@ -87,6 +90,7 @@ impl Endpoint {
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
+            outcomes: AtomicU64::new(0),
             h2: Arc::new(Mutex::new(Vec::new())),
             h2_connecting: Arc::new(Mutex::new(None)),
             h1_idle: Mutex::new(Vec::new()),
@@ -135,25 +139,39 @@ impl Endpoint {
         }
     }
 
-    /// Counts a failed request; returns the ejection time when this failure
-    /// completes a streak of `threshold` (0 = never eject).
-    pub fn record_failure(
-        &self,
-        threshold: u32,
-        base: Duration,
-        max: Duration,
-    ) -> Option<Duration> {
+    /// Counts a failed request; true when this failure completes a streak
+    /// of `threshold` (0 = never) and the endpoint is not ejected already.
+    pub fn record_failure(&self, threshold: u32) -> bool {
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if threshold == 0 || n < threshold || self.ejected_for().is_some() {
-            return None;
+            return false;
         }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        true
+    }
+
+    /// Counts a request's outcome for success-rate ejection.
+    #[inline]
+    pub fn count_outcome(&self, ok: bool) {
+        self.outcomes
+            .fetch_add(1 | (u64::from(ok) << 32), Ordering::Relaxed);
+    }
+
+    /// The requests and successes since the last call.
+    pub fn take_outcomes(&self) -> (u64, u64) {
+        let v = self.outcomes.swap(0, Ordering::Relaxed);
+        (v & 0xffff_ffff, v >> 32)
+    }
+
+    /// Ejects the endpoint, longer each time; returns for how long.
+    pub fn eject(&self, base: Duration, max: Duration) -> Duration {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         // Longer each time it happens again, up to the maximum.
         let time = base.saturating_mul(times).min(max);
         self.ejected_until_ms
             .store(now_ms() + time.as_millis() as u64, Ordering::Relaxed);
-        Some(time)
+        time
     }
 
     pub async fn lease(&self, connector: &Arc<Connector>, wire: Wire) -> Result<Lease, ProxyError> {
@@ -183,6 +201,20 @@ impl Endpoint {
         })
     }
 
+    /// The least busy open connection, however busy.
+    fn pick_h2_any(&self) -> Option<Lease> {
+        let mut conns = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| !c.send.is_closed());
+        let best = conns
+            .iter()
+            .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
+        Some(Lease::H2 {
+            send: best.send.clone(),
+            first: best.first.clone(),
+            guard: CountGuard::new(&best.streams),
+        })
+    }
+
     async fn lease_h2(&self, connector: &Arc<Connector>) -> Result<Lease, ProxyError> {
         let mut waited = 0;
         loop {
@@ -193,7 +225,27 @@ impl Endpoint {
             // max_connections: wait for a new one. A burst shares it; when
             // it fills before this request's turn, another is opened, up to
             // CONNECTS_PER_LEASE, then the stream queues on it.
-            let conn = self.connect_h2(connector).await?;
+            let load = &connector.load;
+            let pending = load.wait("a new HTTP/2 connection is being opened for them")?;
+            let conn = match self.connect_h2(connector).await {
+                Ok(conn) => conn,
+                // At the cluster's max_connections: share what is open.
+                Err(e) if e.code == ErrorCode::Overloaded => {
+                    return self.pick_h2_any().ok_or_else(|| {
+                        let max = load.limits.max_connections;
+                        load.refuse(
+                            "max_connections",
+                            format!(
+                                "{} connections are open to its endpoints (max_connections: {max}), none to {}",
+                                load.connections_open(),
+                                self.addr
+                            ),
+                        )
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            drop(pending);
             waited += 1;
             if waited == CONNECTS_PER_LEASE {
                 return Ok(Lease::H2 {
@@ -218,13 +270,17 @@ impl Endpoint {
         if let Some(attempt) = &*slot {
             return attempt.clone();
         }
+        let Some(conn_slot) = connector.load.connection() else {
+            let at_cap = ProxyError::new(ErrorCode::Overloaded, "max_connections");
+            return futures_util::future::ready(Err(at_cap)).boxed().shared();
+        };
         let connector = connector.clone();
         let (addr, host) = (self.addr, self.host.clone());
         let (conns, connecting) = (self.h2.clone(), self.h2_connecting.clone());
         // The slot is set before the task can clear it: the task takes
         // the same lock, held until this function returns.
         let task = tokio::spawn(async move {
-            let result = match connector.connect(addr, &host, Wire::Http2).await {
+            let result = match connector.connect(addr, &host, Wire::Http2, conn_slot).await {
                 Ok(Connected::H2(send, first)) => {
                     let conn = H2Conn {
                         send,
@@ -258,24 +314,51 @@ impl Endpoint {
     }
 
     async fn lease_h1(&self, connector: &Connector) -> Result<Lease, ProxyError> {
-        loop {
-            let idle = self.h1_idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let Some((mut send, first)) = idle else { break };
-            if send.is_closed() {
-                continue;
+        let load = &connector.load;
+        let mut waiting = None;
+        let conn_slot = loop {
+            loop {
+                let idle = self.h1_idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some((mut send, first)) = idle else { break };
+                if send.is_closed() {
+                    continue;
+                }
+                if send.ready().await.is_ok() {
+                    return Ok(Lease::H1(send, first));
+                }
             }
-            if send.ready().await.is_ok() {
-                return Ok(Lease::H1(send, first));
+            if let Some(slot) = load.connection() {
+                break slot;
             }
-        }
-        match Box::pin(connector.connect(self.addr, &self.host, Wire::Http1)).await? {
+            // Every connection the cluster may have is open and busy: wait
+            // for one to come free, as a pending request.
+            if waiting.is_none() {
+                let max = load.limits.max_connections;
+                waiting = Some(load.wait(&format!(
+                    "all {} HTTP/1.1 connections it may have are busy (max_connections: {max})",
+                    load.connections_open()
+                ))?);
+            }
+            load.freed.notified().await;
+        };
+        let _pending = match waiting {
+            Some(w) => w,
+            None => load.wait("a new HTTP/1.1 connection is being opened for them")?,
+        };
+        match Box::pin(connector.connect(self.addr, &self.host, Wire::Http1, conn_slot)).await? {
             Connected::H1(send, first) => Ok(Lease::H1(send, first)),
-            Connected::H2(..) => unreachable!("asked for HTTP/1.1"),
+            Connected::H2(..) => unreachable!("asked for HTTP/2"),
         }
     }
 
     /// Returns an HTTP/1.1 connection whose response was read to the end.
-    pub fn release_h1(&self, send: http1::SendRequest<Body>, first: FirstBytes) {
+    /// While requests wait for a connection at the cluster's
+    /// `max_connections`, it is closed instead, so that any endpoint's
+    /// waiter can open one.
+    pub fn release_h1(&self, send: http1::SendRequest<Body>, first: FirstBytes, waiters: bool) {
+        if waiters {
+            return;
+        }
         if !send.is_closed() {
             let mut idle = self.h1_idle.lock().unwrap_or_else(|p| p.into_inner());
             // Bound the idle pool; extra connections just close.

@@ -14,7 +14,7 @@ use super::pool::{CountGuard, Endpoint, Lease};
 use super::{ClusterRuntime, ExchangeGuard, MAX_CONNECT_ATTEMPTS};
 use crate::body::h2::RECORD_LIMIT;
 use crate::body::{Body, Received};
-use crate::error::ProxyError;
+use crate::error::{ErrorCode, ProxyError};
 use crate::http2::{Error as H2Error, Reason};
 use crate::telemetry::metrics::UpstreamErrorLabels;
 
@@ -58,6 +58,23 @@ impl ClusterRuntime {
     /// last: where a failed request went (the access log's `upstream`).
     pub async fn send_noting(
         self: &Arc<Self>,
+        req: Box<Request<Body>>,
+        wire: Wire,
+        endpoint: &mut Option<SocketAddr>,
+    ) -> Exchange {
+        // One of the cluster's max_requests places, kept by the exchange's
+        // guard until the response body ends.
+        let admitted = self.connector.load.admit()?;
+        let mut exchange = self.send_admitted(req, wire, endpoint).await;
+        if let Ok((_, guard)) = &mut exchange {
+            admitted.keep();
+            guard.admitted = true;
+        }
+        exchange
+    }
+
+    async fn send_admitted(
+        self: &Arc<Self>,
         mut req: Box<Request<Body>>,
         wire: Wire,
         endpoint: &mut Option<SocketAddr>,
@@ -75,6 +92,8 @@ impl ClusterRuntime {
             let active = CountGuard::new(&ep.active);
             let lease = match ep.lease(&self.connector, wire).await {
                 Ok(l) => l,
+                // A cluster limit: refused at once, the endpoint not at fault.
+                Err(e) if e.code == ErrorCode::Overloaded => return Err(e),
                 Err(e) => {
                     tracing::debug!(cluster = %self.config.name, endpoint = %ep.addr, error = %e, "connect failed; trying another endpoint");
                     self.report(&ep, false, e.code.as_str());
@@ -150,6 +169,7 @@ impl ClusterRuntime {
             cluster: self.clone(),
             _stream: stream,
             h1,
+            admitted: false,
         }
     }
 
@@ -225,12 +245,27 @@ impl ClusterRuntime {
         );
     }
 
-    fn count_retry(&self, why: &'static str) {
+    /// Counts a request sent again, by why (`torii_upstream_retries_total`).
+    pub fn count_retry(&self, why: &'static str) {
         self.metrics
             .upstream_retries
             .get_or_create(&UpstreamErrorLabels {
                 cluster: self.config.name.clone(),
                 reason: why.to_string(),
+            })
+            .inc();
+    }
+}
+
+impl ClusterRuntime {
+    /// Counts a retry a policy wanted but did not send, by why.
+    pub fn count_retry_skipped(&self, why: &'static str) {
+        self.metrics
+            .resilience
+            .retries_skipped
+            .get_or_create(&crate::telemetry::resilience::SkipLabels {
+                cluster: self.config.name.clone(),
+                reason: why,
             })
             .inc();
     }
