@@ -35,13 +35,19 @@ pub enum ErrorCode {
     TranscodingFailed,
     /// A malformed gRPC-Web request: bad base64, a bad frame, not a POST.
     GrpcWebInvalid,
+    /// No credential, or one that failed a check (a route's `auth:`).
+    Unauthenticated,
+    /// A JWT provider has no key set to verify with (fail closed).
+    AuthUnavailable,
+    /// Authenticated, but no `allow` rule of the route matched.
+    PermissionDenied,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -59,6 +65,9 @@ impl ErrorCode {
         ErrorCode::PlaintextOnTlsPort,
         ErrorCode::TranscodingFailed,
         ErrorCode::GrpcWebInvalid,
+        ErrorCode::Unauthenticated,
+        ErrorCode::AuthUnavailable,
+        ErrorCode::PermissionDenied,
         ErrorCode::Internal,
     ];
 
@@ -81,6 +90,9 @@ impl ErrorCode {
             ErrorCode::PlaintextOnTlsPort => "plaintext_on_tls_port",
             ErrorCode::TranscodingFailed => "transcoding_failed",
             ErrorCode::GrpcWebInvalid => "grpc_web_invalid",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::AuthUnavailable => "auth_unavailable",
+            ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -96,6 +108,8 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded | ErrorCode::UpstreamTimeout => Code::DeadlineExceeded,
             ErrorCode::Internal => Code::Internal,
             ErrorCode::ClientCancelled => Code::Cancelled,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
+            ErrorCode::PermissionDenied => Code::PermissionDenied,
             // Everything upstream-side is retryable from the client's view.
             _ => Code::Unavailable,
         }
@@ -117,6 +131,8 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             // nginx's "client closed request".
             ErrorCode::ClientCancelled => 499,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
             _ => 503,
         }
     }
@@ -142,6 +158,9 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::PlaintextOnTlsPort
     | ErrorCode::TranscodingFailed
     | ErrorCode::GrpcWebInvalid
+    | ErrorCode::Unauthenticated
+    | ErrorCode::AuthUnavailable
+    | ErrorCode::PermissionDenied
     | ErrorCode::Internal => {}
 };
 

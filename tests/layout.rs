@@ -25,6 +25,7 @@ const FOUNDATION: &[&str] = &[
     "net",
     "heap",
     "transcode",
+    "auth",
     "lib",
 ];
 

@@ -7,6 +7,7 @@
 //! Every stage reports into one list of problems, so a file with ten
 //! mistakes gets ten messages in one run.
 
+mod auth;
 mod cluster;
 mod context;
 mod cors;
@@ -19,6 +20,7 @@ mod parse;
 mod patterns;
 mod problem;
 mod raw;
+mod raw_auth;
 mod route;
 pub mod san;
 mod tls;

@@ -63,6 +63,10 @@ pub struct Config {
     /// Every file the configuration read besides itself (certificates,
     /// keys, CAs), resolved: a change to one reloads the configuration.
     pub files: Vec<PathBuf>,
+    /// `jwt_providers:` (their key sets fetched once the proxy runs).
+    pub jwt_providers: Vec<Arc<crate::auth::JwtProvider>>,
+    /// `api_keys:`, their files read.
+    pub api_keys: Vec<Arc<crate::auth::ApiKeySet>>,
 }
 
 /// Where the access log goes: one JSON object per request and line.
@@ -313,6 +317,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// The route's own CORS policy, in place of the listener's.
     pub cors: Option<Arc<Cors>>,
+    /// `auth:`: who may call (None: anyone).
+    pub auth: Option<Arc<crate::auth::Policy>>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub access_log: Option<String>,
     pub listeners: Option<Vec<RawListener>>,
     pub clusters: Option<Vec<RawCluster>>,
+    pub jwt_providers: Option<Vec<super::raw_auth::RawJwtProvider>>,
+    pub api_keys: Option<Vec<super::raw_auth::RawApiKeys>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +120,7 @@ pub struct RawRoute {
     pub response_headers: Option<RawHeaderEdits>,
     pub timeout: Option<String>,
     pub cors: Option<RawCors>,
+    pub auth: Option<super::raw_auth::RawRouteAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +276,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
             ".weighted_clusters[]" => fields_of::<RawWeightedCluster>(),
             ".direct_response" => fields_of::<RawDirectResponse>(),
             ".request_headers" | ".response_headers" => fields_of::<RawHeaderEdits>(),
+            ".auth" => fields_of::<super::raw_auth::RawRouteAuth>(),
+            ".auth.allow[]" => fields_of::<super::raw_auth::RawAllow>(),
             _ => return None,
         })
     };
@@ -292,6 +297,12 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "listeners[].json_transcoding" => fields_of::<RawJsonTranscoding>(),
         "listeners[].json_transcoding.print" => fields_of::<RawPrint>(),
         "clusters[]" => fields_of::<RawCluster>(),
+        "jwt_providers[]" => fields_of::<super::raw_auth::RawJwtProvider>(),
+        "jwt_providers[].jwks" => fields_of::<super::raw_auth::RawJwks>(),
+        "jwt_providers[].from[]" | "api_keys[].from[]" => {
+            fields_of::<super::raw_auth::RawCredentialFrom>()
+        }
+        "api_keys[]" => fields_of::<super::raw_auth::RawApiKeys>(),
         "clusters[].tls" => fields_of::<RawUpstreamTls>(),
         "clusters[].health_check" => fields_of::<RawHealthCheck>(),
         "clusters[].outlier_detection" => fields_of::<RawOutlierDetection>(),

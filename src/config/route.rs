@@ -19,6 +19,7 @@ pub fn route(
     default_name: String,
     raw: RawRoute,
     clusters: &Clusters,
+    auth: &super::auth::Registry,
 ) -> Option<Route> {
     let name = route_name(cx, &join(path, "name"), raw.name, default_name);
     let match_at = join(path, "match");
@@ -57,6 +58,7 @@ pub fn route(
     let response_headers = edits(cx, &join(path, "response_headers"), raw.response_headers);
     let timeout = cx.duration(&join(path, "timeout"), &raw.timeout, None, true);
     let cors = super::cors::cors(cx, &join(path, "cors"), raw.cors);
+    let auth = super::auth::route_auth(cx, &join(path, "auth"), raw.auth, auth);
     Some(Route {
         name: name?,
         matcher: matcher?,
@@ -66,6 +68,7 @@ pub fn route(
         response_headers: response_headers?,
         timeout: timeout?,
         cors: cors?,
+        auth: auth?,
     })
 }
 

@@ -14,6 +14,7 @@
 //! | 3c | JSON transcoding | `transcode.rs` | a `json_transcoding` rule's HTTP/JSON request becomes a gRPC call (its own future) |
 //! | 4 | route | `routing.rs` | first matching route; original destination; own `grpc.health.v1`; `no_route` |
 //! | 5 | own health | `grpc_health.rs` | torii's `grpc.health.v1.Health` Check and Watch |
+//! | 5a | auth | `auth.rs` | a route's `auth:`: JWT, API key, mTLS identity; `allow` rules |
 //! | 6 | direct response | `direct.rs` | a route's `direct_response` |
 //! | 7 | cluster | `cluster.rs` | the route's cluster, or a weighted pick |
 //! | 8 | deadline | `deadline.rs` | `grpc-timeout`, or the route's `timeout` for other requests |
@@ -37,6 +38,7 @@
 // per-request instruction count, bench/profile, showed the difference).
 #![allow(clippy::result_large_err)]
 
+mod auth;
 mod cluster;
 mod conn_info;
 mod cors;
@@ -351,7 +353,8 @@ impl Pipeline {
             Routed::Original(cluster) => (routing::passthrough_route(), None, cluster),
             Routed::Route(index) => {
                 let route = &self.config.routes[index];
-                // [authentication, authorization, rate limits]
+                auth::auth(route, &mut parts, conn, outcome)?;
+                // [rate limits]
                 direct::direct_response(route, outcome)?;
                 (route, Some(index), self.cluster(route)?)
             }

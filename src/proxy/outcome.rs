@@ -52,6 +52,9 @@ pub struct Outcome {
     pub version: http::Version,
     /// A browser's request (gRPC-Web, CORS): what answering it needs.
     pub browser: Option<Box<Browser>>,
+    /// A route with `auth:`: who the caller is and what was decided
+    /// (access log only; set only when logging).
+    pub auth: Option<Box<AuthNote>>,
     logger: AccessLogger,
     recorded: bool,
 }
@@ -84,6 +87,7 @@ impl Outcome {
             protocol: Protocol::Http1,
             version: http::Version::HTTP_11,
             browser: None,
+            auth: None,
             logger: logger.clone(),
             recorded: false,
         }
@@ -145,6 +149,11 @@ impl Outcome {
                 if let Some(r) = &self.route {
                     j.str(key!("route"), r);
                 }
+                if let Some(a) = &self.auth {
+                    j.str(key!("identity"), &a.identity);
+                    j.str(key!("auth"), a.decision);
+                    j.str(key!("auth_reason"), a.reason);
+                }
                 if let Some(c) = &self.cluster {
                     j.str(key!("cluster"), c);
                 }
@@ -195,6 +204,18 @@ impl Outcome {
             (g.service(), g.method())
         }
     }
+}
+
+/// A route's `auth:` decision, for the access log.
+pub struct AuthNote {
+    /// `jwt:PROVIDER/SUB`, `api_key:SET/CONSUMER`, `mtls:SAN` (space
+    /// separated when several), or `anonymous`.
+    pub identity: String,
+    /// `allowed`, `unauthenticated`, `denied`; `audit_…` for what audit
+    /// mode let through.
+    pub decision: &'static str,
+    /// `ok`, or which check failed.
+    pub reason: &'static str,
 }
 
 /// What the client spoke, as the metrics' and access log's `protocol`.

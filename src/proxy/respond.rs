@@ -17,7 +17,9 @@
 //! - on a TLS port that got plaintext, before any request exists, the
 //!   listener writes [`error_response`]'s status, fields and text itself.
 //!
-//! All carry `x-torii-error` with the stable reason code.
+//! All carry `x-torii-error` with the stable reason code; `unauthenticated`
+//! also RFC 6750's `www-authenticate: Bearer error="invalid_token",
+//! error_description="…"` (the same words), in every shape.
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
@@ -30,12 +32,39 @@ pub const X_TORII_ERROR: &str = "x-torii-error";
 /// Renders `err` for a client that spoke gRPC (`grpc == true`) or plain HTTP.
 pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
     let code = HeaderValue::from_static(err.code.as_str());
-    if grpc {
+    let mut resp = if grpc {
         grpc_trailers_only(err.code.grpc_code(), &err.message, Some(code))
     } else {
         let mut resp = text_response(err.code.http_status(), &err.message);
         resp.headers_mut().insert(X_TORII_ERROR, code);
         resp
+    };
+    challenge(resp.headers_mut(), err);
+    resp
+}
+
+/// `www-authenticate` for an `unauthenticated` failure (RFC 6750 §3): the
+/// `invalid_token` error and the message, unless no credential came at all.
+fn challenge(h: &mut HeaderMap, err: &ProxyError) {
+    if err.code != crate::error::ErrorCode::Unauthenticated {
+        return;
+    }
+    let value = if err.message.starts_with(crate::auth::NO_CREDENTIAL) {
+        "Bearer".to_string()
+    } else {
+        let description: String = err
+            .message
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' => '\'',
+                c if (' '..='~').contains(&c) => c,
+                _ => '?',
+            })
+            .collect();
+        format!("Bearer error=\"invalid_token\", error_description=\"{description}\"")
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(header::WWW_AUTHENTICATE, v);
     }
 }
 
@@ -46,6 +75,7 @@ pub fn error_json(err: &ProxyError) -> Response<Body> {
     let mut resp = status_json_response(code, &err.message, None, None);
     resp.headers_mut()
         .insert(X_TORII_ERROR, HeaderValue::from_static(err.code.as_str()));
+    challenge(resp.headers_mut(), err);
     resp
 }
 
@@ -74,6 +104,7 @@ pub fn web_error_response(err: &ProxyError, text: bool) -> Response<Body> {
     let code = HeaderValue::from_static(err.code.as_str());
     let mut resp = Response::new(body::empty());
     resp.headers_mut().insert(X_TORII_ERROR, code.clone());
+    challenge(resp.headers_mut(), err);
     let mut status = HeaderMap::new();
     grpc_status_fields(&mut status, err.code.grpc_code(), &err.message, Some(code));
     let frame = body::grpc_web::trailer_frame(&status);

@@ -100,5 +100,6 @@ pub(super) fn passthrough_route() -> &'static Route {
         response_headers: HeaderEdits::default(),
         timeout: None,
         cors: None,
+        auth: None,
     })
 }

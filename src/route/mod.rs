@@ -135,6 +135,7 @@ mod tests {
             response_headers: HeaderEdits::default(),
             timeout: None,
             cors: None,
+            auth: None,
         }
     }
 

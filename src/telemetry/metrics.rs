@@ -129,6 +129,20 @@ pub struct CertificateLabels {
     pub subject: String,
 }
 
+/// `torii_auth_total`: one per request on a route with `auth:`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub listener: Arc<str>,
+    /// `jwt`, `api_key`, `mtls`.
+    pub method: &'static str,
+    /// `allowed`, `unauthenticated`, `denied`.
+    pub result: &'static str,
+    /// `ok`, or which check failed (`expired`, `audience`, `no_rule`, …).
+    pub reason: &'static str,
+    /// `enforce`, or `audit` (a denial only counted and logged).
+    pub mode: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
@@ -171,6 +185,7 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    pub auth: Family<AuthLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -272,6 +287,12 @@ impl Metrics {
             "When the certificate in use that expires first in each file does (notAfter, Unix time in seconds); alert on torii_certificate_expiry_seconds - time() < 14 * 86400",
             certificate_expiry.clone(),
         );
+        let auth = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth",
+            "Authentication and authorization decisions on routes with auth:, by credential method, result and reason",
+            auth.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
             grpc_names: Default::default(),
@@ -291,6 +312,7 @@ impl Metrics {
             access_log_dropped,
             config_reloads,
             certificate_expiry,
+            auth,
         }
     }
 
