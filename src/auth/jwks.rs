@@ -278,7 +278,10 @@ async fn run(
                         attempted: true,
                     }));
                     failures = 0;
-                    delay = max_age.map_or(refresh, |m| m.min(refresh)).max(MIN_REFRESH);
+                    delay = match max_age {
+                        Some(m) => m.max(MIN_REFRESH).min(refresh),
+                        None => refresh,
+                    };
                 }
                 Err(why) => {
                     tracing::warn!(jwks = %uri, kept = old.set.is_some(), "JWKS fetch failed: {why}");
