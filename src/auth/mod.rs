@@ -142,7 +142,8 @@ impl Decision {
         if let Some((set, c)) = &self.identity.consumer {
             parts.push(format!("api_key:{}/{c}", set.name));
         }
-        if let Some(san) = sans.first() {
+        // A SPIFFE ID (a URI SAN) says more than a DNS name.
+        if let Some(san) = sans.iter().find(|s| s.starts_with("URI:")).or(sans.first()) {
             parts.push(format!("mtls:{san}"));
         }
         if parts.is_empty() {
