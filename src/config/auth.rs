@@ -90,7 +90,7 @@ fn provider(cx: &mut Ctx, path: &str, raw: RawJwtProvider) -> Option<JwtProvider
     let from = token_from(cx, &join(path, "from"), raw.from);
     let mut claims = Vec::new();
     let mut ok = true;
-    for (claim, header) in raw.claims_to_headers.map(|m| m.0).unwrap_or_default() {
+    for (claim, header) in raw.claims_to_headers.unwrap_or_default() {
         let at = format!("{}.{claim}", join(path, "claims_to_headers"));
         match header_name(&header, true) {
             Ok(h) => claims.push((claim, h)),

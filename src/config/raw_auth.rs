@@ -10,7 +10,7 @@ pub struct RawJwtProvider {
     pub audiences: Option<Vec<String>>,
     pub jwks: Option<RawJwks>,
     pub from: Option<Vec<RawCredentialFrom>>,
-    pub claims_to_headers: Option<super::raw::OrderedMap>,
+    pub claims_to_headers: Option<std::collections::BTreeMap<String, String>>,
     pub clock_skew: Option<String>,
 }
 
