@@ -234,6 +234,46 @@ mod tests {
     }
 
     #[test]
+    fn unauthenticated_in_every_shape_carries_the_challenge() {
+        let err = ProxyError::new(
+            ErrorCode::Unauthenticated,
+            "audience \"x\" not in [\"api\"]",
+        );
+        let want =
+            "Bearer error=\"invalid_token\", error_description=\"audience 'x' not in ['api']\"";
+        for r in [
+            error_response(&err, true),
+            error_response(&err, false),
+            error_json(&err),
+            web_error_response(&err, false),
+        ] {
+            assert_eq!(r.headers()["www-authenticate"], want);
+            assert_eq!(r.headers()["x-torii-error"], "unauthenticated");
+        }
+        assert_eq!(error_response(&err, false).status(), 401);
+        assert_eq!(error_json(&err).status(), 401);
+        assert_eq!(error_response(&err, true).headers()["grpc-status"], "16");
+        let missing = ProxyError::new(ErrorCode::Unauthenticated, "no credential: send a token");
+        assert_eq!(
+            error_response(&missing, false).headers()["www-authenticate"],
+            "Bearer"
+        );
+        let denied = ProxyError::new(ErrorCode::PermissionDenied, "no allow rule");
+        assert_eq!(error_json(&denied).status(), 403);
+        assert_eq!(error_response(&denied, true).headers()["grpc-status"], "7");
+        assert!(error_response(&denied, false)
+            .headers()
+            .get("www-authenticate")
+            .is_none());
+        let unavailable = ProxyError::new(ErrorCode::AuthUnavailable, "no keys");
+        assert_eq!(error_response(&unavailable, false).status(), 503);
+        assert_eq!(
+            error_response(&unavailable, true).headers()["grpc-status"],
+            "14"
+        );
+    }
+
+    #[test]
     fn http_shape() {
         let err = ProxyError::new(ErrorCode::UpstreamConnectRefused, "refused");
         let r = error_response(&err, false);
