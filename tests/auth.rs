@@ -491,6 +491,7 @@ jwt_providers:
 listeners:
   - name: web
     address: 127.0.0.1:0
+    cors: {{ allow_origins: ["https://app.test"] }}
     routes:
       - {{ cluster: echo, auth: {{ jwt: [idp] }} }}
 clusters:
@@ -512,6 +513,23 @@ clusters:
         .await
         .unwrap()
     };
+    // Never checked: the health path and CORS preflights.
+    let health = raw_exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let preflight = raw_exchange(
+        addr,
+        b"OPTIONS /x HTTP/1.1\r\nhost: t\r\norigin: https://app.test\r\naccess-control-request-method: POST\r\n\
+          access-control-request-headers: authorization\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(preflight.starts_with("HTTP/1.1 20"), "{preflight}");
+    assert!(!preflight.contains("unauthenticated"), "{preflight}");
     let none = ask(None).await;
     assert!(none.starts_with("HTTP/1.1 401"), "{none}");
     assert!(none.contains("www-authenticate: Bearer\r\n"), "{none}");
