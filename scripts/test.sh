@@ -19,6 +19,7 @@ PY_PACKAGES=(
   grpcio-health-checking==1.85.1
   pytest==9.2.0
   cryptography==50.0.2
+  PyJWT==2.10.1
   h2==4.4.1
   jsonschema==4.25.1
   # tests/blackbox/test_deploy.py: the Dockerfile and deploy/kubernetes,

@@ -133,6 +133,8 @@ impl Running {
         let mut state = self.state.lock().await;
         let old_clusters = self.shared.clusters.load_full();
         let clusters = build_clusters(&config, &old_clusters, &self.dns, &self.metrics).await?;
+        let old_config = self.shared.config.load_full();
+        start_jwks(&config, &old_config).await;
 
         // Prepare everything that can fail before changing anything.
         // A new access log destination is opened (and the old one closed
@@ -247,6 +249,11 @@ impl Running {
         };
         self.metrics.set_certificates(&config);
         self.shared.clusters.store(clusters);
+        for old in &old_config.jwt_providers {
+            if !config.jwt_providers.iter().any(|p| p.jwks.same(&old.jwks)) {
+                old.jwks.stop();
+            }
+        }
         self.shared.config.store(Arc::new(config));
         tracing::info!("configuration applied");
         Ok(())
@@ -309,6 +316,27 @@ impl Running {
         let logger = state.logger.clone();
         let _ = tokio::task::spawn_blocking(move || logger.flush(Duration::from_secs(2))).await;
     }
+}
+
+/// How long applying a configuration waits for new JWKS to be fetched.
+const FIRST_JWKS_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts fetching the key sets of `config`'s JWT providers; one with the
+/// same name and URI as before a reload starts with the keys it had.
+/// Waits (a bounded time) for the first fetch of the others: `/ready`
+/// says which provider has no keys yet.
+async fn start_jwks(config: &Config, old: &Config) {
+    for p in &config.jwt_providers {
+        if let Some(o) = old.jwt_providers.iter().find(|o| o.name == p.name) {
+            p.jwks.adopt(&o.jwks);
+        }
+        p.jwks.start();
+    }
+    let firsts = config
+        .jwt_providers
+        .iter()
+        .map(|p| p.jwks.first_fetch(FIRST_JWKS_WAIT));
+    futures_util::future::join_all(firsts).await;
 }
 
 /// Reuses the runtime of every cluster whose configuration did not change.

@@ -43,13 +43,19 @@ pub enum ErrorCode {
     /// The route's rate limit (its token bucket, for the route, the
     /// client IP or the caller) is used up for now.
     RateLimited,
+    /// No credential, or one that failed a check (a route's `auth:`).
+    Unauthenticated,
+    /// A JWT provider has no key set to verify with (fail closed).
+    AuthUnavailable,
+    /// Authenticated, but no `allow` rule of the route matched.
+    PermissionDenied,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/errors.md (tests/docs.rs checks
     /// that each is documented there).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::NoRoute,
         ErrorCode::InvalidPath,
         ErrorCode::BadRequest,
@@ -70,6 +76,9 @@ impl ErrorCode {
         ErrorCode::GrpcWebInvalid,
         ErrorCode::GrpcWebStreaming,
         ErrorCode::RateLimited,
+        ErrorCode::Unauthenticated,
+        ErrorCode::AuthUnavailable,
+        ErrorCode::PermissionDenied,
         ErrorCode::Internal,
     ];
 
@@ -95,6 +104,9 @@ impl ErrorCode {
             ErrorCode::GrpcWebInvalid => "grpc_web_invalid",
             ErrorCode::GrpcWebStreaming => "grpc_web_streaming",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::AuthUnavailable => "auth_unavailable",
+            ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -111,6 +123,8 @@ impl ErrorCode {
             ErrorCode::Internal => Code::Internal,
             ErrorCode::ClientCancelled => Code::Cancelled,
             ErrorCode::RateLimited => Code::ResourceExhausted,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
+            ErrorCode::PermissionDenied => Code::PermissionDenied,
             // Everything upstream-side is retryable from the client's view.
             _ => Code::Unavailable,
         }
@@ -134,6 +148,8 @@ impl ErrorCode {
             // nginx's "client closed request".
             ErrorCode::ClientCancelled => 499,
             ErrorCode::RateLimited => 429,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
             _ => 503,
         }
     }
@@ -162,6 +178,9 @@ const _: fn(ErrorCode) = |code| match code {
     | ErrorCode::GrpcWebInvalid
     | ErrorCode::GrpcWebStreaming
     | ErrorCode::RateLimited
+    | ErrorCode::Unauthenticated
+    | ErrorCode::AuthUnavailable
+    | ErrorCode::PermissionDenied
     | ErrorCode::Internal => {}
 };
 

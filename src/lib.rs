@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub mod app;
+pub mod auth;
 pub(crate) mod body;
 pub mod cli;
 pub mod config;

@@ -512,6 +512,9 @@ listeners:
         weighted_clusters: [{zz: 1}]
         direct_response: {zz: 1}
         request_headers: {zz: 1}
+        auth: {zz: 1, allow: [{zz: 1}]}
+jwt_providers: [{zz: 1, jwks: {zz: 1}, from: [{zz: 1}]}]
+api_keys: [{zz: 1, from: [{zz: 1}]}]
 clusters:
   - zz: 1
     tls: {zz: 1}
@@ -551,7 +554,7 @@ clusters:
         let keys = keys.split(", ").map(str::to_string).collect();
         sections.push((shape, keys));
     }
-    assert_eq!(sections.len(), 22, "torii check said:\n{text}");
+    assert_eq!(sections.len(), 29, "torii check said:\n{text}");
     sections
 }
 

@@ -116,6 +116,16 @@ fn grpc_timeout() {
 }
 
 #[test]
+fn jwt_token() {
+    replay("jwt_token");
+}
+
+#[test]
+fn auth_claims() {
+    replay("auth_claims");
+}
+
+#[test]
 fn path_template() {
     replay("path_template");
 }
@@ -557,6 +567,60 @@ fn write_seeds() {
         let mut input = vec![seed];
         input.extend(body);
         write("grpc_web", name, &input);
+    }
+
+    // jwt_token: a header line, then a token.
+    let b = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    };
+    let good = format!(
+        "{}.{}.{}",
+        b(r#"{"alg":"ES256","kid":"k1"}"#),
+        b(r#"{"iss":"i","exp":1}"#),
+        b("sig")
+    );
+    for (name, line, token) in [
+        ("valid", format!("Bearer {good}"), good.clone()),
+        ("lower-two-spaces", format!("bearer  {good}"), good.clone()),
+        ("junk", format!("Bearer {good} junk"), format!("{good}###")),
+        ("padding", format!("Bearer {good}="), format!("{good}=")),
+        (
+            "tab",
+            format!("Bearer {good}"),
+            good.replacen('.', ".\t", 1),
+        ),
+        (
+            "alg-none",
+            "Basic x".to_string(),
+            format!("{}.{}.", b(r#"{"alg":"none"}"#), b("{}")),
+        ),
+        (
+            "crit",
+            String::new(),
+            format!(
+                "{}.{}.{}",
+                b(r#"{"alg":"ES256","crit":["x"]}"#),
+                b("{}"),
+                b("s")
+            ),
+        ),
+    ] {
+        write("jwt_token", name, format!("{line}\n{token}").as_bytes());
+    }
+    // auth_claims: path, values, claims.
+    for (name, input) in [
+        (
+            "scope",
+            "scope\norders.read|x\n{\"scope\":\"orders.read orders.write\"}",
+        ),
+        ("array", "groups\nb\n{\"groups\":[\"a\",\"b\"]}"),
+        ("nested", "org.id\n7\n{\"org\":{\"id\":7}}"),
+        ("dotted-name", "a.b\nx\n{\"a.b\":\"x\",\"a\":{\"b\":\"y\"}}"),
+        ("bool", "admin\ntrue\n{\"admin\":true}"),
+        ("missing", "sub\nalice\n{}"),
+    ] {
+        write("auth_claims", name, input.as_bytes());
     }
 
     // config: the test configurations.

@@ -26,6 +26,7 @@ const FOUNDATION: &[&str] = &[
     "heap",
     "transcode",
     "rate_limit",
+    "auth",
     "lib",
 ];
 

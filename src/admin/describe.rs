@@ -36,6 +36,26 @@ pub fn config(c: &Config) -> Value {
         "access_log": c.access_log.describe(),
         "listeners": c.listeners.iter().map(listener).collect::<Vec<_>>(),
         "clusters": c.clusters.iter().map(|c| cluster(c)).collect::<Vec<_>>(),
+        "jwt_providers": c.jwt_providers.iter().map(|p| jwt_provider(p)).collect::<Vec<_>>(),
+        "api_keys": c.api_keys.iter().map(|s| json!({
+            "name": s.name,
+            "file": s.file.display().to_string(),
+            "consumers": s.consumers(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A JWT provider and the state of its key set: key ids, never keys.
+fn jwt_provider(p: &crate::auth::JwtProvider) -> Value {
+    let state = p.jwks.current();
+    json!({
+        "name": p.name,
+        "issuer": p.issuer,
+        "audiences": p.audiences,
+        "jwks": p.jwks.source.describe(),
+        "key_ids": state.set.as_ref().map(|s| s.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>()),
+        "fetches": p.jwks.fetches(),
+        "error": state.error.as_ref().map(|(_, why)| why.clone()),
     })
 }
 
@@ -138,6 +158,13 @@ fn route(r: &Route) -> Value {
             "attempts": p.attempts,
             "per_try_timeout": p.per_try_timeout.map(dur),
             "backoff": { "base": dur(p.backoff_base), "max": dur(p.backoff_max) },
+        })),
+        "auth": r.auth.as_ref().map(|a| json!({
+            "jwt": a.jwt.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "api_key": a.api_keys.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "require": if a.require_all { "all" } else { "any" },
+            "allow_rules": a.allow.len(),
+            "mode": if a.audit { "audit" } else { "enforce" },
         })),
     })
 }

@@ -74,10 +74,23 @@ fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
     match req.uri().path() {
         "/live" => text_response(200, "live"),
         "/ready" => {
-            if *shared.ready.borrow() {
-                text_response(200, "ready")
-            } else {
+            let missing: Vec<String> = shared
+                .config
+                .load()
+                .jwt_providers
+                .iter()
+                .filter_map(|p| {
+                    p.jwks
+                        .missing()
+                        .map(|why| format!("jwt provider {}: {why}", p.name))
+                })
+                .collect();
+            if !*shared.ready.borrow() {
                 text_response(503, "not ready (starting or draining)")
+            } else if !missing.is_empty() {
+                text_response(503, &format!("not ready: {}", missing.join("; ")))
+            } else {
+                text_response(200, "ready")
             }
         }
         "/metrics" => {

@@ -7,6 +7,7 @@
 //! Every stage reports into one list of problems, so a file with ten
 //! mistakes gets ten messages in one run.
 
+mod auth;
 mod cluster;
 mod context;
 mod cors;
@@ -20,6 +21,7 @@ mod patterns;
 mod problem;
 mod rate_limit;
 mod raw;
+mod raw_auth;
 pub mod retry;
 mod route;
 pub mod san;

@@ -63,6 +63,10 @@ pub struct Config {
     /// Every file the configuration read besides itself (certificates,
     /// keys, CAs), resolved: a change to one reloads the configuration.
     pub files: Vec<PathBuf>,
+    /// `jwt_providers:` (their key sets fetched once the proxy runs).
+    pub jwt_providers: Vec<Arc<crate::auth::JwtProvider>>,
+    /// `api_keys:`, their files read.
+    pub api_keys: Vec<Arc<crate::auth::ApiKeySet>>,
 }
 
 /// Where the access log goes: one JSON object per request and line.
@@ -317,6 +321,8 @@ pub struct Route {
     pub rate_limit: Option<super::rate_limit::RateLimit>,
     /// The route's retry policy; None: only the built-in resends.
     pub retry: Option<Arc<super::retry::RetryPolicy>>,
+    /// `auth:`: who may call (None: anyone).
+    pub auth: Option<Arc<crate::auth::Policy>>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub access_log: Option<String>,
     pub listeners: Option<Vec<RawListener>>,
     pub clusters: Option<Vec<RawCluster>>,
+    pub jwt_providers: Option<Vec<super::raw_auth::RawJwtProvider>>,
+    pub api_keys: Option<Vec<super::raw_auth::RawApiKeys>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +122,7 @@ pub struct RawRoute {
     pub cors: Option<RawCors>,
     pub rate_limit: Option<RawRateLimit>,
     pub retry: Option<super::retry::RawRetry>,
+    pub auth: Option<super::raw_auth::RawRouteAuth>,
 }
 
 /// Numbers read wide and signed, as for weights: `burst: 0` or `-1` is a
@@ -295,6 +298,8 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
             ".rate_limit" => fields_of::<RawRateLimit>(),
             ".retry" => fields_of::<super::retry::RawRetry>(),
             ".retry.backoff" => fields_of::<super::retry::RawBackoff>(),
+            ".auth" => fields_of::<super::raw_auth::RawRouteAuth>(),
+            ".auth.allow[]" => fields_of::<super::raw_auth::RawAllow>(),
             _ => return None,
         })
     };
@@ -314,6 +319,12 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "listeners[].json_transcoding" => fields_of::<RawJsonTranscoding>(),
         "listeners[].json_transcoding.print" => fields_of::<RawPrint>(),
         "clusters[]" => fields_of::<RawCluster>(),
+        "jwt_providers[]" => fields_of::<super::raw_auth::RawJwtProvider>(),
+        "jwt_providers[].jwks" => fields_of::<super::raw_auth::RawJwks>(),
+        "jwt_providers[].from[]" | "api_keys[].from[]" => {
+            fields_of::<super::raw_auth::RawCredentialFrom>()
+        }
+        "api_keys[]" => fields_of::<super::raw_auth::RawApiKeys>(),
         "clusters[].tls" => fields_of::<RawUpstreamTls>(),
         "clusters[].health_check" => fields_of::<RawHealthCheck>(),
         "clusters[].outlier_detection" => fields_of::<RawOutlierDetection>(),

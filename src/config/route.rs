@@ -19,6 +19,7 @@ pub fn route(
     default_name: String,
     raw: RawRoute,
     clusters: &Clusters,
+    auth: &super::auth::Registry,
 ) -> Option<Route> {
     let name = route_name(cx, &join(path, "name"), raw.name, default_name);
     let match_at = join(path, "match");
@@ -61,6 +62,7 @@ pub fn route(
     let retry = raw
         .retry
         .map(|r| super::retry::retry(cx, &join(path, "retry"), r).map(Arc::new));
+    let auth = super::auth::route_auth(cx, &join(path, "auth"), raw.auth, auth);
     Some(Route {
         name: name?,
         matcher: matcher?,
@@ -75,6 +77,7 @@ pub fn route(
             Some(r) => Some(r?),
             None => None,
         },
+        auth: auth?,
     })
 }
 

@@ -304,7 +304,7 @@ fn read_key(cx: &mut Ctx, at: &str, written: &str) -> Option<PrivateKeyDer<'stat
     }
 }
 
-fn read(cx: &mut Ctx, at: &str, written: &str, what: &str) -> Option<(PathBuf, Vec<u8>)> {
+pub fn read(cx: &mut Ctx, at: &str, written: &str, what: &str) -> Option<(PathBuf, Vec<u8>)> {
     let file = cx.file(written.trim());
     match std::fs::read(&file) {
         Ok(bytes) => {

@@ -24,7 +24,8 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
     let admin = raw.admin.as_ref().map(|a| admin(cx, a));
     let access_log = access_log(cx, raw.access_log.as_deref());
     let clusters = cluster::clusters(cx, raw.clusters.unwrap_or_default());
-    let listeners = listeners(cx, raw.listeners, &clusters);
+    let auth = super::auth::registry(cx, raw.jwt_providers, raw.api_keys);
+    let listeners = listeners(cx, raw.listeners, &clusters, &auth);
     let config = Config {
         source,
         admin: match admin {
@@ -36,6 +37,8 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
         drain_timeout: drain_timeout??,
         access_log,
         files: std::mem::take(&mut cx.files),
+        jwt_providers: auth.providers,
+        api_keys: auth.key_sets,
     };
     (!cx.findings.has_errors()).then_some(config)
 }
@@ -55,6 +58,7 @@ fn listeners(
     cx: &mut Ctx,
     raw: Option<Vec<RawListener>>,
     clusters: &cluster::Clusters,
+    auth: &super::auth::Registry,
 ) -> Option<Vec<Listener>> {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
@@ -69,7 +73,7 @@ fn listeners(
     let out: Vec<Option<Listener>> = raw
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| listener(cx, &format!("listeners[{i}]"), raw, clusters))
+        .map(|(i, raw)| listener(cx, &format!("listeners[{i}]"), raw, clusters, auth))
         .collect();
     out.into_iter().collect()
 }
@@ -112,6 +116,7 @@ fn listener(
     path: &str,
     raw: RawListener,
     clusters: &cluster::Clusters,
+    auth: &super::auth::Registry,
 ) -> Option<Listener> {
     let name_path = join(path, "name");
     let name = cx.required(
@@ -158,6 +163,7 @@ fn listener(
                 default_name,
                 r,
                 clusters,
+                auth,
             )
         })
         .collect();

@@ -14,7 +14,8 @@
 //! | 3c | JSON transcoding | `transcode.rs` | a `json_transcoding` rule's HTTP/JSON request becomes a gRPC call (its own future) |
 //! | 4 | route | `routing.rs` | first matching route; original destination; own `grpc.health.v1`; `no_route` |
 //! | 5 | own health | `grpc_health.rs` | torii's `grpc.health.v1.Health` Check and Watch |
-//! | 5a | rate limit | `rate_limit.rs` | the route's token bucket (route, client IP or identity); `rate_limited` |
+//! | 5a | auth | `auth.rs` | a route's `auth:`: JWT, API key, mTLS identity; `allow` rules |
+//! | 5b | rate limit | `rate_limit.rs` | the route's token bucket (route, client IP or identity); `rate_limited` |
 //! | 6 | direct response | `direct.rs` | a route's `direct_response` |
 //! | 7 | cluster | `cluster.rs` | the route's cluster, or a weighted pick |
 //! | 8 | deadline | `deadline.rs` | `grpc-timeout`, or the route's `timeout` for other requests |
@@ -38,6 +39,7 @@
 // per-request instruction count, bench/profile, showed the difference).
 #![allow(clippy::result_large_err)]
 
+mod auth;
 mod cluster;
 mod conn_info;
 mod cors;
@@ -360,8 +362,8 @@ impl Pipeline {
             Routed::Original(cluster) => (routing::passthrough_route(), None, cluster),
             Routed::Route(index) => {
                 let route = &self.config.routes[index];
-                // [authentication and authorization go here, before rate
-                // limits: they set `outcome.identity`]
+                auth::auth(route, &mut parts, conn, outcome)?;
+                // After auth: a caller it identified has their own bucket.
                 let identity = outcome.identity.as_deref().or_else(|| conn.identity());
                 self.rate_limit(index, identity, conn.peer.ip(), outcome.start)?;
                 direct::direct_response(route, outcome)?;

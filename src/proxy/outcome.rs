@@ -59,6 +59,9 @@ pub struct Outcome {
     pub browser: Option<Box<Browser>>,
     /// Under a retry policy: each attempt's endpoint and outcome.
     pub attempts: Option<Box<Vec<super::retry::Note>>>,
+    /// A route with `auth:`: who the caller is and what was decided
+    /// (access log only; set only when logging).
+    pub auth: Option<Box<AuthNote>>,
     logger: AccessLogger,
     recorded: bool,
 }
@@ -93,6 +96,7 @@ impl Outcome {
             version: http::Version::HTTP_11,
             browser: None,
             attempts: None,
+            auth: None,
             logger: logger.clone(),
             recorded: false,
         }
@@ -153,6 +157,11 @@ impl Outcome {
                 j.f64(key!("duration_ms"), elapsed.as_secs_f64() * 1000.0);
                 if let Some(r) = &self.route {
                     j.str(key!("route"), r);
+                }
+                if let Some(a) = &self.auth {
+                    j.str(key!("identity"), &a.identity);
+                    j.str(key!("auth"), a.decision);
+                    j.str(key!("auth_reason"), a.reason);
                 }
                 if let Some(c) = &self.cluster {
                     j.str(key!("cluster"), c);
@@ -215,6 +224,18 @@ impl Outcome {
             (g.service(), g.method())
         }
     }
+}
+
+/// A route's `auth:` decision, for the access log.
+pub struct AuthNote {
+    /// `jwt:PROVIDER/SUB`, `api_key:SET/CONSUMER`, `mtls:SAN` (space
+    /// separated when several), or `anonymous`.
+    pub identity: String,
+    /// `allowed`, `unauthenticated`, `denied`; `audit_…` for what audit
+    /// mode let through.
+    pub decision: &'static str,
+    /// `ok`, or which check failed.
+    pub reason: &'static str,
 }
 
 /// What the client spoke, as the metrics' and access log's `protocol`.

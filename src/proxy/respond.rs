@@ -21,6 +21,9 @@
 //! says when to try again (`rate_limited`) `retry-after` in seconds, rounded
 //! up, plus `grpc-retry-pushback-ms` for gRPC and gRPC-Web clients (where
 //! the status is: head or trailers frame).
+//! All carry `x-torii-error` with the stable reason code; `unauthenticated`
+//! also RFC 6750's `www-authenticate: Bearer error="invalid_token",
+//! error_description="…"` (the same words), in every shape.
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
@@ -41,6 +44,7 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
         resp
     };
     retry_fields(resp.headers_mut(), err, grpc);
+    challenge(resp.headers_mut(), err);
     resp
 }
 
@@ -59,6 +63,31 @@ fn retry_fields(h: &mut HeaderMap, err: &ProxyError, grpc: bool) {
     }
 }
 
+/// `www-authenticate` for an `unauthenticated` failure (RFC 6750 §3): the
+/// `invalid_token` error and the message, unless no credential came at all.
+fn challenge(h: &mut HeaderMap, err: &ProxyError) {
+    if err.code != crate::error::ErrorCode::Unauthenticated {
+        return;
+    }
+    let value = if err.message.starts_with(crate::auth::NO_CREDENTIAL) {
+        "Bearer".to_string()
+    } else {
+        let description: String = err
+            .message
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' => '\'',
+                c if (' '..='~').contains(&c) => c,
+                _ => '?',
+            })
+            .collect();
+        format!("Bearer error=\"invalid_token\", error_description=\"{description}\"")
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+}
+
 pub const GRPC_RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
 
 /// Renders `err` for a JSON-transcoded request: `{"code","message"}` (a
@@ -69,6 +98,7 @@ pub fn error_json(err: &ProxyError) -> Response<Body> {
     resp.headers_mut()
         .insert(X_TORII_ERROR, HeaderValue::from_static(err.code.as_str()));
     retry_fields(resp.headers_mut(), err, false);
+    challenge(resp.headers_mut(), err);
     resp
 }
 
@@ -98,6 +128,7 @@ pub fn web_error_response(err: &ProxyError, text: bool) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     resp.headers_mut().insert(X_TORII_ERROR, code.clone());
     retry_fields(resp.headers_mut(), err, false);
+    challenge(resp.headers_mut(), err);
     let mut status = HeaderMap::new();
     grpc_status_fields(&mut status, err.code.grpc_code(), &err.message, Some(code));
     if let Some(ms) = err.retry_after_ms {
@@ -258,6 +289,46 @@ mod tests {
         let err = ProxyError::new(ErrorCode::RateLimited, "x")
             .retry_after(std::time::Duration::from_millis(3));
         assert_eq!(error_response(&err, false).headers()["retry-after"], "1");
+    }
+
+    #[test]
+    fn unauthenticated_in_every_shape_carries_the_challenge() {
+        let err = ProxyError::new(
+            ErrorCode::Unauthenticated,
+            "audience \"x\" not in [\"api\"]",
+        );
+        let want =
+            "Bearer error=\"invalid_token\", error_description=\"audience 'x' not in ['api']\"";
+        for r in [
+            error_response(&err, true),
+            error_response(&err, false),
+            error_json(&err),
+            web_error_response(&err, false),
+        ] {
+            assert_eq!(r.headers()["www-authenticate"], want);
+            assert_eq!(r.headers()["x-torii-error"], "unauthenticated");
+        }
+        assert_eq!(error_response(&err, false).status(), 401);
+        assert_eq!(error_json(&err).status(), 401);
+        assert_eq!(error_response(&err, true).headers()["grpc-status"], "16");
+        let missing = ProxyError::new(ErrorCode::Unauthenticated, "no credential: send a token");
+        assert_eq!(
+            error_response(&missing, false).headers()["www-authenticate"],
+            "Bearer"
+        );
+        let denied = ProxyError::new(ErrorCode::PermissionDenied, "no allow rule");
+        assert_eq!(error_json(&denied).status(), 403);
+        assert_eq!(error_response(&denied, true).headers()["grpc-status"], "7");
+        assert!(error_response(&denied, false)
+            .headers()
+            .get("www-authenticate")
+            .is_none());
+        let unavailable = ProxyError::new(ErrorCode::AuthUnavailable, "no keys");
+        assert_eq!(error_response(&unavailable, false).status(), 503);
+        assert_eq!(
+            error_response(&unavailable, true).headers()["grpc-status"],
+            "14"
+        );
     }
 
     #[test]

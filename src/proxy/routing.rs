@@ -102,5 +102,6 @@ pub(super) fn passthrough_route() -> &'static Route {
         cors: None,
         rate_limit: None,
         retry: None,
+        auth: None,
     })
 }

@@ -119,6 +119,7 @@ mod tests {
             cors: None,
             rate_limit: None,
             retry: None,
+            auth: None,
         }
     }
 

@@ -141,6 +141,7 @@ mod tests {
             cors: None,
             rate_limit: None,
             retry: None,
+            auth: None,
         }
     }
 

@@ -135,6 +135,20 @@ pub struct CertificateLabels {
     pub subject: String,
 }
 
+/// `torii_auth_total`: one per request on a route with `auth:`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub listener: Arc<str>,
+    /// `jwt`, `api_key`, `mtls`.
+    pub method: &'static str,
+    /// `allowed`, `unauthenticated`, `denied`.
+    pub result: &'static str,
+    /// `ok`, or which check failed (`expired`, `audience`, `no_rule`, …).
+    pub reason: &'static str,
+    /// `enforce`, or `audit` (a denial only counted and logged).
+    pub mode: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
@@ -179,6 +193,7 @@ pub struct Metrics {
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
     pub rate_limited: Family<RouteLabels, Counter>,
     pub resilience: super::resilience::ResilienceMetrics,
+    pub auth: Family<AuthLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -287,6 +302,12 @@ impl Metrics {
             rate_limited.clone(),
         );
         let resilience = super::resilience::ResilienceMetrics::register(&mut registry);
+        let auth = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth",
+            "Authentication and authorization decisions on routes with auth:, by credential method, result and reason",
+            auth.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
             resilience,
@@ -308,6 +329,7 @@ impl Metrics {
             config_reloads,
             certificate_expiry,
             rate_limited,
+            auth,
         }
     }
 

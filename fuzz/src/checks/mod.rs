@@ -8,6 +8,7 @@
 //! observer, see `wire.rs`); the regression test never sets it.
 
 pub mod alloc;
+mod auth;
 mod frames;
 mod h2client;
 mod h2server;
@@ -41,6 +42,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("config", small::config),
     ("path_template", small::path_template),
     ("grpc_web", small::grpc_web),
+    ("jwt_token", auth::token),
+    ("auth_claims", auth::claims),
 ];
 
 /// The check of target `name`.
