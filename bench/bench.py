@@ -354,7 +354,7 @@ class ToriiPhases(Torii):
       protos: [{proto / 'echo_http.proto'}]
       include_paths: [{proto}]
     routes:
-      - cluster: backend{limit}
+      - cluster: backend
 clusters:
   - name: backend
     endpoints: ["127.0.0.1:{c.backend_port}"]
@@ -1615,6 +1615,11 @@ def main():
     for sc in SCENARIOS if "main" in a.only else []:
         for n in names:
             if not applies(sc, n):
+                continue
+            # A peer that cannot hold the open streams (nginx opens an
+            # upstream connection per stream and runs out of connections)
+            # is a finding, reported under Failures, not a broken harness.
+            if sc == "streams" and n != "torii":
                 continue
             got = b.samples.get(sc, {}).get(n)
             if not got or any(not isinstance(v, (int, float)) for vals in got.values() for v in vals):
