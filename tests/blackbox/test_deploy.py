@@ -112,7 +112,14 @@ def test_dockerfile_shape_and_build_context(tmp_path):
     cargo = shutil.which("cargo")
     if cargo is None:
         pytest.skip("SKIPPED: no cargo to resolve the build context's crate")
-    proc = run([cargo, "metadata", "--locked", "--offline", "--format-version", "1"], cwd=context)
+    # Filtered to this machine's platform: offline, cargo has only the
+    # crates built here (not, say, macOS-only dependencies of a dependency).
+    host = run(["rustc", "-vV"], cwd=context).stdout
+    triple = next(l.split(":", 1)[1].strip() for l in host.splitlines() if l.startswith("host:"))
+    proc = run(
+        [cargo, "metadata", "--locked", "--offline", "--format-version", "1", "--filter-platform", triple],
+        cwd=context,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
