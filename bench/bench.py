@@ -632,12 +632,7 @@ class Bench:
             t.url(),
         ]
         out = run_tool(cmd, seconds + 30, f"h2load {t.name} {size} B")
-        m = re.search(r"finished in ([\d.]+)(m?s),", out)
-        r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
-        if not m or not r:
-            raise RuntimeError(f"h2load output not understood: {out[-300:]}")
-        secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
-        succeeded, failed = int(r.group(4)), int(r.group(5))
+        succeeded, failed, secs = h2load_summary(out)
         if succeeded == 0 and not warmup:
             e = re.search(r"(\d+) errored, (\d+) timeout", out)
             more = f", {e.group(1)} errored, {e.group(2)} timed out" if e else ""
@@ -753,38 +748,17 @@ class Bench:
     def h1(self, t, scenario):
         """h2load --h1 over TLS (ALPN http/1.1), 16 keep-alive connections,
         one request at a time each: GET, or POST of 1 KiB; 1 KiB answers."""
-        a = self.args
-        post = scenario == "h1_post_1024"
+        self.timed_load(
+            t, t.name.removesuffix("-h1"), scenario,
+            lambda seconds: self.h1_cmd(t, scenario, ["-D", f"{round(seconds * 1000)}ms"]),
+        )
 
-        def run(seconds):
-            cmd = ["h2load", "--h1", "-t1", "-c16", "-m1", "-D", f"{round(seconds * 1000)}ms"]
-            if post:
-                cmd += ["-d", str(self.h1_body), "-H", "content-type: application/octet-stream"]
-            cmd.append(f"https://{t.address}/item")
-            out = run_tool(cmd, seconds + 30, f"h2load {scenario} {t.name}")
-            m = re.search(r"finished in ([\d.]+)(m?s),", out)
-            r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
-            if not m or not r:
-                raise RuntimeError(f"h2load output not understood: {out[-300:]}")
-            secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
-            return int(r.group(4)), int(r.group(5)), secs
-
-        name = t.name.removesuffix("-h1")
-        try:
-            run(a.warmup)
-            pids = t.pids()
-            c0 = cpu_ticks(pids)
-            ok, failed, secs = run(a.seconds)
-            c1 = cpu_ticks(pids)
-        except RuntimeError as e:
-            return self.fail(scenario, name, e)
-        if ok == 0:
-            return self.fail(scenario, name, f"no request succeeded ({failed} failed)")
-        m = {"rps": ok / secs, "cpu_us": (c1 - c0) / CLK_TCK * 1e6 / ok}
-        if failed:
-            m["failed"] = failed
-        self.record(scenario, name, **m)
-        log(f"{scenario:12} {name:8} {m['rps']:10.0f} req/s  {m['cpu_us']:6.1f} µs/req")
+    def h1_cmd(self, t, scenario, limit):
+        """h2load's command line for a REST scenario; `limit` is -D or -n."""
+        cmd = ["h2load", "--h1", "-t1", "-c16", "-m1", *limit]
+        if scenario == "h1_post_1024":
+            cmd += ["-d", str(self.h1_body), "-H", "content-type: application/octet-stream"]
+        return cmd + [f"https://{t.address}/item"]
 
     def h1_round(self, rnd, names):
         """The REST scenarios on each of `names` (torii, haproxy, nginx),
@@ -811,17 +785,16 @@ class Bench:
         h2 (-c4 -m16) or HTTP/1.1 keep-alive (-c16, one request at a time
         per connection), the same 100 B payload as native, gRPC-Web or
         JSON."""
+        self.timed_load(t, "torii", scenario, lambda seconds: self.phase_cmd(t, scenario, ["-D", f"{round(seconds * 1000)}ms"]))
+
+    def timed_load(self, t, name, scenario, cmd):
+        """An untimed warm-up, then `cmd(seconds)` (an h2load command line)
+        for the measured window: requests/s and the target's CPU per
+        request, recorded under `name`."""
         a = self.args
 
         def run(seconds):
-            cmd = self.phase_cmd(t, scenario, ["-D", f"{round(seconds * 1000)}ms"])
-            out = run_tool(cmd, seconds + 30, f"h2load {scenario}")
-            m = re.search(r"finished in ([\d.]+)(m?s),", out)
-            r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
-            if not m or not r:
-                raise RuntimeError(f"h2load output not understood: {out[-300:]}")
-            secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
-            return int(r.group(4)), int(r.group(5)), secs
+            return h2load_summary(run_tool(cmd(seconds), seconds + 30, f"h2load {scenario} {name}"))
 
         try:
             run(a.warmup)
@@ -830,14 +803,14 @@ class Bench:
             ok, failed, secs = run(a.seconds)
             c1 = cpu_ticks(pids)
         except RuntimeError as e:
-            return self.fail(scenario, "torii", e)
+            return self.fail(scenario, name, e)
         if ok == 0:
-            return self.fail(scenario, "torii", f"no request succeeded ({failed} failed)")
+            return self.fail(scenario, name, f"no request succeeded ({failed} failed)")
         m = {"rps": ok / secs, "cpu_us": (c1 - c0) / CLK_TCK * 1e6 / ok}
         if failed:
             m["failed"] = failed
-        self.record(scenario, "torii", **m)
-        log(f"{scenario:12} torii    {m['rps']:10.0f} req/s  {m['cpu_us']:6.1f} µs/req")
+        self.record(scenario, name, **m)
+        log(f"{scenario:12} {name:8} {m['rps']:10.0f} req/s  {m['cpu_us']:6.1f} µs/req")
 
     def phase_cmd(self, t, scenario, limit):
         """h2load's command line for a phase scenario; `limit` is -D or -n."""
@@ -935,31 +908,32 @@ class Bench:
         pids = t.pids()
         idle = rss_bytes(pids)
         cmd = [self.tool, "idle", "--address", t.address, "--tls", "--connections", str(n), "--hold", "120"]
-        p = start(cmd, name=f"idle-{t.name}", workdir=self.work, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
-            line = _readline(p.stdout, timeout=90)
-            if not line:
-                raise RuntimeError(f"the idle client ended early: see {self.work / ('idle-' + t.name + '.err')}")
-            r = json.loads(line)
+            p, r = _held(cmd, f"idle-{t.name}", self.work, timeout=90)
+        except (RuntimeError, ValueError) as e:
+            return self.fail(scenario, t.name, e)
+        try:
             if r["opened"] < n:
-                raise RuntimeError(f"{r['opened']} of {n} connections opened ({r.get('first_error')})")
+                return self.fail(scenario, t.name, f"{r['opened']} of {n} connections opened ({r.get('first_error')})")
             time.sleep(0.5)  # let the proxy settle
             held = rss_bytes(pids)
-        except (RuntimeError, ValueError, KeyError) as e:
+        except KeyError as e:
             return self.fail(scenario, t.name, e)
         finally:
-            try:
-                p.stdin.close()
-            except OSError:
-                pass
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-            stop(p)
+            _release(p)
         m = {"idle_rss_mb": idle / 1e6, "per_conn_kb": (held - idle) / n / 1e3}
         self.record(scenario, t.name, **m)
         log(f"{scenario:12} {t.name:8} idle {m['idle_rss_mb']:.1f} MB, {m['per_conn_kb']:.1f} KB per idle connection")
+
+
+def h2load_summary(out):
+    """(succeeded, failed, seconds) from h2load's summary."""
+    m = re.search(r"finished in ([\d.]+)(m?s),", out)
+    r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    if not m or not r:
+        raise RuntimeError(f"h2load output not understood: {out[-300:]}")
+    secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    return int(r.group(4)), int(r.group(5)), secs
 
 
 def _held(cmd, name, work, timeout):

@@ -131,19 +131,10 @@ def main():
             cmd = [b.tool, "idle", "--address", t.address, "--tls", "--connections", str(a.connections),
                    "--parallel", "8", "--hold", "5"]
             return bench.last_json(bench.run_tool(cmd, 600, "idle"), "idle")["opened"]
-        if h1:
+        if h1 or a.load in bench.PHASES:
             limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
-            cmd = ["h2load", "--h1", "-t1", "-c16", "-m1", *limit]
-            if a.load == "h1_post_1024":
-                cmd += ["-d", str(b.h1_body), "-H", "content-type: application/octet-stream"]
-            o = bench.run_tool(cmd + [f"https://{target.address}/item"], 600, "h2load")
-            r = re.search(r"(\d+) succeeded", o)
-            return int(r.group(1)) if r else 0
-        if a.load in bench.PHASES:
-            limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
-            o = bench.run_tool(b.phase_cmd(target, a.load, limit), 600, "h2load")
-            r = re.search(r"(\d+) succeeded", o)
-            return int(r.group(1)) if r else 0
+            cmd = (b.h1_cmd if h1 else b.phase_cmd)(target, a.load, limit)
+            return bench.h2load_summary(bench.run_tool(cmd, 600, "h2load"))[0]
         if a.load == "unary":
             body = b.certs["bodies"][str(a.size)]
             limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]

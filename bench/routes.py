@@ -165,9 +165,7 @@ def cpu_per_request(a, work, counts):
                     def load(seconds):
                         cmd = ["h2load", "-t1", "-c4", "-m16", "-D", f"{round(seconds * 1000)}ms", "-d", body,
                                "-H", "content-type: application/grpc", "-H", "te: trailers", t.url()]
-                        o = bench.run_tool(cmd, seconds + 30, "h2load")
-                        r = re.search(r"(\d+) succeeded", o)
-                        return int(r.group(1)) if r else 0
+                        return bench.h2load_summary(bench.run_tool(cmd, seconds + 30, "h2load"))[0]
                     load(1.0)
                     pids = t.pids()
                     c0 = bench.cpu_ticks(pids)
