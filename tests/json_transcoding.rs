@@ -742,22 +742,27 @@ async fn a_deadline_ends_a_stream_with_an_error_element() {
     assert_eq!(lines.len(), 2, "{body}");
 }
 
+/// The first line of the proxy's access log, once the writer wrote it.
+async fn first_log_line(p: &Proxy) -> serde_json::Value {
+    let log = p.dir.path().join("access.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().next() {
+            return serde_json::from_str(l).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_access_log_says_json() {
     let (backend, _) = start_backend().await;
     let p = proxy_logging(backend, "", "access.log").await;
     let (s, _) = json(p.addr("rest"), "GET", "/v1/books/9", "").await;
     assert_eq!(s, 200);
-    let log = p.dir.path().join("access.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let line: serde_json::Value = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().next() {
-            break serde_json::from_str(l).unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "no access log line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let line = first_log_line(&p).await;
     assert_eq!(line["protocol"], "json", "{line}");
     assert_eq!(line["path"], "/v1/books/9", "{line}");
     assert_eq!(line["grpc_method"], "GetBook", "{line}");
@@ -785,16 +790,7 @@ async fn a_stream_failed_at_once_gets_the_mapped_status_everywhere() {
     assert_eq!(s, 404, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["code"], 5, "{body}");
-    let log = p.dir.path().join("access.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let line: serde_json::Value = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().next() {
-            break serde_json::from_str(l).unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "no access log line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let line = first_log_line(&p).await;
     assert_eq!(line["http_status"], 404, "{line}");
     assert_eq!(line["grpc_status"], 5, "{line}");
     let metrics = p.metrics();

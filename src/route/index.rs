@@ -100,27 +100,12 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HeaderEdits, RouteAction, RouteMatch};
+    use crate::config::RouteMatch;
     use http::HeaderMap;
     use rand::{Rng, SeedableRng};
 
     fn route(m: RouteMatch) -> Route {
-        Route {
-            name: "r".into(),
-            matcher: m,
-            action: RouteAction::Direct {
-                status: 200,
-                body: String::new(),
-            },
-            prefix_rewrite: None,
-            request_headers: HeaderEdits::default(),
-            response_headers: HeaderEdits::default(),
-            timeout: None,
-            cors: None,
-            rate_limit: None,
-            retry: None,
-            auth: None,
-        }
+        super::super::tests::route(m, "")
     }
 
     /// Random tables and requests over a small alphabet (so that many

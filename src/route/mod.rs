@@ -126,7 +126,8 @@ mod tests {
     use super::*;
     use crate::config::{HeaderEdits, RouteAction};
 
-    fn route(m: RouteMatch, body: &str) -> Route {
+    /// A route that answers `body` itself (also for the index's tests).
+    pub(super) fn route(m: RouteMatch, body: &str) -> Route {
         Route {
             name: "r".into(),
             matcher: m,
