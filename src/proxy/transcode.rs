@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full};
 use super::conn_info::ConnInfo;
 use super::outcome::{Outcome, Protocol};
 use super::respond::{error_json, status_json_response};
-use super::transcode_stream::{grpc_frames, JsonStream};
+use super::transcode_stream::{grpc_frames, whole_frame, JsonStream};
 use super::{Pipeline, Step};
 use crate::body::{self, Body, Received};
 use crate::error::{ErrorCode, ProxyError};
@@ -215,11 +215,12 @@ async fn first_http_body(
     let mut buf = BytesMut::new();
     let mut ct = None;
     loop {
-        if buf.len() >= 5 && buf[0] & 1 == 0 {
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if buf.len() >= 5 + len {
+        // What was read is replayed whole. A frame torii cannot read ends
+        // the wait too; the stream reports it.
+        match whole_frame(&buf) {
+            Ok(Some(end)) => {
                 if let Ok(Piece::Raw { content_type, .. }) =
-                    message(b, &buf[5..5 + len], transcoder.print)
+                    message(b, &buf[5..end], transcoder.print)
                 {
                     ct = HeaderValue::from_str(&content_type)
                         .ok()
@@ -227,6 +228,8 @@ async fn first_http_body(
                 }
                 break;
             }
+            Ok(None) => {}
+            Err(_) => break,
         }
         match body.frame().await {
             Some(Ok(f)) => {

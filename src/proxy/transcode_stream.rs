@@ -20,18 +20,24 @@ use crate::transcode::Transcoder;
 
 /// The next whole gRPC message in `buf`, if one is there.
 pub(super) fn grpc_frames(buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
+    let Some(end) = whole_frame(buf)? else {
+        return Ok(None);
+    };
+    buf.advance(5);
+    Ok(Some(buf.split_to(end - 5).freeze()))
+}
+
+/// Where the gRPC message at the head of `buf` ends (its 5-byte header
+/// included), if all of it is there.
+pub(super) fn whole_frame(buf: &[u8]) -> Result<Option<usize>, String> {
     if buf.len() < 5 {
         return Ok(None);
     }
     if buf[0] & 1 == 1 {
         return Err("the upstream sent a compressed message, though torii asked for none".into());
     }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if buf.len() < 5 + len {
-        return Ok(None);
-    }
-    buf.advance(5);
-    Ok(Some(buf.split_to(len).freeze()))
+    let end = 5 + u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    Ok((buf.len() >= end).then_some(end))
 }
 
 pub(super) struct JsonStream {
