@@ -552,10 +552,7 @@ async fn spiffe_sans_through_allow_rules() {
     let echo = start_echo().await;
     let dir = TempDir::new("auth-mtls");
     let pki = TestPki::new("auth test CA");
-    pki.server_cert(&["localhost"])
-        .write_to(dir.path(), "server")
-        .unwrap();
-    pki.write_ca(dir.path(), "ca").unwrap();
+    write_server_and_ca(&pki, dir.path());
     let yaml = format!(
         r#"
 listeners:

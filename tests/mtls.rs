@@ -13,10 +13,7 @@ const SPIFFE: &str = "spiffe://example.org/ns/default/sa/client";
 async fn mtls_proxy(echo: std::net::SocketAddr, required: bool) -> (Proxy, TestPki) {
     let dir = TempDir::new("mtls");
     let pki = TestPki::new("mtls test CA");
-    pki.server_cert(&["localhost"])
-        .write_to(dir.path(), "server")
-        .unwrap();
-    pki.write_ca(dir.path(), "ca").unwrap();
+    write_server_and_ca(&pki, dir.path());
     let yaml = format!(
         r#"
 listeners:
@@ -154,10 +151,7 @@ async fn spoofed_forwarded_client_cert_is_stripped() {
 
     let dir = TempDir::new("spoof");
     let pki = TestPki::new("spoof CA");
-    pki.server_cert(&["localhost"])
-        .write_to(dir.path(), "server")
-        .unwrap();
-    pki.write_ca(dir.path(), "ca").unwrap();
+    write_server_and_ca(&pki, dir.path());
     let yaml = format!(
         "listeners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{{cert: server.crt, key: server.key}}]\n      client_auth: {{ca: ca.crt}}\n    routes: [{{cluster: echo}}]\nclusters:\n  - name: echo\n    endpoints: [\"{}\"]\n",
         echo.addr

@@ -247,10 +247,7 @@ clusters:
 async fn mtls_proxy(echo: SocketAddr) -> (Proxy, TestPki) {
     let dir = TempDir::new("rate-limit-mtls");
     let pki = TestPki::new("rate limit CA");
-    pki.server_cert(&["localhost"])
-        .write_to(dir.path(), "server")
-        .unwrap();
-    pki.write_ca(dir.path(), "ca").unwrap();
+    write_server_and_ca(&pki, dir.path());
     let yaml = format!(
         r#"
 listeners:

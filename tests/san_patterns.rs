@@ -12,10 +12,7 @@ use support::*;
 async fn mtls_proxy(echo: std::net::SocketAddr, allowed: &str) -> (Proxy, TestPki) {
     let dir = TempDir::new("san-patterns");
     let pki = TestPki::new("san patterns CA");
-    pki.server_cert(&["localhost"])
-        .write_to(dir.path(), "server")
-        .unwrap();
-    pki.write_ca(dir.path(), "ca").unwrap();
+    write_server_and_ca(&pki, dir.path());
     let yaml = format!(
         r#"
 listeners:
@@ -117,10 +114,7 @@ async fn path_prefix_and_dns_wildcard_patterns() {
 async fn unsupported_patterns_are_refused_at_check_time_with_their_position() {
     let dir = TempDir::new("san-check");
     let pki = TestPki::new("san check CA");
-    pki.server_cert(&["localhost"])
-        .write_to(dir.path(), "server")
-        .unwrap();
-    pki.write_ca(dir.path(), "ca").unwrap();
+    write_server_and_ca(&pki, dir.path());
     let yaml = r#"listeners:
   - name: tls
     address: 127.0.0.1:0

@@ -34,6 +34,15 @@ pub use torii::demo::echo::*;
 pub use torii::echo_pb::echo_client::EchoClient;
 pub use torii::echo_pb::{EchoRequest, EchoResponse};
 
+/// What an mTLS listener's config names: `server.crt`/`server.key` (for
+/// localhost) and `ca.crt`, the CA its client certificates come from.
+pub fn write_server_and_ca(pki: &TestPki, dir: &Path) {
+    pki.server_cert(&["localhost"])
+        .write_to(dir, "server")
+        .unwrap();
+    pki.write_ca(dir, "ca").unwrap();
+}
+
 pub mod process;
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
