@@ -27,6 +27,14 @@ pub(super) enum Fault {
     /// A stream error on a stream torii keeps no state for (closed, or one
     /// the peer reset): RST_STREAM alone, counted the same.
     Untracked(u32, Reason),
+    /// A frame on a stream that has closed, where torii no longer knows
+    /// that it reset the stream itself, or the peer had reset it:
+    /// RST_STREAM STREAM_CLOSED, *not* counted against the reset budget.
+    /// Nothing was started for it and nothing is cancelled; and a client
+    /// whose DATA was still on its way when torii answered or refused its
+    /// streams in a burst (more than the record of recent closes holds)
+    /// is not an attacker.
+    Closed(u32),
     /// A stream error on a stream refused before it opened: as `Untracked`,
     /// and remembered as reset by torii (the peer's frames still in flight
     /// on it are ignored).

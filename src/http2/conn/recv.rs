@@ -38,7 +38,7 @@ fn frame_too_large(head: &Head) -> Fault {
 /// streams torii reset are ignored (the peer may not have known yet).
 fn after_peer_reset(s: &Stream) -> Result<(), Fault> {
     match s.state.reset_error() {
-        Some(Error::Reset(_)) => Err(Fault::Untracked(s.id, Reason::STREAM_CLOSED)),
+        Some(Error::Reset(_)) => Err(Fault::Closed(s.id)),
         _ => Ok(()),
     }
 }
@@ -119,6 +119,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
             }
             Fault::Untracked(id, reason) => lock(&self.shared).reset_untracked(id, reason),
+            Fault::Closed(id) => {
+                let mut inner = lock(&self.shared);
+                frame::put_rst_stream(inner.wbuf(), id, Reason::STREAM_CLOSED);
+                inner.wake_conn();
+            }
             Fault::Refused(id, reason) => {
                 let mut inner = lock(&self.shared);
                 inner.reset_untracked(id, reason);
@@ -192,7 +197,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 Reason::STREAM_CLOSED,
                 format!("{what} on stream {id} after it had ended"),
             )),
-            Some(ClosedBy::PeerReset) | None => Err(Fault::Untracked(id, Reason::STREAM_CLOSED)),
+            Some(ClosedBy::PeerReset) | None => Err(Fault::Closed(id)),
         }
     }
 
@@ -439,7 +444,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         match closed_by {
             // torii reset it; the client may not have known yet.
             Some(ClosedBy::Us) => Ok(()),
-            Some(ClosedBy::PeerReset) => Err(Fault::Untracked(id, Reason::STREAM_CLOSED)),
+            Some(ClosedBy::PeerReset) => Err(Fault::Closed(id)),
             Some(ClosedBy::Ended) => Err(Fault::connection(
                 Reason::STREAM_CLOSED,
                 format!("HEADERS on stream {id} after it had ended"),

@@ -553,6 +553,65 @@ async fn made_you_reset_uses_the_reset_budget() {
     assert_eq!(goaway[7], Reason::ENHANCE_YOUR_CALM.0 as u8);
 }
 
+/// A burst of streams torii answers in full before their bodies arrive
+/// (refusals: `overloaded`, no route, a rate limit): past the few it lets
+/// linger it resets them with NO_ERROR, and soon forgets them. The bodies
+/// that then arrive on them are the client's honest DATA, not broken
+/// rules: they use none of the reset budget. (A tonic client sending 1,000
+/// calls into a `max_requests` limit got GOAWAY ENHANCE_YOUR_CALM.)
+#[tokio::test(start_paused = true)]
+async fn bodies_after_a_burst_of_early_answers_use_no_reset_budget() {
+    let (mut peer, _shared, mut opened) = server(65_535, 16 << 20);
+    handshake_as_client(&mut peer).await;
+    tokio::spawn(async move {
+        while let Some(o) = opened.recv().await {
+            answer(&o.stream, true);
+        }
+    });
+    let n = 3 * RESET_BURST;
+    let last = 2 * (n - 1) + 1;
+    let mut heads = Vec::new();
+    for i in 0..n {
+        heads.extend(raw(kind::HEADERS, flag::END_HEADERS, 2 * i + 1, &POST));
+    }
+    peer.send(&heads).await;
+    // Every stream answered (the ones past the lingering few then reset),
+    // or refused past max_concurrent_streams (the answers come after the
+    // connection has read all the heads).
+    let answered = peer
+        .until(Duration::from_secs(10), |h, _| {
+            matches!(h.kind, kind::HEADERS | kind::RST_STREAM) && h.stream == last
+        })
+        .await;
+    assert!(
+        answered.is_some(),
+        "stream {last} was neither answered nor refused"
+    );
+    let mut bodies = Vec::new();
+    for i in 0..n {
+        bodies.extend(raw(
+            kind::DATA,
+            flag::END_STREAM,
+            2 * i + 1,
+            &[0, 0, 0, 0, 0],
+        ));
+    }
+    bodies.extend(raw(kind::PING, 0, 0, &[7; 8]));
+    peer.send(&bodies).await;
+    let seen = peer
+        .until(Duration::from_secs(10), |h, _| {
+            h.kind == kind::GOAWAY || (h.kind == kind::PING && h.has(flag::ACK))
+        })
+        .await
+        .expect("the PING answered");
+    assert_eq!(
+        seen.0.kind,
+        kind::PING,
+        "GOAWAY: {:?}",
+        String::from_utf8_lossy(&seen.1)
+    );
+}
+
 /// A request ended by an empty DATA frame after its head was passed on as
 /// one HEADERS frame with END_STREAM: grpc-go 1.33 never answers such a
 /// streaming call (the gRPC interop case empty_stream hung through torii
