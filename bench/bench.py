@@ -42,6 +42,11 @@ LOGGED = [f"{p}-log" for p in PROXIES]
 # torii with a rate limit on its route, far above the load (a bucket per
 # client IP that never empties): what the check costs (unary 100 B only).
 RATE_LIMITED = "torii-ratelimit"
+# torii checking an ES256 JWT on every request (the same token, as a client
+# with a cached access token sends it; the key from a JWKS file).
+JWT_AUTH = "torii-jwt"
+# torii with one policy more than the plain target: unary 100 B only.
+POLICY_TARGETS = [RATE_LIMITED, JWT_AUTH]
 UNARY_PATH = "/torii.echo.v1.Echo/Unary"
 
 # --------------------------------------------------------------- processes
@@ -210,13 +215,14 @@ class Target:
     # sends to log_file (else it writes log_file itself).
     log_to_stdout = True
 
-    def __init__(self, name, ctx, logs=False, h1=False, rate_limit=False):
+    def __init__(self, name, ctx, logs=False, h1=False, rate_limit=False, jwt=False):
         self.name, self.ctx = name, ctx
         self.logs = logs
         # The REST scenario's setup: TLS with ALPN http/1.1 in, HTTP/1.1
         # keep-alive to the HTTP/1.1 backend.
         self.h1 = h1
         self.rate_limit = rate_limit
+        self.jwt = jwt
         self.proc = None
         self.port = None
 
@@ -229,6 +235,11 @@ class Target:
     @property
     def address(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def request_headers(self):
+        """Headers every request to this target carries."""
+        return [f"authorization: Bearer {self.ctx.certs['jwt']}"] if self.jwt else []
 
     def url(self):
         scheme = "https" if self.tls else "http"
@@ -304,8 +315,16 @@ class Torii(Target):
             if self.rate_limit
             else ""
         )
+        # torii-jwt: every request's ES256 token verified against a JWKS file.
+        providers, auth = "", ""
+        if self.jwt:
+            providers = (
+                f"jwt_providers:\n  - name: bench\n    issuer: \"{c.certs['jwt_issuer']}\"\n"
+                f"    audiences: [{c.certs['jwt_audience']}]\n    jwks: {{ file: {c.certs['jwks']} }}\n"
+            )
+            auth = "\n        auth: { jwt: [bench] }"
         path.write_text(
-            f"""{log}listeners:
+            f"""{log}{providers}listeners:
   - name: bench
     address: {self.address}
     tls:
@@ -314,7 +333,7 @@ class Torii(Target):
           key: {c.certs['key']}
       alpn: [{"http/1.1" if self.h1 else "h2"}]
     routes:
-      - cluster: backend{limit}
+      - cluster: backend{limit}{auth}
 clusters:
   - name: backend
     endpoints: ["127.0.0.1:{c.h1_backend_port if self.h1 else c.backend_port}"]
@@ -570,9 +589,11 @@ TARGET_CLASSES = {
 
 def make_target(name, ctx):
     """NAME, or NAME-log: the same proxy with its access log on; or
-    torii-ratelimit."""
+    torii-ratelimit, torii-jwt."""
     if name == RATE_LIMITED:
         return Torii(name, ctx, rate_limit=True)
+    if name == JWT_AUTH:
+        return Torii(name, ctx, jwt=True)
     base = name[:-4] if name.endswith("-log") else name
     return TARGET_CLASSES[base](name, ctx, logs=name != base)
 
@@ -610,6 +631,8 @@ class Bench:
         if t.h1:
             return probe_h1(t.address)
         cmd = [self.tool, "probe", "--address", t.address] + (["--tls"] if t.tls else [])
+        for h in t.request_headers:
+            cmd += ["--header", h]
         run_tool(cmd, 20, f"probe {t.name}")
 
     def cpu_args(self, t):
@@ -628,6 +651,7 @@ class Bench:
             "-d", body,
             "-H", "content-type: application/grpc",
             "-H", "te: trailers",
+            *[arg for h in t.request_headers for arg in ("-H", h)],
             *extra,
             t.url(),
         ]
@@ -1055,7 +1079,7 @@ LOGGED_SCENARIOS = {"unary_100", "unary_1024", "unary_65536"}
 
 
 def applies(scenario, name):
-    if name == RATE_LIMITED:
+    if name in POLICY_TARGETS:
         return scenario == "unary_100"
     if name.endswith("-log"):
         return scenario in LOGGED_SCENARIOS
@@ -1225,6 +1249,14 @@ def evaluate_targets(results, peers_present, samples=None):
         None if cost is None else cost <= 0.3,
         f"{rl:.2f} − {off:.2f} = {cost:+.2f} µs" if cost is not None else "no numbers",
     )
+    jw = med(results, "unary_100", JWT_AUTH, "cpu_us")
+    cost = jw - off if jw is not None and off is not None else None
+    line(
+        "JWT verification adds ≤ 20 µs of CPU per request (100 B, ES256, the same token on every request; "
+        "torii-jwt − torii)",
+        None if cost is None else cost <= 20,
+        f"{jw:.2f} − {off:.2f} = {cost:+.2f} µs" if cost is not None else "no numbers",
+    )
     pin = "pingora" in peers_present
     r = cpu_ratio("torii", "pingora") if pin else None
     line(
@@ -1386,9 +1418,10 @@ def main():
     ap.add_argument("--warmup", type=float)
     ap.add_argument("--latency-seconds", type=float)
     ap.add_argument("--idle-connections", type=int)
-    ap.add_argument("--targets", default=",".join(PROXIES + ["direct"] + LOGGED + [RATE_LIMITED]),
+    ap.add_argument("--targets", default=",".join(PROXIES + ["direct"] + LOGGED + POLICY_TARGETS),
                     help="NAME-log is NAME with its access log on (unary scenarios only); "
-                    f"{RATE_LIMITED} is torii with a rate limit far above the load (unary 100 B only)")
+                    f"{RATE_LIMITED} is torii with a rate limit far above the load, {JWT_AUTH} torii verifying "
+                    "an ES256 JWT on every request (both unary 100 B only)")
     ap.add_argument("--pingora", type=Path, help="bench/pingora's binary (bench/run builds it)")
     ap.add_argument("--bin-dir", type=Path, required=True, help="cargo's profile dir (target/release)")
     ap.add_argument("--out", type=Path, help="where the JSON and markdown go")
@@ -1397,7 +1430,8 @@ def main():
     ap.add_argument("--stream-connections", type=int, help="streams scenario: connections (default 100)")
     ap.add_argument("--streams-per-connection", type=int, help="streams scenario: streams on each (default 100)")
     ap.add_argument("--only", default="main,h1,phases",
-                    help="which groups run: main (the peers' gRPC scenarios), h1 (HTTP/1.1 REST), "
+                    help="which groups run: main (the peers' gRPC scenarios), unary (of those, unary 100 B "
+                         "only: the policy targets' comparison), h1 (HTTP/1.1 REST), "
                          "phases (torii only: gRPC-Web, JSON transcoding)")
     a = ap.parse_args()
     q = a.quick
@@ -1439,7 +1473,7 @@ def main():
         sys.exit("bench: h2load is missing (Debian's nghttp2-client)")
 
     wanted = [t.strip() for t in a.targets.split(",") if t.strip()]
-    unknown = [t for t in wanted if t not in PROXIES + ["direct"] + LOGGED + [RATE_LIMITED]]
+    unknown = [t for t in wanted if t not in PROXIES + ["direct"] + LOGGED + POLICY_TARGETS]
     if unknown:
         sys.exit(f"bench: unknown targets: {', '.join(unknown)}")
     binaries = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy", "pingora": str(a.pingora or "")}
@@ -1460,8 +1494,13 @@ def main():
     b.backend_port = int(mm.group(1))
 
     a.only = {g.strip() for g in a.only.split(",") if g.strip()}
-    if a.only - {"main", "h1", "phases"}:
-        sys.exit(f"bench: unknown --only groups: {', '.join(sorted(a.only - {'main', 'h1', 'phases'}))}")
+    groups = {"main", "unary", "h1", "phases"}
+    if a.only - groups:
+        sys.exit(f"bench: unknown --only groups: {', '.join(sorted(a.only - groups))}")
+    # unary: the main group cut down to its 100 B unary scenario.
+    unary_only = "unary" in a.only and "main" not in a.only
+    if unary_only:
+        a.only.add("main")
     h1_names = [n for n in ["torii"] + H1_PEERS if n in names] if "h1" in a.only else []
     if h1_names:
         b.h1_backend = start([b.tool, "http-backend", "--size", "1024"], name="h1-backend", workdir=a.work,
@@ -1474,7 +1513,7 @@ def main():
         b.h1_body.write_bytes(b"x" * 1024)
     targets = {n: make_target(n, b) for n in names}
     versions = {
-        n: t.version() for n, t in targets.items() if n not in ("direct", RATE_LIMITED) and not n.endswith("-log")
+        n: t.version() for n, t in targets.items() if n not in ["direct"] + POLICY_TARGETS and not n.endswith("-log")
     }
     versions["h2load"] = run_tool(["h2load", "--version"], 10, "h2load").strip()
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
@@ -1494,37 +1533,42 @@ def main():
                     for sc in SCENARIOS:
                         if applies(sc, n):
                             b.fail(sc, n, e)
-            # The logs-on targets run the unary scenarios only.
-            full = [n for n in live if applies("bidi", n)]
-            tls_full = [n for n in full if targets[n].tls]
-            for n in tls_full:
-                b.memory(targets[n])
-            b.round = rnd + 1
-            for n in live:
-                b.unary(targets[n], 100)
-            # Latency right after the 100 B saturation runs it is pegged to.
-            if live:
-                b.set_latency_rate()
-            for n in full:
-                b.latency(targets[n])
-            for size in SIZES[1:]:
+            if unary_only:
+                b.round = rnd + 1
                 for n in live:
-                    if applies(f"unary_{size}", n):
-                        b.unary(targets[n], size)
-            for n in full:
-                b.bidi(targets[n])
-            for n in tls_full:
-                b.handshakes(targets[n])
-            # Open streams in a fresh process: one whose allocator holds the
-            # memory the load scenarios freed would grow by nothing.
-            for n in tls_full:
-                targets[n].stop()
-                try:
-                    targets[n].start()
-                except RuntimeError as e:
-                    b.fail("streams", n, e)
-                    continue
-                b.streams(targets[n])
+                    b.unary(targets[n], 100)
+            else:
+                # The logs-on targets run the unary scenarios only.
+                full = [n for n in live if applies("bidi", n)]
+                tls_full = [n for n in full if targets[n].tls]
+                for n in tls_full:
+                    b.memory(targets[n])
+                b.round = rnd + 1
+                for n in live:
+                    b.unary(targets[n], 100)
+                # Latency right after the 100 B saturation runs it is pegged to.
+                if live:
+                    b.set_latency_rate()
+                for n in full:
+                    b.latency(targets[n])
+                for size in SIZES[1:]:
+                    for n in live:
+                        if applies(f"unary_{size}", n):
+                            b.unary(targets[n], size)
+                for n in full:
+                    b.bidi(targets[n])
+                for n in tls_full:
+                    b.handshakes(targets[n])
+                # Open streams in a fresh process: one whose allocator holds the
+                # memory the load scenarios freed would grow by nothing.
+                for n in tls_full:
+                    targets[n].stop()
+                    try:
+                        targets[n].start()
+                    except RuntimeError as e:
+                        b.fail("streams", n, e)
+                        continue
+                    b.streams(targets[n])
         finally:
             for n in live:
                 targets[n].stop()
@@ -1568,6 +1612,7 @@ def main():
                 "h1": "HTTP/1.1 keep-alive REST: torii, HAProxy and nginx started afresh after each round with TLS 1.3 (ALPN http/1.1) in and HTTP/1.1 keep-alive to torii-bench http-backend (1 KiB answers); h2load --h1 -t1 -c16 -m1, GET and POST of 1 KiB",
                 "phases": "torii only, a second torii (one listener, gRPC-Web on, JSON transcoding of Echo/Unary from bench/proto/echo_http.proto, logs off) started after each round; h2load over TLS: h2 -c4 -m16, HTTP/1.1 --h1 -c16 -m1; CPU as above",
                 "rate_limit": f"{RATE_LIMITED}: torii with rate_limit {{requests_per_second: 10000000, burst: 10000000, per: client_ip}} on its route (never empties), unary 100 B only",
+                "jwt": f"{JWT_AUTH}: torii with auth {{jwt: [bench]}} on its route (an ES256 key in a JWKS file); every request carries the same token (a client with a cached access token), unary 100 B only",
             },
         },
         "results": results,
@@ -1586,7 +1631,7 @@ def main():
 
     # Every scenario must have produced numbers for every target it applies to.
     holes = []
-    for sc in SCENARIOS if "main" in a.only else []:
+    for sc in (["unary_100"] if unary_only else SCENARIOS) if "main" in a.only else []:
         for n in names:
             if not applies(sc, n):
                 continue

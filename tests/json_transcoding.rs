@@ -905,3 +905,97 @@ async fn reload_reads_the_protos_again_and_a_bad_one_keeps_the_running_rules() {
     let resp = call(a, "GET", "/v1/books/7", &[], "").await;
     assert_ne!(resp.status(), 200, "the old rule is gone");
 }
+
+/// torii's own refusals on transcoded routes — authentication,
+/// authorization and rate limits — reach a REST client as the same
+/// google.rpc.Status JSON an upstream error would, with the mapped HTTP
+/// status and the headers HTTP clients act on.
+#[tokio::test]
+async fn auth_and_rate_limit_refusals_are_google_rpc_status() {
+    let (backend, _) = start_backend().await;
+    let dir = TempDir::new("transcode-refusals");
+    std::fs::copy(shop_proto(), dir.path().join("shop.proto")).unwrap();
+    std::fs::write(
+        dir.path().join("keys.yaml"),
+        "acme: k-acme-0123456789abcdef\nglobex: k-globex-0123456789abcdef\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+admin: {{ address: 127.0.0.1:0 }}
+api_keys:
+  - {{ name: partners, file: keys.yaml }}
+listeners:
+  - name: rest
+    address: 127.0.0.1:0
+    json_transcoding:
+      protos: [shop.proto]
+    routes:
+      - name: echo
+        match: {{ prefix: /shop.v1.Shop/Echo }}
+        cluster: shop
+        auth: {{ api_key: [partners] }}
+      - name: books
+        match: {{ prefix: /shop.v1.Shop/GetBook }}
+        cluster: shop
+        auth:
+          api_key: [partners]
+          allow: [{{ api_keys: [acme] }}]
+        rate_limit: {{ requests_per_second: 0.01, burst: 1 }}
+clusters:
+  - name: shop
+    endpoints: ["{backend}"]
+"#
+    );
+    let p = start(&yaml, dir).await;
+    let a = p.addr("rest");
+    let ask = |path: &'static str, key: Option<&'static str>| async move {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        let (s, h, body) = text(call(a, "GET", path, &headers, "").await).await;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        (s, h, v)
+    };
+    // No key: UNAUTHENTICATED, 401.
+    let (s, h, v) = ask("/v1/echo/x", None).await;
+    assert_eq!((s, v["code"].as_i64()), (401, Some(16)), "{v}");
+    assert_eq!(h["x-torii-error"], "unauthenticated");
+    assert_eq!(h["content-type"], "application/json");
+    assert!(v["message"].as_str().unwrap().contains("x-api-key"), "{v}");
+    // A wrong key is told apart from a missing one.
+    let (s, _, v) = ask("/v1/echo/x", Some("k-wrong-0123456789abcdef")).await;
+    assert_eq!((s, v["code"].as_i64()), (401, Some(16)), "{v}");
+    assert_ne!(
+        v["message"],
+        ask("/v1/echo/x", None).await.2["message"],
+        "missing and wrong keys say the same"
+    );
+    let (s, _, v) = ask("/v1/echo/x", Some("k-globex-0123456789abcdef")).await;
+    assert_eq!(s, 200, "{v}");
+    // A known caller the route does not allow: PERMISSION_DENIED, 403,
+    // naming the caller and the route.
+    let (s, h, v) = ask("/v1/books/1", Some("k-globex-0123456789abcdef")).await;
+    assert_eq!((s, v["code"].as_i64()), (403, Some(7)), "{v}");
+    assert_eq!(h["x-torii-error"], "permission_denied");
+    let words = v["message"].as_str().unwrap();
+    assert!(words.contains("globex") && words.contains("books"), "{v}");
+    // The allowed caller: one request, then the bucket is empty:
+    // RESOURCE_EXHAUSTED, 429, with retry-after.
+    let (s, _, v) = ask("/v1/books/1", Some("k-acme-0123456789abcdef")).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, h, v) = ask("/v1/books/1", Some("k-acme-0123456789abcdef")).await;
+    assert_eq!((s, v["code"].as_i64()), (429, Some(8)), "{v}");
+    assert_eq!(h["x-torii-error"], "rate_limited");
+    let retry_after: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (1..=100).contains(&retry_after),
+        "retry-after {retry_after}"
+    );
+    assert!(!h.contains_key("grpc-retry-pushback-ms"), "{h:?}");
+    // Counted like every refusal, with the status the client got.
+    let refused = p.metric(
+        "torii_requests_total",
+        &["http_status=\"429\"", "protocol=\"json\""],
+    );
+    assert_eq!(refused, Some(1.0), "{}", p.metrics());
+}

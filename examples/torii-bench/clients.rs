@@ -72,13 +72,19 @@ where
 
 fn grpc_request(target: &Target, method: &str) -> Result<Request<()>, Error> {
     let scheme = if target.tls { "https" } else { "http" };
-    Ok(Request::post(format!(
+    let mut req = Request::post(format!(
         "{scheme}://{}/torii.echo.v1.Echo/{method}",
         target.address
     ))
     .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())?)
+    .header("te", "trailers");
+    for h in &target.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected NAME: VALUE"))?;
+        req = req.header(name.trim(), value.trim());
+    }
+    Ok(req.body(())?)
 }
 
 fn check_grpc_status(headers: &HeaderMap, where_: &str) -> Result<(), Error> {

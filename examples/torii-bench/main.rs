@@ -52,6 +52,10 @@ pub struct Target {
     /// read from /proc over exactly the measured window.
     #[arg(long = "cpu", value_name = "NAME=PIDS")]
     pub cpu: Vec<String>,
+    /// A header every request carries, as `NAME: VALUE` (repeatable): the
+    /// authenticated target's `authorization`.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,7 +1,7 @@
 """Identity at the edge with foreign clients: tokens minted with PyJWT and
 cryptography (RS256, ES256, EdDSA), a JWKS served by a Python HTTP server
-on loopback that the test stops, slows, fails and rotates, grpcio calls with
-metadata and curl for HTTP; mTLS SPIFFE identities through allow rules; API
+on loopback that the test stops, slows, fails and rotates, grpcio and
+@grpc/grpc-js calls with metadata and curl for HTTP; mTLS SPIFFE identities through allow rules; API
 keys; the same refusal in gRPC-Web shape."""
 
 import base64
@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import subprocess
 import threading
 import time
 import urllib.request
@@ -20,7 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from conftest import SPIFFE_ID, curl, grpc_channel, make_pki, run_torii, torii_bin, ECHO_RE
+from conftest import REPO, SPIFFE_ID, curl, grpc_channel, make_pki, run_torii, torii_bin, ECHO_RE
+from peers import node_ready
 
 pytestmark = pytest.mark.proxy
 
@@ -316,6 +318,39 @@ def test_api_keys(env):
     assert code == grpc.StatusCode.UNAUTHENTICATED and "not one of set partners" in msg, msg
     code, _, text = curl("-i", url)
     assert code == 401 and "no credential" in text, text
+
+
+def node_unary(env, listener, metadata):
+    """The same call from @grpc/grpc-js (tests/peers/node/echo_call.js):
+    (status code, details, headers the upstream saw)."""
+    node_ready()
+    args = ["node", str(REPO / "tests" / "peers" / "node" / "echo_call.js"), "--target", env.torii.listeners[listener]]
+    for name, value in metadata:
+        args += ["--metadata", f"{name}={value}"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=PATIENCE * 2, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    code = next(c for c in grpc.StatusCode if c.value[0] == out["code"])
+    return code, out["details"], out["headers"]
+
+
+def test_grpc_js_clients_authenticate_with_call_metadata(env):
+    """A Node @grpc/grpc-js client passes tokens and keys as call metadata:
+    accepted, refused with the reason, claims forwarded and the client's own
+    copy of a claim header replaced."""
+    es = env.keys["ES256"]
+    code, msg, seen = node_unary(env, "jwt", [("authorization", f"Bearer {es.token()}"), ("x-user-id", "mallory")])
+    assert code == grpc.StatusCode.OK, msg
+    assert seen.get("x-user-id") == "alice", seen
+    expired = es.token(exp=int(time.time()) - 3600)
+    code, msg, _ = node_unary(env, "jwt", [("authorization", f"Bearer {expired}")])
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "expired" in msg, msg
+    code, msg, _ = node_unary(env, "jwt", [])
+    assert code == grpc.StatusCode.UNAUTHENTICATED, msg
+    code, msg, seen = node_unary(env, "keys", [("x-api-key", "acme-key-0123456789")])
+    assert code == grpc.StatusCode.OK and seen.get("x-consumer") == "acme", (msg, seen)
+    code, msg, _ = node_unary(env, "rules", [("authorization", f"Bearer {es.token(scope='orders.read')}")])
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "route writers" in msg, msg
 
 
 def test_claims_and_method_rules_and_spiffe_identities(env):
