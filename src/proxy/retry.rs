@@ -71,6 +71,9 @@ pub(super) struct Retrying<'a> {
     pub grpc_req: bool,
     /// When the request's own deadline runs out.
     pub deadline: Option<Instant>,
+    /// The request's trace, when torii records one: each attempt its
+    /// CLIENT span.
+    pub trace: Option<&'a mut crate::telemetry::trace::RequestTrace>,
 }
 
 impl Pipeline {
@@ -78,7 +81,7 @@ impl Pipeline {
     /// endpoint tried last; `notes` gets each attempt.
     pub(super) async fn retrying(
         &self,
-        r: Retrying<'_>,
+        mut r: Retrying<'_>,
         req: Box<Request<Body>>,
         endpoint: &mut Option<SocketAddr>,
         notes: &mut Vec<Note>,
@@ -90,7 +93,10 @@ impl Pipeline {
         loop {
             n += 1;
             let body = replay.attempt().unwrap_or_else(crate::body::empty);
-            let req = Box::new(Request::from_parts(parts.clone(), body));
+            let mut req = Box::new(Request::from_parts(parts.clone(), body));
+            if let Some(t) = r.trace.as_deref_mut() {
+                t.attempt(req.headers_mut());
+            }
             let mut ep = None;
             let tried = {
                 let attempt = attempt(policy, req, r.cluster, r.wire, r.grpc_req, &mut ep);
@@ -175,6 +181,9 @@ impl Pipeline {
                 if matches!(why, "unavailable" | "gateway_error" | "5xx") {
                     guard.cluster.report(&guard.ep, false, why);
                 }
+            }
+            if let Some(t) = r.trace.as_deref_mut() {
+                t.attempt_ended(super::trace::attempt_end(ep, &answer, why));
             }
             drop(answer);
             r.cluster.count_retry(why);

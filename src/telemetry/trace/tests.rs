@@ -1,0 +1,186 @@
+//! The tracer on requests' headers: what it records, what it forwards.
+
+use super::*;
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+fn finish() -> Finish {
+    Finish {
+        listener: Arc::from("edge"),
+        grpc: None,
+        route: Some(Arc::from("api")),
+        cluster: Some(Arc::from("app")),
+        upstream: Some("127.0.0.1:5001".parse().unwrap()),
+        http_status: 200,
+        grpc_status: None,
+        error: None,
+    }
+}
+
+#[test]
+fn a_sampled_parent_is_continued_with_one_client_span_per_attempt() {
+    let (tracer, mut rx) = Tracer::with_queue(0.0, Arc::new(Metrics::new()));
+    let mut h = headers(&[("traceparent", PARENT), ("tracestate", "a=1,b=2")]);
+    let mut t = tracer
+        .begin(&mut h, &Method::GET)
+        .expect("a sampled parent");
+    assert!(t.recording());
+    assert_eq!(
+        std::str::from_utf8(&t.trace_id_hex()).unwrap(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        t.attempt(&mut h);
+        let sent = context::parse(h[&TRACEPARENT].as_bytes()).unwrap();
+        assert_eq!(sent.trace_id, t.trace_id);
+        assert!(sent.sampled());
+        seen.push(sent.span_id);
+        if seen.len() == 1 {
+            t.attempt_ended(AttemptEnd {
+                retried: Some("unavailable"),
+                ..Default::default()
+            });
+        }
+    }
+    assert_ne!(seen[0], seen[1], "each attempt its own span");
+    // tracestate goes on untouched.
+    assert_eq!(h[&TRACESTATE], "a=1,b=2");
+    t.finish(finish());
+    let f = rx.try_recv().unwrap();
+    assert_eq!(f.spans(), 3);
+    assert_eq!(
+        f.parent,
+        Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+    );
+    assert_eq!(f.tracestate.as_deref(), Some("a=1,b=2"));
+    let ids: Vec<_> = f.attempts.iter().map(|a| a.span_id).collect();
+    assert_eq!(ids, seen);
+    assert_eq!(f.attempts[0].retry, 0);
+    assert_eq!(f.attempts[1].retry, 1);
+    assert_eq!(f.attempts[1].how.endpoint, finish().upstream);
+    let mut spans = Vec::new();
+    export::convert(f, &mut spans);
+    assert_eq!(spans.len(), 3);
+    assert_eq!(spans[2].name, "GET api");
+    assert_eq!(spans[0].parent_span_id, spans[2].span_id);
+}
+
+#[test]
+fn an_unsampled_parent_passes_on_untouched() {
+    let (tracer, mut rx) = Tracer::with_queue(1.0, Arc::new(Metrics::new()));
+    let unsampled = PARENT.replace("-01", "-00");
+    let mut h = headers(&[("traceparent", &unsampled)]);
+    let mut t = tracer.begin(&mut h, &Method::GET).expect("logged");
+    assert!(!t.recording());
+    t.attempt(&mut h);
+    assert_eq!(h[&TRACEPARENT], unsampled.as_str());
+    t.finish(finish());
+    assert!(rx.try_recv().is_err(), "nothing recorded");
+}
+
+#[test]
+fn without_a_valid_parent_the_ratio_decides() {
+    let metrics = Arc::new(Metrics::new());
+    let (never, _rx) = Tracer::with_queue(0.0, metrics.clone());
+    let mut h = headers(&[("traceparent", "00-bogus"), ("tracestate", "a=1")]);
+    assert!(never.begin(&mut h, &Method::GET).is_none());
+    assert_eq!(h[&TRACEPARENT], "00-bogus", "not sampled: left as it came");
+
+    let (always, _rx) = Tracer::with_queue(1.0, metrics);
+    let mut t = always.begin(&mut h, &Method::GET).expect("sampled");
+    assert!(
+        h.get(&TRACESTATE).is_none(),
+        "the invalid parent's state goes"
+    );
+    t.attempt(&mut h);
+    let sent = context::parse(h[&TRACEPARENT].as_bytes()).unwrap();
+    assert_eq!(sent.trace_id, t.trace_id);
+    // Two traceparent fields are invalid too.
+    let mut two = headers(&[("traceparent", PARENT), ("traceparent", PARENT)]);
+    let t = always.begin(&mut two, &Method::GET).unwrap();
+    assert_ne!(&t.trace_id_hex()[..], b"4bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+#[test]
+fn a_full_queue_drops_and_counts() {
+    let metrics = Arc::new(Metrics::new());
+    let (tracer, _rx) = Tracer::with_queue(1.0, metrics.clone());
+    for _ in 0..QUEUE_REQUESTS + 10 {
+        let mut h = HeaderMap::new();
+        let mut t = tracer.begin(&mut h, &Method::GET).unwrap();
+        t.attempt(&mut h);
+        t.finish(finish());
+    }
+    let dropped = metrics
+        .trace
+        .dropped
+        .get_or_create(&DropLabels {
+            reason: "queue_full",
+        })
+        .get();
+    assert_eq!(dropped, 20, "two spans each of the ten that did not fit");
+}
+
+/// The request path's tracing work, per request: at `sample_ratio: 0`
+/// without a parent (the header looked for, nothing else), and sampled
+/// (ids, the `traceparent` written, both spans built and queued; the
+/// queue read on another thread as the exporter would). Timing, so not
+/// run by default:
+/// `cargo test --release --lib -- --ignored --nocapture tracing_cost`.
+#[test]
+#[ignore]
+fn tracing_cost() {
+    const N: u32 = 200_000;
+    let metrics = Arc::new(Metrics::new());
+    let base = headers(&[
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("user-agent", "grpc-go/1.60"),
+        ("x-request-id", "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"),
+    ]);
+    let run = |ratio: f64| {
+        let (tracer, mut rx) = Tracer::with_queue(ratio, metrics.clone());
+        let drain = std::thread::spawn(move || while rx.blocking_recv().is_some() {});
+        let mut h = base.clone();
+        let t0 = std::time::Instant::now();
+        for _ in 0..N {
+            if let Some(mut t) = tracer.begin(&mut h, &Method::POST) {
+                t.attempt(&mut h);
+                t.finish(finish());
+            }
+        }
+        let per = t0.elapsed() / N;
+        drop(tracer);
+        drain.join().unwrap();
+        per
+    };
+    let off = run(0.0);
+    let on = run(1.0);
+    let dropped: u64 = ["queue_full", "closed"]
+        .iter()
+        .map(|r| {
+            metrics
+                .trace
+                .dropped
+                .get_or_create(&DropLabels { reason: r })
+                .get()
+        })
+        .sum();
+    eprintln!(
+        "tracing per request: sample_ratio 0 {off:?}, sampled {on:?} ({dropped} of {N} dropped)"
+    );
+    assert!(off < std::time::Duration::from_nanos(200), "{off:?}");
+    assert!(on < std::time::Duration::from_micros(3), "{on:?}");
+}
