@@ -30,6 +30,7 @@ use crate::body::{Body, Held, Received};
 use crate::config::RetryPolicy;
 use crate::error::{ErrorCode, ProxyError};
 use crate::grpc;
+use crate::telemetry::trace::AttemptEnd;
 use crate::upstream::{ClusterRuntime, ExchangeGuard, Wire};
 
 /// The longest a gRPC response head is held to learn the attempt's
@@ -183,7 +184,7 @@ impl Pipeline {
                 }
             }
             if let Some(t) = r.trace.as_deref_mut() {
-                t.attempt_ended(super::trace::attempt_end(ep, &answer, why));
+                t.attempt_ended(attempt_end(ep, &answer, why));
             }
             drop(answer);
             r.cluster.count_retry(why);
@@ -269,6 +270,36 @@ async fn attempt(
         },
         None => Try::Done(Ok((held, guard))),
     }
+}
+
+/// What a retried attempt's answer tells its CLIENT span.
+fn attempt_end(
+    endpoint: Option<SocketAddr>,
+    answer: &Result<Exchange, ProxyError>,
+    why: &'static str,
+) -> AttemptEnd {
+    let mut end = AttemptEnd {
+        endpoint,
+        retried: Some(why),
+        ..Default::default()
+    };
+    match answer {
+        Ok((resp, _)) => {
+            end.http_status = Some(resp.status().as_u16());
+            // Trailers-Only, or the trailers a held response read ahead.
+            let held = match resp.body() {
+                Received::Held(h) => h
+                    .first
+                    .as_ref()
+                    .and_then(|f| f.as_ref().ok())
+                    .and_then(|f| f.trailers_ref()),
+                _ => None,
+            };
+            end.grpc_status = status_of(resp.headers()).or_else(|| held.and_then(status_of));
+        }
+        Err(e) => end.error = Some(e.code),
+    }
+    end
 }
 
 fn judge(policy: &RetryPolicy, code: i32, pushback: Option<Pushback>, exchange: Exchange) -> Try {
