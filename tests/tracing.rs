@@ -2,7 +2,7 @@
 //! opentelemetry-proto TraceService), torii in-process, and upstreams that
 //! report the `traceparent` they got. The client's trace continues through
 //! torii's SERVER span and one CLIENT span per attempt (retries included)
-//! to the upstream, over gRPC and HTTP/1.1; failures make ERROR spans;
+//! to the upstream, over gRPC, gRPC-Web and HTTP/1.1; failures make ERROR spans;
 //! `trace_id` is in the access log; a collector that is down changes
 //! nothing for requests and its spans are counted as dropped.
 
@@ -290,6 +290,27 @@ async fn the_clients_trace_continues_through_each_attempt_to_the_upstream() {
     assert!(resp.contains(&want), "{want} in {resp}");
     assert!(spans.iter().all(|s| s.name == "GET h1"), "{spans:?}");
 
+    // gRPC-Web over HTTP/1.1, made gRPC: the same.
+    seen.lock().unwrap().clear();
+    let web_trace = "4af7651916cd43dd8448eb211c80319c";
+    let mut req = format!(
+        "POST /torii.echo.v1.Echo/Unary HTTP/1.1\r\nhost: a\r\ncontent-type: application/grpc-web+proto\r\n\
+         x-call: web\r\ntraceparent: 00-{web_trace}-{CLIENT_SPAN}-01\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(&[0, 0, 0, 0, 0]);
+    let resp = raw_exchange(proxy.addr("plain"), &req).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let spans = collector.wait(web_trace, 2).await;
+    let client = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [format!("00-{web_trace}-{}-01", hex(&client.span_id))]
+    );
+
     // Not sampled: passed on untouched, nothing recorded; no parent at
     // ratio 0: nothing added.
     seen.lock().unwrap().clear();
@@ -302,7 +323,7 @@ async fn the_clients_trace_continues_through_each_attempt_to_the_upstream() {
     let until = Instant::now() + PATIENCE;
     let lines = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= 5 || Instant::now() > until {
+        if text.lines().count() >= 6 || Instant::now() > until {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -314,7 +335,7 @@ async fn the_clients_trace_continues_through_each_attempt_to_the_upstream() {
             v.get("trace_id").map(|t| t.as_str().unwrap().to_string())
         })
         .collect();
-    let want: Vec<Option<String>> = [TRACE, dead_trace, h1_trace, &unsampled[3..35]]
+    let want: Vec<Option<String>> = [TRACE, dead_trace, h1_trace, web_trace, &unsampled[3..35]]
         .into_iter()
         .map(|t| Some(t.to_string()))
         .chain([None])
@@ -323,7 +344,7 @@ async fn the_clients_trace_continues_through_each_attempt_to_the_upstream() {
     let exported = proxy
         .metric("torii_trace_spans_exported_total", &[])
         .unwrap();
-    assert!(exported >= 7.0, "{exported}");
+    assert!(exported >= 9.0, "{exported}");
 }
 
 #[tokio::test]
