@@ -15,10 +15,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Attempt, Finished};
+use super::{Attempt, Finished, Queue};
 use crate::config::Tracing;
 use crate::telemetry::Metrics;
 
@@ -27,8 +26,11 @@ use crate::telemetry::Metrics;
 pub const QUEUE_REQUESTS: usize = 2048;
 /// A batch is sent when it holds this many spans...
 pub const BATCH_SPANS: usize = 512;
-/// ... or this long after its first request ended.
+/// ... or this long after its first request ended (at most a [`TICK`]
+/// more).
 pub const BATCH_DELAY: Duration = Duration::from_secs(1);
+/// How often the task looks at the queue.
+pub const TICK: Duration = Duration::from_millis(100);
 /// The longest one export may take (connecting included).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,7 +39,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub(super) fn spawn(
     config: &Tracing,
-    rx: mpsc::Receiver<Finished>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
 ) -> Result<(), String> {
     let endpoint = Endpoint::from_shared(config.endpoint.clone())
@@ -55,7 +57,7 @@ pub(super) fn spawn(
         metrics,
         endpoint: config.endpoint.clone(),
     };
-    tokio::spawn(exporter.run(rx));
+    tokio::spawn(exporter.run(queue));
     Ok(())
 }
 
@@ -67,48 +69,74 @@ struct Exporter {
 }
 
 impl Exporter {
-    async fn run(mut self, mut rx: mpsc::Receiver<Finished>) {
+    async fn run(mut self, queue: Arc<Queue>) {
         let mut backoff = MIN_BACKOFF;
         let mut failing = false;
-        while let Some(first) = rx.recv().await {
-            let mut spans = Vec::with_capacity(BATCH_SPANS);
-            convert(first, &mut spans);
-            let until = tokio::time::Instant::now() + BATCH_DELAY;
-            while spans.len() < BATCH_SPANS {
-                tokio::select! {
-                    next = rx.recv() => match next {
-                        Some(f) => convert(f, &mut spans),
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(until) => break,
-                }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut spans: Vec<Span> = Vec::new();
+        // When the oldest span waiting was taken from the queue.
+        let mut since = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let closed = queue.is_closed();
+            let taken = queue.take();
+            if spans.is_empty() && !taken.is_empty() {
+                since = tokio::time::Instant::now();
             }
-            let n = spans.len() as u64;
-            match self.export(spans).await {
-                Ok(rejected) => {
-                    self.metrics.trace.exported.inc_by(n - rejected.min(n));
-                    if rejected > 0 {
-                        self.metrics.trace.drop_spans("rejected", rejected.min(n));
+            for f in taken {
+                convert(f, &mut spans);
+            }
+            let due = closed || since.elapsed() >= BATCH_DELAY || spans.len() >= BATCH_SPANS;
+            while due && !spans.is_empty() {
+                let batch: Vec<Span> = spans.drain(..spans.len().min(BATCH_SPANS)).collect();
+                if self.send(batch, &mut failing).await.is_err() {
+                    // What waits now is dropped too; the queue fills
+                    // meanwhile and drops as `queue_full`.
+                    let n = spans.len() as u64;
+                    spans.clear();
+                    self.metrics.trace.drop_spans("export_failed", n);
+                    if !closed {
+                        tokio::time::sleep(backoff).await;
                     }
-                    if failing {
-                        tracing::info!(endpoint = %self.endpoint, "the OTLP collector takes spans again");
-                    }
-                    failing = false;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                } else {
                     backoff = MIN_BACKOFF;
                 }
-                Err(status) => {
-                    self.metrics.trace.drop_spans("export_failed", n);
-                    if !failing {
-                        tracing::warn!(
-                            endpoint = %self.endpoint,
-                            error = %status.message(),
-                            "cannot export spans to the OTLP collector; dropping them (torii_trace_spans_dropped_total) and trying again later"
-                        );
-                    }
-                    failing = true;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
+    /// Exports one batch, counting its spans as exported or dropped.
+    async fn send(&mut self, batch: Vec<Span>, failing: &mut bool) -> Result<(), ()> {
+        let n = batch.len() as u64;
+        match self.export(batch).await {
+            Ok(rejected) => {
+                let rejected = rejected.min(n);
+                self.metrics.trace.exported.inc_by(n - rejected);
+                if rejected > 0 {
+                    self.metrics.trace.drop_spans("rejected", rejected);
                 }
+                if *failing {
+                    tracing::info!(endpoint = %self.endpoint, "the OTLP collector takes spans again");
+                }
+                *failing = false;
+                Ok(())
+            }
+            Err(status) => {
+                self.metrics.trace.drop_spans("export_failed", n);
+                if !*failing {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        error = %status.message(),
+                        "cannot export spans to the OTLP collector; dropping them (torii_trace_spans_dropped_total) and trying again later"
+                    );
+                }
+                *failing = true;
+                Err(())
             }
         }
     }

@@ -5,8 +5,10 @@
 //! upstream; each attempt's request carries a `traceparent` naming its
 //! CLIENT span as the parent. The spans of one request are queued
 //! together when it ends ([`RequestTrace::finish`]) into a bounded queue
-//! that a batching task exports ([`export`]); a full queue drops, never
-//! waits. Without `tracing:` no [`Tracer`] exists and a request does no
+//! that a batching task empties every [`TICK`] and exports ([`export`]);
+//! a full queue drops, never waits, and a request never wakes the task
+//! (a wake-up per request, a futex call, cost more than the rest of the
+//! tracing work together). Without `tracing:` no [`Tracer`] exists and a request does no
 //! tracing work: its `traceparent` passes through as the client sent it.
 
 pub mod context;
@@ -21,7 +23,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tokio::sync::mpsc;
 
 use crate::config::Tracing;
 use crate::error::ErrorCode;
@@ -29,7 +30,7 @@ use crate::grpc::GrpcName;
 use crate::telemetry::Metrics;
 use context::{Decision, Ratio, SpanId, TraceId, SAMPLED};
 
-pub use export::{BATCH_DELAY, BATCH_SPANS, QUEUE_REQUESTS};
+pub use export::{BATCH_DELAY, BATCH_SPANS, QUEUE_REQUESTS, TICK};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -41,8 +42,8 @@ pub const MAX_TRACESTATE: usize = 512;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
-    /// `queue_full`, `export_failed`, `rejected` (the collector refused
-    /// them) or `closed`.
+    /// `queue_full`, `export_failed` or `rejected` (the collector refused
+    /// them).
     pub reason: &'static str,
 }
 
@@ -63,7 +64,7 @@ impl TraceMetrics {
         let dropped = Family::<DropLabels, Counter>::default();
         registry.register(
             "trace_spans_dropped",
-            "Spans not exported (reason: queue_full, export_failed, rejected, closed)",
+            "Spans not exported (reason: queue_full, export_failed, rejected)",
             dropped.clone(),
         );
         TraceMetrics { exported, dropped }
@@ -83,8 +84,49 @@ pub struct Tracer(Arc<Inner>);
 struct Inner {
     config: Tracing,
     ratio: Ratio,
-    queue: mpsc::Sender<Finished>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last clone is gone: the task sends what is left and ends.
+        self.queue.close();
+    }
+}
+
+/// The requests whose spans wait for export: at most [`QUEUE_REQUESTS`].
+/// A mutex held for a push or a swap, no more.
+#[derive(Default)]
+pub(crate) struct Queue {
+    items: std::sync::Mutex<Vec<Finished>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Queue {
+    fn push(&self, f: Finished) -> Result<(), Finished> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if items.len() >= QUEUE_REQUESTS {
+            return Err(f);
+        }
+        items.push(f);
+        Ok(())
+    }
+
+    /// Everything waiting, leaving the queue empty.
+    fn take(&self) -> Vec<Finished> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *items)
+    }
+
+    fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl Tracer {
@@ -92,8 +134,8 @@ impl Tracer {
     /// tokio runtime). Connecting is lazy: a collector that is down costs
     /// only the spans it does not get.
     pub fn start(config: &Tracing, metrics: Arc<Metrics>) -> Result<Tracer, String> {
-        let (queue, rx) = mpsc::channel(QUEUE_REQUESTS);
-        export::spawn(config, rx, metrics.clone())?;
+        let queue = Arc::new(Queue::default());
+        export::spawn(config, queue.clone(), metrics.clone())?;
         Ok(Tracer(Arc::new(Inner {
             config: config.clone(),
             ratio: Ratio::new(config.sample_ratio),
@@ -104,8 +146,8 @@ impl Tracer {
 
     /// A tracer whose queue the caller reads (tests, benchmarks).
     #[cfg(test)]
-    fn with_queue(ratio: f64, metrics: Arc<Metrics>) -> (Tracer, mpsc::Receiver<Finished>) {
-        let (queue, rx) = mpsc::channel(QUEUE_REQUESTS);
+    fn with_queue(ratio: f64, metrics: Arc<Metrics>) -> (Tracer, Arc<Queue>) {
+        let queue = Arc::new(Queue::default());
         let config = Tracing {
             endpoint: "http://127.0.0.1:1".into(),
             sample_ratio: ratio,
@@ -114,10 +156,10 @@ impl Tracer {
         let inner = Inner {
             config,
             ratio: Ratio::new(ratio),
-            queue,
+            queue: queue.clone(),
             metrics,
         };
-        (Tracer(Arc::new(inner)), rx)
+        (Tracer(Arc::new(inner)), queue)
     }
 
     pub fn config(&self) -> &Tracing {
@@ -174,14 +216,8 @@ impl Tracer {
 
     fn enqueue(&self, f: Finished) {
         let spans = f.spans();
-        match self.0.queue.try_send(f) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.0.metrics.trace.drop_spans("queue_full", spans)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.0.metrics.trace.drop_spans("closed", spans)
-            }
+        if self.0.queue.push(f).is_err() {
+            self.0.metrics.trace.drop_spans("queue_full", spans);
         }
     }
 }
