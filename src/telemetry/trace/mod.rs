@@ -104,13 +104,14 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    fn push(&self, f: Finished) -> Result<(), Finished> {
+    /// False when full (`f` is dropped).
+    fn push(&self, f: Finished) -> bool {
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         if items.len() >= QUEUE_REQUESTS {
-            return Err(f);
+            return false;
         }
         items.push(f);
-        Ok(())
+        true
     }
 
     /// Everything waiting, leaving the queue empty.
@@ -216,7 +217,7 @@ impl Tracer {
 
     fn enqueue(&self, f: Finished) {
         let spans = f.spans();
-        if self.0.queue.push(f).is_err() {
+        if !self.0.queue.push(f) {
             self.0.metrics.trace.drop_spans("queue_full", spans);
         }
     }
