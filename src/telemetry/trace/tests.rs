@@ -136,8 +136,9 @@ fn a_full_queue_drops_and_counts() {
 /// The request path's tracing work, per request: at `sample_ratio: 0`
 /// without a parent (the header looked for, nothing else), and sampled
 /// (ids, the `traceparent` written, both spans built and queued; the
-/// queue read on another thread as the exporter would). Timing, so not
-/// run by default:
+/// queue read on another thread as the exporter would). Then the export
+/// task's part, off the request's thread: OTLP messages built and
+/// encoded. Timing, so not run by default:
 /// `cargo test --release --lib -- --ignored --nocapture tracing_cost`.
 #[test]
 #[ignore]
@@ -178,19 +179,60 @@ fn tracing_cost() {
     };
     let off = run(0.0);
     let on = run(1.0);
-    let dropped: u64 = ["queue_full", "closed"]
-        .iter()
-        .map(|r| {
-            metrics
-                .trace
-                .dropped
-                .get_or_create(&DropLabels { reason: r })
-                .get()
+    let dropped = metrics
+        .trace
+        .dropped
+        .get_or_create(&DropLabels {
+            reason: "queue_full",
         })
-        .sum();
+        .get();
+    // The export task's part, off the request's thread: a gRPC call's
+    // spans made OTLP messages and encoded.
+    const M: u32 = 2000;
+    let (tracer, queue) = Tracer::with_queue(1.0, metrics.clone());
+    let uri: http::Uri = "/torii.echo.v1.Echo/Unary".parse().unwrap();
+    // The best of a few rounds: the first touches fresh memory.
+    let (mut export, mut size) = (std::time::Duration::MAX, 0);
+    for _ in 0..5 {
+        for _ in 0..M {
+            let mut h = base.clone();
+            let mut t = tracer.begin(&mut h, &Method::POST).unwrap();
+            t.attempt(&mut h);
+            t.finish(Finish {
+                grpc: GrpcName::new(&uri, uri.path()),
+                grpc_status: Some(0),
+                ..finish()
+            });
+        }
+        let taken = queue.take();
+        let t0 = std::time::Instant::now();
+        let mut spans = Vec::new();
+        for f in taken {
+            export::convert(f, &mut spans);
+        }
+        let bytes = prost::Message::encode_to_vec(&spans_request(spans));
+        export = export.min(t0.elapsed() / M);
+        size = bytes.len() / M as usize;
+    }
+    eprintln!("the export task per request: {export:?} ({size} bytes of OTLP each)");
     eprintln!(
         "tracing per request: sample_ratio 0 {off:?}, sampled {on:?} ({dropped} of {N} dropped)"
     );
     assert!(off < std::time::Duration::from_nanos(200), "{off:?}");
     assert!(on < std::time::Duration::from_micros(3), "{on:?}");
+}
+
+fn spans_request(
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }
