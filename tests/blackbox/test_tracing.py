@@ -31,6 +31,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 )
 
 
+def scope_spans(rs):
+    """ResourceSpans' field 2. xds-protos (PyPI) ships its own, older copy
+    of the opentelemetry.proto modules, where the field is still named
+    `instrumentation_library_spans` (same number, same wire form); with
+    both installed, whichever came last is imported."""
+    found = getattr(rs, "scope_spans", None)
+    return found if found is not None else rs.instrumentation_library_spans
+
+
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self):
         self.spans = []
@@ -39,7 +48,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request, context):
         with self.cond:
             for rs in request.resource_spans:
-                for ss in rs.scope_spans:
+                for ss in scope_spans(rs):
                     self.spans.extend(ss.spans)
             self.cond.notify_all()
         return trace_service_pb2.ExportTraceServiceResponse()
