@@ -13,6 +13,7 @@
 
 pub mod context;
 mod export;
+mod otlp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

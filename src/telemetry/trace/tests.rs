@@ -70,11 +70,129 @@ fn a_sampled_parent_is_continued_with_one_client_span_per_attempt() {
     assert_eq!(f.attempts[0].retry, 0);
     assert_eq!(f.attempts[1].retry, 1);
     assert_eq!(f.attempts[1].how.endpoint, finish().upstream);
-    let mut spans = Vec::new();
-    export::convert(f, &mut spans);
+    let spans = decoded(&[f]);
     assert_eq!(spans.len(), 3);
     assert_eq!(spans[2].name, "GET api");
     assert_eq!(spans[0].parent_span_id, spans[2].span_id);
+}
+
+/// What `otlp::request` wrote, read back with opentelemetry-proto's
+/// generated types: the spans, after checking the resource and scope.
+fn decoded(requests: &[Finished]) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let bytes = otlp::request("svc", requests).0;
+    let mut req = <ExportTraceServiceRequest as prost::Message>::decode(&bytes[..]).unwrap();
+    assert_eq!(req.resource_spans.len(), 1);
+    let mut rs = req.resource_spans.remove(0);
+    let attrs = rs.resource.unwrap().attributes;
+    assert_eq!(attrs.len(), 1);
+    assert_eq!(attrs[0].key, "service.name");
+    assert_eq!(rs.scope_spans.len(), 1);
+    let ss = rs.scope_spans.remove(0);
+    assert_eq!(ss.scope.unwrap().name, "torii");
+    ss.spans
+}
+
+#[test]
+fn the_otlp_written_by_hand_decodes_as_the_generated_types() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let (tracer, queue) = Tracer::with_queue(1.0, Arc::new(Metrics::new()));
+    let mut h = headers(&[("traceparent", PARENT), ("tracestate", "k=v")]);
+    let mut t = tracer.begin(&mut h, &Method::POST).unwrap();
+    t.attempt(&mut h);
+    t.attempt_ended(AttemptEnd {
+        endpoint: Some("[::1]:7000".parse().unwrap()),
+        http_status: Some(200),
+        grpc_status: Some(14),
+        retried: Some("unavailable"),
+        ..Default::default()
+    });
+    t.attempt(&mut h);
+    let uri: http::Uri = "/pkg.Svc/Do".parse().unwrap();
+    t.finish(Finish {
+        grpc: GrpcName::new(&uri, uri.path()),
+        grpc_status: Some(14),
+        error: Some(ErrorCode::UpstreamConnectRefused),
+        ..finish()
+    });
+    let spans = decoded(&queue.take());
+    assert_eq!(spans.len(), 3);
+    let attrs = |s: &opentelemetry_proto::tonic::trace::v1::Span| -> Vec<(String, String)> {
+        s.attributes
+            .iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.clone()).unwrap() {
+                    Value::StringValue(s) => s,
+                    Value::IntValue(i) => i.to_string(),
+                    other => panic!("{other:?}"),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect()
+    };
+    let (first, server) = (&spans[0], &spans[2]);
+    assert_eq!(server.name, "pkg.Svc/Do");
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert_eq!(first.kind, SpanKind::Client as i32);
+    assert_eq!(
+        server.trace_id,
+        hex_bytes("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(server.parent_span_id, hex_bytes("00f067aa0ba902b7"));
+    assert_eq!(server.trace_state, "k=v");
+    assert_eq!(server.flags, 0x301);
+    assert_eq!(first.flags, 0x101);
+    assert_eq!(first.parent_span_id, server.span_id);
+    assert!(
+        server.start_time_unix_nano > 0 && server.end_time_unix_nano >= server.start_time_unix_nano
+    );
+    let s = server.status.as_ref().unwrap();
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (StatusCode::Error as i32, "upstream_connect_refused")
+    );
+    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        attrs(server),
+        [
+            kv("rpc.system", "grpc"),
+            kv("rpc.service", "pkg.Svc"),
+            kv("rpc.method", "Do"),
+            kv("http.request.method", "POST"),
+            kv("torii.route", "api"),
+            kv("torii.cluster", "app"),
+            kv("torii.listener", "edge"),
+            kv("http.response.status_code", "200"),
+            kv("rpc.grpc.status_code", "14"),
+            kv("torii.error", "upstream_connect_refused"),
+        ]
+    );
+    assert_eq!(
+        attrs(first)[6..],
+        [
+            kv("torii.retry", "0"),
+            kv("server.address", "::1"),
+            kv("server.port", "7000"),
+            kv("http.response.status_code", "200"),
+            kv("rpc.grpc.status_code", "14"),
+            kv("torii.retried", "unavailable"),
+        ]
+    );
+    assert_eq!(
+        first.status.as_ref().unwrap().message,
+        "retried: unavailable"
+    );
+    let second = attrs(&spans[1]);
+    assert!(second.contains(&kv("torii.retry", "1")), "{second:?}");
+}
+
+fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
@@ -206,11 +324,8 @@ fn tracing_cost() {
         }
         let taken = queue.take();
         let t0 = std::time::Instant::now();
-        let mut spans = Vec::new();
-        for f in taken {
-            export::convert(f, &mut spans);
-        }
-        let bytes = prost::Message::encode_to_vec(&spans_request(spans));
+        let bytes = otlp::request("torii", &taken).0;
+        drop(taken);
         export = export.min(t0.elapsed() / M);
         size = bytes.len() / M as usize;
     }
@@ -220,19 +335,4 @@ fn tracing_cost() {
     );
     assert!(off < std::time::Duration::from_nanos(200), "{off:?}");
     assert!(on < std::time::Duration::from_micros(3), "{on:?}");
-}
-
-fn spans_request(
-    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
-) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
