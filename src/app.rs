@@ -23,6 +23,7 @@ use crate::server::HttpServers;
 use crate::telemetry::access_log::AccessLogger;
 use crate::telemetry::log_once::LogOnce;
 use crate::telemetry::metrics::ResultLabels;
+use crate::telemetry::trace::Tracer;
 use crate::telemetry::Metrics;
 use crate::upstream::dns::Dns;
 use crate::upstream::ClusterRuntime;
@@ -54,6 +55,8 @@ struct State {
     /// The destination `logger` writes to.
     access_log: AccessLog,
     admin: Option<AdminBound>,
+    /// `tracing:` at work (a reload that changes it starts a new one).
+    tracer: Option<Tracer>,
 }
 
 /// A running torii: its bound addresses and the means to reload and stop it.
@@ -151,6 +154,11 @@ impl Running {
             None
         };
         let logger = new_logger.as_ref().unwrap_or(&state.logger).clone();
+        let tracer = match (&config.tracing, &state.tracer) {
+            (Some(t), Some(old)) if old.config() == t => Some(old.clone()),
+            (Some(t), _) => Some(Tracer::start(t, self.metrics.clone())?),
+            (None, _) => None,
+        };
         let admin_configured = state.admin.as_ref().map(|a| a.configured);
         let new_admin = match &config.admin {
             Some(a) if Some(a.address) != admin_configured => {
@@ -167,8 +175,12 @@ impl Running {
                 .listeners
                 .get(&l.name)
                 .map(|b| b.listening.load_full());
-            let runtime =
-                self.listener_runtime(l, &clusters, &logger, old.as_ref().map(|o| &*o.rt));
+            let runtime = self.listener_runtime(
+                l,
+                &clusters,
+                (&logger, &tracer),
+                old.as_ref().map(|o| &*o.rt),
+            );
             let socket = match state.listeners.get(&l.name) {
                 Some(b) if b.config.address == l.address => None,
                 _ => Some(bind(l).await?),
@@ -213,6 +225,15 @@ impl Running {
             });
         }
         state.listeners = keep;
+        if state.tracer.as_ref().map(Tracer::config) != tracer.as_ref().map(Tracer::config) {
+            match &tracer {
+                Some(t) => {
+                    tracing::info!(endpoint = %t.config().endpoint, sample_ratio = t.config().sample_ratio, "tracing: spans go to the OTLP collector")
+                }
+                None => tracing::info!("tracing off"),
+            }
+        }
+        state.tracer = tracer;
         if let Some(logger) = new_logger {
             if config.access_log != state.access_log {
                 tracing::info!(access_log = %config.access_log.describe(), "access log destination changed");
@@ -273,7 +294,7 @@ impl Running {
         &self,
         l: &Listener,
         clusters: &Clusters,
-        logger: &AccessLogger,
+        (logger, tracer): (&AccessLogger, &Option<Tracer>),
         old: Option<&Pipeline>,
     ) -> Arc<Pipeline> {
         let mut p = Pipeline::new(
@@ -283,6 +304,7 @@ impl Running {
             self.shared.ready.clone(),
             logger.clone(),
         );
+        p.tracer = tracer.clone();
         // Rate-limit buckets of unchanged routes outlive the reload.
         if let Some(old) = old {
             p.keep_rate_limits(old);
@@ -473,6 +495,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
             logger,
             access_log: config.access_log.clone(),
             admin,
+            tracer: None,
         }),
         dns,
         ready,

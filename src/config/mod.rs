@@ -26,6 +26,7 @@ pub mod retry;
 mod route;
 pub mod san;
 mod tls;
+pub mod trace;
 mod traffic;
 mod transcoding;
 mod validate;
@@ -38,6 +39,7 @@ pub use model::*;
 pub use problem::{Problem, Severity};
 pub use rate_limit::{RateLimit, RateLimitPer};
 pub use retry::{Limits, RetryBudget, RetryOn, RetryPolicy};
+pub use trace::Tracing;
 
 use context::Ctx;
 use problem::Findings;

@@ -67,6 +67,9 @@ pub struct Config {
     pub jwt_providers: Vec<Arc<crate::auth::JwtProvider>>,
     /// `api_keys:`, their files read.
     pub api_keys: Vec<Arc<crate::auth::ApiKeySet>>,
+    /// `tracing:` (None: torii traces nothing, and passes `traceparent`
+    /// on as it came).
+    pub tracing: Option<super::Tracing>,
 }
 
 /// Where the access log goes: one JSON object per request and line.

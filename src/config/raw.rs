@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub clusters: Option<Vec<RawCluster>>,
     pub jwt_providers: Option<Vec<super::raw_auth::RawJwtProvider>>,
     pub api_keys: Option<Vec<super::raw_auth::RawApiKeys>>,
+    pub tracing: Option<super::trace::RawTracing>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -26,6 +26,7 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
     let clusters = cluster::clusters(cx, raw.clusters.unwrap_or_default());
     let auth = super::auth::registry(cx, raw.jwt_providers, raw.api_keys);
     let listeners = listeners(cx, raw.listeners, &clusters, &auth);
+    let tracing = raw.tracing.as_ref().map(|t| super::trace::tracing(cx, t));
     let config = Config {
         source,
         admin: match admin {
@@ -39,6 +40,10 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
         files: std::mem::take(&mut cx.files),
         jwt_providers: auth.providers,
         api_keys: auth.key_sets,
+        tracing: match tracing {
+            Some(t) => Some(t?),
+            None => None,
+        },
     };
     (!cx.findings.has_errors()).then_some(config)
 }

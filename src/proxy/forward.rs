@@ -14,6 +14,7 @@ use super::upstream_request::to_http1;
 use super::{Forward, Pipeline};
 use crate::body::{self, Body};
 use crate::error::{ErrorCode, ProxyError};
+use crate::telemetry::trace::AttemptEnd;
 use crate::upstream::Wire;
 
 impl Pipeline {
@@ -27,7 +28,7 @@ impl Pipeline {
         slot: &mut Option<Outcome>,
     ) -> Result<Response<Body>, ProxyError> {
         let Forward {
-            req,
+            mut req,
             cluster,
             route,
             wire,
@@ -40,8 +41,14 @@ impl Pipeline {
         let mut endpoint = None;
         cluster.budget.note_request();
         let policy = route.and_then(|i| self.config.routes[i].retry.as_deref());
+        // Kept here while attempts go out (each its CLIENT span), then
+        // given back to the outcome.
+        let mut trace = slot.as_mut().and_then(|o| o.trace.take());
         let result = match policy {
             None => {
+                if let Some(t) = trace.as_deref_mut() {
+                    t.attempt(req.headers_mut());
+                }
                 let send = cluster.send_noting(req, wire, &mut endpoint);
                 match limit {
                     Some(d) => tokio::time::timeout(d, send).await.ok(),
@@ -56,6 +63,7 @@ impl Pipeline {
                     wire,
                     grpc_req,
                     deadline: limit.zip(start).map(|(d, s)| s + d),
+                    trace: trace.as_deref_mut(),
                 };
                 let mut notes = Vec::new();
                 let sent = Box::pin(async {
@@ -72,6 +80,9 @@ impl Pipeline {
                 sent
             }
         };
+        if let Some(o) = slot.as_mut() {
+            o.trace = trace;
+        }
         if let (Some(Err(_)) | None, Some(o)) = (&result, slot.as_mut()) {
             o.upstream = endpoint;
         }
@@ -95,6 +106,14 @@ impl Pipeline {
                 );
                 let mut p = *retry;
                 to_http1(&mut p);
+                if let Some(t) = slot.as_mut().and_then(|o| o.trace.as_deref_mut()) {
+                    t.attempt_ended(AttemptEnd {
+                        endpoint,
+                        error: Some(e.code),
+                        ..Default::default()
+                    });
+                    t.attempt(&mut p.headers);
+                }
                 let req = Box::new(Request::from_parts(p, body::empty()));
                 let mut endpoint = None;
                 let sent = Box::pin(cluster.send_noting(req, Wire::Http1, &mut endpoint)).await;

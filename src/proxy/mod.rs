@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | 1 | identify | `identify.rs` | `x-request-id`; the access log's facts as the client sent them |
 //! | 2 | health path | `health_path.rs` | the listener's `/healthz`: 200, or 503 while draining |
+//! | 2a | trace | `trace.rs` | `tracing:`: the W3C trace context, sampled or not; each attempt's CLIENT span (in forward) |
 //! | 3 | normalize | `normalize.rs` | path, authority, host, gRPC service and method |
 //! | 3a | CORS | `cors.rs` | preflights answered; the CORS headers every answer to the origin gets |
 //! | 3b | gRPC-Web | `grpc_web.rs` | a gRPC-Web call becomes gRPC (head, decoded body); its answer gRPC-Web again |
@@ -60,6 +61,7 @@ mod response;
 pub mod response_body;
 mod retry;
 mod routing;
+mod trace;
 mod transcode;
 mod transcode_stream;
 mod upstream_request;
@@ -182,6 +184,8 @@ pub struct Pipeline {
     routes: crate::route::Index,
     /// Each route's rate limit, by index (empty: no route has one).
     rate_limits: Box<[Option<Arc<rate_limit::RouteLimit>>]>,
+    /// `tracing:` (None: no tracing work at all).
+    pub tracer: Option<crate::telemetry::trace::Tracer>,
 }
 
 impl Pipeline {
@@ -208,6 +212,7 @@ impl Pipeline {
             ready,
             logger,
             original,
+            tracer: None,
         }
     }
 
@@ -311,6 +316,9 @@ impl Pipeline {
         identify::identify(&mut parts, conn, outcome);
         if let Some(resp) = self.health_path(&parts, conn, outcome) {
             return Err(Step::Answer(resp));
+        }
+        if let Some(tracer) = &self.tracer {
+            trace::trace(tracer, &mut parts, outcome);
         }
         self.normalized_phases(parts, body, conn, grpc_req, outcome, true)
     }

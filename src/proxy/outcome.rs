@@ -13,6 +13,7 @@ use crate::grpc::GrpcName;
 use crate::telemetry::access_log::{AccessLogger, Line};
 use crate::telemetry::json_line::key;
 use crate::telemetry::metrics::RequestKey;
+use crate::telemetry::trace::{Finish, RequestTrace};
 use crate::telemetry::Metrics;
 
 pub struct Outcome {
@@ -62,6 +63,9 @@ pub struct Outcome {
     /// A route with `auth:`: who the caller is and what was decided
     /// (access log only; set only when logging).
     pub auth: Option<Box<AuthNote>>,
+    /// The request's trace, when `tracing:` is on and there is one (its
+    /// spans are queued when the request is recorded).
+    pub trace: Option<Box<RequestTrace>>,
     logger: AccessLogger,
     recorded: bool,
 }
@@ -97,6 +101,7 @@ impl Outcome {
             browser: None,
             attempts: None,
             auth: None,
+            trace: None,
             logger: logger.clone(),
             recorded: false,
         }
@@ -186,6 +191,25 @@ impl Outcome {
                 if let Some(m) = &self.message {
                     j.str(key!("error_message"), m);
                 }
+                if let Some(t) = &self.trace {
+                    let hex = t.trace_id_hex();
+                    j.str(
+                        key!("trace_id"),
+                        std::str::from_utf8(&hex).unwrap_or_default(),
+                    );
+                }
+            });
+        }
+        if let Some(t) = self.trace.take() {
+            t.finish(Finish {
+                listener: self.listener.clone(),
+                grpc: self.grpc.take(),
+                route: self.route.clone(),
+                cluster: self.cluster.clone(),
+                upstream: self.upstream,
+                http_status: self.http_status,
+                grpc_status: self.grpc_status,
+                error: self.error,
             });
         }
     }

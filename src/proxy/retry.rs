@@ -30,6 +30,7 @@ use crate::body::{Body, Held, Received};
 use crate::config::RetryPolicy;
 use crate::error::{ErrorCode, ProxyError};
 use crate::grpc;
+use crate::telemetry::trace::AttemptEnd;
 use crate::upstream::{ClusterRuntime, ExchangeGuard, Wire};
 
 /// The longest a gRPC response head is held to learn the attempt's
@@ -71,6 +72,9 @@ pub(super) struct Retrying<'a> {
     pub grpc_req: bool,
     /// When the request's own deadline runs out.
     pub deadline: Option<Instant>,
+    /// The request's trace, when torii records one: each attempt its
+    /// CLIENT span.
+    pub trace: Option<&'a mut crate::telemetry::trace::RequestTrace>,
 }
 
 impl Pipeline {
@@ -78,7 +82,7 @@ impl Pipeline {
     /// endpoint tried last; `notes` gets each attempt.
     pub(super) async fn retrying(
         &self,
-        r: Retrying<'_>,
+        mut r: Retrying<'_>,
         req: Box<Request<Body>>,
         endpoint: &mut Option<SocketAddr>,
         notes: &mut Vec<Note>,
@@ -90,7 +94,10 @@ impl Pipeline {
         loop {
             n += 1;
             let body = replay.attempt().unwrap_or_else(crate::body::empty);
-            let req = Box::new(Request::from_parts(parts.clone(), body));
+            let mut req = Box::new(Request::from_parts(parts.clone(), body));
+            if let Some(t) = r.trace.as_deref_mut() {
+                t.attempt(req.headers_mut());
+            }
             let mut ep = None;
             let tried = {
                 let attempt = attempt(policy, req, r.cluster, r.wire, r.grpc_req, &mut ep);
@@ -176,6 +183,9 @@ impl Pipeline {
                     guard.cluster.report(&guard.ep, false, why);
                 }
             }
+            if let Some(t) = r.trace.as_deref_mut() {
+                t.attempt_ended(attempt_end(ep, &answer, why));
+            }
             drop(answer);
             r.cluster.count_retry(why);
             tracing::debug!(cluster = %r.cluster.name, attempt = n, reason = why, delay_ms = delay.as_millis() as u64, "retrying");
@@ -260,6 +270,36 @@ async fn attempt(
         },
         None => Try::Done(Ok((held, guard))),
     }
+}
+
+/// What a retried attempt's answer tells its CLIENT span.
+fn attempt_end(
+    endpoint: Option<SocketAddr>,
+    answer: &Result<Exchange, ProxyError>,
+    why: &'static str,
+) -> AttemptEnd {
+    let mut end = AttemptEnd {
+        endpoint,
+        retried: Some(why),
+        ..Default::default()
+    };
+    match answer {
+        Ok((resp, _)) => {
+            end.http_status = Some(resp.status().as_u16());
+            // Trailers-Only, or the trailers a held response read ahead.
+            let held = match resp.body() {
+                Received::Held(h) => h
+                    .first
+                    .as_ref()
+                    .and_then(|f| f.as_ref().ok())
+                    .and_then(|f| f.trailers_ref()),
+                _ => None,
+            };
+            end.grpc_status = status_of(resp.headers()).or_else(|| held.and_then(status_of));
+        }
+        Err(e) => end.error = Some(e.code),
+    }
+    end
 }
 
 fn judge(policy: &RetryPolicy, code: i32, pushback: Option<Pushback>, exchange: Exchange) -> Try {

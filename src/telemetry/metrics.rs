@@ -193,6 +193,7 @@ pub struct Metrics {
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
     pub rate_limited: Family<RouteLabels, Counter>,
     pub resilience: super::resilience::ResilienceMetrics,
+    pub trace: super::trace::TraceMetrics,
     pub auth: Family<AuthLabels, Counter>,
 }
 
@@ -302,6 +303,7 @@ impl Metrics {
             rate_limited.clone(),
         );
         let resilience = super::resilience::ResilienceMetrics::register(&mut registry);
+        let trace = super::trace::TraceMetrics::register(&mut registry);
         let auth = Family::<AuthLabels, Counter>::default();
         registry.register(
             "auth",
@@ -311,6 +313,7 @@ impl Metrics {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
             resilience,
+            trace,
             grpc_names: Default::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,

@@ -6,5 +6,6 @@ pub mod log_once;
 pub mod metrics;
 pub mod process;
 pub mod resilience;
+pub mod trace;
 
 pub use metrics::Metrics;
