@@ -10,6 +10,7 @@
 mod auth;
 mod cluster;
 mod context;
+mod control_plane;
 mod cors;
 pub mod duration;
 mod headers;
@@ -34,6 +35,7 @@ mod warnings;
 use std::io::Write;
 use std::path::Path;
 
+pub use cluster::endpoint;
 pub use model::*;
 pub use problem::{Problem, Severity};
 pub use rate_limit::{RateLimit, RateLimitPer};

@@ -25,7 +25,10 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
     let access_log = access_log(cx, raw.access_log.as_deref());
     let clusters = cluster::clusters(cx, raw.clusters.unwrap_or_default());
     let auth = super::auth::registry(cx, raw.jwt_providers, raw.api_keys);
-    let listeners = listeners(cx, raw.listeners, &clusters, &auth);
+    let xds = raw
+        .xds
+        .map(|x| super::control_plane::xds(cx, x, raw.listeners.is_some()));
+    let listeners = listeners(cx, raw.listeners, &clusters, &auth, xds.is_some());
     let config = Config {
         source,
         admin: match admin {
@@ -39,6 +42,10 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
         files: std::mem::take(&mut cx.files),
         jwt_providers: auth.providers,
         api_keys: auth.key_sets,
+        xds: match xds {
+            Some(x) => Some(x?),
+            None => None,
+        },
     };
     (!cx.findings.has_errors()).then_some(config)
 }
@@ -59,9 +66,10 @@ fn listeners(
     raw: Option<Vec<RawListener>>,
     clusters: &cluster::Clusters,
     auth: &super::auth::Registry,
+    xds: bool,
 ) -> Option<Vec<Listener>> {
     let raw = raw.unwrap_or_default();
-    if raw.is_empty() {
+    if raw.is_empty() && !xds {
         cx.error(
             "listeners",
             "no listeners are defined; add at least one under listeners: \

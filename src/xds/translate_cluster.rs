@@ -1,0 +1,288 @@
+//! Cluster and ClusterLoadAssignment → torii's [`Cluster`] model. A field
+//! torii cannot honour is either ignored (noted, logged once per version)
+//! or, where ignoring it would change where traffic goes or how it is
+//! protected, a rejection naming the field and what torii needs instead.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, LbPolicy as PbLbPolicy,
+};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster as PbCluster;
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address, HealthStatus};
+use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+
+use crate::config::{
+    Cluster, EndpointAddr, Keepalive, LbPolicy, Limits, OutlierDetection, RetryBudget,
+    UpstreamProtocol, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+};
+
+/// The key of the protocol options torii reads from
+/// `typed_extension_protocol_options`.
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
+
+/// A cluster as the control plane sent it: complete, or waiting for the
+/// ClusterLoadAssignment named `eds`.
+#[derive(Debug, Clone)]
+pub struct XCluster {
+    pub cluster: Cluster,
+    pub eds: Option<String>,
+}
+
+/// Decodes an `Any` as `M`, saying what it holds when it is not one.
+pub fn decode<M: prost::Message + Default>(any: &Any, want: &str) -> Result<M, String> {
+    let expected = format!("type.googleapis.com/{want}");
+    if any.type_url != expected {
+        return Err(format!(
+            "holds a {} where torii expects {want}",
+            any.type_url.rsplit('/').next().unwrap_or(&any.type_url)
+        ));
+    }
+    M::decode(any.value.as_slice()).map_err(|e| format!("does not decode as {want}: {e}"))
+}
+
+/// A protobuf Duration; `None` when negative or out of range.
+pub fn duration(d: &PbDuration) -> Option<Duration> {
+    let secs = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok()?;
+    Some(Duration::from_secs(secs) + Duration::from_nanos(u64::from(nanos)))
+}
+
+#[allow(deprecated)] // read only to say they are ignored
+pub fn cluster(c: &PbCluster, ignored: &mut Vec<String>) -> Result<XCluster, String> {
+    if c.name.is_empty() {
+        return Err("name is empty; every cluster needs a name routes can refer to".into());
+    }
+    let kind = match &c.cluster_discovery_type {
+        None => DiscoveryType::Static,
+        Some(ClusterDiscoveryType::Type(t)) => {
+            DiscoveryType::try_from(*t).map_err(|_| format!("type {t} is not a discovery type"))?
+        }
+        Some(ClusterDiscoveryType::ClusterType(custom)) => {
+            return Err(format!(
+                "cluster_type {:?}: torii has no custom cluster types; use type EDS, STATIC, \
+                 STRICT_DNS or LOGICAL_DNS",
+                custom.name
+            ))
+        }
+    };
+    let (endpoints, eds) = match kind {
+        DiscoveryType::Eds => {
+            let service = c
+                .eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.clone())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| c.name.clone());
+            (Vec::new(), Some(service))
+        }
+        DiscoveryType::Static | DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+            let Some(cla) = &c.load_assignment else {
+                return Err(format!(
+                    "load_assignment is missing; a {} cluster lists its endpoints there",
+                    kind.as_str_name()
+                ));
+            };
+            (
+                endpoints(cla, ignored).map_err(|e| format!("load_assignment.{e}"))?,
+                None,
+            )
+        }
+        DiscoveryType::OriginalDst => {
+            return Err(
+                "type ORIGINAL_DST: torii does not take original-destination clusters from \
+                 xDS; use EDS or STATIC (or an original_destination listener in the file)"
+                    .into(),
+            )
+        }
+    };
+    let lb = match PbLbPolicy::try_from(c.lb_policy) {
+        Ok(PbLbPolicy::RoundRobin) => LbPolicy::RoundRobin,
+        Ok(PbLbPolicy::LeastRequest) => LbPolicy::LeastRequest,
+        Ok(PbLbPolicy::Random) => LbPolicy::Random,
+        other => {
+            let name = other.map_or("unknown", |p| p.as_str_name());
+            ignored.push(format!(
+                "lb_policy {name} (torii balances it ROUND_ROBIN; it has ROUND_ROBIN, \
+                 LEAST_REQUEST and RANDOM)"
+            ));
+            LbPolicy::RoundRobin
+        }
+    };
+    if c.load_balancing_policy.is_some() {
+        ignored.push("load_balancing_policy (lb_policy is used)".into());
+    }
+    let connect_timeout = match &c.connect_timeout {
+        None => DEFAULT_CONNECT_TIMEOUT,
+        Some(d) => match duration(d) {
+            Some(d) if !d.is_zero() => d,
+            _ => return Err("connect_timeout must be a positive duration".into()),
+        },
+    };
+    if let Some(ts) = &c.transport_socket {
+        if ts.name != RAW_BUFFER {
+            return Err(format!(
+                "transport_socket {:?}: torii does not take upstream TLS from xDS yet, and \
+                 sending plaintext where TLS was asked for would expose the traffic; leave \
+                 transport_socket unset (or raw_buffer), or put this cluster in the file with tls:",
+                ts.name
+            ));
+        }
+    }
+    if !c.transport_socket_matches.is_empty() {
+        return Err(
+            "transport_socket_matches: torii does not choose TLS per endpoint; leave it empty"
+                .into(),
+        );
+    }
+    let protocol = protocol(c)?;
+    for (set, field) in [
+        (!c.health_checks.is_empty(), "health_checks"),
+        (
+            c.outlier_detection.is_some(),
+            "outlier_detection (torii's defaults apply)",
+        ),
+        (
+            c.circuit_breakers.is_some(),
+            "circuit_breakers (torii's defaults apply)",
+        ),
+        (c.lb_subset_config.is_some(), "lb_subset_config"),
+        (c.common_lb_config.is_some(), "common_lb_config"),
+        (c.upstream_bind_config.is_some(), "upstream_bind_config"),
+        (!c.filters.is_empty(), "filters"),
+        (
+            c.max_requests_per_connection.is_some(),
+            "max_requests_per_connection",
+        ),
+    ] {
+        if set {
+            ignored.push(field.to_string());
+        }
+    }
+    Ok(XCluster {
+        cluster: Cluster {
+            name: c.name.clone(),
+            endpoints,
+            protocol,
+            tls: None,
+            lb,
+            connect_timeout,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
+            health_check: None,
+            outlier_detection: OutlierDetection::default(),
+            http2_keepalive: Keepalive::default(),
+            retry_budget: RetryBudget::default(),
+            limits: Limits::default(),
+        },
+        eds,
+    })
+}
+
+/// HTTP/2 to the upstream when the cluster asks for it (the deprecated
+/// `http2_protocol_options`, or the typed `HttpProtocolOptions`); HTTP/1.1
+/// when it asks for that; otherwise torii's `auto` (HTTP/2 for gRPC).
+#[allow(deprecated)]
+fn protocol(c: &PbCluster) -> Result<UpstreamProtocol, String> {
+    if c.http2_protocol_options.is_some() {
+        return Ok(UpstreamProtocol::H2c);
+    }
+    let Some(any) = c
+        .typed_extension_protocol_options
+        .get(HTTP_PROTOCOL_OPTIONS)
+    else {
+        return Ok(UpstreamProtocol::Auto);
+    };
+    let opts: HttpProtocolOptions = decode(any, HTTP_PROTOCOL_OPTIONS)
+        .map_err(|e| format!("typed_extension_protocol_options[{HTTP_PROTOCOL_OPTIONS:?}] {e}"))?;
+    Ok(match opts.upstream_protocol_options {
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+            Some(ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamProtocol::H2c,
+            Some(ProtocolConfig::HttpProtocolOptions(_)) => UpstreamProtocol::Http1,
+            Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                return Err(format!(
+                    "typed_extension_protocol_options[{HTTP_PROTOCOL_OPTIONS:?}]: torii has no \
+                     HTTP/3 to upstreams; ask for http2_protocol_options"
+                ))
+            }
+            None => UpstreamProtocol::Auto,
+        },
+        _ => UpstreamProtocol::Auto,
+    })
+}
+
+/// The endpoints torii sends to: the lowest priority that has any healthy
+/// (HEALTHY or UNKNOWN) endpoint, as Envoy fails over by priority.
+pub fn endpoints(
+    cla: &ClusterLoadAssignment,
+    ignored: &mut Vec<String>,
+) -> Result<Vec<EndpointAddr>, String> {
+    let mut best: Option<(u32, Vec<EndpointAddr>)> = None;
+    let mut weighted = false;
+    for (i, group) in cla.endpoints.iter().enumerate() {
+        let mut usable = Vec::new();
+        for (j, lb) in group.lb_endpoints.iter().enumerate() {
+            let at = format!("endpoints[{i}].lb_endpoints[{j}]");
+            let ep = match &lb.host_identifier {
+                Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => ep,
+                _ => return Err(format!("{at}.endpoint is missing")),
+            };
+            let addr = match ep.address.as_ref().and_then(|a| a.address.as_ref()) {
+                Some(address::Address::SocketAddress(sa)) => sa,
+                Some(_) => {
+                    return Err(format!(
+                        "{at}.endpoint.address: torii connects to socket addresses only (not pipes \
+                         or internal addresses)"
+                    ))
+                }
+                None => return Err(format!("{at}.endpoint.address is missing")),
+            };
+            let port = match addr.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(p)) => p,
+                _ => {
+                    return Err(format!(
+                        "{at}.endpoint.address.socket_address needs port_value (named ports are not resolved)"
+                    ))
+                }
+            };
+            let text = if addr.address.contains(':') {
+                format!("[{}]:{port}", addr.address)
+            } else {
+                format!("{}:{port}", addr.address)
+            };
+            let parsed = crate::config::endpoint(&text)
+                .map_err(|why| format!("{at}.endpoint.address {text:?}: {why}"))?;
+            weighted |= lb.load_balancing_weight.is_some_and(|w| w.value != 1);
+            if let Ok(HealthStatus::Unknown | HealthStatus::Healthy) =
+                HealthStatus::try_from(lb.health_status)
+            {
+                usable.push(parsed);
+            }
+        }
+        if usable.is_empty() {
+            continue;
+        }
+        weighted |= group.load_balancing_weight.is_some();
+        match &mut best {
+            Some((p, eps)) if *p == group.priority => eps.extend(usable),
+            Some((p, _)) if *p < group.priority => {}
+            _ => best = Some((group.priority, usable)),
+        }
+    }
+    if weighted {
+        ignored.push("load_balancing_weight (endpoints are balanced evenly)".into());
+    }
+    if cla.endpoints.iter().any(|g| g.priority > 0) {
+        ignored.push(
+            "priority beyond failover (the lowest priority with a healthy endpoint takes all traffic)"
+                .into(),
+        );
+    }
+    Ok(best.map(|(_, eps)| eps).unwrap_or_default())
+}
