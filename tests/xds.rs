@@ -1,0 +1,233 @@
+//! torii driven by an xDS control plane (tests/xds_support: a scripted
+//! ADS server speaking the real Envoy v3 messages): the first
+//! configuration makes torii ready and serving, endpoint changes apply,
+//! an invalid resource among valid ones is NACKed by name and field while
+//! the others apply, a server that is down at start keeps torii not ready
+//! (saying why), and a server that goes away leaves the last
+//! configuration serving until it returns.
+
+mod proxy_support;
+mod support;
+mod xds_support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use proxy_support::{start, Proxy};
+use support::*;
+use tokio::net::TcpListener;
+use xds_support::*;
+
+/// torii with an admin listener and `xds:` only.
+async fn torii(server: SocketAddr, label: &str) -> Proxy {
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nxds:\n  server: {server}\n  node: {{ id: {label}, cluster: test }}\n"
+    );
+    start(&yaml, TempDir::new(label)).await
+}
+
+/// A control plane on 127.0.0.1 with cluster `echo` (EDS → `endpoints`),
+/// listener `ingress` and its routes `all` → `echo`.
+async fn control_plane(
+    delta: bool,
+    endpoints: &[SocketAddr],
+) -> (ControlPlane, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let cp = ControlPlane::new(delta);
+    cp.set("echo", &eds_cluster("echo"));
+    cp.set("echo", &assignment("echo", endpoints));
+    cp.set("ingress", &rds_listener("ingress", "all"));
+    cp.set("all", &routes_to("all", "echo"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = cp.serve(listener);
+    (cp, addr, stop)
+}
+
+/// `/ready`'s status line and body, once `pred` holds for them (or after PATIENCE).
+async fn ready_when(p: &Proxy, pred: impl Fn(&str) -> bool) -> String {
+    let admin = p.running.admin_addr().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = admin_get(admin, "/ready").await;
+        if pred(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn call(addr: SocketAddr) -> Result<(), tonic::Status> {
+    let mut c = h2c_client(addr).await;
+    c.unary(EchoRequest {
+        message: "hi".into(),
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Calls (at most 200, within PATIENCE) until `backend` has answered one.
+async fn until_served_by(addr: SocketAddr, backend: &EchoServer) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    for _ in 0..200 {
+        let _ = call(addr).await;
+        if backend.stats.completed() > 0 {
+            return true;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn delta_config_serves_and_endpoint_changes_apply() {
+    let a = start_echo().await;
+    let b = start_echo().await;
+    let (cp, server, _stop) = control_plane(true, &[a.addr]).await;
+    let p = torii(server, "xds-delta").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(cp.streams(), vec!["delta"]);
+
+    let ingress = p
+        .running
+        .try_addr("ingress")
+        .expect("listener from LDS is bound");
+    call(ingress)
+        .await
+        .expect("a call through the xDS listener");
+    assert_eq!(a.stats.completed(), 1);
+
+    cp.set("echo", &assignment("echo", &[b.addr]));
+    assert!(
+        until_served_by(ingress, &b).await,
+        "the new endpoint never answered"
+    );
+
+    let answers = cp.answers();
+    assert!(answers.iter().all(|a| a.error.is_none()), "{answers:?}");
+    assert!(
+        answers.iter().filter(|a| a.type_url == ENDPOINT).count() >= 2,
+        "{answers:?}"
+    );
+    let acks = p
+        .metric(
+            "torii_xds_updates_total",
+            &["type=\"endpoint\"", "result=\"ack\""],
+        )
+        .unwrap_or(0.0);
+    assert!(acks >= 2.0, "{}", p.metrics());
+    let config = admin_get(p.running.admin_addr().unwrap(), "/config").await;
+    assert!(
+        config.contains("\"first_configuration_applied\": true"),
+        "{config}"
+    );
+    assert!(config.contains("\"name\": \"ingress\""), "{config}");
+}
+
+#[tokio::test]
+async fn sotw_fallback_nacks_the_invalid_resource_and_applies_the_rest() {
+    let a = start_echo().await;
+    let (cp, server, _stop) = control_plane(false, &[a.addr]).await;
+    let mut bad = eds_cluster("bad");
+    bad.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+        DiscoveryType::OriginalDst as i32,
+    ));
+    cp.set("bad", &bad);
+    let p = torii(server, "xds-sotw").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(
+        cp.streams(),
+        vec!["sotw"],
+        "delta refused, state of the world used"
+    );
+
+    let ingress = p
+        .running
+        .try_addr("ingress")
+        .expect("listener from LDS is bound");
+    call(ingress).await.expect("the valid resources apply");
+
+    let nacks: Vec<String> = cp
+        .answers()
+        .into_iter()
+        .filter(|a| a.type_url == CLUSTER)
+        .filter_map(|a| a.error)
+        .collect();
+    assert_eq!(nacks.len(), 1, "{nacks:?}");
+    assert!(nacks[0].contains("Cluster \"bad\""), "{}", nacks[0]);
+    assert!(nacks[0].contains("ORIGINAL_DST"), "{}", nacks[0]);
+    assert!(
+        !nacks[0].contains("\"echo\""),
+        "only the invalid one: {}",
+        nacks[0]
+    );
+    assert_eq!(
+        p.metric(
+            "torii_xds_updates_total",
+            &["type=\"cluster\"", "result=\"nack\""]
+        ),
+        Some(1.0)
+    );
+    let config = admin_get(p.running.admin_addr().unwrap(), "/config").await;
+    assert!(config.contains("\"last_update\": \"nack\""), "{config}");
+    assert!(config.contains("ORIGINAL_DST"), "{config}");
+}
+
+#[tokio::test]
+async fn not_ready_until_the_server_answers_and_last_config_survives_a_restart() {
+    let a = start_echo().await;
+    let b = start_echo().await;
+    // A port for the control plane, free until it starts there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = torii(port, "xds-down").await;
+    let ready = ready_when(&p, |r| r.contains("unreachable")).await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(
+        ready.contains("waiting for the first configuration from the xDS server"),
+        "{ready}"
+    );
+
+    let cp = ControlPlane::new(true);
+    cp.set("echo", &eds_cluster("echo"));
+    cp.set("echo", &assignment("echo", &[a.addr]));
+    cp.set("ingress", &rds_listener("ingress", "all"));
+    cp.set("all", &routes_to("all", "echo"));
+    let stop = cp.serve(TcpListener::bind(port).await.unwrap());
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let ingress = p.running.try_addr("ingress").unwrap();
+    call(ingress)
+        .await
+        .expect("serving once the configuration arrived");
+
+    // The control plane goes away: the last configuration keeps serving,
+    // and /ready says so.
+    let _ = stop.send(());
+    let ready = ready_when(&p, |r| r.contains("unreachable")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains("serving the last configuration"), "{ready}");
+    call(ingress).await.expect("the last configuration serves");
+
+    // It returns with a change: torii reconnects and applies it.
+    cp.set("echo", &assignment("echo", &[b.addr]));
+    let _stop = cp.serve(TcpListener::bind(port).await.unwrap());
+    assert!(
+        until_served_by(ingress, &b).await,
+        "the change after the restart never applied"
+    );
+    let ready = ready_when(&p, |r| !r.contains("unreachable")).await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && !ready.contains("unreachable"),
+        "{ready}"
+    );
+}
