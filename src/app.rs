@@ -414,7 +414,8 @@ fn merge(file: &Config, xds: &crate::xds::Snapshot) -> Result<Config, String> {
     for l in &xds.listeners {
         if file.listeners.iter().any(|f| f.name == l.name) {
             return Err(format!(
-                "the xDS server sent listener {:?}, and the configuration file has a listener                  of that name; rename one of them (names must be unique across the file and xDS)",
+                "the xDS server sent listener {:?}, and the configuration file has a listener \
+                 of that name; rename one of them (names must be unique across the file and xDS)",
                 l.name
             ));
         }
@@ -422,7 +423,8 @@ fn merge(file: &Config, xds: &crate::xds::Snapshot) -> Result<Config, String> {
     for c in &xds.clusters {
         if file.clusters.iter().any(|f| f.name == c.name) {
             return Err(format!(
-                "the xDS server sent cluster {:?}, and the configuration file has a cluster                  of that name; rename one of them (names must be unique across the file and xDS)",
+                "the xDS server sent cluster {:?}, and the configuration file has a cluster \
+                 of that name; rename one of them (names must be unique across the file and xDS)",
                 c.name
             ));
         }

@@ -127,6 +127,49 @@ async fn delta_config_serves_and_endpoint_changes_apply() {
         "{config}"
     );
     assert!(config.contains("\"name\": \"ingress\""), "{config}");
+
+    // A listener the server removes stops accepting (its connections drain).
+    cp.remove(LISTENER, "ingress");
+    let deadline = Instant::now() + PATIENCE;
+    while p.running.try_addr("ingress").is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        p.running.try_addr("ingress").is_none(),
+        "the removed listener is gone"
+    );
+}
+
+#[tokio::test]
+async fn a_name_the_file_uses_is_nacked_saying_so() {
+    let a = start_echo().await;
+    let (cp, server, _stop) = control_plane(true, &[a.addr]).await;
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nxds:\n  server: {server}\n  node: {{ id: clash }}\n\
+         clusters:\n  - name: echo\n    endpoints: [\"{}\"]\n",
+        a.addr
+    );
+    let p = start(&yaml, TempDir::new("xds-clash")).await;
+    let deadline = Instant::now() + PATIENCE;
+    let nack = loop {
+        let found = cp.answers().into_iter().find_map(|a| a.error);
+        if found.is_some() || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let nack = nack.expect("the clashing cluster is NACKed");
+    assert!(nack.contains("cluster \"echo\""), "{nack}");
+    assert!(
+        nack.contains("configuration file has a cluster of that name"),
+        "{nack}"
+    );
+    let ready = ready_when(&p, |r| r.contains("waits for")).await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(
+        ready.contains("listener \"ingress\" waits for cluster \"echo\""),
+        "{ready}"
+    );
 }
 
 #[tokio::test]

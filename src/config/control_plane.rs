@@ -6,10 +6,9 @@ use super::locate::join;
 use super::model::XdsSource;
 use super::raw::RawXds;
 
-/// Checks `xds:`. `listeners_written`: whether the file has `listeners:`
-/// too (static and xDS listeners coexist; without them the file needs
-/// nothing else).
-pub fn xds(cx: &mut Ctx, raw: RawXds, _listeners_written: bool) -> Option<XdsSource> {
+/// Checks `xds:`. With it, `listeners:` may be left out: the control
+/// plane's listeners join the file's (names must not collide).
+pub fn xds(cx: &mut Ctx, raw: RawXds) -> Option<XdsSource> {
     let server = cx
         .required(
             "xds.server",
@@ -83,5 +82,55 @@ fn server(cx: &mut Ctx, text: &str) -> Option<(String, bool)> {
             cx.error(&at, format!("{at} {text:?}: {why}"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn load(yaml: &str) -> Result<crate::config::Config, Vec<String>> {
+        crate::config::load_str(yaml, Path::new("t.yaml"))
+            .map(|l| l.config)
+            .map_err(|ps| ps.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn xds_alone_is_a_whole_configuration() {
+        let c = load("xds:\n  server: 127.0.0.1:15010\n  node: { id: torii-0, cluster: edge }\n")
+            .unwrap();
+        let x = c.xds.unwrap();
+        assert_eq!(x.server, "127.0.0.1:15010");
+        assert_eq!(
+            (x.node_id.as_str(), x.node_cluster.as_str()),
+            ("torii-0", "edge")
+        );
+        assert!(x.tls.is_none());
+        assert!(c.listeners.is_empty());
+        let c = load("xds:\n  server: http://cp.internal:18000\n  node: { id: a }\n").unwrap();
+        assert_eq!(c.xds.unwrap().server, "cp.internal:18000");
+    }
+
+    #[test]
+    fn xds_problems_point_at_the_field() {
+        let p = load("xds:\n  server: 127.0.0.1\n  node: { cluster: edge }\n").unwrap_err();
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].starts_with("t.yaml:2:11: error: xds.server"), "{p:#?}");
+        assert!(p[0].contains("add the port"), "{p:#?}");
+        assert!(p[1].starts_with("t.yaml:3:"), "{p:#?}");
+        assert!(p[1].contains("xds.node.id is missing"), "{p:#?}");
+
+        let p = load("xds:\n  server: https://cp:15012\n  node: { id: a }\n").unwrap_err();
+        assert!(p[0].contains("no tls:"), "{p:#?}");
+        let p = load("xds:\n  server: grpc://cp:15012\n  node: { id: a }\n").unwrap_err();
+        assert!(p[0].contains("scheme \"grpc\""), "{p:#?}");
+        let p = load("xds:\n  server: cp:1\n  node: { id: a }\n  nodes: 1\n").unwrap_err();
+        assert!(p[0].starts_with("t.yaml:4:3:"), "{p:#?}");
+    }
+
+    #[test]
+    fn without_xds_listeners_are_still_required() {
+        let p = load("clusters: []\n").unwrap_err();
+        assert!(p[0].contains("no listeners are defined"), "{p:#?}");
     }
 }

@@ -25,9 +25,7 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
     let access_log = access_log(cx, raw.access_log.as_deref());
     let clusters = cluster::clusters(cx, raw.clusters.unwrap_or_default());
     let auth = super::auth::registry(cx, raw.jwt_providers, raw.api_keys);
-    let xds = raw
-        .xds
-        .map(|x| super::control_plane::xds(cx, x, raw.listeners.is_some()));
+    let xds = raw.xds.map(|x| super::control_plane::xds(cx, x));
     let listeners = listeners(cx, raw.listeners, &clusters, &auth, xds.is_some());
     let config = Config {
         source,

@@ -288,12 +288,3 @@ fn route_clusters(l: &Listener) -> Vec<Arc<Cluster>> {
     }
     out
 }
-
-/// Clusters the routes name (for messages about what a listener needs).
-#[allow(dead_code)]
-pub fn named_clusters(routes: &[XRoute]) -> BTreeSet<String> {
-    routes
-        .iter()
-        .flat_map(|r| r.clusters().into_iter().map(str::to_string))
-        .collect()
-}

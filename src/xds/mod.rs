@@ -18,6 +18,9 @@ mod translate_cluster;
 mod translate_listener;
 mod translate_route;
 
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

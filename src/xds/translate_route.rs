@@ -42,17 +42,6 @@ pub struct XRoute {
     pub target: Target,
 }
 
-impl XRoute {
-    /// The clusters this route sends to.
-    pub fn clusters(&self) -> Vec<&str> {
-        match &self.target {
-            Target::Cluster(c) => vec![c.as_str()],
-            Target::Weighted(w) => w.iter().map(|(c, _)| c.as_str()).collect(),
-            Target::Direct => Vec::new(),
-        }
-    }
-}
-
 /// How specific a domain is: exact names first, then suffixes (longest
 /// first), then `*`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
