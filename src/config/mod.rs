@@ -128,6 +128,9 @@ pub fn check_strict(path: &Path, out: &mut dyn Write, strict: bool) -> bool {
                 plural(c.clusters.len(), "cluster"),
                 plural(routes, "route"),
             );
+            if let Some(x) = &c.xds {
+                summary += &format!(", and what the xDS server {} sends", x.server);
+            }
             let warned = !loaded.warnings.is_empty();
             if warned {
                 summary += &format!(", {}", plural(loaded.warnings.len(), "warning"));
