@@ -471,6 +471,12 @@ async fn build_clusters(
             None => {
                 let rt = ClusterRuntime::new(c.clone(), dns, metrics.clone())
                     .map_err(|e| format!("cluster {}: {e}", c.name))?;
+                if let Some(before) = old
+                    .get(&c.name)
+                    .filter(|o| same_but_endpoints(&o.config, c))
+                {
+                    rt.adopt_endpoints(before);
+                }
                 fresh.push(rt.clone());
                 rt
             }
@@ -481,6 +487,15 @@ async fn build_clusters(
         c.wait_resolved(FIRST_RESOLVE_WAIT).await;
     }
     Ok(Arc::new(clusters))
+}
+
+/// Equal settings but for the endpoint list.
+fn same_but_endpoints(a: &Cluster, b: &Cluster) -> bool {
+    let bare = |c: &Cluster| Cluster {
+        endpoints: Vec::new(),
+        ..c.clone()
+    };
+    same_cluster(&bare(a), &bare(b))
 }
 
 /// Equal settings, including key material (which `Debug` redacts).

@@ -102,12 +102,17 @@ async fn delta_config_serves_and_endpoint_changes_apply() {
         .expect("a call through the xDS listener");
     assert_eq!(a.stats.completed(), 1);
 
-    cp.set("echo", &assignment("echo", &[b.addr]));
+    // An endpoint joins: the connection to the one that stays is kept.
+    cp.set("echo", &assignment("echo", &[a.addr, b.addr]));
     assert!(
         until_served_by(ingress, &b).await,
         "the new endpoint never answered"
     );
-
+    assert_eq!(
+        a.stats.connections(),
+        1,
+        "the kept endpoint's connection is reused"
+    );
     let answers = cp.answers();
     assert!(answers.iter().all(|a| a.error.is_none()), "{answers:?}");
     assert!(
