@@ -279,3 +279,38 @@ async fn not_ready_until_the_server_answers_and_last_config_survives_a_restart()
         "{ready}"
     );
 }
+
+#[tokio::test]
+async fn the_control_plane_over_mutual_tls() {
+    let a = start_echo().await;
+    let dir = TempDir::new("xds-mtls");
+    let pki = TestPki::new("xds test CA");
+    pki.write_ca(dir.path(), "ca").unwrap();
+    pki.client_cert(&["torii"], &[])
+        .write_to(dir.path(), "client")
+        .unwrap();
+    let server_tls = torii::demo::certs::server_config(
+        &pki.server_cert(&["localhost"]),
+        Some(pki.ca_cert_pem()),
+    )
+    .unwrap();
+    let cp = ControlPlane::new(true);
+    cp.set("echo", &eds_cluster("echo"));
+    cp.set("echo", &assignment("echo", &[a.addr]));
+    cp.set("ingress", &rds_listener("ingress", "all"));
+    cp.set("all", &routes_to("all", "echo"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let handshakes = cp.serve_tls(listener, server_tls);
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nxds:\n  server: https://{server}\n  node: {{ id: tls }}\n  \
+         tls: {{ ca: ca.crt, server_name: localhost, cert: client.crt, key: client.key }}\n"
+    );
+    let p = start(&yaml, dir).await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(*handshakes.borrow(), 1, "one mutual-TLS connection");
+    call(p.running.try_addr("ingress").unwrap())
+        .await
+        .expect("serving what came over TLS");
+}

@@ -419,3 +419,77 @@ impl AggregatedDiscoveryService for ControlPlane {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
+
+/// A TLS connection as tonic's server takes it.
+struct TlsIo(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsIo {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for TlsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl ControlPlane {
+    /// Serves over TLS (ALPN h2) with `config` on `listener`; the number of
+    /// handshakes that completed is counted in the returned watch.
+    pub fn serve_tls(
+        &self,
+        listener: TcpListener,
+        mut config: rustls::ServerConfig,
+    ) -> watch::Receiver<u64> {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (handshakes, seen) = watch::channel(0u64);
+        let (tx, rx) = mpsc::channel::<Result<TlsIo, std::io::Error>>(4);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        handshakes.send_modify(|n| *n += 1);
+                        let _ = tx.send(Ok(TlsIo(tls))).await;
+                    }
+                });
+            }
+        });
+        let svc = AggregatedDiscoveryServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(ReceiverStream::new(rx))
+                .await;
+        });
+        seen
+    }
+}
