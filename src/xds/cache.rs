@@ -89,8 +89,8 @@ pub fn translate(kind: Kind, any: &Any) -> Result<(String, Value, Vec<String>), 
 pub struct Cache {
     pub resources: BTreeMap<Kind, BTreeMap<String, Entry>>,
     /// What the last applied snapshot held, by name.
-    applied_listeners: HashMap<String, Listener>,
-    applied_clusters: HashMap<String, Arc<Cluster>>,
+    applied_listeners: Arc<HashMap<String, Listener>>,
+    applied_clusters: Arc<HashMap<String, Arc<Cluster>>>,
 }
 
 /// A snapshot and what it still waits for.
@@ -162,16 +162,20 @@ impl Cache {
     /// Remembers what was applied: a listener that later waits for a
     /// resource keeps serving as it was.
     pub fn applied(&mut self, snapshot: &Snapshot) {
-        self.applied_listeners = snapshot
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.clone()))
-            .collect();
-        self.applied_clusters = snapshot
-            .clusters
-            .iter()
-            .map(|c| (c.name.clone(), c.clone()))
-            .collect();
+        self.applied_listeners = Arc::new(
+            snapshot
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.clone()))
+                .collect(),
+        );
+        self.applied_clusters = Arc::new(
+            snapshot
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), c.clone()))
+                .collect(),
+        );
     }
 
     pub fn assemble(&self) -> Assembled {

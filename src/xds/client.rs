@@ -371,11 +371,12 @@ impl Engine {
             match translate(kind, u.any) {
                 Ok((name, value, ignored)) => {
                     if let Some(given) = u.name.filter(|g| *g != name) {
-                        errors.push(format!(
+                        let why = format!(
                             "{} {given:?}: the resource inside is named {name:?}",
                             kind.message()
-                        ));
-                        rejected.push((given.to_string(), u.version.to_string()));
+                        );
+                        rejected.push((given.to_string(), u.version.to_string(), why.clone()));
+                        errors.push(why);
                         continue;
                     }
                     seen.insert(name.clone());
@@ -410,7 +411,8 @@ impl Engine {
                         seen.insert(n.clone());
                     }
                     let shown = name.clone().unwrap_or_else(|| "(unnamed)".into());
-                    errors.push(format!("{} {shown:?}: {}", kind.message(), rejection.why));
+                    let why = format!("{} {shown:?}: {}", kind.message(), rejection.why);
+                    errors.push(why.clone());
                     tracing::warn!(
                         version = u.version,
                         "xDS: rejected {} {shown:?}: {}",
@@ -418,7 +420,7 @@ impl Engine {
                         rejection.why
                     );
                     if let Some(n) = name {
-                        rejected.push((n, u.version.to_string()));
+                        rejected.push((n, u.version.to_string(), why));
                     }
                 }
             }
@@ -448,7 +450,9 @@ impl Engine {
                     self.cache = before;
                     let why = format!("the update could not be applied: {e}");
                     tracing::warn!("xDS: {why}");
-                    rejected.append(&mut accepted);
+                    for (name, version) in accepted.drain(..) {
+                        rejected.push((name, version, why.clone()));
+                    }
                     errors.push(why);
                 }
             }
@@ -457,8 +461,8 @@ impl Engine {
         for (name, version) in &accepted {
             self.status.accepted(kind, name, version);
         }
-        for (name, version) in &rejected {
-            self.status.rejected(kind, name, version, &detail);
+        for (name, version, why) in &rejected {
+            self.status.rejected(kind, name, version, why);
         }
         if applied {
             for name in &gone {
