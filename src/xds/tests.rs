@@ -382,6 +382,46 @@ fn routes_translate_matches_and_actions() {
         Some(std::time::Duration::from_secs(3))
     );
     assert_eq!(routes[1].route.prefix_rewrite.as_deref(), Some("/x"));
+    assert!(routes[0].route.retry.is_none());
+}
+
+#[test]
+fn retry_policies_translate() {
+    use envoy_types::pb::envoy::config::route::v3::RetryPolicy;
+    let mut r = route_to("/", "c");
+    if let Some(route::Action::Route(a)) = &mut r.action {
+        a.retry_policy = Some(RetryPolicy {
+            retry_on: "unavailable,resource-exhausted,connect-failure,retriable-4xx".into(),
+            num_retries: Some(UInt32Value { value: 2 }),
+            per_try_timeout: Some(PbDuration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        });
+    }
+    let mut vh = vhost("v", &["*"], vec![r, route_to("/other", "c")]);
+    vh.retry_policy = Some(RetryPolicy {
+        retry_on: "5xx".into(),
+        ..Default::default()
+    });
+    let (_, v, ignored) = translate(Kind::Route, &any(&rc("r", vec![vh]))).unwrap();
+    let super::cache::Value::Route(routes) = v else {
+        panic!()
+    };
+    let p = routes[0].route.retry.as_ref().unwrap();
+    assert_eq!(p.attempts, 3);
+    assert_eq!(p.per_try_timeout, Some(std::time::Duration::from_secs(1)));
+    assert!(
+        p.on.connect_failure && p.on.grpc_status(14).is_some() && p.on.grpc_status(8).is_some()
+    );
+    assert!(
+        ignored.iter().any(|i| i.contains("retriable-4xx")),
+        "{ignored:?}"
+    );
+    // The virtual host's policy is the default of a route without one.
+    let p = routes[1].route.retry.as_ref().unwrap();
+    assert!(p.on.http_5xx && p.attempts == 2);
 }
 
 #[test]

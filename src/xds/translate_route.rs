@@ -14,15 +14,19 @@ use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, Route as PbRoute, RouteConfiguration, RouteMatch as PbRouteMatch,
+    HeaderMatcher, RetryPolicy as PbRetryPolicy, Route as PbRoute, RouteConfiguration,
+    RouteMatch as PbRouteMatch,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use regex::Regex;
 
 use super::translate_cluster::duration;
+use crate::config::retry::{
+    DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, MAX_RETRY_ATTEMPTS, RETRY_STATUSES,
+};
 use crate::config::{
-    HeaderEdits, HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, Route, RouteAction,
-    RouteMatch,
+    HeaderEdits, HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RetryOn, RetryPolicy, Route,
+    RouteAction, RouteMatch,
 };
 
 /// Where a route sends requests, by cluster name (resolved when the
@@ -89,7 +93,6 @@ pub fn route_configuration(
             ));
         }
         for (set, field) in [
-            (vh.retry_policy.is_some(), "retry_policy"),
             (vh.cors.is_some(), "cors"),
             (!vh.rate_limits.is_empty(), "rate_limits"),
             (
@@ -113,7 +116,7 @@ pub fn route_configuration(
                 route.name.clone()
             };
             routes.push(
-                self::route(route, name, ignored)
+                self::route(route, name, vh.retry_policy.as_ref(), ignored)
                     .map_err(|why| format!("{at}.routes[{r}]{why}"))?,
             );
         }
@@ -207,7 +210,12 @@ fn blank(name: String) -> Route {
 }
 
 /// One route; errors start with the field's path below the route (`.match…`).
-fn route(r: &PbRoute, name: String, ignored: &mut Vec<String>) -> Result<XRoute, String> {
+fn route(
+    r: &PbRoute,
+    name: String,
+    vhost_retry: Option<&PbRetryPolicy>,
+    ignored: &mut Vec<String>,
+) -> Result<XRoute, String> {
     let mut route = blank(name);
     let m = r.r#match.as_ref().ok_or(".match is missing")?;
     route.matcher = matcher(m).map_err(|e| format!(".match.{e}"))?;
@@ -279,8 +287,11 @@ fn route(r: &PbRoute, name: String, ignored: &mut Vec<String>) -> Result<XRoute,
                 .as_ref()
                 .and_then(duration)
                 .filter(|d| !d.is_zero());
+            let policy = a.retry_policy.as_ref().or(vhost_retry);
+            route.retry = policy
+                .and_then(|p| retry(p, &route.name, ignored))
+                .map(Arc::new);
             for (set, field) in [
-                (a.retry_policy.is_some(), "retry_policy"),
                 (!a.hash_policy.is_empty(), "hash_policy"),
                 (a.max_stream_duration.is_some(), "max_stream_duration"),
                 (a.host_rewrite_specifier.is_some(), "host_rewrite"),
@@ -392,6 +403,69 @@ fn matcher(m: &PbRouteMatch) -> Result<RouteMatch, String> {
         grpc_service: None,
         grpc_method: None,
         headers,
+    })
+}
+
+/// Envoy's retry policy as torii's: the conditions torii has (gRPC
+/// statuses, `5xx`, `gateway-error`, `reset`, `connect-failure`), Envoy's
+/// `num_retries` (default 1) plus the first attempt, `per_try_timeout`
+/// and the backoff. None when nothing torii can retry on is asked for.
+fn retry(p: &PbRetryPolicy, route: &str, ignored: &mut Vec<String>) -> Option<RetryPolicy> {
+    let mut on = RetryOn::default();
+    for cond in p
+        .retry_on
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        match cond {
+            "5xx" => on.http_5xx = true,
+            "gateway-error" => on.gateway_error = true,
+            "reset" | "reset-before-request" => on.reset = true,
+            "connect-failure" => on.connect_failure = true,
+            // torii sends refused streams again by itself.
+            "refused-stream" => {}
+            other => match RETRY_STATUSES
+                .iter()
+                .find(|(name, _)| *name == other.replace('-', "_"))
+            {
+                Some((_, code)) => on.grpc |= 1 << code,
+                None => ignored.push(format!("route {route:?}: retry_on {other:?}")),
+            },
+        }
+    }
+    let retries = p.num_retries.map_or(1, |n| n.value);
+    if on == RetryOn::default() || retries == 0 {
+        return None;
+    }
+    let base = p
+        .retry_back_off
+        .as_ref()
+        .and_then(|b| b.base_interval.as_ref())
+        .and_then(duration)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_BACKOFF_BASE);
+    let max = p
+        .retry_back_off
+        .as_ref()
+        .and_then(|b| b.max_interval.as_ref())
+        .and_then(duration)
+        .filter(|d| *d >= base)
+        .unwrap_or(if base == DEFAULT_BACKOFF_BASE {
+            DEFAULT_BACKOFF_MAX
+        } else {
+            base * 10
+        });
+    Some(RetryPolicy {
+        on,
+        attempts: retries.saturating_add(1).min(MAX_RETRY_ATTEMPTS),
+        per_try_timeout: p
+            .per_try_timeout
+            .as_ref()
+            .and_then(duration)
+            .filter(|d| !d.is_zero()),
+        backoff_base: base,
+        backoff_max: max,
     })
 }
 
