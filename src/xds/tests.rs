@@ -206,6 +206,41 @@ fn clusters_translate() {
     assert!(x.eds.is_none());
     assert_eq!(x.cluster.lb, LbPolicy::RoundRobin);
     assert!(ignored[0].contains("RING_HASH"), "{ignored:?}");
+
+    // Outlier detection and circuit breakers, Envoy's defaults for what is
+    // left out, torii's for limits not given.
+    use envoy_types::pb::envoy::config::cluster::v3::{
+        circuit_breakers, CircuitBreakers, OutlierDetection,
+    };
+    let mut o = cluster("o", DiscoveryType::Eds);
+    o.outlier_detection = Some(OutlierDetection {
+        consecutive_5xx: Some(UInt32Value { value: 3 }),
+        enforcing_success_rate: Some(UInt32Value { value: 0 }),
+        ..Default::default()
+    });
+    o.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            max_requests: Some(UInt32Value { value: 50 }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let (_, v, _) = translate(Kind::Cluster, &any(&o)).unwrap();
+    let super::cache::Value::Cluster(x) = v else {
+        panic!()
+    };
+    let od = &x.cluster.outlier_detection;
+    assert_eq!((od.consecutive_failures, od.max_ejection_percent), (3, 10));
+    assert_eq!(od.base_ejection_time, std::time::Duration::from_secs(30));
+    assert_eq!(
+        od.success_rate_min_requests, 0,
+        "success-rate ejection not enforced"
+    );
+    assert_eq!(x.cluster.limits.max_requests, 50);
+    assert_eq!(
+        x.cluster.limits.max_connections,
+        crate::config::Limits::default().max_connections
+    );
 }
 
 #[test]

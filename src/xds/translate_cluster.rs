@@ -8,13 +8,15 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, LbPolicy as PbLbPolicy,
 };
-use envoy_types::pb::envoy::config::cluster::v3::Cluster as PbCluster;
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers as PbCircuitBreakers, Cluster as PbCluster, OutlierDetection as PbOutlier,
+};
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
-use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
 
 use crate::config::{
     Cluster, EndpointAddr, Keepalive, LbPolicy, Limits, OutlierDetection, RetryBudget,
@@ -144,14 +146,6 @@ pub fn cluster(c: &PbCluster, ignored: &mut Vec<String>) -> Result<XCluster, Str
     let protocol = protocol(c)?;
     for (set, field) in [
         (!c.health_checks.is_empty(), "health_checks"),
-        (
-            c.outlier_detection.is_some(),
-            "outlier_detection (torii's defaults apply)",
-        ),
-        (
-            c.circuit_breakers.is_some(),
-            "circuit_breakers (torii's defaults apply)",
-        ),
         (c.lb_subset_config.is_some(), "lb_subset_config"),
         (c.common_lb_config.is_some(), "common_lb_config"),
         (c.upstream_bind_config.is_some(), "upstream_bind_config"),
@@ -176,13 +170,71 @@ pub fn cluster(c: &PbCluster, ignored: &mut Vec<String>) -> Result<XCluster, Str
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
             health_check: None,
-            outlier_detection: OutlierDetection::default(),
+            outlier_detection: c
+                .outlier_detection
+                .as_ref()
+                .map_or_else(OutlierDetection::default, |o| outlier(o, ignored)),
             http2_keepalive: Keepalive::default(),
             retry_budget: RetryBudget::default(),
-            limits: Limits::default(),
+            limits: c
+                .circuit_breakers
+                .as_ref()
+                .map_or_else(Limits::default, |cb| limits(cb, ignored)),
         },
         eds,
     })
+}
+
+/// Envoy's outlier detection as torii's passive health: consecutive 5xx
+/// (torii counts connect failures, resets and UNAVAILABLE too) and success
+/// rates, with Envoy's defaults for what is left out.
+fn outlier(o: &PbOutlier, ignored: &mut Vec<String>) -> OutlierDetection {
+    let n = |v: Option<&UInt32Value>, default: u32| v.map_or(default, |v| v.value);
+    let d = |v: &Option<PbDuration>, default: Duration| {
+        v.as_ref()
+            .and_then(duration)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(default)
+    };
+    if o.failure_percentage_threshold.is_some() || o.consecutive_gateway_failure.is_some() {
+        ignored.push("outlier_detection failure_percentage / consecutive_gateway_failure".into());
+    }
+    let consecutive = n(o.enforcing_consecutive_5xx.as_ref(), 100) > 0;
+    let success_rate = n(o.enforcing_success_rate.as_ref(), 100) > 0;
+    OutlierDetection {
+        consecutive_failures: if consecutive {
+            n(o.consecutive_5xx.as_ref(), 5)
+        } else {
+            0
+        },
+        base_ejection_time: d(&o.base_ejection_time, Duration::from_secs(30)),
+        max_ejection_time: d(&o.max_ejection_time, Duration::from_secs(300)),
+        max_ejection_percent: n(o.max_ejection_percent.as_ref(), 10).min(100),
+        interval: d(&o.interval, Duration::from_secs(10)),
+        success_rate_min_requests: if success_rate {
+            n(o.success_rate_request_volume.as_ref(), 100)
+        } else {
+            0
+        },
+        success_rate_min_endpoints: n(o.success_rate_minimum_hosts.as_ref(), 5),
+        success_rate_stdev_factor: n(o.success_rate_stdev_factor.as_ref(), 1900),
+    }
+}
+
+/// The DEFAULT priority's thresholds as the cluster's limits; a threshold
+/// left out keeps torii's (far higher) default rather than Envoy's 1024.
+fn limits(cb: &PbCircuitBreakers, ignored: &mut Vec<String>) -> Limits {
+    let mut out = Limits::default();
+    if cb.thresholds.iter().any(|t| t.priority != 0) || !cb.per_host_thresholds.is_empty() {
+        ignored.push("circuit_breakers beyond the DEFAULT priority's thresholds".into());
+    }
+    if let Some(t) = cb.thresholds.iter().find(|t| t.priority == 0) {
+        let v = |w: Option<&UInt32Value>, default: usize| w.map_or(default, |w| w.value as usize);
+        out.max_connections = v(t.max_connections.as_ref(), out.max_connections);
+        out.max_pending_requests = v(t.max_pending_requests.as_ref(), out.max_pending_requests);
+        out.max_requests = v(t.max_requests.as_ref(), out.max_requests);
+    }
+    out
 }
 
 /// HTTP/2 to the upstream when the cluster asks for it (the deprecated
