@@ -237,6 +237,44 @@ fn clusters_translate() {
         "success-rate ejection not enforced"
     );
     assert_eq!(x.cluster.limits.max_requests, 50);
+
+    use envoy_types::pb::envoy::config::core::v3::health_check::{self, HealthChecker};
+    let mut h = cluster("h", DiscoveryType::Eds);
+    h.health_checks = vec![envoy_types::pb::envoy::config::core::v3::HealthCheck {
+        interval: Some(PbDuration {
+            seconds: 2,
+            nanos: 0,
+        }),
+        timeout: Some(PbDuration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        unhealthy_threshold: Some(UInt32Value { value: 2 }),
+        health_checker: Some(HealthChecker::GrpcHealthCheck(
+            health_check::GrpcHealthCheck {
+                service_name: "pkg.Svc".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }];
+    let (_, v, _) = translate(Kind::Cluster, &any(&h)).unwrap();
+    let super::cache::Value::Cluster(x) = v else {
+        panic!()
+    };
+    let hc = x.cluster.health_check.as_ref().unwrap();
+    assert_eq!(hc.kind, crate::config::HealthCheckType::Grpc);
+    assert_eq!(
+        (
+            hc.service.as_str(),
+            hc.unhealthy_threshold,
+            hc.healthy_threshold
+        ),
+        ("pkg.Svc", 2, 1)
+    );
+    h.health_checks[0].timeout = None;
+    let why = rejected(Kind::Cluster, &h);
+    assert!(why.contains("health_checks[0].timeout"), "{why}");
     assert_eq!(
         x.cluster.limits.max_connections,
         crate::config::Limits::default().max_connections

@@ -11,7 +11,10 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers as PbCircuitBreakers, Cluster as PbCluster, OutlierDetection as PbOutlier,
 };
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address, HealthStatus};
+use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address, HealthCheck as PbHealthCheck, HealthStatus,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions;
@@ -19,9 +22,9 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
 
 use crate::config::{
-    Cluster, EndpointAddr, Keepalive, LbPolicy, Limits, OutlierDetection, RetryBudget,
-    UpstreamProtocol, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
-    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    Cluster, EndpointAddr, HealthCheck, HealthCheckType, Keepalive, LbPolicy, Limits,
+    OutlierDetection, RetryBudget, UpstreamProtocol, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT, DEFAULT_MAX_STREAMS_PER_CONNECTION,
 };
 
 /// The key of the protocol options torii reads from
@@ -145,7 +148,6 @@ pub fn cluster(c: &PbCluster, ignored: &mut Vec<String>) -> Result<XCluster, Str
     }
     let protocol = protocol(c)?;
     for (set, field) in [
-        (!c.health_checks.is_empty(), "health_checks"),
         (c.lb_subset_config.is_some(), "lb_subset_config"),
         (c.common_lb_config.is_some(), "common_lb_config"),
         (c.upstream_bind_config.is_some(), "upstream_bind_config"),
@@ -169,7 +171,15 @@ pub fn cluster(c: &PbCluster, ignored: &mut Vec<String>) -> Result<XCluster, Str
             connect_timeout,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
-            health_check: None,
+            health_check: match c.health_checks.as_slice() {
+                [] => None,
+                [first, rest @ ..] => {
+                    if !rest.is_empty() {
+                        ignored.push("health_checks beyond the first".into());
+                    }
+                    Some(health_check(first).map_err(|e| format!("health_checks[0].{e}"))?)
+                }
+            },
             outlier_detection: c
                 .outlier_detection
                 .as_ref()
@@ -183,6 +193,67 @@ pub fn cluster(c: &PbCluster, ignored: &mut Vec<String>) -> Result<XCluster, Str
         },
         eds,
     })
+}
+
+/// Envoy's active health check (gRPC, HTTP, TCP) as torii's.
+fn health_check(h: &PbHealthCheck) -> Result<HealthCheck, String> {
+    let d = |v: &Option<PbDuration>, field: &str| {
+        v.as_ref()
+            .and_then(duration)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("{field} must be a positive duration"))
+    };
+    let interval = d(&h.interval, "interval")?;
+    let timeout = d(&h.timeout, "timeout")?;
+    let threshold = |v: Option<&UInt32Value>| v.map_or(1, |v| v.value.clamp(1, 1000));
+    let mut check = HealthCheck {
+        kind: HealthCheckType::Tcp,
+        interval,
+        timeout,
+        jitter: h
+            .interval_jitter
+            .as_ref()
+            .and_then(duration)
+            .unwrap_or(interval / 10),
+        service: String::new(),
+        path: String::new(),
+        expected_statuses: Vec::new(),
+        healthy_threshold: threshold(h.healthy_threshold.as_ref()),
+        unhealthy_threshold: threshold(h.unhealthy_threshold.as_ref()),
+    };
+    match &h.health_checker {
+        Some(HealthChecker::GrpcHealthCheck(g)) => {
+            check.kind = HealthCheckType::Grpc;
+            check.service = g.service_name.clone();
+        }
+        Some(HealthChecker::HttpHealthCheck(http)) => {
+            check.kind = HealthCheckType::Http;
+            if !http.path.starts_with('/') {
+                return Err(format!(
+                    "http_health_check.path {:?} must be a path starting with /",
+                    http.path
+                ));
+            }
+            check.path = http.path.clone();
+            for r in &http.expected_statuses {
+                // Envoy's ranges are half-open: [start, end).
+                let (Ok(start), Ok(end)) = (u16::try_from(r.start), u16::try_from(r.end)) else {
+                    return Err("http_health_check.expected_statuses: ranges of HTTP statuses".into());
+                };
+                check
+                    .expected_statuses
+                    .extend((start..end).filter(|s| (100..=599).contains(s)));
+            }
+        }
+        Some(HealthChecker::TcpHealthCheck(t)) if t.send.is_none() && t.receive.is_empty() => {}
+        Some(HealthChecker::TcpHealthCheck(_)) => {
+            return Err("tcp_health_check: torii checks that a TCP connection opens; send and receive payloads are not supported".into())
+        }
+        _ => {
+            return Err("health_checker: torii has gRPC, HTTP and TCP health checks".into())
+        }
+    }
+    Ok(check)
 }
 
 /// Envoy's outlier detection as torii's passive health: consecutive 5xx
@@ -208,7 +279,8 @@ fn outlier(o: &PbOutlier, ignored: &mut Vec<String>) -> OutlierDetection {
             0
         },
         base_ejection_time: d(&o.base_ejection_time, Duration::from_secs(30)),
-        max_ejection_time: d(&o.max_ejection_time, Duration::from_secs(300)),
+        max_ejection_time: d(&o.max_ejection_time, Duration::from_secs(300))
+            .max(d(&o.base_ejection_time, Duration::from_secs(30))),
         max_ejection_percent: n(o.max_ejection_percent.as_ref(), 10).min(100),
         interval: d(&o.interval, Duration::from_secs(10)),
         success_rate_min_requests: if success_rate {
