@@ -145,6 +145,8 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     return
                 for request in inbox:
                     handle(request)
+                if inbox:
+                    self.changed.notify_all()  # answers were recorded
                 inbox.clear()
                 seen = self.version
                 out = respond()
