@@ -17,6 +17,7 @@ mod status;
 mod translate_cluster;
 mod translate_listener;
 mod translate_route;
+mod translate_tls;
 
 #[cfg(test)]
 mod tests;

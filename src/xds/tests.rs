@@ -302,6 +302,59 @@ fn clusters_nack_what_would_change_meaning() {
 }
 
 #[test]
+fn upstream_tls_from_inline_pem_and_sds_refused() {
+    use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket, DataSource};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
+        SdsSecretConfig, UpstreamTlsContext,
+    };
+    let pki = crate::demo::certs::TestPki::new("xds tls");
+    let inline = |s: &str| DataSource {
+        specifier: Some(data_source::Specifier::InlineString(s.into())),
+        ..Default::default()
+    };
+    let mut ctx = UpstreamTlsContext {
+        sni: "backend.internal".into(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(inline(pki.ca_cert_pem())),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let socket = |ctx: &UpstreamTlsContext| TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(ctx))),
+    };
+    let mut c = cluster("tls", DiscoveryType::Eds);
+    #[allow(deprecated)]
+    {
+        c.http2_protocol_options = Some(Default::default());
+    }
+    c.transport_socket = Some(socket(&ctx));
+    let (_, v, _) = translate(Kind::Cluster, &any(&c)).unwrap();
+    let super::cache::Value::Cluster(x) = v else {
+        panic!()
+    };
+    let tls = x.cluster.tls.as_ref().unwrap();
+    assert_eq!(tls.roots.len(), 1);
+    assert_eq!(tls.server_name.as_deref(), Some("backend.internal"));
+    assert_eq!(x.cluster.protocol, UpstreamProtocol::H2, "HTTP/2 over TLS");
+
+    ctx.common_tls_context
+        .as_mut()
+        .unwrap()
+        .tls_certificate_sds_secret_configs = vec![SdsSecretConfig::default()];
+    c.transport_socket = Some(socket(&ctx));
+    let why = rejected(Kind::Cluster, &c);
+    assert!(why.contains("not from SDS"), "{why}");
+}
+
+#[test]
 fn endpoints_fail_over_by_priority_and_skip_unhealthy() {
     let a = cla(
         "svc",

@@ -30,7 +30,6 @@ use crate::config::{
 /// The key of the protocol options torii reads from
 /// `typed_extension_protocol_options`.
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
 
 /// A cluster as the control plane sent it: complete, or waiting for the
 /// ClusterLoadAssignment named `eds`.
@@ -130,23 +129,20 @@ pub fn cluster(c: &PbCluster, ignored: &mut Vec<String>) -> Result<XCluster, Str
             _ => return Err("connect_timeout must be a positive duration".into()),
         },
     };
-    if let Some(ts) = &c.transport_socket {
-        if ts.name != RAW_BUFFER {
-            return Err(format!(
-                "transport_socket {:?}: torii does not take upstream TLS from xDS yet, and \
-                 sending plaintext where TLS was asked for would expose the traffic; leave \
-                 transport_socket unset (or raw_buffer), or put this cluster in the file with tls:",
-                ts.name
-            ));
-        }
-    }
+    let tls = match &c.transport_socket {
+        Some(ts) => super::translate_tls::upstream_tls(ts, ignored)?,
+        None => None,
+    };
     if !c.transport_socket_matches.is_empty() {
         return Err(
             "transport_socket_matches: torii does not choose TLS per endpoint; leave it empty"
                 .into(),
         );
     }
-    let protocol = protocol(c)?;
+    let protocol = match (protocol(c)?, &tls) {
+        (UpstreamProtocol::H2c, Some(_)) => UpstreamProtocol::H2,
+        (p, _) => p,
+    };
     for (set, field) in [
         (c.lb_subset_config.is_some(), "lb_subset_config"),
         (c.common_lb_config.is_some(), "common_lb_config"),
@@ -166,7 +162,7 @@ pub fn cluster(c: &PbCluster, ignored: &mut Vec<String>) -> Result<XCluster, Str
             name: c.name.clone(),
             endpoints,
             protocol,
-            tls: None,
+            tls,
             lb,
             connect_timeout,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
