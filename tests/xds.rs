@@ -314,3 +314,55 @@ async fn the_control_plane_over_mutual_tls() {
         .await
         .expect("serving what came over TLS");
 }
+
+#[tokio::test]
+async fn a_cluster_with_upstream_tls_from_xds() {
+    use envoy_types::pb::envoy::config::core::v3::{
+        data_source, transport_socket, DataSource, TransportSocket,
+    };
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
+        UpstreamTlsContext,
+    };
+    let pki = TestPki::new("xds upstream CA");
+    let tls = torii::demo::certs::server_config(&pki.server_cert(&["backend.test"]), None).unwrap();
+    let backend = serve_echo(TcpListener::bind("127.0.0.1:0").await.unwrap(), Some(tls)).await;
+    let ctx = UpstreamTlsContext {
+        sni: "backend.test".into(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(
+                            pki.ca_cert_pem().into(),
+                        )),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut cluster = eds_cluster("echo");
+    cluster.transport_socket = Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    });
+    let (cp, server, _stop) = control_plane(true, &[backend.addr]).await;
+    cp.set("echo", &cluster);
+    let p = torii(server, "xds-upstream-tls").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let ingress = p.running.try_addr("ingress").unwrap();
+    assert!(
+        until_served_by(ingress, &backend).await,
+        "no call reached the TLS backend"
+    );
+    assert!(
+        cp.answers().iter().all(|a| a.error.is_none()),
+        "{:?}",
+        cp.answers()
+    );
+}
