@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 
-use super::translate_cluster::{self, decode, XCluster};
+use super::decode;
+use super::translate_cluster::{self, XCluster};
 use super::translate_listener::{self, Routes, XListener};
 use super::translate_route::{self, Target, XRoute};
 use super::{Kind, Snapshot};

@@ -25,6 +25,9 @@ mod tests;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 
 use crate::config::{Cluster, Listener, XdsSource};
 use crate::telemetry::Metrics;
@@ -105,4 +108,23 @@ pub fn spawn(
     let status = Arc::new(Status::new(&source));
     let task = tokio::spawn(client::run(source, status.clone(), metrics, apply));
     (task, status)
+}
+
+/// Decodes an `Any` as `M`, saying what it holds when it is not one.
+pub fn decode<M: prost::Message + Default>(any: &Any, want: &str) -> Result<M, String> {
+    let expected = format!("type.googleapis.com/{want}");
+    if any.type_url != expected {
+        return Err(format!(
+            "holds a {} where torii expects {want}",
+            any.type_url.rsplit('/').next().unwrap_or(&any.type_url)
+        ));
+    }
+    M::decode(any.value.as_slice()).map_err(|e| format!("does not decode as {want}: {e}"))
+}
+
+/// A protobuf Duration; `None` when negative or out of range.
+pub fn duration(d: &PbDuration) -> Option<Duration> {
+    let secs = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok()?;
+    Some(Duration::from_secs(secs) + Duration::from_nanos(u64::from(nanos)))
 }

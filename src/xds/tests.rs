@@ -308,7 +308,10 @@ fn upstream_tls_from_inline_pem_and_sds_refused() {
         common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
         SdsSecretConfig, UpstreamTlsContext,
     };
-    let pki = crate::demo::certs::TestPki::new("xds tls");
+    let ca = rcgen::generate_simple_self_signed(vec!["xds-tls-ca".to_string()])
+        .unwrap()
+        .cert
+        .pem();
     let inline = |s: &str| DataSource {
         specifier: Some(data_source::Specifier::InlineString(s.into())),
         ..Default::default()
@@ -318,7 +321,7 @@ fn upstream_tls_from_inline_pem_and_sds_refused() {
         common_tls_context: Some(CommonTlsContext {
             validation_context_type: Some(ValidationContextType::ValidationContext(
                 CertificateValidationContext {
-                    trusted_ca: Some(inline(pki.ca_cert_pem())),
+                    trusted_ca: Some(inline(&ca)),
                     ..Default::default()
                 },
             )),

@@ -19,7 +19,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssig
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
-use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+
+use super::{decode, duration};
 
 use crate::config::{
     Cluster, EndpointAddr, HealthCheck, HealthCheckType, Keepalive, LbPolicy, Limits,
@@ -37,25 +39,6 @@ const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProt
 pub struct XCluster {
     pub cluster: Cluster,
     pub eds: Option<String>,
-}
-
-/// Decodes an `Any` as `M`, saying what it holds when it is not one.
-pub fn decode<M: prost::Message + Default>(any: &Any, want: &str) -> Result<M, String> {
-    let expected = format!("type.googleapis.com/{want}");
-    if any.type_url != expected {
-        return Err(format!(
-            "holds a {} where torii expects {want}",
-            any.type_url.rsplit('/').next().unwrap_or(&any.type_url)
-        ));
-    }
-    M::decode(any.value.as_slice()).map_err(|e| format!("does not decode as {want}: {e}"))
-}
-
-/// A protobuf Duration; `None` when negative or out of range.
-pub fn duration(d: &PbDuration) -> Option<Duration> {
-    let secs = u64::try_from(d.seconds).ok()?;
-    let nanos = u32::try_from(d.nanos).ok()?;
-    Some(Duration::from_secs(secs) + Duration::from_nanos(u64::from(nanos)))
 }
 
 #[allow(deprecated)] // read only to say they are ignored

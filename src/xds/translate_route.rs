@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use regex::Regex;
 
-use super::translate_cluster::duration;
+use super::duration;
 use crate::config::retry::{
     DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, MAX_RETRY_ATTEMPTS, RETRY_STATUSES,
 };
