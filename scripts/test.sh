@@ -37,6 +37,8 @@ PY_PACKAGES=(
   opentelemetry-sdk==1.45.2
   opentelemetry-instrumentation-grpc==0.66b2
   opentelemetry-proto==1.45.2
+  # tests/blackbox/test_xds.py: the control plane's Envoy v3 messages.
+  xds-protos==1.85.0
 )
 VENV=.venv
 

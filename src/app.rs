@@ -51,6 +51,12 @@ struct AdminBound {
 
 struct State {
     listeners: HashMap<String, Bound>,
+    /// The file's configuration as loaded (what xDS resources join).
+    file: Option<Config>,
+    /// What the control plane describes, as last applied.
+    xds_parts: crate::xds::Snapshot,
+    /// The xDS client, and the `xds:` it was started with.
+    xds: Option<(String, JoinHandle<()>)>,
     logger: AccessLogger,
     /// The destination `logger` writes to.
     access_log: AccessLog,
@@ -66,6 +72,14 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub shared: Arc<Shared>,
+    core: Arc<Core>,
+}
+
+/// What applying a configuration needs, shared with the xDS client
+/// (which applies what the control plane sends).
+struct Core {
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
     state: Mutex<State>,
     /// Bound addresses (listeners by name, and the admin listener), kept
     /// apart from `state` so that reading them never waits for a reload.
@@ -104,7 +118,11 @@ impl Running {
     }
 
     fn read_addrs(&self) -> Addrs {
-        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.core
+            .addrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn clusters(&self) -> Clusters {
@@ -127,13 +145,115 @@ impl Running {
         result
     }
 
-    /// Applies a new configuration. Unchanged clusters keep their
-    /// connections and health state; listeners whose address did not change
-    /// keep their socket and connections (new requests see the new routes);
-    /// new listeners are bound first, so a port that cannot be bound leaves
-    /// everything as it was.
+    /// Applies a new configuration (the file's; what xDS sent joins it).
+    /// Unchanged clusters keep their connections and health state;
+    /// listeners whose address did not change keep their socket and
+    /// connections (new requests see the new routes); new listeners are
+    /// bound first, so a port that cannot be bound leaves everything as
+    /// it was.
     pub async fn apply(&self, config: Config) -> Result<(), String> {
+        self.core.apply_file(config).await
+    }
+
+    fn count_reload(&self, result: &Result<(), String>) {
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .config_reloads
+            .get_or_create(&ResultLabels {
+                result: label.to_string(),
+            })
+            .inc();
+    }
+
+    /// Drains: readiness turns false, listeners stop accepting (new
+    /// connections are refused), HTTP/2 clients get GOAWAY and HTTP/1.1
+    /// `connection: close`; in-flight requests get until the drain timeout.
+    /// The admin listener answers until the end.
+    pub async fn shutdown(self) {
+        let core = &self.core;
+        core.ready.send_replace(false);
+        let timeout = self.shared.config.load().drain_timeout;
+        let mut state = core.state.lock().await;
+        if let Some((_, task)) = state.xds.take() {
+            task.abort();
+        }
+        let admin = state.admin.take();
+        let listeners = std::mem::take(&mut state.listeners);
+        let logger = state.logger.clone();
+        drop(state);
+        let open: usize = listeners.values().map(|b| b.drain.count()).sum();
+        tracing::info!(connections = open, timeout = %crate::config::duration::display(timeout), "draining");
+        let drains = listeners.into_values().map(|b| b.drain.drain());
+        if tokio::time::timeout(timeout, futures_util::future::join_all(drains))
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = %crate::config::duration::display(timeout), "drain timeout reached; closing the remaining connections");
+        }
+        core.stop_admin.send_replace(true);
+        if let Some(a) = admin {
+            a.task.abort();
+        }
+        // The access log's last lines, written before the process ends.
+        let _ = tokio::task::spawn_blocking(move || logger.flush(Duration::from_secs(2))).await;
+    }
+}
+
+impl Core {
+    /// The file's configuration, with what xDS sent; starts, restarts or
+    /// stops the xDS client as `xds:` says.
+    async fn apply_file(self: &Arc<Self>, config: Config) -> Result<(), String> {
         let mut state = self.state.lock().await;
+        let source = config.xds.as_ref().map(|x| format!("{x:?}"));
+        let parts = if source.is_some() {
+            state.xds_parts.clone()
+        } else {
+            crate::xds::Snapshot::default()
+        };
+        let merged = merge(&config, &parts)?;
+        self.apply_locked(&mut state, merged).await?;
+        state.file = Some(config.clone());
+        state.xds_parts = parts;
+        if state.xds.as_ref().map(|(s, _)| s) != source.as_ref() {
+            if let Some((_, task)) = state.xds.take() {
+                tracing::info!("xds: changed or removed; stopping the client");
+                task.abort();
+                self.shared.xds.store(None);
+            }
+            if let (Some(x), Some(text)) = (&config.xds, source) {
+                let core = Arc::downgrade(self);
+                let apply: crate::xds::Apply = Arc::new(move |snapshot| {
+                    let core = core.clone();
+                    Box::pin(async move {
+                        match core.upgrade() {
+                            Some(core) => core.apply_xds(snapshot).await,
+                            None => Err("torii is stopping".into()),
+                        }
+                    })
+                });
+                let (task, status) = crate::xds::spawn(x.clone(), self.metrics.clone(), apply);
+                tracing::info!(server = %x.server, node = %x.node_id, "xDS: starting the client");
+                self.shared.xds.store(Some(status));
+                state.xds = Some((text, task));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the control plane describes now, with the file's configuration.
+    async fn apply_xds(&self, parts: crate::xds::Snapshot) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        let file = state
+            .file
+            .clone()
+            .ok_or("torii has not applied its configuration file yet")?;
+        let merged = merge(&file, &parts)?;
+        self.apply_locked(&mut state, merged).await?;
+        state.xds_parts = parts;
+        Ok(())
+    }
+
+    async fn apply_locked(&self, state: &mut State, config: Config) -> Result<(), String> {
         let old_clusters = self.shared.clusters.load_full();
         let clusters = build_clusters(&config, &old_clusters, &self.dns, &self.metrics).await?;
         let old_config = self.shared.config.load_full();
@@ -280,16 +400,6 @@ impl Running {
         Ok(())
     }
 
-    fn count_reload(&self, result: &Result<(), String>) {
-        let label = if result.is_ok() { "success" } else { "error" };
-        self.metrics
-            .config_reloads
-            .get_or_create(&ResultLabels {
-                result: label.to_string(),
-            })
-            .inc();
-    }
-
     fn listener_runtime(
         &self,
         l: &Listener,
@@ -311,33 +421,39 @@ impl Running {
         }
         Arc::new(p)
     }
+}
 
-    /// Drains: readiness turns false, listeners stop accepting (new
-    /// connections are refused), HTTP/2 clients get GOAWAY and HTTP/1.1
-    /// `connection: close`; in-flight requests get until the drain timeout.
-    /// The admin listener answers until the end.
-    pub async fn shutdown(self) {
-        self.ready.send_replace(false);
-        let timeout = self.shared.config.load().drain_timeout;
-        let mut state = self.state.into_inner();
-        let admin = state.admin.take();
-        let open: usize = state.listeners.values().map(|b| b.drain.count()).sum();
-        tracing::info!(connections = open, timeout = %crate::config::duration::display(timeout), "draining");
-        let drains = state.listeners.into_values().map(|b| b.drain.drain());
-        if tokio::time::timeout(timeout, futures_util::future::join_all(drains))
-            .await
-            .is_err()
-        {
-            tracing::warn!(timeout = %crate::config::duration::display(timeout), "drain timeout reached; closing the remaining connections");
-        }
-        self.stop_admin.send_replace(true);
-        if let Some(a) = admin {
-            a.task.abort();
-        }
-        // The access log's last lines, written before the process ends.
-        let logger = state.logger.clone();
-        let _ = tokio::task::spawn_blocking(move || logger.flush(Duration::from_secs(2))).await;
+impl Core {
+    fn read_admin(&self) -> Option<SocketAddr> {
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).admin
     }
+}
+
+/// The file's configuration with the control plane's listeners and
+/// clusters; a name both use is an error that says so.
+fn merge(file: &Config, xds: &crate::xds::Snapshot) -> Result<Config, String> {
+    let mut config = file.clone();
+    for l in &xds.listeners {
+        if file.listeners.iter().any(|f| f.name == l.name) {
+            return Err(format!(
+                "the xDS server sent listener {:?}, and the configuration file has a listener \
+                 of that name; rename one of them (names must be unique across the file and xDS)",
+                l.name
+            ));
+        }
+    }
+    for c in &xds.clusters {
+        if file.clusters.iter().any(|f| f.name == c.name) {
+            return Err(format!(
+                "the xDS server sent cluster {:?}, and the configuration file has a cluster \
+                 of that name; rename one of them (names must be unique across the file and xDS)",
+                c.name
+            ));
+        }
+    }
+    config.listeners.extend(xds.listeners.iter().cloned());
+    config.clusters.extend(xds.clusters.iter().cloned());
+    Ok(config)
 }
 
 /// How long applying a configuration waits for new JWKS to be fetched.
@@ -377,6 +493,12 @@ async fn build_clusters(
             None => {
                 let rt = ClusterRuntime::new(c.clone(), dns, metrics.clone())
                     .map_err(|e| format!("cluster {}: {e}", c.name))?;
+                if let Some(before) = old
+                    .get(&c.name)
+                    .filter(|o| same_but_endpoints(&o.config, c))
+                {
+                    rt.adopt_endpoints(before);
+                }
                 fresh.push(rt.clone());
                 rt
             }
@@ -387,6 +509,15 @@ async fn build_clusters(
         c.wait_resolved(FIRST_RESOLVE_WAIT).await;
     }
     Ok(Arc::new(clusters))
+}
+
+/// Equal settings but for the endpoint list.
+fn same_but_endpoints(a: &Cluster, b: &Cluster) -> bool {
+    let bare = |c: &Cluster| Cluster {
+        endpoints: Vec::new(),
+        ..c.clone()
+    };
+    same_cluster(&bare(a), &bare(b))
 }
 
 /// Equal settings, including key material (which `Debug` redacts).
@@ -466,6 +597,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         clusters: ArcSwap::new(clusters),
         metrics: metrics.clone(),
         ready: ready_rx.clone(),
+        xds: arc_swap::ArcSwapOption::empty(),
     });
 
     let mut admin = None;
@@ -482,16 +614,18 @@ pub async fn start(config: Config) -> Result<Running, String> {
         });
     }
 
-    let running = Running {
-        admin: admin.as_ref().map(|a| a.addr),
-        metrics,
-        shared,
+    let core = Arc::new(Core {
+        metrics: metrics.clone(),
+        shared: shared.clone(),
         addrs: std::sync::Mutex::new(Addrs {
             listeners: HashMap::new(),
             admin: admin.as_ref().map(|a| a.addr),
         }),
         state: Mutex::new(State {
             listeners: HashMap::new(),
+            file: None,
+            xds_parts: crate::xds::Snapshot::default(),
+            xds: None,
             logger,
             access_log: config.access_log.clone(),
             admin,
@@ -500,9 +634,15 @@ pub async fn start(config: Config) -> Result<Running, String> {
         dns,
         ready,
         stop_admin,
+    });
+    let running = Running {
+        admin: core.read_admin(),
+        metrics,
+        shared,
+        core,
     };
     running.apply(config).await?;
-    running.ready.send_replace(true);
+    running.core.ready.send_replace(true);
     Ok(running)
 }
 

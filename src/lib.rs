@@ -27,6 +27,7 @@ pub(crate) mod tcp;
 pub mod telemetry;
 pub mod transcode;
 pub mod upstream;
+pub mod xds;
 
 use std::sync::{Arc, OnceLock};
 

@@ -521,6 +521,7 @@ clusters:
     health_check: {zz: 1}
     outlier_detection: {zz: 1}
     http2_keepalive: {zz: 1}
+xds: {zz: 1, node: {zz: 1}, tls: {zz: 1}}
 ",
     )
     .unwrap();
@@ -554,7 +555,7 @@ clusters:
         let keys = keys.split(", ").map(str::to_string).collect();
         sections.push((shape, keys));
     }
-    assert_eq!(sections.len(), 29, "torii check said:\n{text}");
+    assert_eq!(sections.len(), 32, "torii check said:\n{text}");
     sections
 }
 

@@ -27,6 +27,7 @@ const FOUNDATION: &[&str] = &[
     "transcode",
     "rate_limit",
     "auth",
+    "xds",
     "lib",
 ];
 

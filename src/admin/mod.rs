@@ -28,6 +28,8 @@ pub struct Shared {
     pub clusters: ArcSwap<HashMap<String, Arc<ClusterRuntime>>>,
     pub metrics: Arc<Metrics>,
     pub ready: watch::Receiver<bool>,
+    /// The xDS client's state, when `xds:` is configured.
+    pub xds: arc_swap::ArcSwapOption<crate::xds::Status>,
 }
 
 #[derive(Clone)]
@@ -85,10 +87,15 @@ fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
                         .map(|why| format!("jwt provider {}: {why}", p.name))
                 })
                 .collect();
+            let xds = shared.xds.load_full();
             if !*shared.ready.borrow() {
                 text_response(503, "not ready (starting or draining)")
+            } else if let Some(why) = xds.as_ref().and_then(|x| x.not_ready()) {
+                text_response(503, &format!("not ready: {why}"))
             } else if !missing.is_empty() {
                 text_response(503, &format!("not ready: {}", missing.join("; ")))
+            } else if let Some(note) = xds.as_ref().and_then(|x| x.degraded()) {
+                text_response(200, &format!("ready ({note})"))
             } else {
                 text_response(200, "ready")
             }
@@ -103,7 +110,13 @@ fn route(req: Request<Incoming>, state: &AdminState) -> Response<Body> {
             );
             resp
         }
-        "/config" => json(describe::config(&shared.config.load())),
+        "/config" => {
+            let mut view = describe::config(&shared.config.load());
+            if let Some(x) = shared.xds.load_full() {
+                view["xds"] = x.describe();
+            }
+            json(view)
+        }
         "/clusters" => json(describe::clusters(&shared.clusters.load())),
         "/transcoding" => json(describe::transcoding(&shared.config.load())),
         _ => text_response(

@@ -271,7 +271,7 @@ fn at_least_one(cx: &mut Ctx, path: &str, value: Option<i64>, default: usize) ->
     }
 }
 
-fn upstream_tls(cx: &mut Ctx, path: &str, raw: RawUpstreamTls) -> Option<UpstreamTls> {
+pub(super) fn upstream_tls(cx: &mut Ctx, path: &str, raw: RawUpstreamTls) -> Option<UpstreamTls> {
     let ca_path = join(path, "ca");
     let roots = match &raw.ca {
         Some(ca) => tls::read_certs(cx, &ca_path, ca, "CA certificate"),

@@ -10,6 +10,7 @@
 mod auth;
 mod cluster;
 mod context;
+mod control_plane;
 mod cors;
 pub mod duration;
 mod headers;
@@ -35,6 +36,7 @@ mod warnings;
 use std::io::Write;
 use std::path::Path;
 
+pub use cluster::endpoint;
 pub use model::*;
 pub use problem::{Problem, Severity};
 pub use rate_limit::{RateLimit, RateLimitPer};
@@ -128,6 +130,9 @@ pub fn check_strict(path: &Path, out: &mut dyn Write, strict: bool) -> bool {
                 plural(c.clusters.len(), "cluster"),
                 plural(routes, "route"),
             );
+            if let Some(x) = &c.xds {
+                summary += &format!(", and what the xDS server {} sends", x.server);
+            }
             let warned = !loaded.warnings.is_empty();
             if warned {
                 summary += &format!(", {}", plural(loaded.warnings.len(), "warning"));

@@ -70,6 +70,19 @@ pub struct Config {
     /// `tracing:` (None: torii traces nothing, and passes `traceparent`
     /// on as it came).
     pub tracing: Option<super::Tracing>,
+    /// `xds:`: listeners, routes, clusters and endpoints from a control plane.
+    pub xds: Option<XdsSource>,
+}
+
+/// The xDS server torii asks for configuration (`xds:`), over ADS.
+#[derive(Debug, Clone)]
+pub struct XdsSource {
+    /// `host:port`, as written without its scheme.
+    pub server: String,
+    /// Set for `https://` (with `tls:`); plaintext h2c otherwise.
+    pub tls: Option<UpstreamTls>,
+    pub node_id: String,
+    pub node_cluster: String,
 }
 
 /// Where the access log goes: one JSON object per request and line.

@@ -144,7 +144,7 @@ mod tests {
             problems(text),
             [
                 "f:1:1: error: unknown key \"listener\" at the top level; expected one of: \
-                 admin, drain_timeout, access_log, listeners, clusters, jwt_providers, api_keys, tracing; \
+                 admin, drain_timeout, access_log, listeners, clusters, jwt_providers, api_keys, tracing, xds; \
                  did you mean \"listeners\"?",
                 "f:5:7: error: unknown key \"alpnn\" in listeners[0].tls; expected one of: \
                  certificates, alpn, client_auth; did you mean \"alpn\"?",

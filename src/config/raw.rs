@@ -19,6 +19,20 @@ pub struct RawConfig {
     pub jwt_providers: Option<Vec<super::raw_auth::RawJwtProvider>>,
     pub api_keys: Option<Vec<super::raw_auth::RawApiKeys>>,
     pub tracing: Option<super::trace::RawTracing>,
+    pub xds: Option<RawXds>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawXds {
+    pub server: Option<String>,
+    pub node: Option<RawNode>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawNode {
+    pub id: Option<String>,
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -332,6 +346,9 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "clusters[].http2_keepalive" => fields_of::<RawKeepalive>(),
         "clusters[].retry_budget" => fields_of::<super::retry::RawRetryBudget>(),
         "clusters[].limits" => fields_of::<super::retry::RawLimits>(),
+        "xds" => fields_of::<RawXds>(),
+        "xds.node" => fields_of::<RawNode>(),
+        "xds.tls" => fields_of::<RawUpstreamTls>(),
         _ => return None,
     })
 }

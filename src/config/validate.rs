@@ -25,7 +25,8 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
     let access_log = access_log(cx, raw.access_log.as_deref());
     let clusters = cluster::clusters(cx, raw.clusters.unwrap_or_default());
     let auth = super::auth::registry(cx, raw.jwt_providers, raw.api_keys);
-    let listeners = listeners(cx, raw.listeners, &clusters, &auth);
+    let xds = raw.xds.map(|x| super::control_plane::xds(cx, x));
+    let listeners = listeners(cx, raw.listeners, &clusters, &auth, xds.is_some());
     let tracing = raw.tracing.as_ref().map(|t| super::trace::tracing(cx, t));
     let config = Config {
         source,
@@ -42,6 +43,10 @@ pub fn config(raw: RawConfig, cx: &mut Ctx, source: Option<PathBuf>) -> Option<C
         api_keys: auth.key_sets,
         tracing: match tracing {
             Some(t) => Some(t?),
+            None => None,
+        },
+        xds: match xds {
+            Some(x) => Some(x?),
             None => None,
         },
     };
@@ -64,9 +69,10 @@ fn listeners(
     raw: Option<Vec<RawListener>>,
     clusters: &cluster::Clusters,
     auth: &super::auth::Registry,
+    xds: bool,
 ) -> Option<Vec<Listener>> {
     let raw = raw.unwrap_or_default();
-    if raw.is_empty() {
+    if raw.is_empty() && !xds {
         cx.error(
             "listeners",
             "no listeners are defined; add at least one under listeners: \

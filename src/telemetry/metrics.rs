@@ -154,6 +154,15 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// `torii_xds_updates_total`: an xDS response, by resource type
+/// (`listener`, `route`, `cluster`, `endpoint`) and whether torii ACKed
+/// or NACKed it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XdsLabels {
+    pub r#type: &'static str,
+    pub result: &'static str,
+}
+
 #[derive(Clone)]
 pub struct LatencyBuckets;
 
@@ -195,6 +204,7 @@ pub struct Metrics {
     pub resilience: super::resilience::ResilienceMetrics,
     pub trace: super::trace::TraceMetrics,
     pub auth: Family<AuthLabels, Counter>,
+    pub xds_updates: Family<XdsLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -310,6 +320,12 @@ impl Metrics {
             "Authentication and authorization decisions on routes with auth:, by credential method, result and reason",
             auth.clone(),
         );
+        let xds_updates = Family::<XdsLabels, Counter>::default();
+        registry.register(
+            "xds_updates",
+            "xDS responses, by resource type and whether torii ACKed or NACKed them",
+            xds_updates.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
             resilience,
@@ -333,6 +349,7 @@ impl Metrics {
             certificate_expiry,
             rate_limited,
             auth,
+            xds_updates,
         }
     }
 

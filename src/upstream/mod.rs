@@ -155,6 +155,31 @@ impl ClusterRuntime {
         self.endpoints.load_full()
     }
 
+    /// Takes over the endpoints `old` also had (their pooled connections
+    /// and passive health), for a cluster whose only change is its
+    /// endpoint list (an xDS endpoint update, a file reload that adds an
+    /// endpoint). Not for actively health-checked clusters, whose checks
+    /// run on this runtime's own endpoints.
+    pub fn adopt_endpoints(&self, old: &ClusterRuntime) {
+        if self.config.health_check.is_some() {
+            return;
+        }
+        let before = old.endpoints.load_full();
+        let eps: Vec<Arc<Endpoint>> = self
+            .endpoints
+            .load_full()
+            .iter()
+            .map(|e| {
+                before
+                    .iter()
+                    .find(|o| o.addr == e.addr && o.host == e.host)
+                    .cloned()
+                    .unwrap_or_else(|| e.clone())
+            })
+            .collect();
+        self.endpoints.store(Arc::new(eps));
+    }
+
     /// Waits until every DNS name has been looked up once (start-up, tests).
     pub async fn wait_resolved(&self, timeout: std::time::Duration) {
         let mut rx = self.resolved.subscribe();

@@ -1,0 +1,368 @@
+//! torii driven by an xDS control plane (tests/xds_support: a scripted
+//! ADS server speaking the real Envoy v3 messages): the first
+//! configuration makes torii ready and serving, endpoint changes apply,
+//! an invalid resource among valid ones is NACKed by name and field while
+//! the others apply, a server that is down at start keeps torii not ready
+//! (saying why), and a server that goes away leaves the last
+//! configuration serving until it returns.
+
+mod proxy_support;
+mod support;
+mod xds_support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use proxy_support::{start, Proxy};
+use support::*;
+use tokio::net::TcpListener;
+use xds_support::*;
+
+/// torii with an admin listener and `xds:` only.
+async fn torii(server: SocketAddr, label: &str) -> Proxy {
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nxds:\n  server: {server}\n  node: {{ id: {label}, cluster: test }}\n"
+    );
+    start(&yaml, TempDir::new(label)).await
+}
+
+/// A control plane on 127.0.0.1 with cluster `echo` (EDS → `endpoints`),
+/// listener `ingress` and its routes `all` → `echo`.
+async fn control_plane(
+    delta: bool,
+    endpoints: &[SocketAddr],
+) -> (ControlPlane, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let cp = ControlPlane::new(delta);
+    cp.set("echo", &eds_cluster("echo"));
+    cp.set("echo", &assignment("echo", endpoints));
+    cp.set("ingress", &rds_listener("ingress", "all"));
+    cp.set("all", &routes_to("all", "echo"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = cp.serve(listener);
+    (cp, addr, stop)
+}
+
+/// `/ready`'s status line and body, once `pred` holds for them (or after PATIENCE).
+async fn ready_when(p: &Proxy, pred: impl Fn(&str) -> bool) -> String {
+    let admin = p.running.admin_addr().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = admin_get(admin, "/ready").await;
+        if pred(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn call(addr: SocketAddr) -> Result<(), tonic::Status> {
+    let mut c = h2c_client(addr).await;
+    c.unary(EchoRequest {
+        message: "hi".into(),
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Calls (at most 200, within PATIENCE) until `backend` has answered one.
+async fn until_served_by(addr: SocketAddr, backend: &EchoServer) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    for _ in 0..200 {
+        let _ = call(addr).await;
+        if backend.stats.completed() > 0 {
+            return true;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn delta_config_serves_and_endpoint_changes_apply() {
+    let a = start_echo().await;
+    let b = start_echo().await;
+    let (cp, server, _stop) = control_plane(true, &[a.addr]).await;
+    let p = torii(server, "xds-delta").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(cp.streams(), vec!["delta"]);
+
+    let ingress = p
+        .running
+        .try_addr("ingress")
+        .expect("listener from LDS is bound");
+    call(ingress)
+        .await
+        .expect("a call through the xDS listener");
+    assert_eq!(a.stats.completed(), 1);
+
+    // An endpoint joins: the connection to the one that stays is kept.
+    cp.set("echo", &assignment("echo", &[a.addr, b.addr]));
+    assert!(
+        until_served_by(ingress, &b).await,
+        "the new endpoint never answered"
+    );
+    assert_eq!(
+        a.stats.connections(),
+        1,
+        "the kept endpoint's connection is reused"
+    );
+    let answers = cp.answers();
+    assert!(answers.iter().all(|a| a.error.is_none()), "{answers:?}");
+    assert!(
+        answers.iter().filter(|a| a.type_url == ENDPOINT).count() >= 2,
+        "{answers:?}"
+    );
+    let acks = p
+        .metric(
+            "torii_xds_updates_total",
+            &["type=\"endpoint\"", "result=\"ack\""],
+        )
+        .unwrap_or(0.0);
+    assert!(acks >= 2.0, "{}", p.metrics());
+    let config = admin_get(p.running.admin_addr().unwrap(), "/config").await;
+    assert!(
+        config.contains("\"first_configuration_applied\": true"),
+        "{config}"
+    );
+    assert!(config.contains("\"name\": \"ingress\""), "{config}");
+
+    // A listener the server removes stops accepting (its connections drain).
+    cp.remove(LISTENER, "ingress");
+    let deadline = Instant::now() + PATIENCE;
+    while p.running.try_addr("ingress").is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        p.running.try_addr("ingress").is_none(),
+        "the removed listener is gone"
+    );
+}
+
+#[tokio::test]
+async fn a_name_the_file_uses_is_nacked_saying_so() {
+    let a = start_echo().await;
+    let (cp, server, _stop) = control_plane(true, &[a.addr]).await;
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nxds:\n  server: {server}\n  node: {{ id: clash }}\n\
+         clusters:\n  - name: echo\n    endpoints: [\"{}\"]\n",
+        a.addr
+    );
+    let p = start(&yaml, TempDir::new("xds-clash")).await;
+    let deadline = Instant::now() + PATIENCE;
+    let nack = loop {
+        let found = cp.answers().into_iter().find_map(|a| a.error);
+        if found.is_some() || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let nack = nack.expect("the clashing cluster is NACKed");
+    assert!(nack.contains("cluster \"echo\""), "{nack}");
+    assert!(
+        nack.contains("configuration file has a cluster of that name"),
+        "{nack}"
+    );
+    let ready = ready_when(&p, |r| r.contains("waits for")).await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(
+        ready.contains("listener \"ingress\" waits for cluster \"echo\""),
+        "{ready}"
+    );
+}
+
+#[tokio::test]
+async fn sotw_fallback_nacks_the_invalid_resource_and_applies_the_rest() {
+    let a = start_echo().await;
+    let (cp, server, _stop) = control_plane(false, &[a.addr]).await;
+    let mut bad = eds_cluster("bad");
+    bad.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+        DiscoveryType::OriginalDst as i32,
+    ));
+    cp.set("bad", &bad);
+    let p = torii(server, "xds-sotw").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(
+        cp.streams(),
+        vec!["sotw"],
+        "delta refused, state of the world used"
+    );
+
+    let ingress = p
+        .running
+        .try_addr("ingress")
+        .expect("listener from LDS is bound");
+    call(ingress).await.expect("the valid resources apply");
+
+    let nacks: Vec<String> = cp
+        .answers()
+        .into_iter()
+        .filter(|a| a.type_url == CLUSTER)
+        .filter_map(|a| a.error)
+        .collect();
+    assert_eq!(nacks.len(), 1, "{nacks:?}");
+    assert!(nacks[0].contains("Cluster \"bad\""), "{}", nacks[0]);
+    assert!(nacks[0].contains("ORIGINAL_DST"), "{}", nacks[0]);
+    assert!(
+        !nacks[0].contains("\"echo\""),
+        "only the invalid one: {}",
+        nacks[0]
+    );
+    assert_eq!(
+        p.metric(
+            "torii_xds_updates_total",
+            &["type=\"cluster\"", "result=\"nack\""]
+        ),
+        Some(1.0)
+    );
+    let config = admin_get(p.running.admin_addr().unwrap(), "/config").await;
+    assert!(config.contains("\"last_update\": \"nack\""), "{config}");
+    assert!(config.contains("ORIGINAL_DST"), "{config}");
+}
+
+#[tokio::test]
+async fn not_ready_until_the_server_answers_and_last_config_survives_a_restart() {
+    let a = start_echo().await;
+    let b = start_echo().await;
+    // A port for the control plane, free until it starts there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = torii(port, "xds-down").await;
+    let ready = ready_when(&p, |r| r.contains("unreachable")).await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(
+        ready.contains("waiting for the first configuration from the xDS server"),
+        "{ready}"
+    );
+
+    let cp = ControlPlane::new(true);
+    cp.set("echo", &eds_cluster("echo"));
+    cp.set("echo", &assignment("echo", &[a.addr]));
+    cp.set("ingress", &rds_listener("ingress", "all"));
+    cp.set("all", &routes_to("all", "echo"));
+    let stop = cp.serve(TcpListener::bind(port).await.unwrap());
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let ingress = p.running.try_addr("ingress").unwrap();
+    call(ingress)
+        .await
+        .expect("serving once the configuration arrived");
+
+    // The control plane goes away: the last configuration keeps serving,
+    // and /ready says so.
+    let _ = stop.send(());
+    let ready = ready_when(&p, |r| r.contains("unreachable")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains("serving the last configuration"), "{ready}");
+    call(ingress).await.expect("the last configuration serves");
+
+    // It returns with a change: torii reconnects and applies it.
+    cp.set("echo", &assignment("echo", &[b.addr]));
+    let _stop = cp.serve(TcpListener::bind(port).await.unwrap());
+    assert!(
+        until_served_by(ingress, &b).await,
+        "the change after the restart never applied"
+    );
+    let ready = ready_when(&p, |r| !r.contains("unreachable")).await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && !ready.contains("unreachable"),
+        "{ready}"
+    );
+}
+
+#[tokio::test]
+async fn the_control_plane_over_mutual_tls() {
+    let a = start_echo().await;
+    let dir = TempDir::new("xds-mtls");
+    let pki = TestPki::new("xds test CA");
+    pki.write_ca(dir.path(), "ca").unwrap();
+    pki.client_cert(&["torii"], &[])
+        .write_to(dir.path(), "client")
+        .unwrap();
+    let server_tls = torii::demo::certs::server_config(
+        &pki.server_cert(&["localhost"]),
+        Some(pki.ca_cert_pem()),
+    )
+    .unwrap();
+    let cp = ControlPlane::new(true);
+    cp.set("echo", &eds_cluster("echo"));
+    cp.set("echo", &assignment("echo", &[a.addr]));
+    cp.set("ingress", &rds_listener("ingress", "all"));
+    cp.set("all", &routes_to("all", "echo"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let handshakes = cp.serve_tls(listener, server_tls);
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nxds:\n  server: https://{server}\n  node: {{ id: tls }}\n  \
+         tls: {{ ca: ca.crt, server_name: localhost, cert: client.crt, key: client.key }}\n"
+    );
+    let p = start(&yaml, dir).await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(*handshakes.borrow(), 1, "one mutual-TLS connection");
+    call(p.running.try_addr("ingress").unwrap())
+        .await
+        .expect("serving what came over TLS");
+}
+
+#[tokio::test]
+async fn a_cluster_with_upstream_tls_from_xds() {
+    use envoy_types::pb::envoy::config::core::v3::{
+        data_source, transport_socket, DataSource, TransportSocket,
+    };
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
+        UpstreamTlsContext,
+    };
+    let pki = TestPki::new("xds upstream CA");
+    let tls = torii::demo::certs::server_config(&pki.server_cert(&["backend.test"]), None).unwrap();
+    let backend = serve_echo(TcpListener::bind("127.0.0.1:0").await.unwrap(), Some(tls)).await;
+    let ctx = UpstreamTlsContext {
+        sni: "backend.test".into(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(
+                            pki.ca_cert_pem().into(),
+                        )),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut cluster = eds_cluster("echo");
+    cluster.transport_socket = Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    });
+    let (cp, server, _stop) = control_plane(true, &[backend.addr]).await;
+    cp.set("echo", &cluster);
+    let p = torii(server, "xds-upstream-tls").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let ingress = p.running.try_addr("ingress").unwrap();
+    assert!(
+        until_served_by(ingress, &backend).await,
+        "no call reached the TLS backend"
+    );
+    assert!(
+        cp.answers().iter().all(|a| a.error.is_none()),
+        "{:?}",
+        cp.answers()
+    );
+}
