@@ -2,7 +2,8 @@
 //! benchmark's calls, so the backend costs as little as it can and costs the
 //! same whichever proxy is in front. (`torii echo` also reports every request
 //! header back in each response, so its replies would grow with whatever
-//! headers a proxy adds.)
+//! headers a proxy adds.) The same server is the traced targets' OTLP
+//! collector: it takes every export and keeps nothing.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,6 +14,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 use torii::echo_pb::echo_server::{Echo, EchoServer};
 use torii::echo_pb::{EchoRequest, EchoResponse};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 
 use crate::Error;
 
@@ -68,6 +76,20 @@ impl Echo for MinimalEcho {
     }
 }
 
+/// The OTLP collector the traced targets export to: every batch accepted
+/// (decoded, as a collector must) and dropped.
+struct SpanSink;
+
+#[tonic::async_trait]
+impl TraceService for SpanSink {
+    async fn export(
+        &self,
+        _request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
 pub fn run(address: SocketAddr, workers: Option<usize>) -> Result<(), Error> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
@@ -90,6 +112,7 @@ pub fn run(address: SocketAddr, workers: Option<usize>) -> Result<(), Error> {
         tonic::transport::Server::builder()
             .max_concurrent_streams(1000)
             .add_service(service)
+            .add_service(TraceServiceServer::new(SpanSink))
             .serve_with_incoming_shutdown(incoming, stop_signal())
             .await?;
         Ok(())

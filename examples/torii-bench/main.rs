@@ -69,7 +69,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "100,1024,65536")]
         sizes: Vec<usize>,
     },
-    /// Serve a minimal echo service (Unary and Bidi only) on h2c and print
+    /// Serve a minimal echo service (Unary and Bidi only), and an OTLP
+    /// trace collector that drops what it gets, on h2c and print
     /// `backend listening address=IP:PORT`; runs until SIGTERM/SIGINT.
     Backend {
         #[arg(long, default_value = "127.0.0.1:0")]
