@@ -4,6 +4,7 @@ xDS and state of the world (or state of the world only, answering delta
 with UNIMPLEMENTED). Tests set and remove resources; every ACK and NACK is
 recorded."""
 
+import contextlib
 import threading
 from concurrent import futures
 
@@ -66,11 +67,14 @@ def routes_to(name, cluster):
 
 
 class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, delta=True):
+    def __init__(self, delta=True, first_version=0):
         self.delta = delta
-        self.changed = threading.Condition()
+        # Reentrant: `batch` holds it around several `set`/`remove`.
+        self.changed = threading.Condition(threading.RLock())
         self.resources = {}  # type URL -> {name: (version, Any)}
-        self.version = 0
+        # A restarted control plane starts above the last one's versions, so
+        # that a version torii holds never names different content.
+        self.version = first_version
         self.answers = []  # (type URL, NACK message or None)
         self.streams = []  # "delta" / "sotw", one per stream
         self.server = None
@@ -91,6 +95,12 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self.version += 1
             self.resources.get(type_url, {}).pop(name, None)
             self.changed.notify_all()
+
+    @contextlib.contextmanager
+    def batch(self):
+        """`set`s and `remove`s inside are seen by the streams together."""
+        with self.changed:
+            yield
 
     def wait_answers(self, predicate, timeout=20.0):
         """The answers once `predicate(answers)` holds (or after `timeout`)."""
