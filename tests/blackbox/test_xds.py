@@ -10,7 +10,11 @@ through torii in a loop bounded in calls and time while the control plane
 adds and removes an endpoint, moves a route to another cluster, removes a
 cluster, or goes away and comes back; not one call may fail, calls held
 open across the change must finish, and calls started after torii ACKed
-the change must land where it says."""
+the change must land where it says.
+
+Last, @grpc/grpc-js-xds (tests/peers/node/xds_client.js), a real xDS
+client, resolves an xds:/// target from the same control plane, which
+checks the control plane itself."""
 
 import json
 import socket
@@ -19,11 +23,14 @@ import time
 import pytest
 
 from conftest import ADMIN_RE, LISTENER_RE, curl, grpc_channel, torii_bin
+from peers import PEERS, node_ready
 from xds_control_plane import (
     CLUSTER,
     ENDPOINT,
+    LISTENER,
     ROUTE,
     ControlPlane,
+    api_listener,
     assignment,
     eds_cluster,
     rds_listener,
@@ -370,6 +377,71 @@ def test_a_control_plane_restarted_under_load_fails_no_call(spawn, tmp_path, pb,
     finally:
         if load is not None:
             load.stop()
+        cp.stop()
+        a.stop(0)
+        b.stop(0)
+
+
+# --- a real xDS client of the same control plane -----------------------------
+
+
+def test_grpc_js_xds_resolves_from_the_control_plane_torii_uses(spawn, tmp_path, pb):
+    """@grpc/grpc-js-xds (a proxyless gRPC client, state of the world)
+    takes the same route configuration, cluster and endpoints as torii
+    (delta) from one control plane, ACKs every response, and follows an
+    endpoint move: the test control plane is a correct xDS server for a
+    client torii's authors did not write. torii NACKs only the
+    api_listener, which is for proxyless clients."""
+    node_ready()
+    if not (PEERS / "node" / "node_modules" / "@grpc" / "grpc-js-xds").is_dir():
+        pytest.skip("SKIPPED: @grpc/grpc-js-xds missing from tests/peers/node/node_modules: run scripts/test.sh (npm ci)")
+    a, b = Backend(pb, "a"), Backend(pb, "b")
+    cp = ControlPlane(delta=True)
+    cp.set(eds_cluster("echo", ads=True))
+    cp.set(assignment("echo", [a.address], locality=True))
+    cp.set(rds_listener("ingress", "all"))
+    cp.set(routes_to("all", "echo"))
+    cp.set(api_listener("echo-service", "all"))
+    port = cp.start()
+    try:
+        proc, _ = torii_with_xds(spawn, tmp_path, port, "bb-grpc-js-xds")
+        ingress = ingress_address(proc)
+        assert calls(ingress, pb, 5) == 0
+        client = spawn(
+            [
+                "node",
+                PEERS / "node" / "xds_client.js",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--target",
+                "xds:///echo-service",
+                "--calls",
+                "3000",
+                "--seconds",
+                "60",
+                "--interval-ms",
+                "10",
+                "--until",
+                "b",
+            ],
+            "grpc-js-xds",
+        )
+        client.wait_for(r"CALL OK a ", count=5, streams=("stdout",))
+        cp.set(assignment("echo", [b.address], locality=True))
+        done = client.wait_for(r"DONE (\d+) (\d+)", timeout=90, streams=("stdout",))[0]
+        ok, failed = int(done.group(1)), int(done.group(2))
+        print(f"grpc-js-xds through the control plane: {ok + failed} calls, {failed} failed")
+        assert failed == 0 and client.wait_for(r"CALL OK b ", streams=("stdout",)), client.output()
+        assert calls(ingress, pb, 5) == 0
+        assert b.count() >= 6, "torii and grpc-js both follow the endpoint to b"
+
+        answers = list(cp.answers)
+        node = [x for x in answers if x[2] == "grpc-js-xds-peer"]
+        assert {x[0] for x in node} == {LISTENER, ROUTE, CLUSTER, ENDPOINT}, node
+        assert all(x[1] is None for x in node), f"grpc-js-xds NACKed: {node}"
+        nacks = [x[1] for x in answers if x[2] == "bb-grpc-js-xds" and x[1]]
+        assert nacks and all('Listener "echo-service"' in n and "api_listener" in n for n in nacks), answers
+    finally:
         cp.stop()
         a.stop(0)
         b.stop(0)
