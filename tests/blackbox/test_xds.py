@@ -160,6 +160,10 @@ def test_not_ready_until_the_control_plane_answers(spawn, tmp_path, pb):
 # --- changes under load ------------------------------------------------------
 
 
+def mode(delta):
+    return "delta" if delta else "sotw"
+
+
 def answered(cp, type_url):
     return len([a for a in cp.answers if a[0] == type_url])
 
@@ -204,9 +208,10 @@ def config_clusters(admin):
     return {c["name"]: c["endpoints"] for c in json.loads(body)["clusters"]}
 
 
-def test_endpoints_added_and_removed_under_load_fail_no_call(spawn, tmp_path, pb):
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+def test_endpoints_added_and_removed_under_load_fail_no_call(spawn, tmp_path, pb, delta):
     a, b = Backend(pb, "a"), Backend(pb, "b")
-    cp = ControlPlane(delta=True)
+    cp = ControlPlane(delta=delta)
     cp.set(eds_cluster("echo"))
     cp.set(assignment("echo", [a.address]))
     cp.set(rds_listener("ingress", "all"))
@@ -214,7 +219,7 @@ def test_endpoints_added_and_removed_under_load_fail_no_call(spawn, tmp_path, pb
     port = cp.start()
     load = None
     try:
-        proc, admin = torii_with_xds(spawn, tmp_path, port, "bb-endpoints")
+        proc, admin = torii_with_xds(spawn, tmp_path, port, "bb-endpoints-" + mode(delta))
         address = ingress_address(proc)
         load = Load(pb, address, clients=6)
         wait_until(lambda: load.served_by("a") >= 20, what="calls through torii to a")
@@ -245,7 +250,7 @@ def test_endpoints_added_and_removed_under_load_fail_no_call(spawn, tmp_path, pb
         a.stop()
         more = len(load.calls())
         wait_until(lambda: len(load.calls()) >= more + 300, what="calls after a stopped")
-        finish(load, "endpoints added and removed")
+        finish(load, f"endpoints added and removed ({mode(delta)})")
         load = None
     finally:
         if load is not None:
@@ -255,14 +260,15 @@ def test_endpoints_added_and_removed_under_load_fail_no_call(spawn, tmp_path, pb
         b.stop(0)
 
 
-def test_a_route_moved_to_another_cluster_under_load_fails_no_call(spawn, tmp_path, pb):
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+def test_a_route_moved_to_another_cluster_under_load_fails_no_call(spawn, tmp_path, pb, delta):
     a, b = Backend(pb, "a"), Backend(pb, "b")
-    cp = ControlPlane(delta=True)
+    cp = ControlPlane(delta=delta)
     two_clusters(cp, a, b, first="c1")
     port = cp.start()
     load = None
     try:
-        proc, _ = torii_with_xds(spawn, tmp_path, port, "bb-route")
+        proc, _ = torii_with_xds(spawn, tmp_path, port, "bb-route-" + mode(delta))
         address = ingress_address(proc)
         load = Load(pb, address, clients=6)
         wait_until(lambda: load.served_by("a") >= 20, what="calls through torii to a")
@@ -278,7 +284,7 @@ def test_a_route_moved_to_another_cluster_under_load_fails_no_call(spawn, tmp_pa
         a.release()
         ok, errors = held.results()
         assert errors == [] and ok == ["a"] * 3, (ok, errors)
-        finish(load, "route moved")
+        finish(load, f"route moved ({mode(delta)})")
         load = None
     finally:
         if load is not None:
@@ -288,15 +294,16 @@ def test_a_route_moved_to_another_cluster_under_load_fails_no_call(spawn, tmp_pa
         b.stop(0)
 
 
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
 @pytest.mark.parametrize("order", ["together", "route_first"])
-def test_a_cluster_removed_under_load_fails_no_call(spawn, tmp_path, pb, order):
+def test_a_cluster_removed_under_load_fails_no_call(spawn, tmp_path, pb, order, delta):
     a, b = Backend(pb, "a"), Backend(pb, "b")
-    cp = ControlPlane(delta=True)
+    cp = ControlPlane(delta=delta)
     two_clusters(cp, a, b, first="c1")
     port = cp.start()
     load = None
     try:
-        proc, admin = torii_with_xds(spawn, tmp_path, port, "bb-cluster-" + order)
+        proc, admin = torii_with_xds(spawn, tmp_path, port, f"bb-cluster-{order}-{mode(delta)}")
         address = ingress_address(proc)
         load = Load(pb, address, clients=6)
         wait_until(lambda: load.served_by("a") >= 20, what="calls through torii to a")
@@ -326,7 +333,7 @@ def test_a_cluster_removed_under_load_fails_no_call(spawn, tmp_path, pb, order):
         a.release()
         ok, errors = held.results()
         assert errors == [] and ok == ["a"] * 3, (ok, errors)
-        finish(load, f"cluster removed ({order})")
+        finish(load, f"cluster removed ({order}, {mode(delta)})")
         load = None
     finally:
         if load is not None:
@@ -349,7 +356,7 @@ def test_a_control_plane_restarted_under_load_fails_no_call(spawn, tmp_path, pb,
     port = cp.start()
     load = None
     try:
-        proc, admin = torii_with_xds(spawn, tmp_path, port, "bb-restart-" + ("delta" if delta else "sotw"))
+        proc, admin = torii_with_xds(spawn, tmp_path, port, "bb-restart-" + mode(delta))
         address = ingress_address(proc)
         load = Load(pb, address, clients=6)
         wait_until(lambda: load.served_by("a") >= 20, what="calls through torii to a")
@@ -371,8 +378,8 @@ def test_a_control_plane_restarted_under_load_fails_no_call(spawn, tmp_path, pb,
         wait_until(lambda: "unreachable" not in ready(admin)[1], what="/ready to drop 'unreachable'")
         code, body = ready(admin)
         assert code == 200, body
-        assert cp.streams == ["delta" if delta else "sotw"], cp.streams
-        finish(load, "control plane restarted (" + ("delta" if delta else "sotw") + ")")
+        assert cp.streams == [mode(delta)], cp.streams
+        finish(load, f"control plane restarted ({mode(delta)})")
         load = None
     finally:
         if load is not None:
