@@ -36,7 +36,7 @@ from xds_control_plane import (
     rds_listener,
     routes_to,
 )
-from xds_load import Backend, Held, Load, wait_until
+from xds_load import Backend, Held, Load, Stream, wait_until
 
 pytestmark = pytest.mark.proxy
 
@@ -202,6 +202,17 @@ def finish(load, name):
     return calls
 
 
+def on_backend(pb, address, name, tries=20):
+    """A Bidi stream through torii that landed on backend `name` (streams
+    that land elsewhere are closed; at most `tries`)."""
+    for _ in range(tries):
+        stream = Stream(pb, address)
+        if stream.say("first") == name:
+            return stream
+        stream.close()
+    raise AssertionError(f"no stream landed on {name} in {tries} tries")
+
+
 def config_clusters(admin):
     code, _, body = curl(f"http://{admin}/config")
     assert code == 200, body
@@ -235,9 +246,13 @@ def test_endpoints_added_and_removed_under_load_fail_no_call(spawn, tmp_path, pb
         # started after the ACK all go to b.
         held = Held(pb, address, 6)
         wait_until(lambda: a.held >= 1 and a.held + b.held == 6, what="held calls at both backends")
+        stream = on_backend(pb, address, "a")
         n = answered(cp, ENDPOINT)
         cp.set(assignment("echo", [b.address]))
         removed = acked(cp, ENDPOINT, n)
+        # A stream open at a goes on there, message after message.
+        assert [stream.say(f"after-{i}") for i in range(5)] == ["a"] * 5
+        stream.close()
         wait_until(lambda: load.served_by("b", since=removed) >= 300, what="calls to b after a was removed")
         assert load.served_by("a", since=removed) == 0, "a call went to the removed endpoint"
         assert config_clusters(admin)["echo"] == [b.address]
@@ -275,10 +290,13 @@ def test_a_route_moved_to_another_cluster_under_load_fails_no_call(spawn, tmp_pa
         assert load.served_by("b") == 0, "the route names c1 only"
         held = Held(pb, address, 3)
         wait_until(lambda: a.held == 3, what="held calls at a")
+        stream = on_backend(pb, address, "a")
 
         n = answered(cp, ROUTE)
         cp.set(routes_to("all", "c2"))
         moved = acked(cp, ROUTE, n)
+        assert [stream.say(f"after-{i}") for i in range(5)] == ["a"] * 5
+        stream.close()
         wait_until(lambda: load.served_by("b", since=moved) >= 300, what="calls on the moved route at b")
         assert load.served_by("a", since=moved) == 0, "a call started after the ACK went to the old cluster"
         a.release()
@@ -309,6 +327,7 @@ def test_a_cluster_removed_under_load_fails_no_call(spawn, tmp_path, pb, order, 
         wait_until(lambda: load.served_by("a") >= 20, what="calls through torii to a")
         held = Held(pb, address, 3)
         wait_until(lambda: a.held == 3, what="held calls at a")
+        stream = on_backend(pb, address, "a")
 
         routes, clusters = answered(cp, ROUTE), answered(cp, CLUSTER)
         if order == "together":
@@ -330,6 +349,9 @@ def test_a_cluster_removed_under_load_fails_no_call(spawn, tmp_path, pb, order, 
         wait_until(lambda: load.served_by("b", since=moved) >= 300, what="calls at b after the change")
         assert load.served_by("a", since=moved) == 0, "a call started after the ACK went to the removed cluster"
         wait_until(lambda: "c1" not in config_clusters(admin), what="c1 gone from /config")
+        # A stream open on the removed cluster goes on, message after message.
+        assert [stream.say(f"after-{i}") for i in range(5)] == ["a"] * 5
+        stream.close()
         a.release()
         ok, errors = held.results()
         assert errors == [] and ok == ["a"] * 3, (ok, errors)

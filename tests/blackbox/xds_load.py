@@ -3,6 +3,7 @@ Echo servers that say who answered and can hold calls open (to have calls
 in flight at the moment of a change), and grpcio clients calling through
 torii in a loop bounded in calls and time, recording every call."""
 
+import queue
 import threading
 import time
 from concurrent import futures
@@ -24,6 +25,7 @@ class Backend:
         self.started = 0  # calls that arrived
         self.held = 0  # hold calls that arrived
         self.in_flight = 0
+        self.streams = 0  # Bidi streams that arrived
         self.released = threading.Event()
         backend = self
 
@@ -43,6 +45,12 @@ class Backend:
                 finally:
                     with backend.lock:
                         backend.in_flight -= 1
+
+            def Bidi(self, request_iterator, context):
+                with backend.lock:
+                    backend.streams += 1
+                for request in request_iterator:
+                    yield pb.pb2.EchoResponse(message=f"{backend.name} {request.message}")
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         pb.grpc.add_EchoServicer_to_server(Servicer(), self.server)
@@ -145,3 +153,34 @@ class Held:
                 errors.append(f"{e.code()}: {e.details()}")
         self.channel.close()
         return ok, errors
+
+
+class Stream:
+    """A Bidi stream through `address`, open across a change: `say`
+    sends a message and returns the name of the backend that answered."""
+
+    def __init__(self, pb, address):
+        self.pb = pb
+        self.channel = grpc_channel(address)
+        self.outbox = queue.Queue()
+
+        def requests():
+            while True:
+                message = self.outbox.get()
+                if message is None:
+                    return
+                yield pb.pb2.EchoRequest(message=message)
+
+        self.replies = pb.grpc.EchoStub(self.channel).Bidi(requests(), timeout=60)
+
+    def say(self, message):
+        self.outbox.put(message)
+        return next(self.replies).message.split(" ")[0]
+
+    def close(self):
+        """Half-closes; asserts the stream ends with OK."""
+        self.outbox.put(None)
+        for _ in self.replies:
+            pass
+        assert self.replies.code() == grpc.StatusCode.OK, self.replies.details()
+        self.channel.close()
