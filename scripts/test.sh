@@ -94,10 +94,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt_install --no-install-recommends chromium
 fi
 
-# The Node peer: @grpc/grpc-js and @grpc/proto-loader, and for gRPC-Web the
-# grpc-web client (with xhr2), connect-web and esbuild, exactly as locked.
+# The Node peer: @grpc/grpc-js and @grpc/proto-loader, for gRPC-Web the
+# grpc-web client (with xhr2), connect-web and esbuild, and
+# @grpc/grpc-js-xds (a real xDS client of the xDS tests' control plane),
+# exactly as locked.
 node_peer=tests/peers/node
-if [ ! -d "$node_peer/node_modules/@grpc/grpc-js" ] || [ ! -d "$node_peer/node_modules/grpc-web" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; then
+if [ ! -d "$node_peer/node_modules/@grpc/grpc-js" ] || [ ! -d "$node_peer/node_modules/grpc-web" ] || [ ! -d "$node_peer/node_modules/@grpc/grpc-js-xds" ] || [ "$node_peer/package-lock.json" -nt "$node_peer/node_modules/.package-lock.json" ]; then
   echo "scripts/test.sh: npm ci in $node_peer" >&2
   (cd "$node_peer" && npm ci --no-audit --no-fund)
 fi

@@ -4,7 +4,10 @@
 //! an invalid resource among valid ones is NACKed by name and field while
 //! the others apply, a server that is down at start keeps torii not ready
 //! (saying why), and a server that goes away leaves the last
-//! configuration serving until it returns.
+//! configuration serving until it returns. Listener TLS from xDS (a
+//! DownstreamTlsContext) serves gRPC over TLS, requires client
+//! certificates when told to, and is NACKed when its certificates come
+//! from SDS.
 
 mod proxy_support;
 mod support;
@@ -364,5 +367,204 @@ async fn a_cluster_with_upstream_tls_from_xds() {
         cp.answers().iter().all(|a| a.error.is_none()),
         "{:?}",
         cp.answers()
+    );
+}
+
+/// A DownstreamTlsContext: the server certificate (chain inline, key from
+/// `key_file`), and, with `client_ca_file`, client certificates checked
+/// against it (`require` says whether one is required). No ALPN: torii's
+/// default applies.
+fn downstream_tls(
+    server: &CertPair,
+    key_file: &std::path::Path,
+    client_ca_file: Option<&std::path::Path>,
+    require: bool,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext {
+    use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
+        DownstreamTlsContext, TlsCertificate,
+    };
+    let source = |s: Specifier| DataSource {
+        specifier: Some(s),
+        ..Default::default()
+    };
+    let file = |p: &std::path::Path| source(Specifier::Filename(p.display().to_string()));
+    DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: vec![TlsCertificate {
+                certificate_chain: Some(source(Specifier::InlineString(server.cert_pem.clone()))),
+                private_key: Some(file(key_file)),
+                ..Default::default()
+            }],
+            validation_context_type: client_ca_file.map(|ca| {
+                ValidationContextType::ValidationContext(CertificateValidationContext {
+                    trusted_ca: Some(file(ca)),
+                    ..Default::default()
+                })
+            }),
+            ..Default::default()
+        }),
+        require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: require,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Listener `ingress` (routes `all` by RDS) with `ctx` on its filter chain.
+fn tls_listener(
+    ctx: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext,
+) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+    use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+    let mut l = rds_listener("ingress", "all");
+    l.filter_chains[0].transport_socket = Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(ctx))),
+    });
+    l
+}
+
+#[tokio::test]
+async fn a_listener_with_tls_from_xds_serves_grpc_over_tls() {
+    let a = start_echo().await;
+    let dir = TempDir::new("xds-listener-tls-certs");
+    let pki = TestPki::new("xds listener CA");
+    let server = pki.server_cert(&["localhost"]);
+    let (_, key) = server.write_to(dir.path(), "server").unwrap();
+    let (cp, addr, _stop) = control_plane(true, &[a.addr]).await;
+    cp.set(
+        "ingress",
+        &tls_listener(&downstream_tls(&server, &key, None, false)),
+    );
+    let p = torii(addr, "xds-listener-tls").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(
+        cp.answers().iter().all(|a| a.error.is_none()),
+        "{:?}",
+        cp.answers()
+    );
+    let ingress = p.running.try_addr("ingress").unwrap();
+    let client = TlsClient::new(pki.ca_cert_pem());
+    let mut echo = client.echo_client(ingress).await.expect("a TLS channel");
+    let reply = echo
+        .unary(EchoRequest {
+            message: "over tls".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a gRPC call over the xDS listener's TLS");
+    assert_eq!(reply.into_inner().message, "over tls");
+    assert_eq!(a.stats.completed(), 1);
+    // No alpn_protocols: torii's default, h2 and http/1.1 (never none).
+    let offered = client.clone().with_alpn(&["h2", "http/1.1"]);
+    assert_eq!(
+        offered.negotiated_alpn(ingress).await.unwrap().as_deref(),
+        Some("h2")
+    );
+    let http1 = client.with_alpn(&["http/1.1"]);
+    assert_eq!(
+        http1.negotiated_alpn(ingress).await.unwrap().as_deref(),
+        Some("http/1.1")
+    );
+    // Plaintext is not served on it.
+    assert!(
+        call(ingress).await.is_err(),
+        "an h2c call to a TLS listener"
+    );
+    let config = admin_get(p.running.admin_addr().unwrap(), "/config").await;
+    assert!(
+        config.contains("inline certificate of xDS listener ingress"),
+        "{config}"
+    );
+}
+
+#[tokio::test]
+async fn an_mtls_listener_from_xds_refuses_a_client_without_a_certificate() {
+    let a = start_echo().await;
+    let dir = TempDir::new("xds-listener-mtls-certs");
+    let pki = TestPki::new("xds listener mTLS CA");
+    let server = pki.server_cert(&["localhost"]);
+    let (_, key) = server.write_to(dir.path(), "server").unwrap();
+    let ca = pki.write_ca(dir.path(), "ca").unwrap();
+    let (cp, addr, _stop) = control_plane(true, &[a.addr]).await;
+    cp.set(
+        "ingress",
+        &tls_listener(&downstream_tls(&server, &key, Some(&ca), true)),
+    );
+    let p = torii(addr, "xds-listener-mtls").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let ingress = p.running.try_addr("ingress").unwrap();
+    let request = || EchoRequest {
+        message: "mtls".into(),
+        ..Default::default()
+    };
+
+    let anonymous = TlsClient::new(pki.ca_cert_pem());
+    let refused = match anonymous.echo_client(ingress).await {
+        Err(e) => e.to_string(),
+        Ok(mut c) => match c.unary(request()).await {
+            Ok(_) => panic!("a client without a certificate was served"),
+            Err(s) => s.to_string(),
+        },
+    };
+    assert_eq!(a.stats.completed(), 0, "refused: {refused}");
+
+    let stranger = TlsClient::new(pki.ca_cert_pem())
+        .with_client_cert(TestPki::untrusted_cert(&["client.test"], &[]));
+    if let Ok(mut c) = stranger.echo_client(ingress).await {
+        assert!(
+            c.unary(request()).await.is_err(),
+            "a certificate from another CA was accepted"
+        );
+    }
+    assert_eq!(a.stats.completed(), 0);
+
+    let client =
+        TlsClient::new(pki.ca_cert_pem()).with_client_cert(pki.client_cert(&["client.test"], &[]));
+    let mut echo = client.echo_client(ingress).await.expect("an mTLS channel");
+    echo.unary(request())
+        .await
+        .expect("a call with a certificate the CA signed");
+    assert_eq!(a.stats.completed(), 1);
+}
+
+#[tokio::test]
+async fn listener_tls_from_sds_is_nacked_naming_the_field() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
+    let a = start_echo().await;
+    let dir = TempDir::new("xds-listener-sds-certs");
+    let pki = TestPki::new("xds listener SDS CA");
+    let server = pki.server_cert(&["localhost"]);
+    let (_, key) = server.write_to(dir.path(), "server").unwrap();
+    let mut ctx = downstream_tls(&server, &key, None, false);
+    let common = ctx.common_tls_context.as_mut().unwrap();
+    common.tls_certificates.clear();
+    common.tls_certificate_sds_secret_configs = vec![SdsSecretConfig {
+        name: "server-cert".into(),
+        ..Default::default()
+    }];
+    let (cp, addr, _stop) = control_plane(true, &[a.addr]).await;
+    cp.set("ingress", &tls_listener(&ctx));
+    let _p = torii(addr, "xds-listener-sds").await;
+    let deadline = Instant::now() + PATIENCE;
+    let nack = loop {
+        let found = cp
+            .answers()
+            .into_iter()
+            .filter(|a| a.type_url == LISTENER)
+            .find_map(|a| a.error);
+        if found.is_some() || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let nack = nack.expect("the listener with SDS certificates is NACKed");
+    assert!(nack.contains("Listener \"ingress\""), "{nack}");
+    assert!(
+        nack.contains("tls_certificate_sds_secret_configs"),
+        "{nack}"
     );
 }

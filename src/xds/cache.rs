@@ -269,7 +269,7 @@ impl Cache {
             name: x.name.clone(),
             address: x.address,
             protocol: ListenerProtocol::Auto,
-            tls: None,
+            tls: x.tls.as_deref().cloned(),
             health_path: DEFAULT_HEALTH_PATH.to_string(),
             allow_encoded_slashes: false,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,

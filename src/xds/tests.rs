@@ -729,3 +729,70 @@ fn a_listener_waits_for_its_routes_clusters_and_endpoints() {
     assert_eq!(a.snapshot.clusters[0].name, "svc");
     assert!(a.waiting[0].contains("cluster \"next\""), "{:?}", a.waiting);
 }
+
+#[test]
+fn listener_tls_alpn_client_auth_and_refusals() {
+    use envoy_types::pb::envoy::config::core::v3::DataSource;
+    use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, transport_socket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType as V, CertificateValidationContext,
+        CommonTlsContext, DownstreamTlsContext, TlsCertificate,
+    };
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let pem = |s: String| {
+        Some(DataSource {
+            specifier: Some(Specifier::InlineString(s)),
+            ..Default::default()
+        })
+    };
+    let mut common = CommonTlsContext {
+        tls_certificates: vec![TlsCertificate {
+            certificate_chain: pem(cert.cert.pem()),
+            private_key: pem(cert.signing_key.serialize_pem()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let tls = |common: &CommonTlsContext, require: bool| {
+        let ctx = DownstreamTlsContext {
+            common_tls_context: Some(common.clone()),
+            require_client_certificate: Some(BoolValue { value: require }),
+            ..Default::default()
+        };
+        let ts = TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+        };
+        super::translate_tls::downstream_tls(&ts, "l", &mut Vec::new())
+    };
+    let t = tls(&common, false).unwrap().unwrap();
+    assert_eq!(
+        t.alpn,
+        [b"h2".to_vec(), b"http/1.1".to_vec()],
+        "default ALPN"
+    );
+    assert!(t.client_auth.is_none());
+    let why = tls(&common, true).unwrap_err();
+    assert!(why.contains("require_client_certificate"), "{why}");
+    common.alpn_protocols = vec!["h2".into()];
+    let mut v = CertificateValidationContext {
+        trusted_ca: pem(cert.cert.pem()),
+        ..Default::default()
+    };
+    common.validation_context_type = Some(V::ValidationContext(v.clone()));
+    let t = tls(&common, true).unwrap().unwrap();
+    assert_eq!(t.alpn, [b"h2".to_vec()]);
+    assert!(t.client_auth.as_ref().is_some_and(|c| c.required));
+    v.match_typed_subject_alt_names = vec![Default::default()];
+    common.validation_context_type = Some(V::ValidationContext(v));
+    let why = tls(&common, true).unwrap_err();
+    assert!(why.contains("match_typed_subject_alt_names"), "{why}");
+    common.validation_context_type = None;
+    common.tls_certificates[0].private_key =
+        pem(rcgen::generate_simple_self_signed(vec!["x".to_string()])
+            .unwrap()
+            .signing_key
+            .serialize_pem());
+    let why = tls(&common, false).unwrap_err();
+    assert!(why.contains("does not belong to the certificate"), "{why}");
+}

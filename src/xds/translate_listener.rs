@@ -1,7 +1,7 @@
 //! Listener (with an HttpConnectionManager, inline route configuration or
 //! RDS) → what torii needs to build a [`crate::config::Listener`]: its
-//! address and its routes, or the name of the RouteConfiguration that
-//! holds them.
+//! address, its routes or the name of the RouteConfiguration that holds
+//! them, and its TLS (the filter chain's `DownstreamTlsContext`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,6 +13,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 
 use super::decode;
 use super::translate_route::{route_configuration, XRoute};
+use super::translate_tls::downstream_tls;
+use crate::config::ServerTls;
 
 const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -37,6 +39,9 @@ pub struct XListener {
     pub name: String,
     pub address: SocketAddr,
     pub routes: Routes,
+    /// From the filter chain's `DownstreamTlsContext`; None: plaintext.
+    /// (Boxed: most listeners have none, and the cache holds many.)
+    pub tls: Option<Box<ServerTls>>,
 }
 
 pub fn listener(l: &PbListener, ignored: &mut Vec<String>) -> Result<XListener, String> {
@@ -68,6 +73,12 @@ pub fn listener(l: &PbListener, ignored: &mut Vec<String>) -> Result<XListener, 
         }
     };
     let routes = chain_routes(chain, ignored).map_err(|e| format!("filter_chains[0].{e}"))?;
+    let tls = match &chain.transport_socket {
+        Some(ts) => downstream_tls(ts, &l.name, ignored)
+            .map_err(|e| format!("filter_chains[0].{e}"))?
+            .map(Box::new),
+        None => None,
+    };
     if !l.listener_filters.is_empty() {
         ignored.push(
             "listener_filters (torii detects TLS and HTTP from the first bytes by itself)".into(),
@@ -84,6 +95,7 @@ pub fn listener(l: &PbListener, ignored: &mut Vec<String>) -> Result<XListener, 
         name: l.name.clone(),
         address,
         routes,
+        tls,
     })
 }
 
@@ -119,14 +131,6 @@ fn chain_routes(chain: &FilterChain, ignored: &mut Vec<String>) -> Result<Routes
                     ignoring the match would serve connections it excludes"
                 .into(),
         );
-    }
-    if let Some(ts) = &chain.transport_socket {
-        return Err(format!(
-            "transport_socket {:?}: torii does not take listener TLS from xDS yet, and serving \
-             plaintext where TLS was asked for would expose the traffic; configure TLS \
-             listeners in the file",
-            ts.name
-        ));
     }
     let [only] = chain.filters.as_slice() else {
         return Err(format!(

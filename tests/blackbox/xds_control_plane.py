@@ -4,19 +4,20 @@ xDS and state of the world (or state of the world only, answering delta
 with UNIMPLEMENTED). Tests set and remove resources; every ACK and NACK is
 recorded."""
 
+import contextlib
 import threading
 from concurrent import futures
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 
 PREFIX = "type.googleapis.com/"
 CLUSTER = PREFIX + "envoy.config.cluster.v3.Cluster"
@@ -31,17 +32,27 @@ def _socket(address: str) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=int(port)))
 
 
-def eds_cluster(name):
-    return cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS, eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig())
+ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())
 
 
-def assignment(cluster, addresses):
+def eds_cluster(name, ads=False):
+    """An EDS cluster; `ads` names ADS as its EDS source (gRPC clients
+    require it; torii takes either)."""
+    eds = cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS if ads else None)
+    return cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS, eds_cluster_config=eds)
+
+
+def assignment(cluster, addresses, locality=False):
+    """The endpoints of `cluster`; `locality` puts them in a weighted
+    locality (gRPC clients skip endpoints without one)."""
     endpoints = [
         endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=_socket(a))) for a in addresses
     ]
-    return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster, endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=endpoints)]
-    )
+    group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=endpoints)
+    if locality:
+        group.locality.CopyFrom(base_pb2.Locality(region="blackbox"))
+        group.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=1))
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=[group])
 
 
 def rds_listener(name, route_config):
@@ -57,6 +68,19 @@ def rds_listener(name, route_config):
     )
 
 
+def api_listener(name, route_config):
+    """A Listener for proxyless gRPC clients (`xds:///NAME`): an
+    api_listener holding the HttpConnectionManager, routes by RDS over ADS."""
+    router = hcm_pb2.HttpFilter(name="envoy.filters.http.router")
+    router.typed_config.Pack(router_pb2.Router())
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=name, rds=hcm_pb2.Rds(route_config_name=route_config, config_source=ADS), http_filters=[router]
+    )
+    listener = listener_pb2.Listener(name=name, api_listener=api_listener_pb2.ApiListener())
+    listener.api_listener.api_listener.Pack(hcm)
+    return listener
+
+
 def routes_to(name, cluster):
     route = route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(prefix="/"), route=route_components_pb2.RouteAction(cluster=cluster)
@@ -66,12 +90,15 @@ def routes_to(name, cluster):
 
 
 class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, delta=True):
+    def __init__(self, delta=True, first_version=0):
         self.delta = delta
-        self.changed = threading.Condition()
+        # Reentrant: `batch` holds it around several `set`/`remove`.
+        self.changed = threading.Condition(threading.RLock())
         self.resources = {}  # type URL -> {name: (version, Any)}
-        self.version = 0
-        self.answers = []  # (type URL, NACK message or None)
+        # A restarted control plane starts above the last one's versions, so
+        # that a version torii holds never names different content.
+        self.version = first_version
+        self.answers = []  # (type URL, NACK message or None, node id)
         self.streams = []  # "delta" / "sotw", one per stream
         self.server = None
 
@@ -91,6 +118,12 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self.version += 1
             self.resources.get(type_url, {}).pop(name, None)
             self.changed.notify_all()
+
+    @contextlib.contextmanager
+    def batch(self):
+        """`set`s and `remove`s inside are seen by the streams together."""
+        with self.changed:
+            yield
 
     def wait_answers(self, predicate, timeout=20.0):
         """The answers once `predicate(answers)` holds (or after `timeout`)."""
@@ -152,17 +185,21 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 out = respond()
             yield from out
 
-    def _record(self, request):
+    def _record(self, request, node):
+        """Records an ACK or NACK; `node` holds the stream's node id (the
+        first request names it)."""
+        if request.HasField("node") and not node:
+            node.append(request.node.id)
         if request.response_nonce:
             error = request.error_detail.message if request.HasField("error_detail") else None
-            self.answers.append((request.type_url, error))
+            self.answers.append((request.type_url, error, node[0] if node else None))
 
     def StreamAggregatedResources(self, request_iterator, context):
         self.streams.append("sotw")
-        subs, sent, nonce = {}, {}, [0]
+        subs, sent, nonce, node = {}, {}, [0], []
 
         def handle(request):
-            self._record(request)
+            self._record(request, node)
             names = set(request.resource_names)
             subs[request.type_url] = None if (not names and request.type_url in WILDCARD) else names
 
@@ -191,10 +228,10 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if not self.delta:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not implemented here")
         self.streams.append("delta")
-        subs, sent, nonce = {}, {}, [0]
+        subs, sent, nonce, node = {}, {}, [0], []
 
         def handle(request):
-            self._record(request)
+            self._record(request, node)
             if request.type_url not in subs:
                 subs[request.type_url] = None if not request.resource_names_subscribe else set()
                 known = sent.setdefault(request.type_url, {})
