@@ -158,14 +158,55 @@ impl Exporter {
         let path = PathAndQuery::from_static(
             "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
         );
-        let codec = tonic_prost::ProstCodec::<Encoded, ExportTraceServiceResponse>::default();
         let resp = self
             .client
-            .unary(tonic::Request::new(batch), path, codec)
+            .unary(tonic::Request::new(batch), path, ExportCodec)
             .await?
             .into_inner();
         Ok(resp
             .partial_success
             .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0)))
+    }
+}
+
+/// `TraceService/Export`'s codec: the request goes out as the bytes
+/// [`otlp::request`] wrote, into a buffer made its size at once (prost's
+/// encoder grows tonic's 8 KiB buffer by doubling, copying the batch
+/// again each time); the answer is decoded by prost.
+struct ExportCodec;
+
+impl tonic::codec::Codec for ExportCodec {
+    type Encode = Encoded;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = EncodedWriter;
+    type Decoder = tonic_prost::ProstDecoder<ExportTraceServiceResponse>;
+
+    fn encoder(&mut self) -> EncodedWriter {
+        EncodedWriter
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<ExportTraceServiceResponse, ExportTraceServiceResponse>::raw_decoder(
+            tonic::codec::BufferSettings::default(),
+        )
+    }
+}
+
+struct EncodedWriter;
+
+impl tonic::codec::Encoder for EncodedWriter {
+    type Item = Encoded;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Encoded,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.reserve(item.head.len() + item.spans.len());
+        dst.put_slice(&item.head);
+        dst.put_slice(&item.spans);
+        Ok(())
     }
 }

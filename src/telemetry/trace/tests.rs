@@ -80,7 +80,7 @@ fn a_sampled_parent_is_continued_with_one_client_span_per_attempt() {
 /// generated types: the spans, after checking the resource and scope.
 fn decoded(requests: &[Finished]) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    let bytes = otlp::request("svc", requests).0;
+    let bytes = otlp::request("svc", requests).to_vec();
     let mut req = <ExportTraceServiceRequest as prost::Message>::decode(&bytes[..]).unwrap();
     assert_eq!(req.resource_spans.len(), 1);
     let mut rs = req.resource_spans.remove(0);
@@ -324,7 +324,7 @@ fn tracing_cost() {
         }
         let taken = queue.take();
         let t0 = std::time::Instant::now();
-        let bytes = otlp::request("torii", &taken).0;
+        let bytes = otlp::request("torii", &taken).to_vec();
         drop(taken);
         export = export.min(t0.elapsed() / M);
         size = bytes.len() / M as usize;
