@@ -30,8 +30,9 @@ pub struct Encoded {
     pub spans: Vec<u8>,
 }
 
+#[cfg(test)]
 impl Encoded {
-    /// The message's bytes in one piece (tests).
+    /// The message's bytes in one piece.
     pub fn to_vec(&self) -> Vec<u8> {
         [self.head.as_slice(), &self.spans].concat()
     }
