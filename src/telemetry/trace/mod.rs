@@ -240,24 +240,34 @@ fn tracestate(headers: &HeaderMap) -> Option<Box<str>> {
     (!out.is_empty()).then(|| out.into_boxed_str())
 }
 
-/// Random ids from the thread's generator (seeded once, no system call
-/// per id).
-fn new_trace_id() -> TraceId {
-    loop {
-        let id: TraceId = rand::random();
-        if id != [0; 16] {
-            return id;
+thread_local! {
+    /// Ids come from a small fast generator per thread, seeded from the
+    /// operating system's randomness through rand's thread generator (as
+    /// OpenTelemetry's SDKs do): ids must be unique and unguessable
+    /// enough to not collide, not secret. ChaCha's refills were a fifth
+    /// of a sampled request's own tracing work.
+    static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_rng(&mut rand::rng()));
+}
+
+fn random_id<const N: usize>() -> [u8; N] {
+    IDS.with(|g| {
+        let mut g = g.borrow_mut();
+        loop {
+            let id: [u8; N] = rand::Rng::random(&mut *g);
+            if id != [0; N] {
+                return id;
+            }
         }
-    }
+    })
+}
+
+fn new_trace_id() -> TraceId {
+    random_id()
 }
 
 fn new_span_id() -> SpanId {
-    loop {
-        let id: SpanId = rand::random();
-        if id != [0; 8] {
-            return id;
-        }
-    }
+    random_id()
 }
 
 fn now_nanos() -> u64 {

@@ -40,7 +40,8 @@ impl Encoded {
 
 /// The request for `service_name`'s spans of `requests`.
 pub fn request(service_name: &str, requests: &[Finished]) -> Encoded {
-    let mut spans = Vec::with_capacity(requests.len() * 600);
+    // A gRPC call with one attempt takes about 720 bytes.
+    let mut spans = Vec::with_capacity(requests.len() * 800);
     let mut scratch = Vec::with_capacity(1024);
     for f in requests {
         write_request_spans(f, &mut spans, &mut scratch);
@@ -336,7 +337,17 @@ mod tests {
 
     #[test]
     fn varints_match_prosts() {
-        for v in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX.into(), u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX.into(),
+            u64::MAX,
+        ] {
             let mut ours = Vec::new();
             super::encode_varint(v, &mut ours);
             let mut theirs = Vec::new();
