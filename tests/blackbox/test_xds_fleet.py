@@ -8,9 +8,9 @@ clients in the root namespace call each replica at its own address.
 
 The replicas' files hold nothing but the admin address and the xDS server:
 everything they serve comes from the control plane. The test checks that
-all three become ready from it alone, that an endpoint move reaches all
-three (each ACKs the new version, /config shows it, and calls through each
-land on the new backend), and that when one replica is killed (SIGKILL)
+all three become ready from it alone, that an endpoint move and then a
+route change reach all three (each ACKs the new version, /config shows it,
+and calls through each land on the new backend), and that when one replica is killed (SIGKILL)
 the control plane sees its stream end while the clients of the other two
 see no failed call. Namespaces, veths and the bridge are removed at the
 end, also when the test fails.
