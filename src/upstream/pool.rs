@@ -22,8 +22,8 @@ pub struct Endpoint {
     pub host: String,
     /// Its share of the cluster's traffic relative to the others' (1: even).
     pub weight: u32,
-    /// Weighted round robin's running score (smooth weighted round robin:
-    /// changed only under the cluster's lock).
+    /// Weighted round robin's running score (smooth weighted round robin),
+    /// updated under the cluster's lock.
     pub(super) wrr_current: AtomicI64,
     /// Requests in flight, for least_request balancing.
     pub active: Arc<AtomicUsize>,
