@@ -60,7 +60,8 @@ if ! command -v curl >/dev/null 2>&1; then
   apt_install curl
 fi
 
-# tests/sidecar_netns.rs: network namespaces (ip) and REDIRECT rules (iptables).
+# tests/sidecar_netns.rs: network namespaces (ip) and REDIRECT rules (iptables);
+# tests/blackbox/test_xds_fleet.py: namespaces, veth pairs and a bridge (ip).
 net_tools=()
 command -v ip >/dev/null 2>&1 || net_tools+=(iproute2)
 command -v iptables >/dev/null 2>&1 || net_tools+=(iptables)

@@ -4,7 +4,7 @@
 mod proxy_support;
 mod support;
 
-use proxy_support::{front, front_with, tls_front};
+use proxy_support::{front, front_with, start, tls_front};
 use support::*;
 
 #[tokio::test]
@@ -68,6 +68,41 @@ async fn random_and_least_request_reach_every_endpoint() {
         let counts = spread(lb).await;
         assert_eq!(counts.iter().sum::<u64>(), 300);
         assert!(counts.iter().all(|&c| c >= 30), "{lb}: {counts:?}");
+    }
+}
+
+/// 600 calls through a cluster of three endpoints written with weights
+/// 3, 1 (plain host:port) and 2; the calls each endpoint got.
+async fn weighted_spread(lb: &str) -> Vec<u64> {
+    let servers = [start_echo().await, start_echo().await, start_echo().await];
+    let [a, b, c] = [0, 1, 2].map(|i| servers[i].addr);
+    let yaml = format!(
+        "listeners:\n  - name: plain\n    address: 127.0.0.1:0\n    routes:\n      - cluster: up\n\
+         clusters:\n  - name: up\n    lb: {lb}\n    endpoints:\n      - {{ address: \"{a}\", weight: 3 }}\n\
+         \x20     - \"{b}\"\n      - {{ address: \"{c}\", weight: 2 }}\n"
+    );
+    let proxy = start(&yaml, TempDir::new("weighted")).await;
+    let mut client = h2c_client(proxy.addr("plain")).await;
+    for _ in 0..600 {
+        client.unary(EchoRequest::default()).await.unwrap();
+    }
+    servers.iter().map(|s| s.stats.snapshot().started).collect()
+}
+
+#[tokio::test]
+async fn endpoint_weights_split_the_calls() {
+    // Weighted round robin: exactly 3 : 1 : 2.
+    assert_eq!(weighted_spread("round_robin").await, vec![300, 100, 200]);
+    // Weighted random, and least_request on one call at a time (each
+    // endpoint idle, so the heavier of the two drawn wins): the heaviest
+    // endpoint gets the most, the lightest the least.
+    for lb in ["random", "least_request"] {
+        let counts = weighted_spread(lb).await;
+        assert_eq!(counts.iter().sum::<u64>(), 600);
+        assert!(
+            counts[0] > counts[2] && counts[2] > counts[1] && counts[1] >= 30,
+            "{lb}: {counts:?}"
+        );
     }
 }
 

@@ -517,6 +517,7 @@ jwt_providers: [{zz: 1, jwks: {zz: 1}, from: [{zz: 1}]}]
 api_keys: [{zz: 1, from: [{zz: 1}]}]
 clusters:
   - zz: 1
+    endpoints: [{zz: 1}]
     tls: {zz: 1}
     health_check: {zz: 1}
     outlier_detection: {zz: 1}
@@ -555,7 +556,7 @@ xds: {zz: 1, node: {zz: 1}, tls: {zz: 1}}
         let keys = keys.split(", ").map(str::to_string).collect();
         sections.push((shape, keys));
     }
-    assert_eq!(sections.len(), 32, "torii check said:\n{text}");
+    assert_eq!(sections.len(), 33, "torii check said:\n{text}");
     sections
 }
 

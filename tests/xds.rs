@@ -7,7 +7,7 @@
 //! configuration serving until it returns. Listener TLS from xDS (a
 //! DownstreamTlsContext) serves gRPC over TLS, requires client
 //! certificates when told to, and is NACKed when its certificates come
-//! from SDS.
+//! from SDS. Endpoint and locality weights split the calls as they say.
 
 mod proxy_support;
 mod support;
@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::google::protobuf::UInt32Value;
 use proxy_support::{start, Proxy};
 use support::*;
 use tokio::net::TcpListener;
@@ -146,6 +147,56 @@ async fn delta_config_serves_and_endpoint_changes_apply() {
         p.running.try_addr("ingress").is_none(),
         "the removed listener is gone"
     );
+}
+
+#[tokio::test]
+async fn endpoint_and_locality_weights_split_the_calls() {
+    let [a, b, c] = [start_echo().await, start_echo().await, start_echo().await];
+    // Two localities of equal weight: a (weight 3) and b in one, c alone
+    // in the other. Shares: a 3/8, b 1/8, c 1/2, so weights 3 : 1 : 4.
+    let weight = |value| Some(UInt32Value { value });
+    let mut cla = assignment("echo", &[a.addr, b.addr]);
+    cla.endpoints[0].lb_endpoints[0].load_balancing_weight = weight(3);
+    let mut other = assignment("echo", &[c.addr]).endpoints.remove(0);
+    cla.endpoints[0].load_balancing_weight = weight(1);
+    other.load_balancing_weight = weight(1);
+    cla.endpoints.push(other);
+    let (cp, server, _stop) = control_plane(true, &[a.addr]).await;
+    cp.set("echo", &cla);
+    let p = torii(server, "xds-weights").await;
+    let ready = ready_when(&p, |r| r.starts_with("HTTP/1.1 200")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // /config shows the weights, as a file would write them.
+    let config = loop_config(&p, "\"weight\": 4").await;
+    assert!(
+        config.contains("\"weight\": 3") && config.contains("\"weight\": 4"),
+        "{config}"
+    );
+    let ingress = p.running.try_addr("ingress").expect("listener from LDS");
+    let mut client = h2c_client(ingress).await;
+    for _ in 0..400 {
+        client.unary(EchoRequest::default()).await.unwrap();
+    }
+    let counts: Vec<u64> = [&a, &b, &c]
+        .iter()
+        .map(|s| s.stats.snapshot().started)
+        .collect();
+    assert_eq!(counts, vec![150, 50, 200]);
+    let answers = cp.answers();
+    assert!(answers.iter().all(|a| a.error.is_none()), "{answers:?}");
+}
+
+/// `/config` once it contains `want` (or after PATIENCE).
+async fn loop_config(p: &Proxy, want: &str) -> String {
+    let admin = p.running.admin_addr().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let config = admin_get(admin, "/config").await;
+        if config.contains(want) || Instant::now() > deadline {
+            return config;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -172,7 +172,11 @@ fn route(r: &Route) -> Value {
 fn cluster(c: &Cluster) -> Value {
     json!({
         "name": c.name,
-        "endpoints": c.endpoints.iter().map(|e| format!("{}:{}", e.host, e.port)).collect::<Vec<_>>(),
+        // As the file writes them: host:port, with its weight when not 1.
+        "endpoints": c.endpoints.iter().map(|e| {
+            let address = format!("{}:{}", e.host, e.port);
+            if e.weight == 1 { json!(address) } else { json!({"address": address, "weight": e.weight}) }
+        }).collect::<Vec<_>>(),
         "protocol": c.protocol.as_str(),
         "lb": c.lb.as_str(),
         "connect_timeout": dur(c.connect_timeout),

@@ -10,7 +10,7 @@ use super::locate::join;
 use super::model::*;
 use super::patterns::valid_hostname;
 use super::problem::{did_you_mean, list};
-use super::raw::{RawCluster, RawKeepalive, RawUpstreamTls};
+use super::raw::{RawCluster, RawEndpoint, RawKeepalive, RawUpstreamTls};
 use super::tls;
 
 /// Every cluster the file defines, valid or not: a route naming a cluster
@@ -174,7 +174,7 @@ fn keepalive(cx: &mut Ctx, path: &str, raw: Option<RawKeepalive>) -> Option<Keep
     })
 }
 
-fn endpoints(cx: &mut Ctx, path: &str, raw: Option<Vec<String>>) -> Option<Vec<EndpointAddr>> {
+fn endpoints(cx: &mut Ctx, path: &str, raw: Option<Vec<RawEndpoint>>) -> Option<Vec<EndpointAddr>> {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
         cx.error(
@@ -186,11 +186,45 @@ fn endpoints(cx: &mut Ctx, path: &str, raw: Option<Vec<String>>) -> Option<Vec<E
     let parsed: Vec<Option<EndpointAddr>> = raw
         .iter()
         .enumerate()
-        .map(|(i, text)| {
+        .map(|(i, raw)| {
             let at = format!("{path}[{i}]");
-            endpoint(text.trim())
-                .map_err(|why| cx.error(&at, format!("{at} {text:?}: {why}")))
-                .ok()
+            let (text, weight) = match raw {
+                RawEndpoint::Plain(text) => (text, None),
+                RawEndpoint::Full(f) => {
+                    let Some(text) = &f.address else {
+                        let why = format!(
+                            "{at} has no address; write {{ address: host:port, weight: N }}"
+                        );
+                        cx.error(&at, why);
+                        return None;
+                    };
+                    (text, f.weight)
+                }
+            };
+            let weight = match weight {
+                None => Some(1),
+                Some(w) if (1..=i64::from(MAX_ENDPOINT_WEIGHT)).contains(&w) => Some(w as u32),
+                Some(w) => {
+                    let weight_at = join(&at, "weight");
+                    let why = format!(
+                        "{weight_at} is {w}; it must be from 1 to {MAX_ENDPOINT_WEIGHT} (the \
+                         endpoint's share of the traffic relative to the others')"
+                    );
+                    cx.error(&weight_at, why);
+                    None
+                }
+            };
+            let address_at = match raw {
+                RawEndpoint::Plain(_) => at.clone(),
+                RawEndpoint::Full(_) => join(&at, "address"),
+            };
+            let addr = endpoint(text.trim())
+                .map_err(|why| cx.error(&address_at, format!("{at} {text:?}: {why}")))
+                .ok();
+            Some(EndpointAddr {
+                weight: weight?,
+                ..addr?
+            })
         })
         .collect();
     parsed.into_iter().collect()
@@ -228,6 +262,7 @@ pub fn endpoint(text: &str) -> Result<EndpointAddr, String> {
     Ok(EndpointAddr {
         host: host.to_string(),
         port,
+        weight: 1,
     })
 }
 
@@ -331,6 +366,7 @@ mod tests {
         EndpointAddr {
             host: host.into(),
             port,
+            weight: 1,
         }
     }
 

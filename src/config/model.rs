@@ -443,7 +443,13 @@ pub struct EndpointAddr {
     /// without its brackets (`[::1]:9090` → `::1`), so it parses as an IpAddr.
     pub host: String,
     pub port: u16,
+    /// Its share of the cluster's traffic relative to the others' (1–128;
+    /// 1 for all: an even split).
+    pub weight: u32,
 }
+
+/// The highest endpoint weight.
+pub const MAX_ENDPOINT_WEIGHT: u32 = 128;
 
 #[derive(Debug, Clone)]
 pub struct Cluster {

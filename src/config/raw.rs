@@ -193,7 +193,7 @@ pub struct RawHeaderEdits {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCluster {
     pub name: Option<String>,
-    pub endpoints: Option<Vec<String>>,
+    pub endpoints: Option<Vec<RawEndpoint>>,
     pub protocol: Option<String>,
     pub tls: Option<RawUpstreamTls>,
     pub lb: Option<String>,
@@ -273,6 +273,41 @@ impl<'de> Deserialize<'de> for OrderedMap {
     }
 }
 
+/// An endpoint as written: `host:port`, or `{ address: host:port, weight: N }`.
+#[derive(Debug)]
+pub enum RawEndpoint {
+    Plain(String),
+    Full(RawEndpointFields),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEndpointFields {
+    pub address: Option<String>,
+    pub weight: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for RawEndpoint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawEndpoint;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("host:port, or a mapping like { address: host:port, weight: 2 }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawEndpoint, E> {
+                Ok(RawEndpoint::Plain(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawEndpoint, A::Error> {
+                // The derive reads the fields, so an unknown key is reported
+                // as anywhere else.
+                RawEndpointFields::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawEndpoint::Full)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
 /// `destination_protocols`: port → protocol, in file order. Keys are read
 /// as text (`"443"` or `443`) and checked by `validate`.
 #[derive(Debug, Default)]
@@ -334,6 +369,7 @@ pub fn known_keys(shape: &str) -> Option<&'static [&'static str]> {
         "listeners[].json_transcoding" => fields_of::<RawJsonTranscoding>(),
         "listeners[].json_transcoding.print" => fields_of::<RawPrint>(),
         "clusters[]" => fields_of::<RawCluster>(),
+        "clusters[].endpoints[]" => fields_of::<RawEndpointFields>(),
         "jwt_providers[]" => fields_of::<super::raw_auth::RawJwtProvider>(),
         "jwt_providers[].jwks" => fields_of::<super::raw_auth::RawJwks>(),
         "jwt_providers[].from[]" | "api_keys[].from[]" => {

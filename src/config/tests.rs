@@ -462,7 +462,8 @@ fn cluster_rules() {
         k.endpoints[1],
         EndpointAddr {
             host: "::1".into(),
-            port: 9090
+            port: 9090,
+            weight: 1,
         }
     );
     assert_eq!(
@@ -496,6 +497,45 @@ fn cluster_rules() {
     );
     let dup = "listeners:\n  - name: a\n    address: 127.0.0.1:1\nclusters:\n  - name: c\n    endpoints: [a:1]\n  - name: c\n    endpoints: [b:1]\n";
     only(dup, "7:11", "cluster name \"c\" is used twice");
+}
+
+#[test]
+fn endpoint_weights() {
+    let c = load(&cluster(
+        "    endpoints: [a:1, { address: b:2, weight: 3 }, { address: \"[::1]:3\" }]\n",
+    ))
+    .unwrap();
+    let weights: Vec<_> = c.clusters[0]
+        .endpoints
+        .iter()
+        .map(|e| (e.host.as_str(), e.port, e.weight))
+        .collect();
+    assert_eq!(weights, vec![("a", 1, 1), ("b", 2, 3), ("::1", 3, 1)]);
+    only(
+        &cluster("    endpoints: [{ address: b:2, weight: 0 }]\n"),
+        "6:41",
+        "clusters[0].endpoints[0].weight is 0; it must be from 1 to 128",
+    );
+    only(
+        &cluster("    endpoints: [{ address: b:2, weight: 129 }]\n"),
+        "6:41",
+        "must be from 1 to 128",
+    );
+    only(
+        &cluster("    endpoints: [{ weight: 2 }]\n"),
+        "6:17",
+        "clusters[0].endpoints[0] has no address",
+    );
+    only(
+        &cluster("    endpoints: [{ address: b, weight: 2 }]\n"),
+        "6:28",
+        "clusters[0].endpoints[0] \"b\": add the port",
+    );
+    only(
+        &cluster("    endpoints: [{ address: b:2, wieght: 2 }]\n"),
+        "6:33",
+        "unknown key \"wieght\" in clusters[0].endpoints[0]; expected one of: address, weight; did you mean \"weight\"?",
+    );
 }
 
 #[test]

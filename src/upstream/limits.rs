@@ -179,7 +179,7 @@ mod tests {
         let load = Load::new(Limits::default(), "c", Arc::new(Metrics::new()));
         let budget = super::super::budget::Budget::new(Default::default());
         let ep =
-            super::super::pool::Endpoint::new("127.0.0.1:1".parse().unwrap(), "h".into(), 1, 1);
+            super::super::pool::Endpoint::new("127.0.0.1:1".parse().unwrap(), "h".into(), 1, 1, 1);
         const N: u32 = 10_000_000;
         for round in 0..3 {
             let t = std::time::Instant::now();

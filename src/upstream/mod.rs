@@ -53,6 +53,11 @@ pub struct ClusterRuntime {
     /// Why the last DNS resolution failed, per name, for error messages.
     dns_errors: Mutex<HashMap<String, String>>,
     rr: AtomicUsize,
+    /// True when some endpoint's weight is not 1: the weighted choices
+    /// (all weights 1 keep the plain, lock-free ones).
+    weighted: bool,
+    /// Held while weighted round robin updates the endpoints' scores.
+    wrr: Mutex<()>,
     /// True once every DNS name was looked up at least once.
     resolved: tokio::sync::watch::Sender<bool>,
     /// How many retries the cluster's retry policies may send.
@@ -111,13 +116,15 @@ impl ClusterRuntime {
                 Ok(ip) => statics.push(Arc::new(Endpoint::new(
                     SocketAddr::new(ip, ep.port),
                     ep.host.clone(),
+                    ep.weight,
                     config.max_streams_per_connection,
                     config.max_connections_per_endpoint,
                 ))),
-                Err(_) => names.push((ep.host.clone(), ep.port)),
+                Err(_) => names.push((ep.host.clone(), ep.port, ep.weight)),
             }
         }
         let budget = budget::Budget::new(config.retry_budget);
+        let weighted = config.endpoints.iter().any(|e| e.weight != 1);
         let rt = Arc::new(ClusterRuntime {
             name: Arc::from(config.name.as_str()),
             config,
@@ -128,6 +135,8 @@ impl ClusterRuntime {
             endpoints: ArcSwap::from_pointee(statics.clone()),
             dns_errors: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
+            weighted,
+            wrr: Mutex::new(()),
             resolved: tokio::sync::watch::Sender::new(names.is_empty()),
             budget,
         });
@@ -172,7 +181,7 @@ impl ClusterRuntime {
             .map(|e| {
                 before
                     .iter()
-                    .find(|o| o.addr == e.addr && o.host == e.host)
+                    .find(|o| o.addr == e.addr && o.host == e.host && o.weight == e.weight)
                     .cloned()
                     .unwrap_or_else(|| e.clone())
             })
@@ -196,7 +205,11 @@ impl ClusterRuntime {
         // pick among them all without collecting candidates.
         if exclude.is_empty() && !all.is_empty() && all.iter().all(|e| e.available()) {
             self.panic_over();
-            let i = self.choose(all.len(), |i| all[i].active.load(Ordering::Relaxed));
+            let i = if self.weighted {
+                self.choose_weighted(&all)
+            } else {
+                self.choose(all.len(), |i| all[i].active.load(Ordering::Relaxed))
+            };
             return Some(all[i].clone());
         }
         let mut candidates: Vec<&Arc<Endpoint>> = all
@@ -218,9 +231,13 @@ impl ClusterRuntime {
         if candidates.is_empty() {
             return None;
         }
-        let i = self.choose(candidates.len(), |i| {
-            candidates[i].active.load(Ordering::Relaxed)
-        });
+        let i = if self.weighted {
+            self.choose_weighted(&candidates)
+        } else {
+            self.choose(candidates.len(), |i| {
+                candidates[i].active.load(Ordering::Relaxed)
+            })
+        };
         Some(candidates[i].clone())
     }
 
@@ -242,6 +259,59 @@ impl ClusterRuntime {
                 let a = rand::random_range(0..n);
                 let b = rand::random_range(0..n);
                 if load(b) < load(a) {
+                    b
+                } else {
+                    a
+                }
+            }
+        }
+    }
+
+    /// `choose` for endpoints of different weights: smooth weighted round
+    /// robin (each pick adds every candidate's weight to its score, takes
+    /// the highest and subtracts the total from it: exact proportions,
+    /// interleaved), weighted random, or the less busy of two random
+    /// candidates by requests in flight per unit of weight.
+    fn choose_weighted<E: AsRef<Endpoint>>(&self, candidates: &[E]) -> usize {
+        let weight = |i: usize| i64::from(candidates[i].as_ref().weight);
+        match self.config.lb {
+            LbPolicy::RoundRobin => {
+                let _turn = self.wrr.lock().unwrap_or_else(|p| p.into_inner());
+                let (mut best, mut best_score, mut total) = (0, i64::MIN, 0);
+                for (i, e) in candidates.iter().enumerate() {
+                    let e = e.as_ref();
+                    let score = e.wrr_current.load(Ordering::Relaxed) + weight(i);
+                    e.wrr_current.store(score, Ordering::Relaxed);
+                    total += weight(i);
+                    if score > best_score {
+                        (best, best_score) = (i, score);
+                    }
+                }
+                candidates[best]
+                    .as_ref()
+                    .wrr_current
+                    .fetch_sub(total, Ordering::Relaxed);
+                best
+            }
+            LbPolicy::Random => {
+                let total: i64 = (0..candidates.len()).map(weight).sum();
+                let mut r = rand::random_range(0..total.max(1));
+                for i in 0..candidates.len() {
+                    r -= weight(i);
+                    if r < 0 {
+                        return i;
+                    }
+                }
+                candidates.len() - 1
+            }
+            LbPolicy::LeastRequest => {
+                let n = candidates.len();
+                let (a, b) = (rand::random_range(0..n), rand::random_range(0..n));
+                // (requests + 1) / weight, compared without dividing; the
+                // +1 lets weight decide between idle endpoints.
+                let busy =
+                    |i: usize| candidates[i].as_ref().active.load(Ordering::Relaxed) as i64 + 1;
+                if busy(b) * weight(a) < busy(a) * weight(b) {
                     b
                 } else {
                     a
@@ -312,17 +382,17 @@ async fn resolve_loop(
     cluster: Weak<ClusterRuntime>,
     dns: Dns,
     statics: Vec<Arc<Endpoint>>,
-    names: Vec<(String, u16)>,
+    names: Vec<(String, u16, u32)>,
 ) {
-    let mut resolved: HashMap<(String, u16), Vec<SocketAddr>> = HashMap::new();
+    let mut resolved: HashMap<(String, u16, u32), Vec<SocketAddr>> = HashMap::new();
     loop {
         let mut next = crate::config::DNS_MAX_TTL;
         let mut errors = HashMap::new();
-        for (host, port) in &names {
+        for (host, port, weight) in &names {
             match dns.resolve(host, *port).await {
                 Ok((addrs, ttl)) => {
                     next = next.min(ttl);
-                    resolved.insert((host.clone(), *port), addrs);
+                    resolved.insert((host.clone(), *port, *weight), addrs);
                 }
                 Err(e) => {
                     // Keep the last good answer; retry soon.
@@ -334,16 +404,17 @@ async fn resolve_loop(
         let Some(c) = cluster.upgrade() else { return };
         let old = c.endpoints.load_full();
         let mut eps = statics.clone();
-        for ((host, _), addrs) in &resolved {
+        for ((host, _, weight), addrs) in &resolved {
             for addr in addrs {
                 let kept = old
                     .iter()
-                    .find(|e| e.addr == *addr && &e.host == host)
+                    .find(|e| e.addr == *addr && &e.host == host && e.weight == *weight)
                     .cloned();
                 eps.push(kept.unwrap_or_else(|| {
                     let ep = Arc::new(Endpoint::new(
                         *addr,
                         host.clone(),
+                        *weight,
                         c.config.max_streams_per_connection,
                         c.config.max_connections_per_endpoint,
                     ));
@@ -361,5 +432,88 @@ async fn resolve_loop(
         c.resolved.send_replace(true);
         drop(c);
         tokio::time::sleep(next).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EndpointAddr;
+
+    /// A cluster of endpoints 10.0.0.1:80, 10.0.0.2:80, … of `weights`.
+    fn cluster(lb: LbPolicy, weights: &[u32]) -> Arc<ClusterRuntime> {
+        let mut config = original::cluster_for("10.0.0.1:80".parse().unwrap());
+        config.lb = lb;
+        config.endpoints = (1..)
+            .zip(weights)
+            .map(|(i, &weight)| EndpointAddr {
+                host: format!("10.0.0.{i}"),
+                port: 80,
+                weight,
+            })
+            .collect();
+        ClusterRuntime::new(Arc::new(config), &Dns::system(), Arc::new(Metrics::new())).unwrap()
+    }
+
+    /// Picks `n` times (excluding `exclude`); how many each endpoint got.
+    fn picks(c: &ClusterRuntime, n: usize, exclude: &[SocketAddr]) -> Vec<usize> {
+        let all = c.endpoints();
+        let mut counts = vec![0; all.len()];
+        for _ in 0..n {
+            let ep = c.pick(exclude).unwrap();
+            counts[all.iter().position(|e| e.addr == ep.addr).unwrap()] += 1;
+        }
+        counts
+    }
+
+    #[tokio::test]
+    async fn equal_weights_keep_the_unweighted_choice() {
+        let c = cluster(LbPolicy::RoundRobin, &[1, 1, 1]);
+        assert!(!c.weighted);
+        assert_eq!(picks(&c, 300, &[]), vec![100, 100, 100]);
+    }
+
+    #[tokio::test]
+    async fn weighted_round_robin_is_exact_and_interleaved() {
+        let c = cluster(LbPolicy::RoundRobin, &[3, 1, 1]);
+        assert!(c.weighted);
+        // Every run of 5 picks (the weights' sum) holds each endpoint
+        // exactly its weight's times: 3 + 1 + 1, never a burst of one.
+        for _ in 0..100 {
+            assert_eq!(picks(&c, 5, &[]), vec![3, 1, 1]);
+        }
+        let order: Vec<_> = (0..5).map(|_| c.pick(&[]).unwrap().addr.ip()).collect();
+        assert!(
+            order.windows(3).all(|w| w[0] != w[1] || w[1] != w[2]),
+            "{order:?}"
+        );
+        // An excluded endpoint leaves the others in their proportions.
+        let a = c.endpoints()[0].addr;
+        let rest = picks(&c, 200, &[a]);
+        assert_eq!(rest, vec![0, 100, 100]);
+    }
+
+    #[tokio::test]
+    async fn weighted_random_follows_the_weights() {
+        let c = cluster(LbPolicy::Random, &[3, 1]);
+        let counts = picks(&c, 4000, &[]);
+        let share = counts[0] as f64 / 4000.0;
+        assert!((0.70..0.80).contains(&share), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn weighted_least_request_divides_requests_by_weight() {
+        let c = cluster(LbPolicy::LeastRequest, &[2, 1]);
+        // Idle: the heavier wins whenever both are drawn (3 in 4).
+        let counts = picks(&c, 4000, &[]);
+        let share = counts[0] as f64 / 4000.0;
+        assert!((0.70..0.80).contains(&share), "{counts:?}");
+        // 4 requests at weight 2 is busier than 1 at weight 1: (4+1)/2 > (1+1)/1.
+        let all = c.endpoints();
+        all[0].active.store(4, Ordering::Relaxed);
+        all[1].active.store(1, Ordering::Relaxed);
+        let counts = picks(&c, 4000, &[]);
+        let share = counts[1] as f64 / 4000.0;
+        assert!((0.70..0.80).contains(&share), "{counts:?}");
     }
 }

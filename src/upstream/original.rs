@@ -65,12 +65,13 @@ impl OriginalDestinations {
 
 /// A cluster of one IP endpoint, spoken to as `protocol: auto` does: gRPC
 /// over HTTP/2 (h2c), other requests as the client spoke.
-fn cluster_for(addr: SocketAddr) -> Cluster {
+pub(super) fn cluster_for(addr: SocketAddr) -> Cluster {
     Cluster {
         name: ORIGINAL_DESTINATION.to_string(),
         endpoints: vec![EndpointAddr {
             host: addr.ip().to_string(),
             port: addr.port(),
+            weight: 1,
         }],
         protocol: UpstreamProtocol::Auto,
         tls: None,

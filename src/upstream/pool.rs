@@ -3,7 +3,7 @@
 //! up), and a keep-alive pool of HTTP/1.1 connections.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +20,11 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// The name the endpoint came from (DNS name or IP), for SNI and messages.
     pub host: String,
+    /// Its share of the cluster's traffic relative to the others' (1: even).
+    pub weight: u32,
+    /// Weighted round robin's running score (smooth weighted round robin),
+    /// updated under the cluster's lock.
+    pub(super) wrr_current: AtomicI64,
     /// Requests in flight, for least_request balancing.
     pub active: Arc<AtomicUsize>,
     /// The active health check's verdict (true until a check says otherwise).
@@ -81,10 +86,18 @@ impl Drop for CountGuard {
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, host: String, max_streams: usize, max_conns: usize) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        host: String,
+        weight: u32,
+        max_streams: usize,
+        max_conns: usize,
+    ) -> Self {
         Endpoint {
             addr,
             host,
+            weight,
+            wrr_current: AtomicI64::new(0),
             active: Arc::new(AtomicUsize::new(0)),
             active_ok: AtomicBool::new(true),
             ejected_until_ms: AtomicU64::new(0),

@@ -26,7 +26,7 @@ use super::{decode, duration};
 use crate::config::{
     Cluster, EndpointAddr, HealthCheck, HealthCheckType, Keepalive, LbPolicy, Limits,
     OutlierDetection, RetryBudget, UpstreamProtocol, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT, DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT, DEFAULT_MAX_STREAMS_PER_CONNECTION, MAX_ENDPOINT_WEIGHT,
 };
 
 /// The key of the protocol options torii reads from
@@ -320,14 +320,21 @@ fn protocol(c: &PbCluster) -> Result<UpstreamProtocol, String> {
     })
 }
 
+/// The endpoints of one locality, each with its weight.
+type Weighted = Vec<(u32, Vec<EndpointAddr>)>;
+
 /// The endpoints torii sends to: the lowest priority that has any healthy
-/// (HEALTHY or UNKNOWN) endpoint, as Envoy fails over by priority.
+/// (HEALTHY or UNKNOWN) endpoint, as Envoy fails over by priority. Each
+/// endpoint's weight is its share of that priority's traffic: its
+/// locality's share of the localities' weights times its own share of its
+/// locality's endpoint weights, scaled so that the smallest share is 1
+/// (and the largest at most 128). A locality of weight 0 gets no traffic.
 pub fn endpoints(
     cla: &ClusterLoadAssignment,
     ignored: &mut Vec<String>,
 ) -> Result<Vec<EndpointAddr>, String> {
-    let mut best: Option<(u32, Vec<EndpointAddr>)> = None;
-    let mut weighted = false;
+    // The lowest priority yet: its localities, each with its weight.
+    let mut best: Option<(u32, Vec<(u32, Weighted)>)> = None;
     for (i, group) in cla.endpoints.iter().enumerate() {
         let mut usable = Vec::new();
         for (j, lb) in group.lb_endpoints.iter().enumerate() {
@@ -361,25 +368,23 @@ pub fn endpoints(
             };
             let parsed = crate::config::endpoint(&text)
                 .map_err(|why| format!("{at}.endpoint.address {text:?}: {why}"))?;
-            weighted |= lb.load_balancing_weight.is_some_and(|w| w.value != 1);
+            let weight = lb.load_balancing_weight.map_or(1, |w| w.value.max(1));
             if let Ok(HealthStatus::Unknown | HealthStatus::Healthy) =
                 HealthStatus::try_from(lb.health_status)
             {
-                usable.push(parsed);
+                usable.push((weight, vec![parsed]));
             }
         }
-        if usable.is_empty() {
+        let locality_weight = group.load_balancing_weight.map_or(1, |w| w.value);
+        if usable.is_empty() || locality_weight == 0 {
             continue;
         }
-        weighted |= group.load_balancing_weight.is_some();
+        let locality = (locality_weight, usable);
         match &mut best {
-            Some((p, eps)) if *p == group.priority => eps.extend(usable),
+            Some((p, groups)) if *p == group.priority => groups.push(locality),
             Some((p, _)) if *p < group.priority => {}
-            _ => best = Some((group.priority, usable)),
+            _ => best = Some((group.priority, vec![locality])),
         }
-    }
-    if weighted {
-        ignored.push("load_balancing_weight (endpoints are balanced evenly)".into());
     }
     if cla.endpoints.iter().any(|g| g.priority > 0) {
         ignored.push(
@@ -387,5 +392,143 @@ pub fn endpoints(
                 .into(),
         );
     }
-    Ok(best.map(|(_, eps)| eps).unwrap_or_default())
+    Ok(best.map(|(_, groups)| weigh(groups)).unwrap_or_default())
+}
+
+/// The endpoints of localities `(weight, [(endpoint weight, [endpoint])])`
+/// with each endpoint's weight its share of the traffic, the smallest 1.
+fn weigh(localities: Vec<(u32, Weighted)>) -> Vec<EndpointAddr> {
+    let total: f64 = localities.iter().map(|(w, _)| f64::from(*w)).sum();
+    let mut shares = Vec::new();
+    for (locality_weight, eps) in localities {
+        let inside: f64 = eps.iter().map(|(w, _)| f64::from(*w)).sum();
+        for (weight, addrs) in eps {
+            let share = f64::from(locality_weight) / total * f64::from(weight) / inside;
+            shares.extend(addrs.into_iter().map(|a| (a, share)));
+        }
+    }
+    let smallest = shares.iter().map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+    let ratios: Vec<f64> = shares.iter().map(|(_, s)| s / smallest).collect();
+    let largest = ratios.iter().copied().fold(1.0, f64::max);
+    let max = f64::from(MAX_ENDPOINT_WEIGHT);
+    // Whole ratios up to 128 (3 : 1) are kept as they are; others (1.5 :
+    // 1) are scaled so that the largest is 128, rounded, and reduced.
+    let whole = largest <= max && ratios.iter().all(|r| (r - r.round()).abs() < 1e-9);
+    let scale = if whole { 1.0 } else { max / largest };
+    let weights: Vec<u32> = ratios
+        .iter()
+        .map(|r| ((r * scale).round() as u32).clamp(1, MAX_ENDPOINT_WEIGHT))
+        .collect();
+    let common = weights.iter().copied().fold(0, gcd).max(1);
+    shares
+        .into_iter()
+        .zip(weights)
+        .map(|((addr, _), weight)| EndpointAddr {
+            weight: weight / common,
+            ..addr
+        })
+        .collect()
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+    use envoy_types::pb::envoy::config::endpoint::v3::{Endpoint, LbEndpoint, LocalityLbEndpoints};
+
+    use super::*;
+
+    /// Endpoint 10.0.0.`i`:80 of `weight` (none: unset).
+    fn ep(i: u32, weight: Option<u32>) -> LbEndpoint {
+        let address = SocketAddress {
+            address: format!("10.0.0.{i}"),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(80)),
+            ..Default::default()
+        };
+        LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(address)),
+                }),
+                ..Default::default()
+            })),
+            load_balancing_weight: weight.map(|value| UInt32Value { value }),
+            ..Default::default()
+        }
+    }
+
+    fn locality(weight: Option<u32>, lb_endpoints: Vec<LbEndpoint>) -> LocalityLbEndpoints {
+        LocalityLbEndpoints {
+            lb_endpoints,
+            load_balancing_weight: weight.map(|value| UInt32Value { value }),
+            ..Default::default()
+        }
+    }
+
+    fn weights(localities: Vec<LocalityLbEndpoints>) -> Vec<(String, u32)> {
+        let cla = ClusterLoadAssignment {
+            endpoints: localities,
+            ..Default::default()
+        };
+        let mut ignored = Vec::new();
+        let eps = endpoints(&cla, &mut ignored).unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        eps.into_iter().map(|e| (e.host, e.weight)).collect()
+    }
+
+    fn hosts(pairs: &[(u32, u32)]) -> Vec<(String, u32)> {
+        pairs
+            .iter()
+            .map(|(i, w)| (format!("10.0.0.{i}"), *w))
+            .collect()
+    }
+
+    #[test]
+    fn endpoint_weights_times_locality_weights() {
+        // No weights anywhere: all 1, the unweighted balancing.
+        let plain = weights(vec![locality(None, vec![ep(1, None), ep(2, None)])]);
+        assert_eq!(plain, hosts(&[(1, 1), (2, 1)]));
+        // Endpoint weights alone.
+        let w = weights(vec![locality(None, vec![ep(1, Some(3)), ep(2, Some(1))])]);
+        assert_eq!(w, hosts(&[(1, 3), (2, 1)]));
+        // Two localities of equal weight, one with one endpoint, one with
+        // two: the lone endpoint takes half, the other two a quarter each.
+        let w = weights(vec![
+            locality(Some(5), vec![ep(1, None)]),
+            locality(Some(5), vec![ep(2, None), ep(3, None)]),
+        ]);
+        assert_eq!(w, hosts(&[(1, 2), (2, 1), (3, 1)]));
+        // Locality 3:1, endpoints 1:1 inside the first: 1.5 : 1.5 : 1,
+        // scaled so that the largest is 128.
+        let w = weights(vec![
+            locality(Some(3), vec![ep(1, None), ep(2, None)]),
+            locality(Some(1), vec![ep(3, Some(7))]),
+        ]);
+        assert_eq!(w, hosts(&[(1, 128), (2, 128), (3, 85)]));
+        // Equal shares in unequal localities: all 1 again.
+        let w = weights(vec![
+            locality(Some(2), vec![ep(1, None), ep(2, None)]),
+            locality(Some(1), vec![ep(3, None)]),
+        ]);
+        assert_eq!(w, hosts(&[(1, 1), (2, 1), (3, 1)]));
+        // A locality of weight 0 gets nothing.
+        let w = weights(vec![
+            locality(Some(0), vec![ep(1, None)]),
+            locality(Some(1), vec![ep(2, None)]),
+        ]);
+        assert_eq!(w, hosts(&[(2, 1)]));
+        // Beyond 128 to 1, scaled down to 128 at most.
+        let w = weights(vec![locality(
+            None,
+            vec![ep(1, Some(1000)), ep(2, Some(1))],
+        )]);
+        assert_eq!(w, hosts(&[(1, 128), (2, 1)]));
+    }
 }

@@ -55,7 +55,7 @@ def assignment(cluster, addresses, locality=False):
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=[group])
 
 
-def rds_listener(name, route_config):
+def rds_listener(name, route_config, address="127.0.0.1:0"):
     router = hcm_pb2.HttpFilter(name="envoy.filters.http.router")
     router.typed_config.Pack(router_pb2.Router())
     hcm = hcm_pb2.HttpConnectionManager(
@@ -64,7 +64,7 @@ def rds_listener(name, route_config):
     network = listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager")
     network.typed_config.Pack(hcm)
     return listener_pb2.Listener(
-        name=name, address=_socket("127.0.0.1:0"), filter_chains=[listener_components_pb2.FilterChain(filters=[network])]
+        name=name, address=_socket(address), filter_chains=[listener_components_pb2.FilterChain(filters=[network])]
     )
 
 
@@ -100,6 +100,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.version = first_version
         self.answers = []  # (type URL, NACK message or None, node id)
         self.streams = []  # "delta" / "sotw", one per stream
+        self.ended = []  # node id of each stream that ended (None if it named none)
         self.server = None
 
     # --- scripting --------------------------------------------------------
@@ -131,10 +132,15 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self.changed.wait_for(lambda: predicate(list(self.answers)), timeout=timeout)
             return list(self.answers)
 
-    def start(self, port=0) -> int:
+    def wait_ended(self, node, timeout=20.0):
+        """Whether a stream of `node` ended within `timeout`."""
+        with self.changed:
+            return self.changed.wait_for(lambda: node in self.ended, timeout=timeout)
+
+    def start(self, port=0, host="127.0.0.1") -> int:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, self.server)
-        bound = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        bound = self.server.add_insecure_port(f"{host}:{port}")
         self.server.start()
         return bound
 
@@ -151,9 +157,11 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         found = self.resources.get(type_url, {})
         return {n: r for n, r in found.items() if names is None or n in names}
 
-    def _pump(self, requests, context, handle, respond):
+    def _pump(self, requests, context, handle, respond, node):
         """Reads requests on a thread; after each request or change, asks
-        `respond` for responses to send."""
+        `respond` for responses to send. When the stream ends (the client
+        went away, or the server stops), its node id (`node`, filled by
+        `_record`) goes into `ended`."""
         inbox, state = [], {"closed": False}
 
         def read():
@@ -171,19 +179,24 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
         threading.Thread(target=read, daemon=True).start()
         seen = -1
-        while context.is_active():
+        try:
+            while context.is_active():
+                with self.changed:
+                    self.changed.wait_for(lambda: inbox or state["closed"] or self.version != seen, timeout=0.5)
+                    if state["closed"]:
+                        return
+                    for request in inbox:
+                        handle(request)
+                    if inbox:
+                        self.changed.notify_all()  # answers were recorded
+                    inbox.clear()
+                    seen = self.version
+                    out = respond()
+                yield from out
+        finally:
             with self.changed:
-                self.changed.wait_for(lambda: inbox or state["closed"] or self.version != seen, timeout=0.5)
-                if state["closed"]:
-                    return
-                for request in inbox:
-                    handle(request)
-                if inbox:
-                    self.changed.notify_all()  # answers were recorded
-                inbox.clear()
-                seen = self.version
-                out = respond()
-            yield from out
+                self.ended.append(node[0] if node else None)
+                self.changed.notify_all()
 
     def _record(self, request, node):
         """Records an ACK or NACK; `node` holds the stream's node id (the
@@ -222,7 +235,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 )
             return out
 
-        yield from self._pump(request_iterator, context, handle, respond)
+        yield from self._pump(request_iterator, context, handle, respond, node)
 
     def DeltaAggregatedResources(self, request_iterator, context):
         if not self.delta:
@@ -267,4 +280,4 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     )
             return out
 
-        yield from self._pump(request_iterator, context, handle, respond)
+        yield from self._pump(request_iterator, context, handle, respond, node)

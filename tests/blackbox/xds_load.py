@@ -16,10 +16,11 @@ HOLD = "hold"
 
 
 class Backend:
-    """An Echo server on 127.0.0.1:0 answering `NAME MESSAGE`; a call whose
-    message starts with `hold` waits until `release()` (at most 60 s)."""
+    """An Echo server on `host`:0 (127.0.0.1 unless told) answering `NAME
+    MESSAGE`; a call whose message starts with `hold` waits until
+    `release()` (at most 60 s)."""
 
-    def __init__(self, pb, name):
+    def __init__(self, pb, name, host="127.0.0.1"):
         self.name = name
         self.lock = threading.Lock()
         self.started = 0  # calls that arrived
@@ -54,7 +55,7 @@ class Backend:
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         pb.grpc.add_EchoServicer_to_server(Servicer(), self.server)
-        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.address = f"{host}:{self.server.add_insecure_port(f'{host}:0')}"
         self.server.start()
 
     def count(self):
