@@ -432,28 +432,29 @@ impl Core {
 /// The file's configuration with the control plane's listeners and
 /// clusters; a name both use is an error that says so.
 fn merge(file: &Config, xds: &crate::xds::Snapshot) -> Result<Config, String> {
+    let listeners = file.listeners.iter().map(|l| &*l.name);
+    clash("listener", listeners, xds.listeners.iter().map(|l| &*l.name))?;
+    let clusters = file.clusters.iter().map(|c| &*c.name);
+    clash("cluster", clusters, xds.clusters.iter().map(|c| &*c.name))?;
     let mut config = file.clone();
-    for l in &xds.listeners {
-        if file.listeners.iter().any(|f| f.name == l.name) {
-            return Err(format!(
-                "the xDS server sent listener {:?}, and the configuration file has a listener \
-                 of that name; rename one of them (names must be unique across the file and xDS)",
-                l.name
-            ));
-        }
-    }
-    for c in &xds.clusters {
-        if file.clusters.iter().any(|f| f.name == c.name) {
-            return Err(format!(
-                "the xDS server sent cluster {:?}, and the configuration file has a cluster \
-                 of that name; rename one of them (names must be unique across the file and xDS)",
-                c.name
-            ));
-        }
-    }
     config.listeners.extend(xds.listeners.iter().cloned());
     config.clusters.extend(xds.clusters.iter().cloned());
     Ok(config)
+}
+
+/// The first name the xDS server sent that the file also uses, as an error.
+fn clash<'a>(
+    kind: &str,
+    file: impl Iterator<Item = &'a str> + Clone,
+    mut xds: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    match xds.find(|x| file.clone().any(|f| f == *x)) {
+        Some(name) => Err(format!(
+            "the xDS server sent {kind} {name:?}, and the configuration file has a {kind} \
+             of that name; rename one of them (names must be unique across the file and xDS)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// How long applying a configuration waits for new JWKS to be fetched.

@@ -341,6 +341,28 @@ pub struct Route {
     pub auth: Option<Arc<crate::auth::Policy>>,
 }
 
+impl Route {
+    /// A route that answers `status` with `body` itself, with every option
+    /// off (no rewrite, header edits, timeout, CORS, rate limit, retry or
+    /// auth): the base the xDS translation and torii's own built-in routes
+    /// start from.
+    pub fn direct(name: &str, matcher: RouteMatch, status: u16, body: String) -> Route {
+        Route {
+            name: Arc::from(name),
+            matcher,
+            action: RouteAction::Direct { status, body },
+            prefix_rewrite: None,
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            timeout: None,
+            cors: None,
+            rate_limit: None,
+            retry: None,
+            auth: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RouteMatch {
     pub host: Option<HostMatch>,

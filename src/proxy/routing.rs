@@ -12,7 +12,7 @@ use super::grpc_health;
 use super::normalize::Normalized;
 use super::outcome::Outcome;
 use super::{Pipeline, Step};
-use crate::config::{HeaderEdits, Route, RouteAction};
+use crate::config::Route;
 use crate::error::{ErrorCode, ProxyError};
 use crate::route::RequestFacts;
 use crate::upstream::ClusterRuntime;
@@ -88,20 +88,6 @@ impl Pipeline {
 /// header edits, no timeout of torii's own.
 pub(super) fn passthrough_route() -> &'static Route {
     static ROUTE: OnceLock<Route> = OnceLock::new();
-    ROUTE.get_or_init(|| Route {
-        name: "original_destination".into(),
-        matcher: Default::default(),
-        action: RouteAction::Direct {
-            status: 0,
-            body: String::new(),
-        },
-        prefix_rewrite: None,
-        request_headers: HeaderEdits::default(),
-        response_headers: HeaderEdits::default(),
-        timeout: None,
-        cors: None,
-        rate_limit: None,
-        retry: None,
-        auth: None,
-    })
+    ROUTE
+        .get_or_init(|| Route::direct("original_destination", Default::default(), 0, String::new()))
 }

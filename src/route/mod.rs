@@ -124,26 +124,11 @@ pub fn normalize_host(authority: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HeaderEdits, RouteAction};
+    use crate::config::RouteAction;
 
     /// A route that answers `body` itself (also for the index's tests).
     pub(super) fn route(m: RouteMatch, body: &str) -> Route {
-        Route {
-            name: "r".into(),
-            matcher: m,
-            action: RouteAction::Direct {
-                status: 200,
-                body: body.into(),
-            },
-            prefix_rewrite: None,
-            request_headers: HeaderEdits::default(),
-            response_headers: HeaderEdits::default(),
-            timeout: None,
-            cors: None,
-            rate_limit: None,
-            retry: None,
-            auth: None,
-        }
+        Route::direct("r", m, 200, body.into())
     }
 
     fn body(r: Option<&Route>) -> &str {

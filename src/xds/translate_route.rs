@@ -25,8 +25,8 @@ use crate::config::retry::{
     DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, MAX_RETRY_ATTEMPTS, RETRY_STATUSES,
 };
 use crate::config::{
-    HeaderEdits, HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RetryOn, RetryPolicy, Route,
-    RouteAction, RouteMatch,
+    HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RetryOn, RetryPolicy, Route, RouteAction,
+    RouteMatch,
 };
 
 /// Where a route sends requests, by cluster name (resolved when the
@@ -191,22 +191,7 @@ fn not_found(host: Option<HostMatch>, rc: &str, vh: &str) -> XRoute {
 }
 
 fn blank(name: String) -> Route {
-    Route {
-        name: Arc::from(name.as_str()),
-        matcher: RouteMatch::default(),
-        action: RouteAction::Direct {
-            status: 500,
-            body: String::new(),
-        },
-        prefix_rewrite: None,
-        request_headers: HeaderEdits::default(),
-        response_headers: HeaderEdits::default(),
-        timeout: None,
-        cors: None,
-        rate_limit: None,
-        retry: None,
-        auth: None,
-    }
+    Route::direct(&name, RouteMatch::default(), 500, String::new())
 }
 
 /// One route; errors start with the field's path below the route (`.match…`).
