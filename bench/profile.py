@@ -145,11 +145,8 @@ def main():
             cmd = (b.h1_cmd if h1 else b.phase_cmd)(target, a.load, limit)
             return bench.h2load_summary(bench.run_tool(cmd, 600, "h2load"))[0]
         if a.load == "unary":
-            body = b.certs["bodies"][str(a.size)]
             limit = ["-n", str(count)] if count else ["-D", f"{round(seconds * 1000)}ms"]
-            headers = [x for h in target.request_headers for x in ("-H", h)]
-            cmd = ["h2load", "-t1", "-c4", "-m16", *limit, "-d", body,
-                   "-H", "content-type: application/grpc", "-H", "te: trailers", *headers, target.url()]
+            cmd = b.unary_cmd(target, a.size, limit)
             o = bench.run_tool(cmd, 600, "h2load")
             r = re.search(r"(\d+) succeeded", o)
             return int(r.group(1)) if r else 0
