@@ -433,7 +433,11 @@ impl Core {
 /// clusters; a name both use is an error that says so.
 fn merge(file: &Config, xds: &crate::xds::Snapshot) -> Result<Config, String> {
     let listeners = file.listeners.iter().map(|l| &*l.name);
-    clash("listener", listeners, xds.listeners.iter().map(|l| &*l.name))?;
+    clash(
+        "listener",
+        listeners,
+        xds.listeners.iter().map(|l| &*l.name),
+    )?;
     let clusters = file.clusters.iter().map(|c| &*c.name);
     clash("cluster", clusters, xds.clusters.iter().map(|c| &*c.name))?;
     let mut config = file.clone();
