@@ -46,6 +46,8 @@ pub struct BackendHandle {
     connections: Arc<watch::Sender<u64>>,
     task: Option<JoinHandle<()>>,
     _shutdown: Option<watch::Sender<bool>>,
+    /// A refusing address's bound, never listening socket.
+    _reserved: Option<tokio::net::TcpSocket>,
 }
 
 impl BackendHandle {
@@ -98,6 +100,7 @@ where
         connections,
         task: Some(task),
         _shutdown: Some(shutdown),
+        _reserved: None,
     }
 }
 
@@ -155,14 +158,22 @@ async fn http1_answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, I
     Ok(response)
 }
 
-/// An address where nothing listens: connecting is refused.
+/// An address where nothing listens: connecting is refused. The port
+/// stays bound (a socket that never listens, held by the handle) so that
+/// no other test's listener can be given it meanwhile: dropping a
+/// listener to free its port let a backend started in parallel take the
+/// "dead" address now and then.
 pub async fn spawn_refusing() -> (SocketAddr, BackendHandle) {
-    let (listener, addr) = bind().await;
-    drop(listener);
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket for a refusing address");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("binding a refusing address on 127.0.0.1:0");
+    let addr = socket.local_addr().expect("a bound socket has an address");
     let handle = BackendHandle {
         connections: Arc::new(watch::Sender::new(0)),
         task: None,
         _shutdown: None,
+        _reserved: Some(socket),
     };
     (addr, handle)
 }
