@@ -11,8 +11,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use proxy_support::{start, Proxy};
-use resilience_support::{spawn_scripted, Act};
+use resilience_support::{eventually, spawn_scripted, Act};
 use support::*;
 use tonic::Code;
 
@@ -296,6 +297,51 @@ async fn bodies_up_to_the_replay_buffer_are_replayed_larger_ones_are_not() {
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(up.hits(), 3);
     assert_eq!(skipped(&p, "body_too_large"), 1.0);
+}
+
+#[tokio::test]
+async fn a_body_still_streaming_in_is_sent_again_whole_then_the_rest() {
+    // The first attempt is answered UNAVAILABLE before the upstream reads
+    // anything, while the client has sent only part of its body: the retry
+    // sends what torii had sent, then the rest as the client sends it.
+    let up = spawn_scripted(|_, n| match n {
+        1 => Act::EarlyTrailersOnly(14),
+        _ => Act::Ok,
+    })
+    .await;
+    let p = proxy(
+        &[up.addr],
+        "{ on: [unavailable], attempts: 2, backoff: { base: 1ms, max: 2ms } }",
+        "",
+    )
+    .await;
+    let conn = raw_h2(p.addr("plain")).await;
+    let (response, mut body) = raw_grpc_call(conn, "streaming", "/test.Echo/Collect").await;
+    let first = Bytes::from(vec![1u8; 3000]);
+    let rest = Bytes::from(vec![2u8; 5000]);
+    body.send_data(first, false).unwrap();
+    // The retry reached the upstream, and waits there for the rest.
+    assert!(
+        eventually(PATIENCE, || up.hits() == 2).await,
+        "the call was retried while its body was still arriving"
+    );
+    body.send_data(rest, true).unwrap();
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .expect("answered")
+        .expect("a response");
+    let mut recv = response.into_body();
+    while let Some(chunk) = recv.data().await {
+        chunk.expect("the answer's message");
+    }
+    let trailers = recv.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(
+        *up.bodies.lock().unwrap(),
+        vec![8000],
+        "the retry got the whole body (the first attempt read none of it)"
+    );
+    assert_eq!(retries(&p, "unavailable"), 1.0);
 }
 
 #[tokio::test]

@@ -23,6 +23,20 @@ pub struct H2Received {
     recv: RecvBody,
     /// Dropping it stops a request body's pipe to the upstream, if one runs.
     _cancel: Option<oneshot::Sender<()>>,
+    /// A response to a request sent for a retry policy: what was sent of
+    /// the request's body, to send the request again (its head is kept by
+    /// the stream).
+    kept: Option<Box<KeptBody>>,
+}
+
+/// The body of a request sent for a retry policy, as the upstream
+/// transport keeps it.
+pub enum KeptBody {
+    /// The body was whole when sent: all of it.
+    Whole(Recorded),
+    /// Still streaming in: its pipe's task records it, and hands the
+    /// record and the rest of the body back when the stream ends.
+    Streaming(oneshot::Receiver<(Recorded, Body)>),
 }
 
 impl H2Received {
@@ -30,7 +44,58 @@ impl H2Received {
         H2Received {
             recv,
             _cancel: cancel,
+            kept: None,
         }
+    }
+
+    /// A response body whose request is kept to be sent again.
+    pub fn keeping(recv: RecvBody, cancel: Option<oneshot::Sender<()>>, kept: KeptBody) -> Self {
+        H2Received {
+            recv,
+            _cancel: cancel,
+            kept: Some(Box::new(kept)),
+        }
+    }
+
+    /// Whether the request could be taken back whole. A body still
+    /// streaming in when the answer came is not known until its pipe ends
+    /// ([`take_request`](Self::take_request) tells).
+    pub fn can_take_request(&self) -> bool {
+        match self.kept.as_deref() {
+            Some(KeptBody::Whole(record)) => record.is_whole(),
+            Some(KeptBody::Streaming(_)) => true,
+            None => false,
+        }
+    }
+
+    /// The retry policy is done with the request: nothing will send it
+    /// again, so nothing more of it is kept.
+    pub fn release_request(&mut self) {
+        if self.kept.take().is_some() {
+            self.recv.release_request_head();
+        }
+    }
+
+    /// The request, to send again: its head and its body (what was sent,
+    /// then the rest). Ends the exchange (a body still being sent is
+    /// cancelled). None when the body cannot be sent whole again (more
+    /// than [`RECORD_LIMIT`] had gone out, or it broke off).
+    pub async fn take_request(mut self) -> Option<http::Request<Body>> {
+        let kept = *self.kept.take()?;
+        let head = self.recv.take_request_head()?;
+        let body = match kept {
+            KeptBody::Whole(record) => record.into_body(None),
+            KeptBody::Streaming(rx) => {
+                // Dropping the exchange cancels the pipe, which then hands
+                // back its record and the rest of the body.
+                drop(self);
+                match rx.await {
+                    Ok((record, rest)) => record.into_body(Some(rest)),
+                    Err(_) => None,
+                }
+            }
+        }?;
+        Some(http::Request::from_parts(*head, body))
     }
 
     pub fn is_end_stream(&self) -> bool {
@@ -192,6 +257,11 @@ impl Recorded {
 
     pub fn is_given_up(&self) -> bool {
         self.given_up
+    }
+
+    /// All of the body is here: it can be sent again on its own.
+    pub fn is_whole(&self) -> bool {
+        self.ended && !self.given_up
     }
 
     /// Drops what is kept; nothing can be sent again.

@@ -23,6 +23,11 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// An empty received body (what is left where a body was taken out).
+pub fn nothing() -> Received {
+    Received::Buffered(Full::new(Bytes::new()))
+}
+
 pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})

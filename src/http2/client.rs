@@ -105,7 +105,30 @@ impl Client {
         head: request::Parts,
         end_stream: bool,
     ) -> Result<(ResponseFuture, Option<SendBody>), (Error, request::Parts)> {
-        let (response, send) = conn::open_stream(&self.handle.shared, head, end_stream)?;
+        self.open(head, end_stream, false)
+    }
+
+    /// [`send_request`](Self::send_request), the stream keeping the
+    /// request head after the response head arrives: a retry policy takes
+    /// it back ([`ResponseFuture::take_head`], [`RecvBody::take_request_head`])
+    /// to send the request again, without having copied it.
+    #[allow(clippy::result_large_err)] // the error path hands the head back
+    pub fn send_request_keeping_head(
+        &self,
+        head: request::Parts,
+        end_stream: bool,
+    ) -> Result<(ResponseFuture, Option<SendBody>), (Error, request::Parts)> {
+        self.open(head, end_stream, true)
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn open(
+        &self,
+        head: request::Parts,
+        end_stream: bool,
+        keep_head: bool,
+    ) -> Result<(ResponseFuture, Option<SendBody>), (Error, request::Parts)> {
+        let (response, send) = conn::open_stream(&self.handle.shared, head, end_stream, keep_head)?;
         Ok((
             ResponseFuture {
                 stream: Some(response),
@@ -128,6 +151,13 @@ impl ResponseFuture {
     /// §8.7). Such a request may be sent again, whatever its method.
     pub fn take_unprocessed(&mut self) -> Option<Box<request::Parts>> {
         conn::take_unprocessed(self.stream.as_ref()?)
+    }
+
+    /// After the future failed, on a stream opened with
+    /// [`Client::send_request_keeping_head`]: the request head, whether or
+    /// not the upstream processed the stream.
+    pub fn take_head(&mut self) -> Option<Box<request::Parts>> {
+        conn::take_head(self.stream.as_ref()?)
     }
 }
 

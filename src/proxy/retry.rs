@@ -7,8 +7,13 @@
 //! head until its first message or its trailers, at most [`HOLD`] (or the
 //! per-try timeout, if shorter); a message, or the time running out,
 //! commits the attempt: its head goes to the client and it is never
-//! retried. The request body is replayed from what the first attempt read
-//! ([`crate::body::replay`], at most 64 KiB; a longer one is not retried).
+//! retried. The request is not copied to be sent again: over HTTP/2 the
+//! upstream transport keeps what it sent (the head, the body's chunks
+//! refcounted, at most 64 KiB of body; a longer one is not retried) and
+//! gives it back ([`crate::upstream::send::Kept`]). Over HTTP/1.1, and
+//! with a per-try timeout (which abandons an attempt, request and all),
+//! the head is copied and the body replayed from what the first attempt
+//! read ([`crate::body::replay`], the same 64 KiB).
 //! Between attempts: the upstream's `grpc-retry-pushback-ms` (negative:
 //! stop), else exponential backoff with full jitter. The request's own
 //! deadline (`grpc-timeout`, the route's `timeout`) bounds all attempts
@@ -25,12 +30,14 @@ use http::{Request, Response};
 use http_body::Body as _;
 
 use super::Pipeline;
+use crate::body::h2::H2Received;
 use crate::body::replay::Replayable;
 use crate::body::{Body, Held, Received};
 use crate::config::RetryPolicy;
 use crate::error::{ErrorCode, ProxyError};
 use crate::grpc;
 use crate::telemetry::trace::AttemptEnd;
+use crate::upstream::send::Failed;
 use crate::upstream::{ClusterRuntime, ExchangeGuard, Wire};
 
 /// The longest a gRPC response head is held to learn the attempt's
@@ -77,6 +84,120 @@ pub(super) struct Retrying<'a> {
     pub trace: Option<&'a mut crate::telemetry::trace::RequestTrace>,
 }
 
+/// Where each retry's request comes from.
+enum Source {
+    /// HTTP/2: the upstream transport keeps the request it sent and gives
+    /// it back.
+    Lent,
+    /// HTTP/1.1 (hyper takes the request whole), or a per-try timeout
+    /// (which abandons an attempt, request and all): a copy of the head;
+    /// the body replayed from what the first attempt read.
+    Copied(Box<http::request::Parts>, Replayable),
+}
+
+impl Source {
+    /// The source, and the first attempt's request.
+    fn new(
+        req: Box<Request<Body>>,
+        policy: &RetryPolicy,
+        wire: Wire,
+    ) -> (Source, Box<Request<Body>>) {
+        if wire == Wire::Http2 && policy.per_try_timeout.is_none() {
+            return (Source::Lent, req);
+        }
+        let (parts, body) = (*req).into_parts();
+        let replay = Replayable::new(body);
+        let body = replay.attempt().unwrap_or_else(crate::body::empty);
+        let first = Box::new(Request::from_parts(parts.clone(), body));
+        (Source::Copied(Box::new(parts), replay), first)
+    }
+
+    /// Whether another attempt could send the request whole, after
+    /// `answer` (and `back`, the request a failure gave back).
+    fn can_replay(&self, answer: &Result<Exchange, ProxyError>, back: bool) -> bool {
+        match self {
+            Source::Lent => back || kept_body(answer).is_some_and(|b| b.can_take_request()),
+            Source::Copied(_, replay) => replay.can_replay(),
+        }
+    }
+
+    /// The answer is the client's: nothing will be sent again, so nothing
+    /// more of the request is kept.
+    fn commit(&self, answer: &mut Result<Exchange, ProxyError>) {
+        match self {
+            Source::Lent => {
+                if let Some(body) = kept_body_mut(answer) {
+                    body.release_request();
+                }
+            }
+            Source::Copied(_, replay) => replay.commit(),
+        }
+    }
+
+    /// The request for the next attempt: a lent one comes back from the
+    /// failure (`back`) or from the answer's body (which ends that
+    /// exchange). None when it cannot be sent whole (a body still
+    /// streaming in went past what is kept): the answer, with what was
+    /// read of its body ahead, is then the client's.
+    async fn again(
+        &self,
+        answer: &mut Result<Exchange, ProxyError>,
+        back: Option<Box<Request<Body>>>,
+    ) -> Option<Box<Request<Body>>> {
+        if let Source::Copied(parts, replay) = self {
+            let body = replay.attempt()?;
+            return Some(Box::new(Request::from_parts((**parts).clone(), body)));
+        }
+        if back.is_some() {
+            return back;
+        }
+        let (resp, _) = answer.as_mut().ok()?;
+        let taken = match std::mem::replace(resp.body_mut(), crate::body::nothing()) {
+            Received::H2(body) => body.take_request().await,
+            Received::Held(mut held) => {
+                let rest = std::mem::replace(&mut held.rest, crate::body::nothing());
+                let taken = match rest {
+                    Received::H2(body) => body.take_request().await,
+                    rest => {
+                        held.rest = rest;
+                        None
+                    }
+                };
+                *resp.body_mut() = Received::Held(held);
+                taken
+            }
+            body => {
+                *resp.body_mut() = body;
+                None
+            }
+        };
+        taken.map(Box::new)
+    }
+}
+
+/// The body of an HTTP/2 answer that holds its request (sent keeping it).
+fn kept_body(answer: &Result<Exchange, ProxyError>) -> Option<&H2Received> {
+    match answer.as_ref().ok()?.0.body() {
+        Received::H2(b) => Some(b),
+        Received::Held(h) => match &h.rest {
+            Received::H2(b) => Some(b),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn kept_body_mut(answer: &mut Result<Exchange, ProxyError>) -> Option<&mut H2Received> {
+    match answer.as_mut().ok()?.0.body_mut() {
+        Received::H2(b) => Some(b),
+        Received::Held(h) => match &mut h.rest {
+            Received::H2(b) => Some(b),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl Pipeline {
     /// Sends `req` under the route's retry policy. `endpoint` is the
     /// endpoint tried last; `notes` gets each attempt.
@@ -88,19 +209,19 @@ impl Pipeline {
         notes: &mut Vec<Note>,
     ) -> Result<Exchange, ProxyError> {
         let policy = r.policy;
-        let (parts, body) = (*req).into_parts();
-        let replay = Replayable::new(body);
+        let (source, mut req) = Source::new(req, policy, r.wire);
+        let lent = matches!(source, Source::Lent);
         let mut n = 0u32;
         loop {
             n += 1;
-            let body = replay.attempt().unwrap_or_else(crate::body::empty);
-            let mut req = Box::new(Request::from_parts(parts.clone(), body));
             if let Some(t) = r.trace.as_deref_mut() {
                 t.attempt(req.headers_mut());
             }
             let mut ep = None;
+            let mut back = None;
             let tried = {
-                let attempt = attempt(policy, req, r.cluster, r.wire, r.grpc_req, &mut ep);
+                let back = lent.then_some(&mut back);
+                let attempt = attempt(policy, req, r.cluster, r.wire, r.grpc_req, &mut ep, back);
                 match policy.per_try_timeout {
                     Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| t),
                     None => Ok(attempt.await),
@@ -125,10 +246,10 @@ impl Pipeline {
             if ep.is_some() {
                 *endpoint = ep;
             }
-            let (why, answer, pushback) = match tried {
-                Try::Done(result) => {
+            let (why, mut answer, pushback) = match tried {
+                Try::Done(mut result) => {
                     notes.push((ep, done_word(&result)));
-                    replay.commit();
+                    source.commit(&mut result);
                     return with_attempts(result, notes);
                 }
                 Try::Again {
@@ -146,7 +267,7 @@ impl Pipeline {
                 Some("attempts")
             } else if pushback == Some(Pushback::Stop) {
                 Some("pushback")
-            } else if !replay.can_replay() {
+            } else if !source.can_replay(&answer, back.is_some()) {
                 Some("body_too_large")
             } else if r.deadline.is_some_and(|d| Instant::now() + delay >= d) {
                 Some("deadline")
@@ -155,27 +276,39 @@ impl Pipeline {
             } else {
                 None
             };
-            if let Some(stop) = stop {
-                if stop != "attempts" {
-                    r.cluster.count_retry_skipped(stop);
-                    // Told at info, at most once per endpoint every few
-                    // seconds (every one is counted).
-                    let sentence = format!(
-                        "a request to cluster {} was not retried after attempt {n} ({why}): {}",
-                        r.cluster.name,
-                        skip_reason(stop)
-                    );
-                    let at = endpoint.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                    r.cluster.connector().failures.note(
-                        &r.cluster.name,
-                        at,
-                        "retry_skipped",
-                        &sentence,
-                    );
+            // The last check: taking a lent request back from a body still
+            // streaming in ends the exchange, and may find it too large.
+            let next = match stop {
+                Some(stop) => Err(stop),
+                None => source
+                    .again(&mut answer, back)
+                    .await
+                    .ok_or("body_too_large"),
+            };
+            let next = match next {
+                Ok(next) => next,
+                Err(stop) => {
+                    if stop != "attempts" {
+                        r.cluster.count_retry_skipped(stop);
+                        // Told at info, at most once per endpoint every few
+                        // seconds (every one is counted).
+                        let sentence = format!(
+                            "a request to cluster {} was not retried after attempt {n} ({why}): {}",
+                            r.cluster.name,
+                            skip_reason(stop)
+                        );
+                        let at = endpoint.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                        r.cluster.connector().failures.note(
+                            &r.cluster.name,
+                            at,
+                            "retry_skipped",
+                            &sentence,
+                        );
+                    }
+                    source.commit(&mut answer);
+                    return with_attempts(answer, notes);
                 }
-                replay.commit();
-                return with_attempts(answer, notes);
-            }
+            };
             if let Ok((_, guard)) = &answer {
                 // A failure the policy retries may be the endpoint's: the
                 // outlier detection hears it like any other.
@@ -187,6 +320,7 @@ impl Pipeline {
                 t.attempt_ended(attempt_end(ep, &answer, why));
             }
             drop(answer);
+            req = next;
             r.cluster.count_retry(why);
             tracing::debug!(cluster = %r.cluster.name, attempt = n, reason = why, delay_ms = delay.as_millis() as u64, "retrying");
             if !delay.is_zero() {
@@ -204,10 +338,16 @@ async fn attempt(
     wire: Wire,
     grpc_req: bool,
     ep: &mut Option<SocketAddr>,
+    // Where a failure gives the request back, when the transport keeps it.
+    back: Option<&mut Option<Box<Request<Body>>>>,
 ) -> Try {
-    let (resp, guard) = match cluster.send_noting(req, wire, ep).await {
+    let keep = back.is_some();
+    let (resp, guard) = match cluster.send_keeping(req, wire, ep, keep).await {
         Ok(ok) => ok,
-        Err(e) => {
+        Err(Failed { error: e, request }) => {
+            if let Some(back) = back {
+                *back = request;
+            }
             let why = match e.code {
                 ErrorCode::UpstreamConnectRefused
                 | ErrorCode::UpstreamConnectTimeout

@@ -16,7 +16,7 @@ use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
-use crate::body::h2::{H2Received, Pipe, Recorded};
+use crate::body::h2::{H2Received, KeptBody, Pipe, Recorded};
 use crate::body::{Body, Received};
 use crate::http2::client::{self, Client, Config};
 use crate::http2::{Error, Reason};
@@ -108,15 +108,30 @@ impl H2Client {
     /// comes back in the error, to be sent again, when all of it can be:
     /// its head, and its body unless more than `RECORD_LIMIT` of it had
     /// gone out (what went out, then the rest of the original).
-    pub async fn send(&mut self, req: Box<Request<Body>>) -> Result<Response<Received>, SendError> {
+    ///
+    /// With `keep` (a retry policy's request), the request is kept
+    /// whatever happens: it comes back in any error, and the response
+    /// body holds it ([`H2Received::take_request`]) until the policy lets
+    /// it go — nothing is copied to keep it.
+    pub async fn send(
+        &mut self,
+        req: Box<Request<Body>>,
+        keep: bool,
+    ) -> Result<Response<Received>, SendError> {
         let (parts, body) = (*req).into_parts();
         let eos = body.is_end_stream();
-        let (mut response, send) = match self.client.send_request(parts, eos) {
+        let opened = if keep {
+            self.client.send_request_keeping_head(parts, eos)
+        } else {
+            self.client.send_request(parts, eos)
+        };
+        let (mut response, send) = match opened {
             Ok(r) => r,
             Err((error, parts)) => {
                 return Err(SendError {
                     error,
-                    unprocessed: Some(Box::new(Request::from_parts(parts, body))),
+                    unprocessed: true,
+                    request: Some(Box::new(Request::from_parts(parts, body))),
                 })
             }
         };
@@ -164,12 +179,25 @@ impl H2Client {
             }
         }
         match (&mut response).await {
+            Ok(r) if keep => {
+                let kept = match streaming {
+                    Some(rx) => KeptBody::Streaming(rx),
+                    None => KeptBody::Whole(record),
+                };
+                Ok(r.map(|recv| Received::H2(H2Received::keeping(recv, cancel, kept))))
+            }
             Ok(r) => Ok(r.map(|recv| Received::H2(H2Received::new(recv, cancel)))),
             Err(error) => {
-                let Some(head) = response.take_unprocessed() else {
+                let head = match response.take_unprocessed() {
+                    Some(head) => Some((head, true)),
+                    None if keep => response.take_head().map(|head| (head, false)),
+                    None => None,
+                };
+                let Some((head, unprocessed)) = head else {
                     return Err(SendError {
                         error,
-                        unprocessed: None,
+                        unprocessed: false,
+                        request: None,
                     });
                 };
                 // The stream is over, so its pipe ends (and hands back its
@@ -184,7 +212,8 @@ impl H2Client {
                 drop(cancel);
                 Err(SendError {
                     error,
-                    unprocessed: body.map(|body| Box::new(Request::from_parts(*head, body))),
+                    unprocessed,
+                    request: body.map(|body| Box::new(Request::from_parts(*head, body))),
                 })
             }
         }
@@ -194,8 +223,11 @@ impl H2Client {
 /// A request that failed on an upstream HTTP/2 connection.
 pub struct SendError {
     pub error: Error,
-    /// The request, when the upstream certainly did not process it (it
-    /// refused the stream, or the stream was above its GOAWAY's last
-    /// stream id, or never left torii) and it can be sent whole again.
-    pub unprocessed: Option<Box<Request<Body>>>,
+    /// The upstream certainly did not process the request (it refused the
+    /// stream, or the stream was above its GOAWAY's last stream id, or
+    /// never left torii): it may be sent again, whatever its method.
+    pub unprocessed: bool,
+    /// The request, whole, when it is unprocessed or was sent keeping it
+    /// (a retry policy's), and all of its body can be sent again.
+    pub request: Option<Box<Request<Body>>>,
 }

@@ -127,7 +127,7 @@ async fn exchange(
             let explain =
                 |e: &crate::http2::Error| failed(&explain_h2_failure(e, &first, ep.addr, name));
             send.ready().await.map_err(|e| explain(&e))?;
-            send.send(Box::new(req))
+            send.send(Box::new(req), false)
                 .await
                 .map_err(|e| explain(&e.error))?
         }

@@ -14,7 +14,7 @@ mod outlier;
 pub mod pitfall;
 pub use pitfall::http1_wire;
 pub mod pool;
-mod send;
+pub mod send;
 pub use send::client_cancelled;
 pub mod stream;
 

@@ -29,9 +29,27 @@ const MAX_STALE_RETRIES: u32 = 4;
 
 type Exchange = Result<(Response<Received>, ExchangeGuard), ProxyError>;
 
-/// How one attempt on a leased connection ended.
+/// An exchange sent for a retry policy: a failure gives the request back
+/// when it can be sent again.
+pub type Kept = Result<(Response<Received>, ExchangeGuard), Failed>;
+
+/// A failed exchange, and the request when it came back whole.
+pub struct Failed {
+    pub error: ProxyError,
+    pub request: Option<Box<Request<Body>>>,
+}
+
+impl Failed {
+    fn of(error: ProxyError, request: Option<Box<Request<Body>>>) -> Failed {
+        Failed { error, request }
+    }
+}
+
+/// How one attempt on a leased connection ended. Returned by value: a
+/// box would cost an allocation per request on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
-    Done(Exchange),
+    Done(Kept),
     /// The connection was closed before anything was sent.
     Stale(Box<Request<Body>>),
     /// The upstream did not process the request (the retry's `reason`).
@@ -43,6 +61,8 @@ enum Attempt {
 struct Budget {
     stale: bool,
     refused: bool,
+    /// A retry policy's request: kept to be given back (`send_keeping`).
+    keep: bool,
 }
 
 impl ClusterRuntime {
@@ -62,10 +82,31 @@ impl ClusterRuntime {
         wire: Wire,
         endpoint: &mut Option<SocketAddr>,
     ) -> Exchange {
+        self.send_keeping(req, wire, endpoint, false)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// [`send_noting`](Self::send_noting) for a retry policy: with
+    /// `keep`, the request comes back in a failure, or from the response
+    /// body ([`crate::body::h2::H2Received::take_request`]) on HTTP/2,
+    /// whenever it can be sent whole again — no copy of it is made to
+    /// keep it. Without `keep`, only a request certainly not sent comes
+    /// back.
+    pub async fn send_keeping(
+        self: &Arc<Self>,
+        req: Box<Request<Body>>,
+        wire: Wire,
+        endpoint: &mut Option<SocketAddr>,
+        keep: bool,
+    ) -> Kept {
         // One of the cluster's max_requests places, kept by the exchange's
         // guard until the response body ends.
-        let admitted = self.connector.load.admit()?;
-        let mut exchange = self.send_admitted(req, wire, endpoint).await;
+        let admitted = match self.connector.load.admit() {
+            Ok(a) => a,
+            Err(e) => return Err(Failed::of(e, Some(req))),
+        };
+        let mut exchange = self.send_admitted(req, wire, endpoint, keep).await;
         if let Ok((_, guard)) = &mut exchange {
             admitted.keep();
             guard.admitted = true;
@@ -78,7 +119,8 @@ impl ClusterRuntime {
         mut req: Box<Request<Body>>,
         wire: Wire,
         endpoint: &mut Option<SocketAddr>,
-    ) -> Exchange {
+        keep: bool,
+    ) -> Kept {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_err = None;
         let attempts = MAX_CONNECT_ATTEMPTS.min(self.endpoints.load().len().max(1));
@@ -93,7 +135,7 @@ impl ClusterRuntime {
             let lease = match ep.lease(&self.connector, wire).await {
                 Ok(l) => l,
                 // A cluster limit: refused at once, the endpoint not at fault.
-                Err(e) if e.code == ErrorCode::Overloaded => return Err(e),
+                Err(e) if e.code == ErrorCode::Overloaded => return Err(Failed::of(e, Some(req))),
                 Err(e) => {
                     tracing::debug!(cluster = %self.config.name, endpoint = %ep.addr, error = %e, "connect failed; trying another endpoint");
                     self.report(&ep, false, e.code.as_str());
@@ -105,6 +147,7 @@ impl ClusterRuntime {
             let budget = Budget {
                 stale: stale_left > 0,
                 refused: refused_left > 0,
+                keep,
             };
             let attempt = match lease {
                 Lease::H2 { send, first, guard } => {
@@ -119,7 +162,7 @@ impl ClusterRuntime {
                     }
                     Err(mut e) => match e.take_message() {
                         Some(back) if budget.stale => Attempt::Stale(Box::new(back)),
-                        _ => {
+                        back => {
                             let err = connect::explain_h1_failure(
                                 e.error(),
                                 &first,
@@ -127,7 +170,7 @@ impl ClusterRuntime {
                                 &self.config.name,
                             );
                             self.log_failure(ep.addr, &err);
-                            Attempt::Done(Err(err))
+                            Attempt::Done(Err(Failed::of(err, back.map(Box::new))))
                         }
                     },
                 },
@@ -150,7 +193,8 @@ impl ClusterRuntime {
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| self.no_endpoint_error()))
+        let error = last_err.unwrap_or_else(|| self.no_endpoint_error());
+        Err(Failed::of(error, Some(req)))
     }
 
     fn guard(
@@ -189,9 +233,10 @@ impl ClusterRuntime {
             Err(_) if budget.stale => return Attempt::Stale(req),
             Err(error) => Err(SendError {
                 error,
-                unprocessed: None,
+                unprocessed: false,
+                request: Some(req),
             }),
-            Ok(()) => send.send(req).await,
+            Ok(()) => send.send(req, budget.keep).await,
         };
         let e = match sent {
             Ok(resp) => return Attempt::Done(Ok((resp, guard))),
@@ -199,7 +244,8 @@ impl ClusterRuntime {
             // the method.
             Err(SendError {
                 error,
-                unprocessed: Some(back),
+                unprocessed: true,
+                request: Some(back),
             }) if budget.refused => {
                 let why = refusal(&error);
                 tracing::debug!(cluster = %self.config.name, endpoint = %guard.ep.addr, %error, "the upstream did not process the request ({why}); sending it again");
@@ -212,10 +258,11 @@ impl ClusterRuntime {
             // torii cancelled the stream itself: the request body from the
             // client broke off (the client reset its stream or broke a rule
             // on it). Not the upstream's fault: no outlier report.
-            return Attempt::Done(Err(client_cancelled(ep.addr, &self.config.name)));
+            let err = client_cancelled(ep.addr, &self.config.name);
+            return Attempt::Done(Err(Failed::of(err, e.request)));
         }
         let mut err = connect::explain_h2_failure(&e.error, first, ep.addr, &self.config.name);
-        if e.unprocessed.is_none() && refused_unprocessed(&e.error) {
+        if refused_unprocessed(&e.error) && !(e.unprocessed && e.request.is_some()) {
             err.message.push_str(&format!(
                 "; torii could not send it again: it keeps at most {} KiB of a request body for that, and more of this one had gone out (or it broke off)",
                 RECORD_LIMIT / 1024
@@ -231,7 +278,7 @@ impl ClusterRuntime {
         }
         self.report(ep, false, err.code.as_str());
         self.log_failure(ep.addr, &err);
-        Attempt::Done(Err(err))
+        Attempt::Done(Err(Failed::of(err, e.request)))
     }
 
     /// Tells an upstream failure at info (at most once per endpoint and

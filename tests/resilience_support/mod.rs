@@ -29,6 +29,9 @@ pub enum Act {
     Reset,
     /// Never answers.
     Hang,
+    /// Answers Trailers-Only with the status at once, before reading the
+    /// request body (which may still be arriving).
+    EarlyTrailersOnly(i32),
     /// Waits until the gate opens, then answers like `Ok`.
     Gate,
 }
@@ -175,6 +178,10 @@ async fn answer(
     waiting: Arc<AtomicUsize>,
     mut gate: watch::Receiver<bool>,
 ) {
+    if let Act::EarlyTrailersOnly(code) = act {
+        let _ = respond.send_response(head(&status_fields(code, None), true), true);
+        return;
+    }
     let mut size = 0;
     while let Some(chunk) = body.data().await {
         let Ok(chunk) = chunk else { return };
@@ -213,6 +220,7 @@ async fn answer(
             let _ = send.send_trailers(trailers(&status_fields(code, None)));
         }
         Act::Reset => respond.send_reset(h2::Reason::INTERNAL_ERROR),
+        Act::EarlyTrailersOnly(_) => unreachable!("answered above"),
         Act::Hang => {
             // Until torii gives up on the stream.
             let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;

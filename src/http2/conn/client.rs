@@ -61,6 +61,7 @@ pub(in crate::http2) fn open_stream(
     shared: &Arc<Mutex<Inner>>,
     head: http::request::Parts,
     end_stream: bool,
+    keep_head: bool,
 ) -> Result<(StreamRef, Option<StreamRef>), (Error, http::request::Parts)> {
     let mut guard = lock(shared);
     let inner = &mut *guard;
@@ -83,6 +84,7 @@ pub(in crate::http2) fn open_stream(
     }
     stream.head_request = head.method == http::Method::HEAD;
     stream.pending_head = Some(Box::new(head));
+    stream.keep_head = keep_head;
     // Counted against the upstream's stream limit once its head is written.
     stream.counted = false;
     let key = inner.streams.insert(stream);
@@ -131,6 +133,15 @@ pub(in crate::http2) fn take_unprocessed(stream: &StreamRef) -> Option<Box<http:
     s.pending_head.take().or_else(|| s.sent_head.take())
 }
 
+/// Client side, on a stream opened keeping its head: the request head,
+/// whatever became of the stream (the caller decides whether to send it
+/// again).
+pub(in crate::http2) fn take_head(stream: &StreamRef) -> Option<Box<http::request::Parts>> {
+    let mut inner = stream.lock();
+    let s = &mut inner.streams[stream.key];
+    s.pending_head.take().or_else(|| s.sent_head.take())
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Client side: the response head of one of torii's streams.
     pub(super) fn response_head(
@@ -173,10 +184,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             || parts.status == http::StatusCode::NOT_MODIFIED;
         s.head_received = true;
         s.response = Some(parts);
-        if let Some(head) = s.sent_head.take() {
-            // Kept until now only to send it again (a stream refused
-            // unprocessed); done with.
-            crate::http2::maps::give(head.headers);
+        if !s.keep_head {
+            if let Some(head) = s.sent_head.take() {
+                // Kept until now only to send it again (a stream refused
+                // unprocessed); done with.
+                crate::http2::maps::give(head.headers);
+            }
         }
         s.recv_expect = if bodiless { None } else { content_length };
         s.state.set_recv_ended(end_stream);

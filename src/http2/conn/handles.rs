@@ -92,6 +92,21 @@ impl RecvBody {
         RecvBody { stream }
     }
 
+    /// Client side, on a stream opened keeping its request head
+    /// ([`crate::http2::client::Client::send_request_keeping_head`]): that
+    /// head, once.
+    pub fn take_request_head(&mut self) -> Option<Box<http::request::Parts>> {
+        super::client::take_head(&self.stream)
+    }
+
+    /// Client side: lets go of a kept request head now (nothing will send
+    /// it again), rather than when the stream ends.
+    pub fn release_request_head(&mut self) {
+        if let Some(head) = self.take_request_head() {
+            crate::http2::maps::give(head.headers);
+        }
+    }
+
     /// True once nothing is left to read. A body that the peer ended with
     /// a frame of its own (an empty DATA with END_STREAM after the head)
     /// says so only once data was read from it: before, the next hop gets

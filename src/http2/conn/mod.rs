@@ -63,7 +63,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 pub(in crate::http2) use client::{
-    client_gone, client_is_closed, client_poll_ready, open_stream, poll_response, take_unprocessed,
+    client_gone, client_is_closed, client_poll_ready, open_stream, poll_response, take_head,
+    take_unprocessed,
 };
 pub(in crate::http2) use handles::{poll_reset, send_head, send_reset, StreamRef};
 pub use handles::{RecvBody, SendBody};

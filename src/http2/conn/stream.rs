@@ -270,6 +270,10 @@ pub(super) struct Stream {
     /// head arrives: a stream the upstream refuses unprocessed (RFC 9113
     /// §8.7) hands it back to be sent again.
     pub(super) sent_head: Option<Box<http::request::Parts>>,
+    /// Client side: `sent_head` is kept past the response head, for as
+    /// long as the stream has handles (a retry policy may send the
+    /// request again after reading the response's status).
+    pub(super) keep_head: bool,
     /// Client side: a HEAD request (its response has no body, whatever
     /// its content-length says).
     pub(super) head_request: bool,
@@ -310,6 +314,7 @@ impl Stream {
             head_received: false,
             pending_head: None,
             sent_head: None,
+            keep_head: false,
             head_request: false,
             orphan: false,
             lingering: false,

@@ -43,7 +43,7 @@ async fn upstream_no_error_resets_kill_the_connection() {
     let (mut peer, shared) = client_conn();
     handshake_as_server(&mut peer, &[]).await;
     for _ in 0..200 {
-        let (response, body) = open_stream(&shared, post(), false).unwrap();
+        let (response, body) = open_stream(&shared, post(), false, false).unwrap();
         let (h, _) = peer
             .until(Duration::from_secs(5), |h, _| h.kind == kind::HEADERS)
             .await
@@ -85,14 +85,14 @@ async fn poll_ready_waiters_exceed_max_concurrent_streams() {
         .unwrap()
         .into_parts()
         .0;
-    let (first, _) = open_stream(&shared, get.clone(), true).unwrap();
+    let (first, _) = open_stream(&shared, get.clone(), true, false).unwrap();
     let mut waiters = Vec::new();
     for _ in 0..64 {
         let shared = shared.clone();
         let get = get.clone();
         waiters.push(tokio::spawn(async move {
             poll_fn(|cx| client_poll_ready(&shared, cx)).await.unwrap();
-            let r = open_stream(&shared, get.clone(), true)
+            let r = open_stream(&shared, get.clone(), true, false)
                 .map(|(r, _)| r)
                 .unwrap();
             std::future::pending::<()>().await;
@@ -140,10 +140,10 @@ async fn a_cancelled_unwritten_stream_reorders_stream_ids() {
             .0
     };
     // No await in between: the connection task does not run.
-    let (a, _) = open_stream(&shared, get(), true).unwrap(); // id 1
-    let (b, _) = open_stream(&shared, get(), true).unwrap(); // id 3
+    let (a, _) = open_stream(&shared, get(), true, false).unwrap(); // id 1
+    let (b, _) = open_stream(&shared, get(), true, false).unwrap(); // id 3
     drop(a); // cancelled before its head went out: key freed
-    let (c, _) = open_stream(&shared, get(), true).unwrap(); // id 5, A's key
+    let (c, _) = open_stream(&shared, get(), true, false).unwrap(); // id 5, A's key
     let mut ids = Vec::new();
     while ids.len() < 2 {
         let (h, _) = peer
@@ -181,7 +181,7 @@ async fn no_keepalive_pings_without_streams() {
         .unwrap()
         .into_parts()
         .0;
-    let (_response, _) = open_stream(&shared, get, true).unwrap();
+    let (_response, _) = open_stream(&shared, get, true, false).unwrap();
     let ping = peer
         .until(Duration::from_secs(60), |h, _| h.kind == kind::PING)
         .await;
