@@ -26,7 +26,15 @@ pub struct H2Received {
     /// A response to a request sent for a retry policy: what was sent of
     /// the request's body, to send the request again (its head is kept by
     /// the stream).
-    kept: Option<Box<KeptBody>>,
+    kept: Kept,
+}
+
+enum Kept {
+    Nothing,
+    /// A body sent whole as one chunk (a unary call's), or empty: kept
+    /// without a box.
+    One(Bytes),
+    Body(Box<KeptBody>),
 }
 
 /// The body of a request sent for a retry policy, as the upstream
@@ -44,34 +52,61 @@ impl H2Received {
         H2Received {
             recv,
             _cancel: cancel,
-            kept: None,
+            kept: Kept::Nothing,
         }
     }
 
     /// A response body whose request is kept to be sent again.
     pub fn keeping(recv: RecvBody, cancel: Option<oneshot::Sender<()>>, kept: KeptBody) -> Self {
+        let kept = match kept {
+            KeptBody::Whole(record) => match record.into_one() {
+                Ok(chunk) => Kept::One(chunk),
+                Err(record) => Kept::Body(Box::new(KeptBody::Whole(record))),
+            },
+            streaming => Kept::Body(Box::new(streaming)),
+        };
         H2Received {
             recv,
             _cancel: cancel,
-            kept: Some(Box::new(kept)),
+            kept,
         }
+    }
+
+    /// What the next frame is, without taking it ([`RecvBody::poll_peek`]).
+    pub fn poll_peek<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        look: impl FnOnce(crate::http2::Peek<'_>) -> R,
+    ) -> Poll<R> {
+        self.recv.poll_peek(cx, look)
+    }
+
+    /// [`poll_peek`](Self::poll_peek) without waiting.
+    pub fn peek_now<R>(&self, look: impl FnOnce(crate::http2::Peek<'_>) -> R) -> Option<R> {
+        self.recv.peek_now(look)
     }
 
     /// Whether the request could be taken back whole. A body still
     /// streaming in when the answer came is not known until its pipe ends
     /// ([`take_request`](Self::take_request) tells).
     pub fn can_take_request(&self) -> bool {
-        match self.kept.as_deref() {
-            Some(KeptBody::Whole(record)) => record.is_whole(),
-            Some(KeptBody::Streaming(_)) => true,
-            None => false,
+        match &self.kept {
+            Kept::One(_) => true,
+            Kept::Body(body) => match &**body {
+                KeptBody::Whole(record) => record.is_whole(),
+                KeptBody::Streaming(_) => true,
+            },
+            Kept::Nothing => false,
         }
     }
 
     /// The retry policy is done with the request: nothing will send it
     /// again, so nothing more of it is kept.
     pub fn release_request(&mut self) {
-        if self.kept.take().is_some() {
+        if !matches!(
+            std::mem::replace(&mut self.kept, Kept::Nothing),
+            Kept::Nothing
+        ) {
             self.recv.release_request_head();
         }
     }
@@ -81,8 +116,16 @@ impl H2Received {
     /// cancelled). None when the body cannot be sent whole again (more
     /// than [`RECORD_LIMIT`] had gone out, or it broke off).
     pub async fn take_request(mut self) -> Option<http::Request<Body>> {
-        let kept = *self.kept.take()?;
+        let kept = std::mem::replace(&mut self.kept, Kept::Nothing);
         let head = self.recv.take_request_head()?;
+        let kept = match kept {
+            Kept::Nothing => return None,
+            Kept::One(chunk) if chunk.is_empty() => KeptBody::Whole(Recorded::empty()),
+            Kept::One(chunk) => {
+                return Some(http::Request::from_parts(*head, super::full(chunk)));
+            }
+            Kept::Body(body) => *body,
+        };
         let body = match kept {
             KeptBody::Whole(record) => record.into_body(None),
             KeptBody::Streaming(rx) => {
@@ -257,6 +300,15 @@ impl Recorded {
 
     pub fn is_given_up(&self) -> bool {
         self.given_up
+    }
+
+    /// A whole body of at most one chunk (no trailers): that chunk (empty
+    /// for an empty body).
+    fn into_one(self) -> Result<Bytes, Recorded> {
+        if self.is_whole() && self.more.is_empty() && self.trailers.is_none() {
+            return Ok(self.first.unwrap_or_default());
+        }
+        Err(self)
     }
 
     /// All of the body is here: it can be sent again on its own.

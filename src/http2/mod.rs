@@ -28,7 +28,7 @@ pub mod server;
 use std::fmt;
 use std::sync::Arc;
 
-pub use conn::{RecvBody, SendBody};
+pub use conn::{Peek, RecvBody, SendBody};
 
 /// An HTTP/2 error code (RFC 9113 §7).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -75,7 +75,7 @@ impl Pipeline {
                 })
                 .await;
                 if let Some(o) = slot.as_mut() {
-                    o.attempts = Some(Box::new(notes));
+                    o.attempts = notes;
                 }
                 sent
             }

@@ -58,8 +58,9 @@ pub struct Outcome {
     pub version: http::Version,
     /// A browser's request (gRPC-Web, CORS): what answering it needs.
     pub browser: Option<Box<Browser>>,
-    /// Under a retry policy: each attempt's endpoint and outcome.
-    pub attempts: Option<Box<Vec<super::retry::Note>>>,
+    /// Under a retry policy: each attempt's endpoint and outcome (empty
+    /// without one).
+    pub attempts: Vec<super::retry::Note>,
     /// A route with `auth:`: who the caller is and what was decided
     /// (access log only; set only when logging).
     pub auth: Option<Box<AuthNote>>,
@@ -99,7 +100,7 @@ impl Outcome {
             protocol: Protocol::Http1,
             version: http::Version::HTTP_11,
             browser: None,
-            attempts: None,
+            attempts: Vec::new(),
             auth: None,
             trace: None,
             logger: logger.clone(),
@@ -174,7 +175,8 @@ impl Outcome {
                 if let Some(u) = self.upstream {
                     j.addr(key!("upstream"), u);
                 }
-                if let Some(a) = &self.attempts {
+                if !self.attempts.is_empty() {
+                    let a = &self.attempts;
                     j.u64(key!("attempts"), a.len() as u64);
                     let each: Vec<String> = a
                         .iter()

@@ -24,6 +24,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -36,6 +37,7 @@ use crate::body::{Body, Held, Received};
 use crate::config::RetryPolicy;
 use crate::error::{ErrorCode, ProxyError};
 use crate::grpc;
+use crate::http2::Peek;
 use crate::telemetry::trace::AttemptEnd;
 use crate::upstream::send::Failed;
 use crate::upstream::{ClusterRuntime, ExchangeGuard, Wire};
@@ -278,6 +280,12 @@ impl Pipeline {
             };
             // The last check: taking a lent request back from a body still
             // streaming in ends the exchange, and may find it too large.
+            // The attempt as its CLIENT span tells it, read before a lent
+            // request is taken back out of the answer's body.
+            let end = match (stop, &r.trace) {
+                (None, Some(_)) => Some(attempt_end(ep, &answer, why)),
+                _ => None,
+            };
             let next = match stop {
                 Some(stop) => Err(stop),
                 None => source
@@ -316,8 +324,8 @@ impl Pipeline {
                     guard.cluster.report(&guard.ep, false, why);
                 }
             }
-            if let Some(t) = r.trace.as_deref_mut() {
-                t.attempt_ended(attempt_end(ep, &answer, why));
+            if let (Some(t), Some(end)) = (r.trace.as_deref_mut(), end) {
+                t.attempt_ended(end);
             }
             drop(answer);
             req = next;
@@ -342,7 +350,7 @@ async fn attempt(
     back: Option<&mut Option<Box<Request<Body>>>>,
 ) -> Try {
     let keep = back.is_some();
-    let (resp, guard) = match cluster.send_keeping(req, wire, ep, keep).await {
+    let (mut resp, guard) = match cluster.send_keeping(req, wire, ep, keep).await {
         Ok(ok) => ok,
         Err(Failed { error: e, request }) => {
             if let Some(back) = back {
@@ -385,6 +393,29 @@ async fn attempt(
         // Nothing in the trailers could make it retried: no need to hold.
         return Try::Done(Ok((resp, guard)));
     }
+    if let Received::H2(body) = resp.body_mut() {
+        // HTTP/2: the first frame looked at where it is, not taken out.
+        let first = match poll_fn(|cx| Poll::Ready(body.poll_peek(cx, look))).await {
+            Poll::Ready(first) => first,
+            Poll::Pending => {
+                let waited = tokio::time::timeout(HOLD, poll_fn(|cx| body.poll_peek(cx, look)));
+                match waited.await {
+                    Ok(first) => first,
+                    // Nothing yet: the answer is the client's from here on.
+                    Err(_) => return Try::Done(Ok((resp, guard))),
+                }
+            }
+        };
+        return match first {
+            Look::Status(Some(code), pushback) => judge(policy, code, pushback, (resp, guard)),
+            Look::Broke if policy.on.reset => Try::Again {
+                why: "reset",
+                answer: Ok((resp, guard)),
+                pushback: None,
+            },
+            _ => Try::Done(Ok((resp, guard))),
+        };
+    }
     // Hold the head until the first message or the trailers.
     let (parts, mut body) = resp.into_parts();
     let first = tokio::time::timeout(HOLD, poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))).await;
@@ -412,6 +443,24 @@ async fn attempt(
     }
 }
 
+/// The first frame of an HTTP/2 answer, looked at.
+enum Look {
+    /// A message, or the end without trailers: the answer is final.
+    Final,
+    /// Trailers: their status and pushback.
+    Status(Option<i32>, Option<Pushback>),
+    /// The stream broke.
+    Broke,
+}
+
+fn look(p: Peek<'_>) -> Look {
+    match p {
+        Peek::Trailers(t) => Look::Status(status_of(t), pushback_of(t)),
+        Peek::Error => Look::Broke,
+        Peek::Data | Peek::End => Look::Final,
+    }
+}
+
 /// What a retried attempt's answer tells its CLIENT span.
 fn attempt_end(
     endpoint: Option<SocketAddr>,
@@ -432,10 +481,17 @@ fn attempt_end(
                     .first
                     .as_ref()
                     .and_then(|f| f.as_ref().ok())
-                    .and_then(|f| f.trailers_ref()),
+                    .and_then(|f| f.trailers_ref())
+                    .and_then(status_of),
+                Received::H2(body) => body
+                    .peek_now(|p| match p {
+                        Peek::Trailers(t) => status_of(t),
+                        _ => None,
+                    })
+                    .flatten(),
                 _ => None,
             };
-            end.grpc_status = status_of(resp.headers()).or_else(|| held.and_then(status_of));
+            end.grpc_status = status_of(resp.headers()).or(held);
         }
         Err(e) => end.error = Some(e.code),
     }

@@ -87,6 +87,16 @@ pub struct RecvBody {
     stream: StreamRef,
 }
 
+/// The next frame of a [`RecvBody`], looked at and left in place.
+pub enum Peek<'a> {
+    Data,
+    Trailers(&'a HeaderMap),
+    /// The body ended without trailers.
+    End,
+    /// The stream failed.
+    Error,
+}
+
 impl RecvBody {
     pub(in crate::http2) fn new(stream: StreamRef) -> RecvBody {
         RecvBody { stream }
@@ -121,6 +131,49 @@ impl RecvBody {
             && s.recv_buf.is_empty()
             && s.recv_trailers.is_none()
             && (s.head_ended || s.recv_split)
+    }
+
+    /// What the next frame is, without taking it: data, the trailers
+    /// (lent to `look`), the end, or an error. Pending (and `cx` woken)
+    /// until one of them has arrived.
+    pub fn poll_peek<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        look: impl FnOnce(Peek<'_>) -> R,
+    ) -> Poll<R> {
+        self.peek(Some(cx), look)
+    }
+
+    /// [`poll_peek`](Self::poll_peek) without waiting: None while nothing
+    /// has arrived.
+    pub fn peek_now<R>(&self, look: impl FnOnce(Peek<'_>) -> R) -> Option<R> {
+        match self.peek(None, look) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    fn peek<R>(&self, cx: Option<&mut Context<'_>>, look: impl FnOnce(Peek<'_>) -> R) -> Poll<R> {
+        let mut guard = self.stream.lock();
+        let inner = &mut *guard;
+        let key = self.stream.key;
+        let s = &inner.streams[key];
+        if !s.recv_buf.is_empty() {
+            return Poll::Ready(look(Peek::Data));
+        }
+        if let Some(t) = &s.recv_trailers {
+            return Poll::Ready(look(Peek::Trailers(t)));
+        }
+        if s.state.recv_ended() {
+            return Poll::Ready(look(Peek::End));
+        }
+        if StreamRef::error_of(inner, s).is_some() {
+            return Poll::Ready(look(Peek::Error));
+        }
+        if let Some(cx) = cx {
+            register(&mut inner.streams[key].recv_waker, cx);
+        }
+        Poll::Pending
     }
 
     pub fn poll_frame(

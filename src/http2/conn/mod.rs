@@ -67,7 +67,7 @@ pub(in crate::http2) use client::{
     take_unprocessed,
 };
 pub(in crate::http2) use handles::{poll_reset, send_head, send_reset, StreamRef};
-pub use handles::{RecvBody, SendBody};
+pub use handles::{Peek, RecvBody, SendBody};
 pub(in crate::http2) use shared::Inner;
 
 use super::chunk::Chunk;
