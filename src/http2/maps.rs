@@ -28,7 +28,7 @@ pub const ROOM: usize = 12;
 
 /// Maps kept per thread: a burst of this many exchanges in flight reuses
 /// maps throughout (~1.3 KB each, so at most ~170 KB per thread).
-const KEEP: usize = 128;
+const KEEP: usize = 256;
 
 /// Maps with more room than this are freed, not kept.
 const MAX_ROOM: usize = 32;

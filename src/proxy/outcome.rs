@@ -60,7 +60,7 @@ pub struct Outcome {
     pub browser: Option<Box<Browser>>,
     /// Under a retry policy: each attempt's endpoint and outcome (empty
     /// without one).
-    pub attempts: Vec<super::retry::Note>,
+    pub attempts: super::retry::Notes,
     /// A route with `auth:`: who the caller is and what was decided
     /// (access log only; set only when logging).
     pub auth: Option<Box<AuthNote>>,
@@ -100,7 +100,7 @@ impl Outcome {
             protocol: Protocol::Http1,
             version: http::Version::HTTP_11,
             browser: None,
-            attempts: Vec::new(),
+            attempts: Default::default(),
             auth: None,
             trace: None,
             logger: logger.clone(),

@@ -48,11 +48,40 @@ pub const HOLD: Duration = Duration::from_secs(1);
 
 const PUSHBACK: &str = "grpc-retry-pushback-ms";
 
-type Exchange = (Response<Received>, ExchangeGuard);
+pub(super) type Exchange = (Response<Received>, ExchangeGuard);
 
 /// One attempt and how it went: its endpoint and a word (`ok`, the
 /// retried status or failure, or the error code that ended it).
 pub type Note = (Option<SocketAddr>, &'static str);
+
+/// Each attempt's note, the first inline: most requests make one attempt,
+/// and a Vec would allocate for it.
+#[derive(Default)]
+pub struct Notes {
+    first: Option<Note>,
+    more: Vec<Note>,
+}
+
+impl Notes {
+    pub fn push(&mut self, note: Note) {
+        match self.first {
+            None => self.first = Some(note),
+            Some(_) => self.more.push(note),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Note> {
+        self.first.iter().chain(&self.more)
+    }
+}
 
 /// How one attempt ended.
 enum Try {
@@ -87,7 +116,7 @@ pub(super) struct Retrying<'a> {
 }
 
 /// Where each retry's request comes from.
-enum Source {
+pub(super) enum Source {
     /// HTTP/2: the upstream transport keeps the request it sent and gives
     /// it back.
     Lent,
@@ -98,13 +127,18 @@ enum Source {
 }
 
 impl Source {
+    /// Whether the transport keeps the request (no copy up front).
+    pub(super) fn lends(policy: &RetryPolicy, wire: Wire) -> bool {
+        wire == Wire::Http2 && policy.per_try_timeout.is_none()
+    }
+
     /// The source, and the first attempt's request.
-    fn new(
+    pub(super) fn new(
         req: Box<Request<Body>>,
         policy: &RetryPolicy,
         wire: Wire,
     ) -> (Source, Box<Request<Body>>) {
-        if wire == Wire::Http2 && policy.per_try_timeout.is_none() {
+        if Source::lends(policy, wire) {
             return (Source::Lent, req);
         }
         let (parts, body) = (*req).into_parts();
@@ -200,6 +234,89 @@ fn kept_body_mut(answer: &mut Result<Exchange, ProxyError>) -> Option<&mut H2Rec
     }
 }
 
+/// An attempt the policy wants retried.
+pub(super) struct Retryable {
+    /// Its number (1 for the first).
+    n: u32,
+    ep: Option<SocketAddr>,
+    /// Why (the metric's `reason`).
+    why: &'static str,
+    /// The answer to give if no retry follows.
+    answer: Result<Exchange, ProxyError>,
+    pushback: Option<Pushback>,
+    /// The request, when the failure gave it back.
+    back: Option<Box<Request<Body>>>,
+}
+
+/// Attempt number `n` under the policy: sent, and its outcome judged.
+/// Ok: the answer is final (the request is let go of). Err: the policy
+/// wants it retried.
+pub(super) async fn attempt_once(
+    r: &mut Retrying<'_>,
+    source: &Source,
+    mut req: Box<Request<Body>>,
+    n: u32,
+    endpoint: &mut Option<SocketAddr>,
+    notes: &mut Notes,
+) -> Result<Result<Exchange, ProxyError>, Box<Retryable>> {
+    let policy = r.policy;
+    if let Some(t) = r.trace.as_deref_mut() {
+        t.attempt(req.headers_mut());
+    }
+    let mut ep = None;
+    let mut back = None;
+    let lent = matches!(source, Source::Lent);
+    let tried = {
+        let back = lent.then_some(&mut back);
+        let attempt = attempt(policy, req, r.cluster, r.wire, r.grpc_req, &mut ep, back);
+        match policy.per_try_timeout {
+            Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| t),
+            None => Ok(attempt.await),
+        }
+    };
+    let tried = match tried {
+        Ok(tried) => tried,
+        Err(t) => Try::Again {
+            why: "per_try_timeout",
+            answer: Err(ProxyError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "upstream {} (cluster {}) did not answer within the route's per_try_timeout ({})",
+                    ep.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
+                    r.cluster.name,
+                    crate::config::duration::display(t)
+                ),
+            )),
+            pushback: None,
+        },
+    };
+    if ep.is_some() {
+        *endpoint = ep;
+    }
+    match tried {
+        Try::Done(mut result) => {
+            notes.push((ep, done_word(&result)));
+            source.commit(&mut result);
+            Ok(with_attempts(result, notes))
+        }
+        Try::Again {
+            why,
+            answer,
+            pushback,
+        } => {
+            notes.push((ep, why));
+            Err(Box::new(Retryable {
+                n,
+                ep,
+                why,
+                answer,
+                pushback,
+                back,
+            }))
+        }
+    }
+}
+
 impl Pipeline {
     /// Sends `req` under the route's retry policy. `endpoint` is the
     /// endpoint tried last; `notes` gets each attempt.
@@ -208,59 +325,35 @@ impl Pipeline {
         mut r: Retrying<'_>,
         req: Box<Request<Body>>,
         endpoint: &mut Option<SocketAddr>,
-        notes: &mut Vec<Note>,
+        notes: &mut Notes,
+    ) -> Result<Exchange, ProxyError> {
+        let (source, req) = Source::new(req, r.policy, r.wire);
+        match attempt_once(&mut r, &source, req, 1, endpoint, notes).await {
+            Ok(result) => result,
+            Err(failed) => self.retry_rest(r, source, failed, endpoint, notes).await,
+        }
+    }
+
+    /// The attempts after `failed`, until one is final or the policy
+    /// stops.
+    pub(super) async fn retry_rest(
+        &self,
+        mut r: Retrying<'_>,
+        source: Source,
+        mut failed: Box<Retryable>,
+        endpoint: &mut Option<SocketAddr>,
+        notes: &mut Notes,
     ) -> Result<Exchange, ProxyError> {
         let policy = r.policy;
-        let (source, mut req) = Source::new(req, policy, r.wire);
-        let lent = matches!(source, Source::Lent);
-        let mut n = 0u32;
         loop {
-            n += 1;
-            if let Some(t) = r.trace.as_deref_mut() {
-                t.attempt(req.headers_mut());
-            }
-            let mut ep = None;
-            let mut back = None;
-            let tried = {
-                let back = lent.then_some(&mut back);
-                let attempt = attempt(policy, req, r.cluster, r.wire, r.grpc_req, &mut ep, back);
-                match policy.per_try_timeout {
-                    Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| t),
-                    None => Ok(attempt.await),
-                }
-            };
-            let tried = match tried {
-                Ok(tried) => tried,
-                Err(t) => Try::Again {
-                    why: "per_try_timeout",
-                    answer: Err(ProxyError::new(
-                        ErrorCode::UpstreamTimeout,
-                        format!(
-                            "upstream {} (cluster {}) did not answer within the route's per_try_timeout ({})",
-                            ep.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
-                            r.cluster.name,
-                            crate::config::duration::display(t)
-                        ),
-                    )),
-                    pushback: None,
-                },
-            };
-            if ep.is_some() {
-                *endpoint = ep;
-            }
-            let (why, mut answer, pushback) = match tried {
-                Try::Done(mut result) => {
-                    notes.push((ep, done_word(&result)));
-                    source.commit(&mut result);
-                    return with_attempts(result, notes);
-                }
-                Try::Again {
-                    why,
-                    answer,
-                    pushback,
-                } => (why, answer, pushback),
-            };
-            notes.push((ep, why));
+            let Retryable {
+                n,
+                ep,
+                why,
+                mut answer,
+                pushback,
+                back,
+            } = *failed;
             let delay = match pushback {
                 Some(Pushback::After(d)) => d,
                 _ => backoff(policy, n),
@@ -278,14 +371,14 @@ impl Pipeline {
             } else {
                 None
             };
-            // The last check: taking a lent request back from a body still
-            // streaming in ends the exchange, and may find it too large.
             // The attempt as its CLIENT span tells it, read before a lent
             // request is taken back out of the answer's body.
             let end = match (stop, &r.trace) {
                 (None, Some(_)) => Some(attempt_end(ep, &answer, why)),
                 _ => None,
             };
+            // The last check: taking a lent request back from a body still
+            // streaming in ends the exchange, and may find it too large.
             let next = match stop {
                 Some(stop) => Err(stop),
                 None => source
@@ -328,11 +421,14 @@ impl Pipeline {
                 t.attempt_ended(end);
             }
             drop(answer);
-            req = next;
             r.cluster.count_retry(why);
             tracing::debug!(cluster = %r.cluster.name, attempt = n, reason = why, delay_ms = delay.as_millis() as u64, "retrying");
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
+            }
+            match attempt_once(&mut r, &source, next, n + 1, endpoint, notes).await {
+                Ok(result) => return result,
+                Err(again) => failed = again,
             }
         }
     }
@@ -384,17 +480,14 @@ async fn attempt(
             None => Try::Done(Ok((resp, guard))),
         };
     }
-    if let Some(code) = status_of(resp.headers()) {
-        // Trailers-Only.
-        let pushback = pushback_of(resp.headers());
-        return judge(policy, code, pushback, (resp, guard));
-    }
-    if policy.on.grpc == 0 && !policy.on.reset {
-        // Nothing in the trailers could make it retried: no need to hold.
-        return Try::Done(Ok((resp, guard)));
-    }
     if let Received::H2(body) = resp.body_mut() {
-        // HTTP/2: the first frame looked at where it is, not taken out.
+        if policy.on.grpc == 0 && !policy.on.reset {
+            // No status could make it retried: no need to look.
+            return Try::Done(Ok((resp, guard)));
+        }
+        // HTTP/2: the first frame looked at where it is, not taken out;
+        // the head's fields only when the body ended with it
+        // (Trailers-Only).
         let first = match poll_fn(|cx| Poll::Ready(body.poll_peek(cx, look))).await {
             Poll::Ready(first) => first,
             Poll::Pending => {
@@ -407,6 +500,13 @@ async fn attempt(
             }
         };
         return match first {
+            Look::End => match status_of(resp.headers()) {
+                Some(code) => {
+                    let pushback = pushback_of(resp.headers());
+                    judge(policy, code, pushback, (resp, guard))
+                }
+                None => Try::Done(Ok((resp, guard))),
+            },
             Look::Status(Some(code), pushback) => judge(policy, code, pushback, (resp, guard)),
             Look::Broke if policy.on.reset => Try::Again {
                 why: "reset",
@@ -415,6 +515,15 @@ async fn attempt(
             },
             _ => Try::Done(Ok((resp, guard))),
         };
+    }
+    if let Some(code) = status_of(resp.headers()) {
+        // Trailers-Only.
+        let pushback = pushback_of(resp.headers());
+        return judge(policy, code, pushback, (resp, guard));
+    }
+    if policy.on.grpc == 0 && !policy.on.reset {
+        // Nothing in the trailers could make it retried: no need to hold.
+        return Try::Done(Ok((resp, guard)));
     }
     // Hold the head until the first message or the trailers.
     let (parts, mut body) = resp.into_parts();
@@ -445,8 +554,10 @@ async fn attempt(
 
 /// The first frame of an HTTP/2 answer, looked at.
 enum Look {
-    /// A message, or the end without trailers: the answer is final.
-    Final,
+    /// A message: the answer is final.
+    Data,
+    /// The body ended without trailers (with the head: Trailers-Only).
+    End,
     /// Trailers: their status and pushback.
     Status(Option<i32>, Option<Pushback>),
     /// The stream broke.
@@ -457,7 +568,8 @@ fn look(p: Peek<'_>) -> Look {
     match p {
         Peek::Trailers(t) => Look::Status(status_of(t), pushback_of(t)),
         Peek::Error => Look::Broke,
-        Peek::Data | Peek::End => Look::Final,
+        Peek::Data => Look::Data,
+        Peek::End => Look::End,
     }
 }
 
@@ -556,7 +668,7 @@ fn skip_reason(stop: &str) -> &'static str {
 /// A failure after several attempts says what each got.
 fn with_attempts(
     result: Result<Exchange, ProxyError>,
-    notes: &[Note],
+    notes: &Notes,
 ) -> Result<Exchange, ProxyError> {
     result.map_err(|mut e| {
         if notes.len() > 1 {
@@ -571,7 +683,7 @@ fn with_attempts(
 }
 
 /// `1: 127.0.0.1:5001 unavailable, 2: ...`
-pub fn describe(notes: &[Note]) -> String {
+pub fn describe(notes: &Notes) -> String {
     notes
         .iter()
         .enumerate()
