@@ -297,7 +297,8 @@ pub(super) async fn attempt_once(
         Try::Done(mut result) => {
             notes.push((ep, done_word(&result)));
             source.commit(&mut result);
-            Ok(with_attempts(result, notes))
+            with_attempts(&mut result, notes);
+            Ok(result)
         }
         Try::Again {
             why,
@@ -407,7 +408,8 @@ impl Pipeline {
                         );
                     }
                     source.commit(&mut answer);
-                    return with_attempts(answer, notes);
+                    with_attempts(&mut answer, notes);
+                    return answer;
                 }
             };
             if let Ok((_, guard)) = &answer {
@@ -666,11 +668,9 @@ fn skip_reason(stop: &str) -> &'static str {
 }
 
 /// A failure after several attempts says what each got.
-fn with_attempts(
-    result: Result<Exchange, ProxyError>,
-    notes: &Notes,
-) -> Result<Exchange, ProxyError> {
-    result.map_err(|mut e| {
+/// In place: an answer is large, and moving it costs on every request.
+fn with_attempts(result: &mut Result<Exchange, ProxyError>, notes: &Notes) {
+    if let Err(e) = result {
         if notes.len() > 1 {
             e.message.push_str(&format!(
                 "; torii made {} attempts: {}",
@@ -678,8 +678,7 @@ fn with_attempts(
                 describe(notes)
             ));
         }
-        e
-    })
+    }
 }
 
 /// `1: 127.0.0.1:5001 unavailable, 2: ...`
