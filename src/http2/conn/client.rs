@@ -137,9 +137,7 @@ pub(in crate::http2) fn take_unprocessed(stream: &StreamRef) -> Option<Box<http:
 /// whatever became of the stream (the caller decides whether to send it
 /// again).
 pub(in crate::http2) fn take_head(stream: &StreamRef) -> Option<Box<http::request::Parts>> {
-    let mut inner = stream.lock();
-    let s = &mut inner.streams[stream.key];
-    s.pending_head.take().or_else(|| s.sent_head.take())
+    stream.take_request_head()
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {

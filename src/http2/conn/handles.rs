@@ -22,6 +22,16 @@ pub(in crate::http2) struct StreamRef {
 }
 
 impl StreamRef {
+    /// Client side: the request head the stream still holds (not yet
+    /// written, or kept after it was), taken.
+    pub(in crate::http2) fn take_request_head(&self) -> Option<Box<http::request::Parts>> {
+        let mut inner = self.lock();
+        let s = &mut inner.streams[self.key];
+        s.pending_head.take().or_else(|| s.sent_head.take())
+    }
+}
+
+impl StreamRef {
     pub(super) fn new(shared: &Arc<Mutex<Inner>>, inner: &mut Inner, key: usize) -> StreamRef {
         inner.streams[key].handles += 1;
         StreamRef {
@@ -106,7 +116,7 @@ impl RecvBody {
     /// ([`crate::http2::client::Client::send_request_keeping_head`]): that
     /// head, once.
     pub fn take_request_head(&mut self) -> Option<Box<http::request::Parts>> {
-        super::client::take_head(&self.stream)
+        self.stream.take_request_head()
     }
 
     /// Client side: lets go of a kept request head now (nothing will send
