@@ -384,3 +384,98 @@ async fn the_budget_caps_retries_under_a_bounded_load() {
     assert!(refused >= REQUESTS - sent / 2, "{refused} refused");
     assert!(refused <= REQUESTS);
 }
+
+/// A plain HTTP upstream speaking HTTP/1.1 and h2c on one port: the first
+/// request to each path gets `503`, later ones `200` saying how many body
+/// bytes arrived.
+async fn spawn_busy_once() -> SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let path = req.uri().path().to_string();
+                            let n = {
+                                let mut s = seen.lock().unwrap();
+                                let n = s.entry(path).or_insert(0);
+                                *n += 1;
+                                *n
+                            };
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let (status, text) = match n {
+                                1 => (503, "busy".to_string()),
+                                _ => (200, format!("got {} bytes", body.len())),
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Full::new(Bytes::from(text)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn plain_http_5xx_is_retried_with_its_body_over_http1_and_h2c() {
+    // Over HTTP/1.1 the request is copied for the retry; over h2c the
+    // upstream connection keeps it and gives it back.
+    let up = spawn_busy_once().await;
+    let yaml = format!(
+        r#"
+listeners:
+  - name: plain
+    address: 127.0.0.1:0
+    routes:
+      - match: {{ prefix: /one }}
+        cluster: h1
+        retry: {{ on: [5xx], attempts: 2, backoff: {{ base: 1ms, max: 2ms }} }}
+      - match: {{ prefix: /two }}
+        cluster: h2
+        retry: {{ on: [5xx], attempts: 2, backoff: {{ base: 1ms, max: 2ms }} }}
+clusters:
+  - name: h1
+    endpoints: ["{up}"]
+    protocol: http1
+  - name: h2
+    endpoints: ["{up}"]
+    protocol: h2c
+"#
+    );
+    let p = start(&yaml, TempDir::new("retries-5xx")).await;
+    for path in ["/one", "/two"] {
+        let answer = raw_exchange(
+            p.addr("plain"),
+            format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        assert!(answer.ends_with("got 5 bytes"), "{path}: {answer}");
+    }
+    for cluster in ["h1", "h2"] {
+        let n = p.metric(
+            "torii_upstream_retries_total",
+            &[&format!("cluster=\"{cluster}\""), "reason=\"5xx\""],
+        );
+        assert_eq!(n, Some(1.0), "{cluster}");
+    }
+}

@@ -21,6 +21,8 @@ pub struct Client {
 
 struct Handle {
     shared: Arc<Mutex<Inner>>,
+    /// The server's SETTINGS_MAX_CONCURRENT_STREAMS.
+    peer_max: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Drop for Handle {
@@ -40,6 +42,7 @@ where
     let client = Client {
         handle: Arc::new(Handle {
             shared: conn.shared().clone(),
+            peer_max: conn::peer_max_streams(conn.shared()),
         }),
     };
     (client, ClientConnection { conn })
@@ -87,6 +90,14 @@ impl Client {
     /// GOAWAY: no new stream can be opened on it.
     pub fn is_closed(&self) -> bool {
         conn::client_is_closed(&self.handle.shared)
+    }
+
+    /// The upstream's limit on concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS;
+    /// unlimited until its SETTINGS arrive).
+    pub fn peer_max_streams(&self) -> u32 {
+        self.handle
+            .peer_max
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ready when a stream may be opened (under the upstream's limit); an

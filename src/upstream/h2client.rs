@@ -94,6 +94,11 @@ impl H2Client {
         self.client.is_closed()
     }
 
+    /// The upstream's limit on concurrent streams on this connection.
+    pub fn peer_max_streams(&self) -> u32 {
+        self.client.peer_max_streams()
+    }
+
     /// Waits until the connection may open one more stream. An error means
     /// the connection is gone (closed, failed, or the upstream sent GOAWAY):
     /// nothing was sent, so the request may go elsewhere.

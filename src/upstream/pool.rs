@@ -195,8 +195,13 @@ impl Endpoint {
     }
 
     /// Picks the least busy open connection with room, if any; at
-    /// max_connections, also one that is full (the stream queues until the
-    /// upstream's concurrency limit allows it).
+    /// max_connections_per_endpoint, also one past max_streams (the
+    /// threshold for spreading streams), but not one the upstream's own
+    /// stream limit fills: then another connection is opened (up to the
+    /// cluster's max_connections) rather than queueing streams that may
+    /// never get a slot — long-lived streams (watches, subscriptions)
+    /// would otherwise wait for good behind 8 × the upstream's limit. An
+    /// upstream that allows no streams at all (0) is waited for.
     fn pick_h2(&self) -> Option<Lease> {
         let mut conns = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         conns.retain(|c| !c.send.is_closed());
@@ -204,7 +209,9 @@ impl Endpoint {
             .iter()
             .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
         let load = best.streams.load(Ordering::Relaxed);
-        if load >= self.max_streams && conns.len() < self.max_conns {
+        let limit = best.send.peer_max_streams() as usize;
+        let upstream_full = limit > 0 && load >= limit;
+        if upstream_full || (load >= self.max_streams && conns.len() < self.max_conns) {
             return None;
         }
         Some(Lease::H2 {

@@ -96,6 +96,13 @@ pub(in crate::http2) fn open_stream(
     Ok((response, body))
 }
 
+/// Client side: the server's stream limit as last announced, shared.
+pub(in crate::http2) fn peer_max_streams(
+    shared: &Mutex<Inner>,
+) -> Arc<std::sync::atomic::AtomicU32> {
+    lock(shared).peer_max_seen.clone()
+}
+
 /// Client side: the response head, once it has arrived.
 pub(in crate::http2) fn poll_response(
     stream: &StreamRef,

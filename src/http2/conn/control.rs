@@ -78,6 +78,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                     .set_max_table_size((value as usize).min(4096)),
                 setting::MAX_CONCURRENT_STREAMS if inner.role == Role::Client => {
                     inner.peer_max_concurrent = value;
+                    inner
+                        .peer_max_seen
+                        .store(value, std::sync::atomic::Ordering::Relaxed);
                     for w in inner.open_waiters.drain(..) {
                         w.wake();
                     }

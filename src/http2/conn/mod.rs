@@ -63,8 +63,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 pub(in crate::http2) use client::{
-    client_gone, client_is_closed, client_poll_ready, open_stream, poll_response, take_head,
-    take_unprocessed,
+    client_gone, client_is_closed, client_poll_ready, open_stream, peer_max_streams, poll_response,
+    take_head, take_unprocessed,
 };
 pub(in crate::http2) use handles::{poll_reset, send_head, send_reset, StreamRef};
 pub use handles::{Peek, RecvBody, SendBody};
@@ -253,6 +253,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             role,
             next_stream_id: 1,
             peer_max_concurrent: u32::MAX,
+            peer_max_seen: Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX)),
             open_waiters: Vec::new(),
             heads: VecDeque::new(),
             goaway_received: false,

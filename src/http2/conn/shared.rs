@@ -84,6 +84,9 @@ pub(in crate::http2) struct Inner {
     /// waiting for room under it, and whether the server sent GOAWAY.
     pub(super) next_stream_id: u32,
     pub(super) peer_max_concurrent: u32,
+    /// The same limit, readable without the lock (a pool choosing among
+    /// connections).
+    pub(super) peer_max_seen: std::sync::Arc<std::sync::atomic::AtomicU32>,
     pub(super) open_waiters: Vec<Waker>,
     /// Client side: streams (key, id) whose head is waiting to be encoded.
     pub(super) heads: VecDeque<(usize, u32)>,
