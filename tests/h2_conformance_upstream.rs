@@ -921,6 +921,27 @@ async fn s5_1_frames_after_torii_reset_a_stream_are_discarded() {
 }
 
 /// §5.1.2: "Endpoints MUST NOT exceed the limit set by their peer." — with SETTINGS_MAX_CONCURRENT_STREAMS 1, torii opens no second stream on that connection while the first is open; the second call goes on a new connection (the upstream's limit fills the one torii spreads streams over, and behind a long-lived stream it would wait for good), and both calls succeed.
+/// §5.1.2 at the cluster's `max_connections` (1 here): no other connection may be opened, so the second stream
+/// waits for the first to close, then goes on the same connection. (Until this test, an HTTP/2 connection gave its
+/// place under max_connections back as soon as it was made: the limit held only for HTTP/1.1.)
+#[tokio::test]
+async fn at_max_connections_a_stream_waits_under_the_upstreams_limit() {
+    let env =
+        env_with("    max_connections_per_endpoint: 1\n    limits: { max_connections: 1 }\n").await;
+    let first = call(env.addr(), "one");
+    let mut peer = env.accept(&[(SETTINGS_MAX_CONCURRENT_STREAMS, 1)]).await;
+    let s1 = peer.whole_request().await;
+    while !peer.settings_acked {
+        peer.next("the ACK of our SETTINGS").await.expect("lives");
+    }
+    let second = call(env.addr(), "two");
+    peer.respond_ok(s1).await;
+    ok(first, "first").await;
+    let s2 = peer.whole_request().await;
+    peer.respond_ok(s2).await;
+    ok(second, "second").await;
+}
+
 #[tokio::test]
 async fn s5_1_2_torii_keeps_to_the_upstreams_max_concurrent_streams() {
     let env = env_with("    max_connections_per_endpoint: 1\n").await;

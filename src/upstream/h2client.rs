@@ -83,6 +83,8 @@ where
                 ),
             );
         }
+        // The connection's place under max_connections is kept until here.
+        drop(ended.slot);
     });
     Ok(H2Client { client })
 }
