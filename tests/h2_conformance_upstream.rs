@@ -920,7 +920,45 @@ async fn s5_1_frames_after_torii_reset_a_stream_are_discarded() {
     ok(next, "the next call on the same connection").await;
 }
 
-/// §5.1.2: "Endpoints MUST NOT exceed the limit set by their peer." — with SETTINGS_MAX_CONCURRENT_STREAMS 1, torii opens no second stream on that connection while the first is open; the second call goes on a new connection (the upstream's limit fills the one torii spreads streams over, and behind a long-lived stream it would wait for good), and both calls succeed.
+/// The first call on a connection whose upstream allows one stream at a time, once torii has acknowledged that
+/// SETTINGS: the call, the upstream's end, and the call's stream.
+async fn first_of_one_allowed(env: &Env) -> (JoinHandle<Outcome>, Peer, u32) {
+    let first = call(env.addr(), "one");
+    let mut peer = env.accept(&[(SETTINGS_MAX_CONCURRENT_STREAMS, 1)]).await;
+    let s1 = peer.whole_request().await;
+    while !peer.settings_acked {
+        peer.next("the ACK of our SETTINGS").await.expect("lives");
+    }
+    (first, peer, s1)
+}
+
+/// Until a PING comes back and then for [`QUIET`], torii opens no second stream on `peer`'s connection (its one
+/// stream is still open).
+async fn no_second_stream(peer: &mut Peer) {
+    let payload = *b"onlyone!";
+    peer.send(PING, 0, 0, &payload).await;
+    let mut acked = false;
+    loop {
+        let f = if acked {
+            match peer.r.next_within(QUIET).await {
+                None => return,
+                Some(f) => f,
+            }
+        } else {
+            peer.next("one stream at a time").await
+        };
+        let f = f.expect("lives");
+        assert!(
+            f.kind != HEADERS,
+            "a second stream while the limit is 1: {}",
+            f.describe()
+        );
+        if f.kind == PING && f.has(ACK) && f.payload[..] == payload {
+            acked = true;
+        }
+    }
+}
+
 /// §5.1.2 at the cluster's `max_connections` (1 here): no other connection may be opened, so the second stream
 /// waits for the first to close, then goes on the same connection. (Until this test, an HTTP/2 connection gave its
 /// place under max_connections back as soon as it was made: the limit held only for HTTP/1.1.)
@@ -928,47 +966,26 @@ async fn s5_1_frames_after_torii_reset_a_stream_are_discarded() {
 async fn at_max_connections_a_stream_waits_under_the_upstreams_limit() {
     let env =
         env_with("    max_connections_per_endpoint: 1\n    limits: { max_connections: 1 }\n").await;
-    let first = call(env.addr(), "one");
-    let mut peer = env.accept(&[(SETTINGS_MAX_CONCURRENT_STREAMS, 1)]).await;
-    let s1 = peer.whole_request().await;
-    while !peer.settings_acked {
-        peer.next("the ACK of our SETTINGS").await.expect("lives");
-    }
+    let (first, mut peer, s1) = first_of_one_allowed(&env).await;
     let second = call(env.addr(), "two");
+    no_second_stream(&mut peer).await;
     peer.respond_ok(s1).await;
     ok(first, "first").await;
     let s2 = peer.whole_request().await;
+    assert!(s2 > s1);
     peer.respond_ok(s2).await;
     ok(second, "second").await;
 }
 
+/// §5.1.2: "Endpoints MUST NOT exceed the limit set by their peer." — with SETTINGS_MAX_CONCURRENT_STREAMS 1, torii opens no second stream on that connection while the first is open; the second call goes on a new connection (the upstream's limit fills the one torii spreads streams over, and behind a long-lived stream it would wait for good), and both calls succeed.
 #[tokio::test]
 async fn s5_1_2_torii_keeps_to_the_upstreams_max_concurrent_streams() {
     let env = env_with("    max_connections_per_endpoint: 1\n").await;
-    let first = call(env.addr(), "one");
-    let mut peer = env.accept(&[(SETTINGS_MAX_CONCURRENT_STREAMS, 1)]).await;
-    let s1 = peer.whole_request().await;
-    // Wait until torii has our SETTINGS, then start the second call.
-    while !peer.settings_acked {
-        peer.next("the ACK of our SETTINGS").await.expect("lives");
-    }
+    let (first, mut peer, s1) = first_of_one_allowed(&env).await;
     let second = call(env.addr(), "two");
     let mut other = env.accept(&[]).await;
     let s2 = other.whole_request().await;
-    // While stream s1 is open, no second HEADERS came on its connection.
-    let payload = *b"onlyone!";
-    peer.send(PING, 0, 0, &payload).await;
-    loop {
-        let f = peer.next("the PING's ACK").await.expect("lives");
-        assert!(
-            f.kind != HEADERS,
-            "a second stream while the limit is 1: {}",
-            f.describe()
-        );
-        if f.kind == PING && f.has(ACK) && f.payload[..] == payload {
-            break;
-        }
-    }
+    no_second_stream(&mut peer).await;
     other.respond_ok(s2).await;
     ok(second, "the second call, while the first is still open").await;
     peer.respond_ok(s1).await;
