@@ -9,7 +9,7 @@ use http::{Request, Response};
 
 use super::outcome::Outcome;
 use super::response::Answering;
-use super::retry::{attempt_once, Retrying, Source};
+use super::retry::Retrying;
 use super::upstream_request::to_http1;
 use super::{Forward, Pipeline};
 use crate::body::{self, Body};
@@ -66,21 +66,9 @@ impl Pipeline {
                     trace: trace.as_deref_mut(),
                 };
                 let mut notes = super::retry::Notes::default();
-                let sent = if Source::lends(policy, wire) {
-                    self.retry_lent(r, req, limit, &mut endpoint, &mut notes)
-                        .await
-                } else {
-                    // Boxed: the retry loop is large, and most requests
-                    // never run it.
-                    Box::pin(async {
-                        let retrying = self.retrying(r, req, &mut endpoint, &mut notes);
-                        match limit {
-                            Some(d) => tokio::time::timeout(d, retrying).await.ok(),
-                            None => Some(retrying.await),
-                        }
-                    })
-                    .await
-                };
+                let sent = self
+                    .retrying(r, req, limit, &mut endpoint, &mut notes)
+                    .await;
                 if let Some(o) = slot.as_mut() {
                     o.attempts = notes;
                 }
@@ -139,39 +127,5 @@ impl Pipeline {
             limit_err,
         };
         Ok(self.response(resp, guard, answering, grpc_req, slot))
-    }
-
-    /// A retry policy's request to an HTTP/2 upstream (which keeps the
-    /// request it sent): the first attempt runs here, as a request without
-    /// a policy would, and the retry loop (boxed: it is large) only when
-    /// the policy asks for another attempt. None: the deadline (`limit`)
-    /// passed.
-    async fn retry_lent(
-        &self,
-        mut r: Retrying<'_>,
-        req: Box<Request<Body>>,
-        limit: Option<std::time::Duration>,
-        endpoint: &mut Option<std::net::SocketAddr>,
-        notes: &mut super::retry::Notes,
-    ) -> Option<Result<super::retry::Exchange, ProxyError>> {
-        let until = limit.map(|d| tokio::time::Instant::now() + d);
-        let (source, req) = Source::new(req, r.policy, r.wire);
-        let first = attempt_once(&mut r, &source, req, 1, endpoint, notes);
-        let first = match until {
-            Some(at) => tokio::time::timeout_at(at, first).await.ok()?,
-            None => first.await,
-        };
-        let failed = match first {
-            Ok(result) => return Some(result),
-            Err(failed) => failed,
-        };
-        Box::pin(async {
-            let rest = self.retry_rest(r, source, failed, endpoint, notes);
-            match until {
-                Some(at) => tokio::time::timeout_at(at, rest).await.ok(),
-                None => Some(rest.await),
-            }
-        })
-        .await
     }
 }

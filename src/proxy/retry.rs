@@ -48,7 +48,7 @@ pub const HOLD: Duration = Duration::from_secs(1);
 
 const PUSHBACK: &str = "grpc-retry-pushback-ms";
 
-pub(super) type Exchange = (Response<Received>, ExchangeGuard);
+type Exchange = (Response<Received>, ExchangeGuard);
 
 /// One attempt and how it went: its endpoint and a word (`ok`, the
 /// retried status or failure, or the error code that ended it).
@@ -116,7 +116,7 @@ pub(super) struct Retrying<'a> {
 }
 
 /// Where each retry's request comes from.
-pub(super) enum Source {
+enum Source {
     /// HTTP/2: the upstream transport keeps the request it sent and gives
     /// it back.
     Lent,
@@ -127,18 +127,15 @@ pub(super) enum Source {
 }
 
 impl Source {
-    /// Whether the transport keeps the request (no copy up front).
-    pub(super) fn lends(policy: &RetryPolicy, wire: Wire) -> bool {
-        wire == Wire::Http2 && policy.per_try_timeout.is_none()
-    }
-
-    /// The source, and the first attempt's request.
-    pub(super) fn new(
+    /// The source, and the first attempt's request: lent when the
+    /// transport keeps what it sends (HTTP/2) and no per-try timeout may
+    /// abandon an attempt.
+    fn new(
         req: Box<Request<Body>>,
         policy: &RetryPolicy,
         wire: Wire,
     ) -> (Source, Box<Request<Body>>) {
-        if Source::lends(policy, wire) {
+        if wire == Wire::Http2 && policy.per_try_timeout.is_none() {
             return (Source::Lent, req);
         }
         let (parts, body) = (*req).into_parts();
@@ -188,26 +185,15 @@ impl Source {
             return back;
         }
         let (resp, _) = answer.as_mut().ok()?;
-        let taken = match std::mem::replace(resp.body_mut(), crate::body::nothing()) {
-            Received::H2(body) => body.take_request().await,
-            Received::Held(mut held) => {
-                let rest = std::mem::replace(&mut held.rest, crate::body::nothing());
-                let taken = match rest {
-                    Received::H2(body) => body.take_request().await,
-                    rest => {
-                        held.rest = rest;
-                        None
-                    }
-                };
-                *resp.body_mut() = Received::Held(held);
-                taken
-            }
+        // A lent request's answer is always an HTTP/2 body, looked at in
+        // place (never held).
+        match std::mem::replace(resp.body_mut(), crate::body::nothing()) {
+            Received::H2(body) => body.take_request().await.map(Box::new),
             body => {
                 *resp.body_mut() = body;
                 None
             }
-        };
-        taken.map(Box::new)
+        }
     }
 }
 
@@ -215,10 +201,6 @@ impl Source {
 fn kept_body(answer: &Result<Exchange, ProxyError>) -> Option<&H2Received> {
     match answer.as_ref().ok()?.0.body() {
         Received::H2(b) => Some(b),
-        Received::Held(h) => match &h.rest {
-            Received::H2(b) => Some(b),
-            _ => None,
-        },
         _ => None,
     }
 }
@@ -226,16 +208,12 @@ fn kept_body(answer: &Result<Exchange, ProxyError>) -> Option<&H2Received> {
 fn kept_body_mut(answer: &mut Result<Exchange, ProxyError>) -> Option<&mut H2Received> {
     match answer.as_mut().ok()?.0.body_mut() {
         Received::H2(b) => Some(b),
-        Received::Held(h) => match &mut h.rest {
-            Received::H2(b) => Some(b),
-            _ => None,
-        },
         _ => None,
     }
 }
 
 /// An attempt the policy wants retried.
-pub(super) struct Retryable {
+struct Retryable {
     /// Its number (1 for the first).
     n: u32,
     ep: Option<SocketAddr>,
@@ -251,7 +229,7 @@ pub(super) struct Retryable {
 /// Attempt number `n` under the policy: sent, and its outcome judged.
 /// Ok: the answer is final (the request is let go of). Err: the policy
 /// wants it retried.
-pub(super) async fn attempt_once(
+async fn attempt_once(
     r: &mut Retrying<'_>,
     source: &Source,
     mut req: Box<Request<Body>>,
@@ -319,25 +297,43 @@ pub(super) async fn attempt_once(
 }
 
 impl Pipeline {
-    /// Sends `req` under the route's retry policy. `endpoint` is the
-    /// endpoint tried last; `notes` gets each attempt.
+    /// Sends `req` under the route's retry policy, within `limit` (None:
+    /// it passed). `endpoint` is the endpoint tried last; `notes` gets
+    /// each attempt. The first attempt runs here, as a request without a
+    /// policy would; the rest of the loop (boxed: it is large) only when
+    /// the policy asks for another attempt.
     pub(super) async fn retrying(
         &self,
         mut r: Retrying<'_>,
         req: Box<Request<Body>>,
+        limit: Option<Duration>,
         endpoint: &mut Option<SocketAddr>,
         notes: &mut Notes,
-    ) -> Result<Exchange, ProxyError> {
+    ) -> Option<Result<Exchange, ProxyError>> {
+        let until = limit.map(|d| tokio::time::Instant::now() + d);
         let (source, req) = Source::new(req, r.policy, r.wire);
-        match attempt_once(&mut r, &source, req, 1, endpoint, notes).await {
-            Ok(result) => result,
-            Err(failed) => self.retry_rest(r, source, failed, endpoint, notes).await,
-        }
+        let first = attempt_once(&mut r, &source, req, 1, endpoint, notes);
+        let first = match until {
+            Some(at) => tokio::time::timeout_at(at, first).await.ok()?,
+            None => first.await,
+        };
+        let failed = match first {
+            Ok(result) => return Some(result),
+            Err(failed) => failed,
+        };
+        Box::pin(async {
+            let rest = self.retry_rest(r, source, failed, endpoint, notes);
+            match until {
+                Some(at) => tokio::time::timeout_at(at, rest).await.ok(),
+                None => Some(rest.await),
+            }
+        })
+        .await
     }
 
     /// The attempts after `failed`, until one is final or the policy
     /// stops.
-    pub(super) async fn retry_rest(
+    async fn retry_rest(
         &self,
         mut r: Retrying<'_>,
         source: Source,
