@@ -120,9 +120,13 @@ impl H2Received {
         let head = self.recv.take_request_head()?;
         let kept = match kept {
             Kept::Nothing => return None,
-            Kept::One(chunk) if chunk.is_empty() => KeptBody::Whole(Recorded::empty()),
             Kept::One(chunk) => {
-                return Some(http::Request::from_parts(*head, super::full(chunk)));
+                let body = if chunk.is_empty() {
+                    super::empty()
+                } else {
+                    super::full(chunk)
+                };
+                return Some(http::Request::from_parts(*head, body));
             }
             Kept::Body(body) => *body,
         };

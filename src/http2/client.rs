@@ -168,7 +168,7 @@ impl ResponseFuture {
     /// [`Client::send_request_keeping_head`]: the request head, whether or
     /// not the upstream processed the stream.
     pub fn take_head(&mut self) -> Option<Box<request::Parts>> {
-        conn::take_head(self.stream.as_ref()?)
+        self.stream.as_ref()?.take_request_head()
     }
 }
 

@@ -140,13 +140,6 @@ pub(in crate::http2) fn take_unprocessed(stream: &StreamRef) -> Option<Box<http:
     s.pending_head.take().or_else(|| s.sent_head.take())
 }
 
-/// Client side, on a stream opened keeping its head: the request head,
-/// whatever became of the stream (the caller decides whether to send it
-/// again).
-pub(in crate::http2) fn take_head(stream: &StreamRef) -> Option<Box<http::request::Parts>> {
-    stream.take_request_head()
-}
-
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Client side: the response head of one of torii's streams.
     pub(super) fn response_head(

@@ -64,7 +64,7 @@ use tokio::time::{Instant, Sleep};
 
 pub(in crate::http2) use client::{
     client_gone, client_is_closed, client_poll_ready, open_stream, peer_max_streams, poll_response,
-    take_head, take_unprocessed,
+    take_unprocessed,
 };
 pub(in crate::http2) use handles::{poll_reset, send_head, send_reset, StreamRef};
 pub use handles::{Peek, RecvBody, SendBody};
